@@ -1,1 +1,84 @@
-fn main() {}
+//! The `gridmq` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gateway::{Config, Gateway, Hooks};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "gridmq", version, about = "MQTT broker and CloudEvents router")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker. With no config file it runs on embedded defaults: MQTT on
+    /// 127.0.0.1:1883, anonymous clients allowed.
+    Serve {
+        /// TOML config file (see schemas/gridmq.example.toml).
+        #[arg(long, env = "GRIDMQ_CONFIG")]
+        config: Option<PathBuf>,
+        /// MQTT listener address; overrides `server.listen` from the config.
+        #[arg(long, env = "GRIDMQ_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve { config, listen } => {
+            let mut config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("start the tokio runtime")?
+                .block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let gateway = Gateway::start(config, Hooks::allow_all())
+        .await
+        .with_context(|| format!("listen on {listen}"))?;
+    gateway::server::announce(&gateway);
+    shutdown_signal().await;
+    tracing::info!("Shutting down.");
+    if !gateway.shutdown().await {
+        tracing::warn!("Shutdown grace period ran out; remaining connections dropped.");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

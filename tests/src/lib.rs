@@ -1,1 +1,107 @@
-//! Harness for end-to-end tests.
+//! Harness for gridmq's end-to-end tests: it starts the real `gridmq` binary on an ephemeral
+//! loopback port and stops it (by pid) when the handle is dropped.
+//!
+//! The binary is the one `cargo test --workspace` builds into the target directory next to the
+//! test executable; set `GRIDMQ_BIN` to test another build.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub mod clients;
+pub mod raw;
+
+/// A running `gridmq serve` process.
+pub struct Gridmq {
+    child: Child,
+    /// The address its MQTT listener is bound to.
+    pub addr: SocketAddr,
+    _config: Option<tempfile::NamedTempFile>,
+}
+
+impl Gridmq {
+    /// Starts gridmq on its embedded defaults, listening on 127.0.0.1 on a free port.
+    pub fn start() -> Gridmq {
+        Gridmq::start_with_config("")
+    }
+
+    /// Starts gridmq with `config` (TOML) as its config file; an empty string means no file.
+    pub fn start_with_config(config: &str) -> Gridmq {
+        let file = if config.is_empty() {
+            None
+        } else {
+            let mut file = tempfile::NamedTempFile::new().expect("create config file");
+            std::io::Write::write_all(&mut file, config.as_bytes()).expect("write config file");
+            Some(file)
+        };
+        let mut command = Command::new(binary());
+        command.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        if let Some(file) = &file {
+            command.arg("--config").arg(file.path());
+        }
+        let mut child = command
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gridmq");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = match lines.next() {
+                Some(Ok(line)) => line,
+                other => panic!("gridmq exited before listening: {other:?}"),
+            };
+            if let Some(rest) = line.strip_prefix("gridmq listening mqtt ") {
+                break rest.trim().parse().expect("listener address");
+            }
+        };
+        // Keep draining stdout so the broker never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Gridmq { child, addr, _config: file }
+    }
+
+    /// The pid of the broker process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for a clean exit; returns the exit status.
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gridmq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The gridmq binary under test.
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("GRIDMQ_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps; the binary is in target/<profile>.
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let bin = dir.join("gridmq");
+    assert!(
+        bin.exists(),
+        "{} not found: run `cargo test --workspace` (which builds it) or set GRIDMQ_BIN",
+        bin.display()
+    );
+    bin
+}

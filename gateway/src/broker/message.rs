@@ -1,0 +1,74 @@
+//! An application message as the broker holds it, and one delivery of it to one session.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::mqtt::{Properties, QoS};
+
+/// A published message. Immutable once built and shared by every delivery through an `Arc`, so
+/// fan-out to many subscribers copies neither payload nor properties.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The RETAIN flag it was published with.
+    pub retain: bool,
+    /// The publisher's properties, without topic alias, subscription identifiers and message
+    /// expiry interval: those are written per delivery.
+    pub properties: Arc<Properties>,
+    /// When the message expires (from its Message Expiry Interval).
+    pub expires_at: Option<Instant>,
+    /// The publishing session's id, for No Local; 0 for messages no session published.
+    pub publisher: u64,
+}
+
+impl Message {
+    /// True once the message's expiry has passed: it is then never delivered.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The Message Expiry Interval to forward: the seconds left, rounded up, so a message with
+    /// less than a second left is not forwarded as "0".
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now);
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            u32::try_from(secs).unwrap_or(u32::MAX)
+        })
+    }
+}
+
+/// Identifies a shared subscription: the group and the inner filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SharedKey {
+    pub group: String,
+    pub filter: String,
+}
+
+/// One message on its way to one session.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub message: Arc<Message>,
+    /// min(publish QoS, granted QoS).
+    pub qos: QoS,
+    /// The RETAIN flag to send: set for retained messages sent at subscribe time, and kept
+    /// from the publish only under Retain As Published.
+    pub retain: bool,
+    /// Identifiers of every subscription of this session that matched.
+    pub subscription_ids: Vec<u32>,
+    /// Set when the delivery came through a shared subscription: if this member leaves before
+    /// acknowledging it, the message goes to another member of the group.
+    pub shared: Option<Arc<SharedKey>>,
+}
+
+impl Delivery {
+    /// The bytes this delivery counts against its session's queue bound.
+    pub fn size(&self) -> usize {
+        self.message.payload.len() + self.message.topic.len()
+    }
+}

@@ -1,0 +1,252 @@
+//! A session: the state MQTT keeps for a client id across connections.
+//!
+//! The session outlives its connections: subscriptions, the queue of messages waiting for the
+//! client, the outbound in-flight window and the inbound QoS 2 packet ids all live here. Each
+//! session has its own lock, so publishers fanning out to different subscribers never contend;
+//! the lock is held only to push or pop a queue entry, never across an await.
+//!
+//! Invariant: a session is attached to at most one connection at a time. The connection holds
+//! the `attach` lock for its whole life; a takeover waits for that lock, so the old connection
+//! has let go of the session before the new one touches it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+use tokio::sync::{Notify, mpsc};
+
+use super::config::{MqttConfig, QueueFull};
+use super::message::Delivery;
+use crate::mqtt::{Protocol, QoS, ReasonCode, SubscriptionOptions};
+
+/// A client's session.
+#[derive(Debug)]
+pub struct Session {
+    pub client_id: Arc<str>,
+    /// Unique for each session the broker creates (a clean start makes a new one).
+    pub id: u64,
+    state: Mutex<SessionState>,
+    /// Wakes the attached connection when deliveries are queued.
+    pub(crate) wake: Notify,
+    /// Held by the attached connection; see the module invariant.
+    pub(crate) attach: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// One subscription as the session remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub options: SubscriptionOptions,
+    pub identifier: Option<u32>,
+}
+
+/// Where an outbound QoS 1/2 delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// PUBLISH sent at QoS 1, waiting for PUBACK.
+    AwaitingPubAck,
+    /// PUBLISH sent at QoS 2, waiting for PUBREC.
+    AwaitingPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitingPubComp,
+}
+
+/// An outbound delivery that has a packet id.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    pub packet_id: u16,
+    pub stage: Stage,
+    pub delivery: Delivery,
+}
+
+/// The link from a session to the connection attached to it.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub connection_id: u64,
+    /// Asks the connection to close with this reason (takeover, overflow, shutdown).
+    pub kick: mpsc::Sender<ReasonCode>,
+    /// How many QoS 1/2 deliveries may be in flight at once (client's Receive Maximum, capped).
+    pub window: usize,
+}
+
+/// Everything behind the session lock.
+#[derive(Debug)]
+pub struct SessionState {
+    pub protocol: Protocol,
+    /// Keyed by the filter as subscribed (shared filters with their `$share/g/` prefix).
+    pub subscriptions: HashMap<String, Subscription>,
+    pub queue: VecDeque<Delivery>,
+    pub queued_bytes: usize,
+    /// In the order the PUBLISH packets were first sent.
+    pub inflight: VecDeque<Inflight>,
+    next_packet_id: u16,
+    /// Inbound QoS 2 packet ids that got PUBREC and wait for PUBREL.
+    pub inbound_qos2: HashSet<u16>,
+    pub attached: Option<Attachment>,
+    /// Seconds the session outlives its connection; `u32::MAX` means never expires.
+    pub expiry_interval: u32,
+    /// Counts attachments, so a timer started at one disconnect can tell whether the client
+    /// came back since.
+    pub generation: u64,
+    /// Set once the session is discarded; nothing is queued to it afterwards.
+    pub ended: bool,
+}
+
+/// What became of a delivery offered to a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued (and the connection woken if attached).
+    Queued,
+    /// Not queued: QoS 0 to an offline session, or the session has ended.
+    Skipped,
+    /// Queued after dropping the oldest queued message (`drop-oldest`), or a QoS 0 message
+    /// was dropped because the queue is full.
+    Dropped,
+    /// The queue is full under `end-session`: the caller must end the session.
+    Overflow,
+}
+
+impl Session {
+    pub fn new(client_id: Arc<str>, id: u64, protocol: Protocol) -> Session {
+        Session {
+            client_id,
+            id,
+            state: Mutex::new(SessionState {
+                protocol,
+                subscriptions: HashMap::new(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                inflight: VecDeque::new(),
+                next_packet_id: 1,
+                inbound_qos2: HashSet::new(),
+                attached: None,
+                expiry_interval: 0,
+                generation: 0,
+                ended: false,
+            }),
+            wake: Notify::new(),
+            attach: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Locks the session state. Never hold the guard across an await.
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
+        self.state.lock()
+    }
+
+    /// Offers a delivery to this session, applying the queue bounds of `config`.
+    pub fn enqueue(&self, delivery: Delivery, config: &MqttConfig) -> Enqueued {
+        let mut state = self.state.lock();
+        if state.ended || (state.attached.is_none() && delivery.qos == QoS::AtMostOnce) {
+            return Enqueued::Skipped;
+        }
+        let size = delivery.size();
+        let mut outcome = Enqueued::Queued;
+        while state.queue.len() >= config.max_queued_messages
+            || (state.queued_bytes + size > config.max_queued_bytes && !state.queue.is_empty())
+        {
+            if delivery.qos == QoS::AtMostOnce {
+                metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
+                return Enqueued::Dropped;
+            }
+            match config.queue_full {
+                QueueFull::EndSession => return Enqueued::Overflow,
+                QueueFull::DropOldest => {
+                    if let Some(old) = state.queue.pop_front() {
+                        state.queued_bytes -= old.size();
+                    }
+                    metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
+                    outcome = Enqueued::Dropped;
+                }
+            }
+        }
+        state.queued_bytes += size;
+        state.queue.push_back(delivery);
+        let attached = state.attached.is_some();
+        drop(state);
+        if attached {
+            self.wake.notify_one();
+        }
+        outcome
+    }
+}
+
+impl SessionState {
+    /// Takes the next queued delivery, if the in-flight window has room for it.
+    pub fn next_delivery(&mut self) -> Option<Delivery> {
+        let window = self.attached.as_ref().map_or(0, |a| a.window);
+        let front = self.queue.front()?;
+        if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
+            return None;
+        }
+        let delivery = self.queue.pop_front()?;
+        self.queued_bytes -= delivery.size();
+        Some(delivery)
+    }
+
+    /// Puts a delivery in flight under a fresh packet id and returns that id.
+    pub fn start_inflight(&mut self, delivery: Delivery) -> u16 {
+        let packet_id = self.allocate_packet_id();
+        let stage = match delivery.qos {
+            QoS::ExactlyOnce => Stage::AwaitingPubRec,
+            _ => Stage::AwaitingPubAck,
+        };
+        self.inflight.push_back(Inflight { packet_id, stage, delivery });
+        packet_id
+    }
+
+    /// Removes the in-flight entry `packet_id` if it is at `stage`.
+    pub fn finish_inflight(&mut self, packet_id: u16, stage: Stage) -> Option<Inflight> {
+        let index =
+            self.inflight.iter().position(|e| e.packet_id == packet_id && e.stage == stage)?;
+        self.inflight.remove(index)
+    }
+
+    /// Moves `packet_id` from waiting for PUBREC to waiting for PUBCOMP.
+    pub fn mark_released(&mut self, packet_id: u16) -> bool {
+        match self.inflight.iter_mut().find(|e| e.packet_id == packet_id) {
+            Some(entry) if entry.stage == Stage::AwaitingPubRec => {
+                entry.stage = Stage::AwaitingPubComp;
+                true
+            }
+            Some(entry) => entry.stage == Stage::AwaitingPubComp,
+            None => false,
+        }
+    }
+
+    /// Takes out every delivery that came through a shared subscription and has not reached
+    /// the client for good (queued, or in flight before PUBREC), so another member can have it.
+    pub fn take_shared(&mut self) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for delivery in self.queue.drain(..) {
+            if delivery.shared.is_some() {
+                taken.push(delivery);
+            } else {
+                kept.push_back(delivery);
+            }
+        }
+        self.queue = kept;
+        self.queued_bytes = self.queue.iter().map(Delivery::size).sum();
+        let mut inflight = VecDeque::with_capacity(self.inflight.len());
+        for entry in self.inflight.drain(..) {
+            if entry.delivery.shared.is_some() && entry.stage != Stage::AwaitingPubComp {
+                taken.push(entry.delivery);
+            } else {
+                inflight.push_back(entry);
+            }
+        }
+        self.inflight = inflight;
+        taken
+    }
+
+    /// Packet ids wrap from 65535 to 1 and skip ids still in flight.
+    fn allocate_packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.inflight.iter().any(|e| e.packet_id == id) {
+                return id;
+            }
+        }
+    }
+}

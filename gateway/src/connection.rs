@@ -1,0 +1,269 @@
+//! One task per client connection: it reads packets, acts on them, and writes whatever the
+//! session has queued for the client.
+//!
+//! The task owns the socket and both buffers. Reading, queue wake-ups, the keep-alive deadline,
+//! kick requests (takeover, overflow) and server shutdown are one `select!`; everything that a
+//! wake-up produces is appended to the write buffer and written with one `write_all`, so a burst
+//! of deliveries costs one syscall rather than one per packet.
+//!
+//! Invariant: the connection holds its session's `attach` lock from CONNACK until it has
+//! detached, so no two connections ever drive one session.
+
+mod handshake;
+mod inbound;
+mod outbound;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio::time::Instant;
+use tracing::debug;
+
+use self::outbound::Outbound;
+use crate::broker::Broker;
+use crate::broker::message::Message;
+use crate::broker::session::Session;
+use crate::hooks::{ClientIdentity, DisconnectReason, LifecycleEvent};
+use crate::mqtt::{Codec, Disconnect, Packet, Properties, Protocol, ReasonCode};
+
+/// The initial capacity of each connection's read and write buffers. Small on purpose: an
+/// idle connection should cost little; the buffers grow with traffic.
+const INITIAL_BUFFER: usize = 512;
+
+/// Where the transport came from, as the authenticator sees it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// DER certificates the client presented over TLS, leaf first.
+    pub certificates: Vec<Bytes>,
+}
+
+/// Serves one client until it disconnects, breaks the protocol, or the server shuts down.
+pub async fn serve<S>(stream: S, peer: Peer, broker: Arc<Broker>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(mut connection) = handshake::accept(stream, peer, broker).await else { return };
+    let reason = connection.run().await;
+    connection.finish(reason).await;
+}
+
+/// How a connected session ends.
+#[derive(Debug)]
+struct Ending {
+    reason: DisconnectReason,
+    /// A DISCONNECT to send before closing (5.0 only).
+    notify: Option<Disconnect>,
+    /// Whether the will is published.
+    publish_will: bool,
+}
+
+/// A will waiting for the connection to end.
+#[derive(Debug)]
+struct Will {
+    message: Arc<Message>,
+    delay: u32,
+}
+
+/// A connected client, after a successful CONNACK.
+struct Connection<S> {
+    broker: Arc<Broker>,
+    stream: S,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    codec: Codec,
+    protocol: Protocol,
+    session: Arc<Session>,
+    identity: ClientIdentity,
+    /// Keep-alive as negotiated; `None` when off.
+    keep_alive: Option<Duration>,
+    last_packet: Instant,
+    will: Option<Will>,
+    /// Whether CONNECT set Session Expiry 0, which DISCONNECT may then not change.
+    expiry_was_zero: bool,
+    auth_method: Option<String>,
+    peer: Peer,
+    /// Whether reason strings and user properties may go in acknowledgements (5.0
+    /// Request Problem Information).
+    problem_information: bool,
+    inbound_aliases: HashMap<u16, Arc<str>>,
+    outbound: Outbound,
+    kicks: mpsc::Receiver<ReasonCode>,
+    _attached: OwnedMutexGuard<()>,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// The connection's event loop; returns why it ended.
+    async fn run(&mut self) -> Ending {
+        let shutdown = self.broker.shutdown.clone();
+        let session = self.session.clone();
+        loop {
+            self.outbound.drain(&session, &mut self.write_buf);
+            if let Err(error) = self.flush().await {
+                debug!(%error, "Write failed.");
+                return Ending::lost();
+            }
+            let deadline = self.keep_alive.map(|k| self.last_packet + k.mul_f32(1.5));
+            tokio::select! {
+                biased;
+                reason = self.kicks.recv() => {
+                    let reason = reason.unwrap_or(ReasonCode::AdministrativeAction);
+                    return Ending::kicked(reason);
+                }
+                () = shutdown.cancelled() => {
+                    return Ending {
+                        reason: DisconnectReason::ServerShutdown,
+                        notify: Some(Disconnect::new(ReasonCode::ServerShuttingDown)),
+                        publish_will: false,
+                    };
+                }
+                read = self.stream.read_buf(&mut self.read_buf) => {
+                    match read {
+                        Ok(0) | Err(_) => return Ending::lost(),
+                        Ok(_) => {
+                            self.last_packet = Instant::now();
+                            if let Some(ending) = self.process_input().await {
+                                return ending;
+                            }
+                        }
+                    }
+                }
+                () = session.wake.notified() => {}
+                () = sleep_until(deadline) => {
+                    return Ending {
+                        reason: DisconnectReason::KeepAliveTimeout,
+                        notify: Some(Disconnect::new(ReasonCode::KeepAliveTimeout)),
+                        publish_will: true,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every whole packet in the read buffer.
+    async fn process_input(&mut self) -> Option<Ending> {
+        loop {
+            match self.codec.decode(&mut self.read_buf, Some(self.protocol)) {
+                Ok(Some(packet)) => {
+                    if let Some(ending) = self.handle(packet).await {
+                        return Some(ending);
+                    }
+                }
+                Ok(None) => return None,
+                Err(error) => {
+                    debug!(%error, client_id = %self.session.client_id, "Malformed packet.");
+                    return Some(Ending::violation(error.reason_code()));
+                }
+            }
+        }
+    }
+
+    /// Detaches from the session and applies what the ending implies: DISCONNECT, will,
+    /// session expiry or removal, lifecycle event.
+    async fn finish(mut self, ending: Ending) {
+        if let Some(disconnect) = &ending.notify
+            && self.protocol == Protocol::V5
+        {
+            Codec::encode(&Packet::Disconnect(disconnect.clone()), self.protocol, &mut self.write_buf);
+        }
+        // The client may be gone or stuck; a short bound keeps shutdown and takeover prompt.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+
+        let (generation, expiry, shared) = {
+            let mut state = self.session.lock();
+            state.attached = None;
+            (state.generation, state.expiry_interval, state.take_shared())
+        };
+        self.broker.redistribute(shared, self.session.id);
+        let shutting_down = self.broker.shutdown.is_cancelled();
+        if let Some(will) = self.will.take()
+            && ending.publish_will
+            && !shutting_down
+        {
+            let delay = will.delay.min(expiry);
+            self.broker.schedule_will(
+                will.message,
+                self.session.clone(),
+                generation,
+                Duration::from_secs(u64::from(delay)),
+            );
+        }
+        if expiry == 0 {
+            self.broker.end_session(&self.session);
+        } else if expiry != u32::MAX && !shutting_down {
+            self.broker.schedule_expiry(
+                self.session.clone(),
+                generation,
+                Duration::from_secs(u64::from(expiry)),
+            );
+        }
+        debug!(client_id = %self.session.client_id, reason = ?ending.reason, "Client disconnected.");
+        self.broker.hooks.emit(LifecycleEvent::Disconnected {
+            identity: self.identity.clone(),
+            reason: ending.reason,
+        });
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.write_buf.is_empty() {
+            self.stream.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+            self.stream.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Appends a packet to the write buffer.
+    fn send(&mut self, packet: Packet) {
+        Codec::encode(&packet, self.protocol, &mut self.write_buf);
+    }
+
+    /// Properties carrying a reason string, when the client has not asked us to leave them out.
+    fn reason_properties(&self, reason: Option<String>) -> Properties {
+        Properties {
+            reason_string: reason.filter(|_| self.problem_information),
+            ..Properties::default()
+        }
+    }
+}
+
+impl Ending {
+    fn lost() -> Ending {
+        Ending { reason: DisconnectReason::ConnectionLost, notify: None, publish_will: true }
+    }
+
+    fn violation(code: ReasonCode) -> Ending {
+        Ending {
+            reason: DisconnectReason::ProtocolViolation(code),
+            notify: Some(Disconnect::new(code)),
+            publish_will: true,
+        }
+    }
+
+    fn kicked(code: ReasonCode) -> Ending {
+        let reason = match code {
+            ReasonCode::SessionTakenOver => DisconnectReason::SessionTakenOver,
+            ReasonCode::QuotaExceeded => DisconnectReason::SessionOverflow,
+            ReasonCode::ServerShuttingDown => DisconnectReason::ServerShutdown,
+            other => DisconnectReason::Administrative(other),
+        };
+        Ending { reason, notify: Some(Disconnect::new(code)), publish_will: true }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

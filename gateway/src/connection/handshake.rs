@@ -1,0 +1,386 @@
+//! From a fresh socket to a connected session: CONNECT, authentication (with the MQTT 5 AUTH
+//! exchange), session takeover or resumption, and CONNACK.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::outbound::Outbound;
+use super::{Connection, Peer, Will, INITIAL_BUFFER};
+use crate::broker::Broker;
+use crate::broker::message::Message;
+use crate::broker::session::{Attachment, Session};
+use crate::hooks::{AuthDecision, AuthRequest, AuthStep, ClientIdentity, LifecycleEvent};
+use crate::mqtt::{
+    Auth, Codec, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode,
+};
+
+/// How long a takeover waits for the previous connection to let go of the session.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads CONNECT and answers it. `None` when the client was refused or went away; the refusal
+/// (CONNACK with a reason code) has then been sent.
+pub(super) async fn accept<S>(
+    mut stream: S,
+    peer: Peer,
+    broker: Arc<Broker>,
+) -> Option<Connection<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let codec = Codec::new(broker.config.max_packet_size as usize);
+    let mut read_buf = BytesMut::with_capacity(INITIAL_BUFFER);
+    let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
+    let connect = match tokio::time::timeout(timeout, read_connect(&mut stream, &mut read_buf, &codec)).await {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(Refusal { protocol, code })) => {
+            if let Some(protocol) = protocol {
+                refuse(&mut stream, protocol, code, None).await;
+            }
+            return None;
+        }
+        Err(_) => {
+            debug!(peer = %peer.addr, "No CONNECT within the connect timeout.");
+            return None;
+        }
+    };
+    let protocol = connect.protocol;
+    let config = &broker.config;
+
+    // Client identifier: 5.0 clients may leave it empty and get one assigned; a 3.1.1 client
+    // may do so only with a clean session.
+    let mut assigned = None;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        if protocol == Protocol::V311 && !connect.clean_start {
+            refuse(&mut stream, protocol, ReasonCode::ClientIdentifierNotValid, None).await;
+            return None;
+        }
+        let id: Arc<str> = format!("gridmq-{}", broker.next_id()).into();
+        assigned = Some(id.clone());
+        id
+    } else {
+        connect.client_id.as_str().into()
+    };
+
+    let (identity, auth_method) =
+        authenticate(&mut stream, &mut read_buf, &codec, &broker, &connect, &client_id, &peer)
+            .await?;
+
+    // Session expiry: 3.1.1 persistent sessions live as long as the configured maximum.
+    let requested_expiry = match protocol {
+        Protocol::V311 if connect.clean_start => 0,
+        Protocol::V311 => config.max_session_expiry,
+        Protocol::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+    };
+    let expiry = requested_expiry.min(config.max_session_expiry);
+
+    let keep_alive = match connect.keep_alive {
+        0 => config.max_keep_alive,
+        k => k.min(config.max_keep_alive),
+    };
+
+    let window = usize::from(
+        connect.properties.receive_maximum.unwrap_or(u16::MAX).min(config.max_inflight),
+    );
+    let (kick, kicks) = mpsc::channel(4);
+    let connection_id = broker.next_id();
+    let attachment = Attachment { connection_id, kick, window };
+    let (session, session_present, guard) =
+        attach(&broker, &client_id, connect.clean_start, protocol, attachment).await?;
+    session.lock().expiry_interval = expiry;
+
+    let mut properties = Properties::default();
+    if protocol == Protocol::V5 {
+        properties.assigned_client_identifier = assigned.map(|id| id.to_string());
+        if keep_alive != connect.keep_alive {
+            properties.server_keep_alive = Some(keep_alive);
+        }
+        if expiry != requested_expiry {
+            properties.session_expiry_interval = Some(expiry);
+        }
+        properties.receive_maximum = Some(config.receive_maximum);
+        properties.retain_available = Some(1);
+        properties.maximum_packet_size = Some(config.max_packet_size);
+        properties.topic_alias_maximum = Some(config.topic_alias_maximum);
+        properties.wildcard_subscription_available = Some(1);
+        properties.subscription_identifier_available = Some(1);
+        properties.shared_subscription_available = Some(1);
+        properties.authentication_method = auth_method.clone();
+    }
+
+    let will = connect.will.as_ref().map(|will| Will {
+        message: Arc::new(Message {
+            topic: will.topic.as_str().into(),
+            payload: will.payload.clone(),
+            qos: will.qos,
+            retain: will.retain,
+            expires_at: will
+                .properties
+                .message_expiry_interval
+                .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs))),
+            properties: Arc::new(Properties {
+                will_delay_interval: None,
+                message_expiry_interval: None,
+                ..will.properties.clone()
+            }),
+            publisher: session.id,
+        }),
+        delay: will.properties.will_delay_interval.unwrap_or(0),
+    });
+
+    let max_packet_size =
+        connect.properties.maximum_packet_size.map_or(usize::MAX, |size| size as usize);
+    let alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
+    let mut connection = Connection {
+        broker: broker.clone(),
+        stream,
+        read_buf,
+        write_buf: BytesMut::with_capacity(INITIAL_BUFFER),
+        codec,
+        protocol,
+        session: session.clone(),
+        identity: identity.clone(),
+        keep_alive: Some(Duration::from_secs(u64::from(keep_alive))),
+        last_packet: Instant::now(),
+        will,
+        expiry_was_zero: expiry == 0,
+        auth_method,
+        peer,
+        problem_information: connect.properties.request_problem_information != Some(0),
+        inbound_aliases: HashMap::new(),
+        outbound: Outbound::new(protocol, max_packet_size, alias_maximum),
+        kicks,
+        _attached: guard,
+    };
+    connection.send(Packet::ConnAck(ConnAck {
+        session_present,
+        code: ReasonCode::Success,
+        properties,
+    }));
+    if session_present {
+        connection.outbound.resend(&session, &mut connection.write_buf);
+    }
+    debug!(client_id = %client_id, ?protocol, session_present, "Client connected.");
+    broker.hooks.emit(LifecycleEvent::Connected { identity, session_present });
+    Some(connection)
+}
+
+/// A CONNECT that cannot be answered with a session: the CONNACK to send, if any.
+struct Refusal {
+    /// The protocol to answer in; `None` means close without CONNACK.
+    protocol: Option<Protocol>,
+    code: ReasonCode,
+}
+
+async fn read_connect<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    codec: &Codec,
+) -> Result<Box<Connect>, Refusal>
+where
+    S: AsyncRead + Unpin,
+{
+    loop {
+        match codec.decode(buf, None) {
+            Ok(Some(Packet::Connect(connect))) => return Ok(connect),
+            Ok(Some(_)) => return Err(Refusal { protocol: None, code: ReasonCode::ProtocolError }),
+            Ok(None) => {}
+            Err(error) => {
+                debug!(%error, "Bad CONNECT.");
+                return Err(refusal_for(&error, buf));
+            }
+        }
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(Refusal { protocol: None, code: ReasonCode::ProtocolError }),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// What to answer a CONNECT that did not decode. The spec lets the server answer an unknown
+/// protocol level with the 3.1.1 return code 0x01; a malformed 5.0 CONNECT gets a 5.0 CONNACK
+/// with the reason; a malformed 3.1.1 CONNECT gets no answer, only a close.
+fn refusal_for(error: &DecodeError, buf: &BytesMut) -> Refusal {
+    let code = error.reason_code();
+    match error {
+        DecodeError::ExpectedConnect(_) => Refusal { protocol: None, code },
+        DecodeError::UnsupportedProtocol { .. } => Refusal {
+            protocol: Some(Protocol::V311),
+            code: ReasonCode::UnsupportedProtocolVersion,
+        },
+        _ => match connect_level(buf) {
+            Some(5) => Refusal { protocol: Some(Protocol::V5), code },
+            _ => Refusal { protocol: None, code },
+        },
+    }
+}
+
+/// The protocol level byte of a CONNECT at the front of `buf`, when it is there to read.
+fn connect_level(buf: &BytesMut) -> Option<u8> {
+    let mut bytes = &buf[..];
+    if bytes.first()? >> 4 != 1 {
+        return None;
+    }
+    bytes.advance(1);
+    for _ in 0..4 {
+        let byte = *bytes.first()?;
+        bytes.advance(1);
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    // Protocol name "MQTT": two length bytes and four characters, then the level.
+    bytes.get(6).copied()
+}
+
+/// Runs the authenticator, including the 5.0 AUTH exchange; refuses the client on denial.
+async fn authenticate<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    codec: &Codec,
+    broker: &Broker,
+    connect: &Connect,
+    client_id: &str,
+    peer: &Peer,
+) -> Option<(ClientIdentity, Option<String>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let protocol = connect.protocol;
+    let method = connect.properties.authentication_method.clone();
+    let mut step = AuthStep::Connect;
+    let mut data = connect.properties.authentication_data.clone();
+    loop {
+        let request = AuthRequest {
+            step,
+            protocol,
+            client_id,
+            username: connect.username.as_deref(),
+            password: connect.password.as_ref(),
+            method: method.as_deref(),
+            data: data.as_ref(),
+            peer_addr: peer.addr,
+            peer_certificates: &peer.certificates,
+        };
+        match broker.hooks.authenticator.authenticate(request).await {
+            AuthDecision::Allow { mut identity, .. } => {
+                identity.client_id = client_id.into();
+                return Some((identity, method));
+            }
+            AuthDecision::Deny { code, reason } => {
+                refuse(stream, protocol, code, reason).await;
+                return None;
+            }
+            AuthDecision::Continue { data: challenge } => {
+                if protocol != Protocol::V5 || method.is_none() {
+                    refuse(stream, protocol, ReasonCode::BadAuthenticationMethod, None).await;
+                    return None;
+                }
+                let mut out = BytesMut::new();
+                let auth = Auth {
+                    reason: ReasonCode::ContinueAuthentication,
+                    properties: Properties {
+                        authentication_method: method.clone(),
+                        authentication_data: Some(challenge),
+                        ..Properties::default()
+                    },
+                };
+                Codec::encode(&Packet::Auth(auth), protocol, &mut out);
+                stream.write_all(&out).await.ok()?;
+                let reply = loop {
+                    match codec.decode(buf, Some(protocol)) {
+                        Ok(Some(packet)) => break packet,
+                        Ok(None) => match stream.read_buf(buf).await {
+                            Ok(0) | Err(_) => return None,
+                            Ok(_) => {}
+                        },
+                        Err(error) => {
+                            refuse(stream, protocol, error.reason_code(), None).await;
+                            return None;
+                        }
+                    }
+                };
+                match reply {
+                    Packet::Auth(auth)
+                        if auth.reason == ReasonCode::ContinueAuthentication
+                            && auth.properties.authentication_method == method =>
+                    {
+                        step = AuthStep::Continue;
+                        data = auth.properties.authentication_data;
+                    }
+                    _ => {
+                        refuse(stream, protocol, ReasonCode::ProtocolError, None).await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Finds or creates the session for `client_id` and attaches to it, taking it over from a
+/// connection that still holds it. Returns the session, whether it was resumed, and the
+/// attach guard.
+async fn attach(
+    broker: &Arc<Broker>,
+    client_id: &Arc<str>,
+    clean_start: bool,
+    protocol: Protocol,
+    attachment: Attachment,
+) -> Option<(Arc<Session>, bool, OwnedMutexGuard<()>)> {
+    loop {
+        if let Some(existing) = broker.session(client_id) {
+            let kick = existing.lock().attached.as_ref().map(|a| a.kick.clone());
+            if let Some(kick) = kick {
+                let _ = kick.try_send(ReasonCode::SessionTakenOver);
+            }
+            let guard =
+                tokio::time::timeout(TAKEOVER_WAIT, existing.attach.clone().lock_owned()).await.ok()?;
+            if existing.lock().ended {
+                continue;
+            }
+            if clean_start {
+                broker.end_session(&existing);
+                continue;
+            }
+            let mut state = existing.lock();
+            state.generation += 1;
+            state.attached = Some(attachment);
+            state.protocol = protocol;
+            drop(state);
+            return Some((existing, true, guard));
+        }
+        let session = Arc::new(Session::new(client_id.clone(), broker.next_id(), protocol));
+        let guard = session.attach.clone().lock_owned().await;
+        {
+            let mut state = session.lock();
+            state.generation = 1;
+            state.attached = Some(attachment.clone());
+        }
+        if broker.register(&session) {
+            return Some((session, false, guard));
+        }
+    }
+}
+
+/// Sends a refusing CONNACK and closes.
+async fn refuse<S>(stream: &mut S, protocol: Protocol, code: ReasonCode, reason: Option<String>)
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut out = BytesMut::new();
+    let connack = ConnAck {
+        session_present: false,
+        code,
+        properties: Properties { reason_string: reason, ..Properties::default() },
+    };
+    Codec::encode(&Packet::ConnAck(connack), protocol, &mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,351 @@
+//! Handling each packet a connected client sends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::{Connection, Ending};
+use crate::broker::message::{Delivery, Message};
+use crate::broker::session::{Stage, Subscription};
+use crate::hooks::{AuthDecision, AuthRequest, AuthStep, DisconnectReason, RoutedMessage};
+use crate::mqtt::{
+    Ack, Auth, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, RetainHandling,
+    SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
+};
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// Acts on one packet; `Some` when the connection must end.
+    pub(super) async fn handle(&mut self, packet: Packet) -> Option<Ending> {
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish).await,
+            Packet::PubAck(ack) => {
+                self.session.lock().finish_inflight(ack.packet_id, Stage::AwaitingPubAck);
+                None
+            }
+            Packet::PubRec(ack) => {
+                let known = {
+                    let mut state = self.session.lock();
+                    if ack.reason.is_error() {
+                        // The client refused the message: it is finished, no PUBREL follows.
+                        state.finish_inflight(ack.packet_id, Stage::AwaitingPubRec);
+                        return None;
+                    }
+                    state.mark_released(ack.packet_id)
+                };
+                let mut rel = Ack::new(ack.packet_id);
+                if !known {
+                    rel.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(Packet::PubRel(rel));
+                None
+            }
+            Packet::PubRel(ack) => {
+                let known = self.session.lock().inbound_qos2.remove(&ack.packet_id);
+                let mut comp = Ack::new(ack.packet_id);
+                if !known {
+                    comp.reason = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.send(Packet::PubComp(comp));
+                None
+            }
+            Packet::PubComp(ack) => {
+                self.session.lock().finish_inflight(ack.packet_id, Stage::AwaitingPubComp);
+                None
+            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.on_unsubscribe(unsubscribe);
+                None
+            }
+            Packet::PingReq => {
+                self.send(Packet::PingResp);
+                None
+            }
+            Packet::Disconnect(disconnect) => self.on_disconnect(disconnect),
+            Packet::Auth(auth) => self.on_auth(auth).await,
+            Packet::Connect(_) => Some(Ending::violation(ReasonCode::ProtocolError)),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Some(Ending::violation(ReasonCode::ProtocolError))
+            }
+        }
+    }
+
+    async fn on_publish(&mut self, mut publish: Publish) -> Option<Ending> {
+        // Resolve the topic alias first: every later step needs the topic.
+        if let Some(alias) = publish.properties.topic_alias.take() {
+            if alias == 0 || alias > self.broker.config.topic_alias_maximum {
+                return Some(Ending::violation(ReasonCode::TopicAliasInvalid));
+            }
+            if publish.topic.is_empty() {
+                match self.inbound_aliases.get(&alias) {
+                    Some(topic) => publish.topic = topic.to_string(),
+                    None => return Some(Ending::violation(ReasonCode::ProtocolError)),
+                }
+            } else {
+                self.inbound_aliases.insert(alias, publish.topic.as_str().into());
+            }
+        } else if publish.topic.is_empty() {
+            return Some(Ending::violation(ReasonCode::TopicNameInvalid));
+        }
+
+        let packet_id = publish.packet_id.unwrap_or(0);
+        if publish.qos == QoS::ExactlyOnce {
+            let state = self.session.lock();
+            if state.inbound_qos2.contains(&packet_id) {
+                // A re-sent PUBLISH we already have: acknowledge again, deliver nothing.
+                drop(state);
+                self.send(Packet::PubRec(Ack::new(packet_id)));
+                return None;
+            }
+            if state.inbound_qos2.len() >= usize::from(self.broker.config.receive_maximum) {
+                return Some(Ending::violation(ReasonCode::ReceiveMaximumExceeded));
+            }
+        }
+
+        let verdict = self.admit(&publish).await;
+        let code = match verdict {
+            Err(Refused::Close(code)) => return Some(Ending::violation(code)),
+            Err(Refused::Nack(code, reason)) => {
+                if publish.qos == QoS::AtMostOnce || self.protocol == Protocol::V311 {
+                    // 3.1.1 has no negative acknowledgement: the message is dropped and, so the
+                    // client's flow continues, acknowledged as usual.
+                    tracing::debug!(topic = %publish.topic, ?code, "Publish refused.");
+                    if publish.qos == QoS::AtMostOnce {
+                        return None;
+                    }
+                    self.acknowledge(&publish, ReasonCode::Success, None);
+                    return None;
+                }
+                self.acknowledge(&publish, code, reason);
+                return None;
+            }
+            Ok(message) => {
+                if message.retain {
+                    self.broker.retain(&message);
+                }
+                let matched = self.broker.publish(&message);
+                if matched == 0 { ReasonCode::NoMatchingSubscribers } else { ReasonCode::Success }
+            }
+        };
+        if publish.qos == QoS::ExactlyOnce {
+            self.session.lock().inbound_qos2.insert(packet_id);
+        }
+        self.acknowledge(&publish, code, None);
+        None
+    }
+
+    /// Checks, authorizes and routes a publish; the message to fan out, or why not.
+    async fn admit(&self, publish: &Publish) -> Result<Arc<Message>, Refused> {
+        if publish.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&publish.payload).is_err()
+        {
+            if publish.qos == QoS::AtMostOnce {
+                return Err(Refused::Close(ReasonCode::PayloadFormatInvalid));
+            }
+            return Err(Refused::Nack(
+                ReasonCode::PayloadFormatInvalid,
+                Some("payload format indicator says UTF-8 but the payload is not".into()),
+            ));
+        }
+        if let Err(denied) =
+            self.broker.hooks.authorizer.authorize_publish(&self.identity, &publish.topic)
+        {
+            return Err(Refused::Nack(denied.code, Some(denied.reason)));
+        }
+        let expiry = publish.properties.message_expiry_interval;
+        let mut properties = publish.properties.clone();
+        properties.message_expiry_interval = None;
+        properties.subscription_identifiers.clear();
+        let message = Arc::new(Message {
+            topic: publish.topic.as_str().into(),
+            payload: publish.payload.clone(),
+            qos: publish.qos,
+            retain: publish.retain,
+            properties: Arc::new(properties),
+            expires_at: expiry.map(|secs| Instant::now() + Duration::from_secs(u64::from(secs))),
+            publisher: self.session.id,
+        });
+        if let Some(tap) = &self.broker.hooks.tap {
+            let routed = RoutedMessage {
+                publisher: self.identity.clone(),
+                topic: message.topic.clone(),
+                qos: message.qos,
+                retain: message.retain,
+                payload: message.payload.clone(),
+                properties: message.properties.clone(),
+            };
+            if let Err(refused) = tap.accept(&routed).await {
+                if self.protocol == Protocol::V311 && publish.qos != QoS::AtMostOnce {
+                    // Closing without PUBACK makes a 3.1.1 client send the message again.
+                    return Err(Refused::Close(refused.code));
+                }
+                return Err(Refused::Nack(refused.code, Some(refused.reason)));
+            }
+        }
+        Ok(message)
+    }
+
+    fn acknowledge(&mut self, publish: &Publish, code: ReasonCode, reason: Option<String>) {
+        let Some(packet_id) = publish.packet_id else { return };
+        let ack = Ack { packet_id, reason: code, properties: self.reason_properties(reason) };
+        match publish.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send(Packet::PubAck(ack)),
+            QoS::ExactlyOnce => self.send(Packet::PubRec(ack)),
+        }
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe) -> Option<Ending> {
+        let identifier = subscribe.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        let mut denial = None;
+        for (filter, options) in &subscribe.filters {
+            let shared = match topic::split_shared(filter) {
+                Ok(shared) => shared,
+                Err(()) => {
+                    reasons.push(ReasonCode::TopicFilterInvalid);
+                    continue;
+                }
+            };
+            if shared.is_some() && options.no_local {
+                return Some(Ending::violation(ReasonCode::ProtocolError));
+            }
+            if let Err(denied) =
+                self.broker.hooks.authorizer.authorize_subscribe(&self.identity, filter)
+            {
+                reasons.push(match self.protocol {
+                    Protocol::V5 => denied.code,
+                    Protocol::V311 => ReasonCode::UnspecifiedError,
+                });
+                denial.get_or_insert(denied.reason);
+                continue;
+            }
+            let subscription = Subscription { options: *options, identifier };
+            let existed = self.broker.subscribe(&self.session, filter, subscription);
+            reasons.push(match options.qos {
+                QoS::AtMostOnce => ReasonCode::GRANTED_QOS0,
+                QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+                QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+            });
+            let send_retained = shared.is_none()
+                && match options.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                for message in self.broker.retained_matching(filter) {
+                    retained.push(Delivery {
+                        qos: options.qos.min(message.qos),
+                        message,
+                        retain: true,
+                        subscription_ids: identifier.into_iter().collect(),
+                        shared: None,
+                    });
+                }
+            }
+        }
+        let properties = self.reason_properties(denial);
+        self.send(Packet::SubAck(SubAck { packet_id: subscribe.packet_id, reasons, properties }));
+        // Retained messages go out after the SUBACK, through the session queue, so they obey
+        // the in-flight window like any other delivery.
+        for delivery in retained {
+            self.broker.offer(&self.session, delivery);
+        }
+        None
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let reasons = unsubscribe
+            .filters
+            .iter()
+            .map(|filter| {
+                if self.broker.unsubscribe(&self.session, filter) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.send(Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            reasons,
+            properties: Properties::default(),
+        }));
+    }
+
+    fn on_disconnect(&mut self, disconnect: Disconnect) -> Option<Ending> {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.expiry_was_zero && expiry != 0 {
+                return Some(Ending::violation(ReasonCode::ProtocolError));
+            }
+            self.session.lock().expiry_interval = expiry.min(self.broker.config.max_session_expiry);
+        }
+        let with_will = disconnect.reason == ReasonCode::DisconnectWithWill;
+        Some(Ending {
+            reason: DisconnectReason::ClientDisconnect(disconnect.reason),
+            notify: None,
+            publish_will: with_will,
+        })
+    }
+
+    /// Re-authentication (5.0): AUTH 0x19 starts it, AUTH 0x18 continues it.
+    async fn on_auth(&mut self, auth: Auth) -> Option<Ending> {
+        let step = match auth.reason {
+            ReasonCode::ReAuthenticate => AuthStep::ReAuthenticate,
+            ReasonCode::ContinueAuthentication => AuthStep::Continue,
+            _ => return Some(Ending::violation(ReasonCode::ProtocolError)),
+        };
+        if self.auth_method.is_none() || auth.properties.authentication_method != self.auth_method {
+            return Some(Ending::violation(ReasonCode::ProtocolError));
+        }
+        let request = AuthRequest {
+            step,
+            protocol: self.protocol,
+            client_id: &self.session.client_id,
+            username: None,
+            password: None,
+            method: self.auth_method.as_deref(),
+            data: auth.properties.authentication_data.as_ref(),
+            peer_addr: self.peer.addr,
+            peer_certificates: &self.peer.certificates,
+        };
+        let decision = self.broker.hooks.authenticator.authenticate(request).await;
+        let (reason, data) = match decision {
+            AuthDecision::Allow { mut identity, .. } => {
+                identity.client_id = self.session.client_id.clone();
+                self.identity = identity;
+                (ReasonCode::Success, None)
+            }
+            AuthDecision::Continue { data } => (ReasonCode::ContinueAuthentication, Some(data)),
+            AuthDecision::Deny { code, .. } => {
+                return Some(Ending {
+                    reason: DisconnectReason::Administrative(code),
+                    notify: Some(Disconnect::new(code)),
+                    publish_will: true,
+                });
+            }
+        };
+        let properties = Properties {
+            authentication_method: self.auth_method.clone(),
+            authentication_data: data,
+            ..Properties::default()
+        };
+        self.send(Packet::Auth(Auth { reason, properties }));
+        None
+    }
+}
+
+/// Why a publish is not fanned out.
+enum Refused {
+    /// Negative acknowledgement (5.0) with a reason string.
+    Nack(ReasonCode, Option<String>),
+    /// The connection ends with this reason.
+    Close(ReasonCode),
+}

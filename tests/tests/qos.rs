@@ -1,0 +1,225 @@
+//! QoS 0/1/2 in both directions, delivery at min(publish QoS, granted QoS), Receive Maximum,
+//! PUBACK 0x10, overlapping subscriptions and per-publisher ordering.
+
+use gateway_tests::Gridmq;
+use gateway_tests::clients::{v4, v5};
+
+const QOS5: [v5::QoS; 3] = [v5::QoS::AtMostOnce, v5::QoS::AtLeastOnce, v5::QoS::ExactlyOnce];
+const QOS4: [v4::QoS; 3] = [v4::QoS::AtMostOnce, v4::QoS::AtLeastOnce, v4::QoS::ExactlyOnce];
+
+#[tokio::test]
+async fn v5_each_qos_round_trips() {
+    let broker = Gridmq::start();
+    let mut sub = v5::Client::connect(broker.addr, "sub").await;
+    assert_eq!(
+        sub.subscribe("qos/5", v5::QoS::ExactlyOnce).await,
+        v5::SubscribeReasonCode::Success(v5::QoS::ExactlyOnce),
+        "QoS 2 is granted"
+    );
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    for qos in QOS5 {
+        let payload = format!("{qos:?}");
+        publisher.publish("qos/5", qos, false, payload.as_bytes()).await;
+        match qos {
+            v5::QoS::AtMostOnce => {}
+            v5::QoS::AtLeastOnce => {
+                assert_eq!(publisher.puback().await.reason, v5::PubAckReason::Success)
+            }
+            v5::QoS::ExactlyOnce => {
+                publisher.pubcomp().await;
+            }
+        }
+        let got = sub.recv().await;
+        assert_eq!(got.qos, qos);
+        assert_eq!(&got.payload[..], payload.as_bytes());
+        assert_eq!(&got.topic[..], b"qos/5");
+        assert!(!got.retain);
+    }
+    sub.recv_none().await;
+}
+
+#[tokio::test]
+async fn v4_each_qos_round_trips() {
+    let broker = Gridmq::start();
+    let mut sub = v4::Client::connect(broker.addr, "sub").await;
+    assert_eq!(
+        sub.subscribe("qos/4", v4::QoS::ExactlyOnce).await,
+        v4::SubscribeReasonCode::Success(v4::QoS::ExactlyOnce)
+    );
+    let mut publisher = v4::Client::connect(broker.addr, "pub").await;
+    for qos in QOS4 {
+        let payload = format!("{qos:?}");
+        publisher.publish("qos/4", qos, false, payload.as_bytes()).await;
+        match qos {
+            v4::QoS::AtMostOnce => {}
+            v4::QoS::AtLeastOnce => {
+                publisher.puback().await;
+            }
+            v4::QoS::ExactlyOnce => {
+                publisher.pubcomp().await;
+            }
+        }
+        let got = sub.recv().await;
+        assert_eq!(got.qos, qos);
+        assert_eq!(&got.payload[..], payload.as_bytes());
+        assert_eq!(got.topic, "qos/4");
+    }
+    sub.recv_none().await;
+}
+
+#[tokio::test]
+async fn v5_delivery_qos_is_min_of_publish_and_granted() {
+    let broker = Gridmq::start();
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    for (i, granted) in QOS5.into_iter().enumerate() {
+        let mut sub = v5::Client::connect(broker.addr, &format!("sub{i}")).await;
+        let topic = format!("min/5/{i}");
+        sub.subscribe(&topic, granted).await;
+        for published in QOS5 {
+            publisher.publish(&topic, published, false, b"x").await;
+            let got = sub.recv().await;
+            assert_eq!(got.qos, if published < granted { published } else { granted }, "published {published:?}, granted {granted:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn v4_delivery_qos_is_min_of_publish_and_granted() {
+    let broker = Gridmq::start();
+    let publisher = v4::Client::connect(broker.addr, "pub").await;
+    for (i, granted) in QOS4.into_iter().enumerate() {
+        let mut sub = v4::Client::connect(broker.addr, &format!("sub{i}")).await;
+        let topic = format!("min/4/{i}");
+        sub.subscribe(&topic, granted).await;
+        for published in QOS4 {
+            publisher.publish(&topic, published, false, b"x").await;
+            let got = sub.recv().await;
+            assert_eq!(got.qos, if published < granted { published } else { granted }, "published {published:?}, granted {granted:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn v5_puback_reports_no_matching_subscribers() {
+    let broker = Gridmq::start();
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    publisher.publish("nobody/listens", v5::QoS::AtLeastOnce, false, b"x").await;
+    assert_eq!(publisher.puback().await.reason, v5::PubAckReason::NoMatchingSubscribers);
+
+    let mut sub = v5::Client::connect(broker.addr, "sub").await;
+    sub.subscribe("somebody/listens", v5::QoS::AtLeastOnce).await;
+    publisher.publish("somebody/listens", v5::QoS::AtLeastOnce, false, b"x").await;
+    assert_eq!(publisher.puback().await.reason, v5::PubAckReason::Success);
+}
+
+#[tokio::test]
+async fn v5_receive_maximum_limits_unacknowledged_deliveries() {
+    let broker = Gridmq::start();
+    let mut options = v5::options(broker.addr, "slow");
+    options.set_receive_maximum(Some(2));
+    options.set_manual_acks(true);
+    let mut sub = v5::Client::connect_with(options).await.unwrap();
+    sub.subscribe("flow", v5::QoS::AtLeastOnce).await;
+
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    for i in 1..=5 {
+        publisher.publish("flow", v5::QoS::AtLeastOnce, false, format!("m{i}").as_bytes()).await;
+        publisher.puback().await;
+    }
+
+    let first = sub.recv().await;
+    let second = sub.recv().await;
+    assert_eq!((&first.payload[..], &second.payload[..]), (&b"m1"[..], &b"m2"[..]));
+    sub.recv_none().await; // receive maximum 2: the third waits for an acknowledgement
+
+    sub.client.ack(&first).await.unwrap();
+    let third = sub.recv().await;
+    assert_eq!(&third.payload[..], b"m3");
+    sub.recv_none().await;
+
+    sub.client.ack(&second).await.unwrap();
+    sub.client.ack(&third).await.unwrap();
+    let fourth = sub.recv().await;
+    let fifth = sub.recv().await;
+    assert_eq!((&fourth.payload[..], &fifth.payload[..]), (&b"m4"[..], &b"m5"[..]));
+}
+
+#[tokio::test]
+async fn v5_overlapping_subscriptions_deliver_once_at_highest_qos_with_all_ids() {
+    let broker = Gridmq::start();
+    let mut sub = v5::Client::connect(broker.addr, "sub").await;
+    sub.subscribe_filters(vec![v5::Filter::new("over/+", v5::QoS::AtMostOnce)], Some(1)).await;
+    sub.subscribe_filters(vec![v5::Filter::new("over/#", v5::QoS::ExactlyOnce)], Some(2)).await;
+    sub.subscribe_filters(vec![v5::Filter::new("over/x", v5::QoS::AtLeastOnce)], Some(3)).await;
+
+    let publisher = v5::Client::connect(broker.addr, "pub").await;
+    publisher.publish("over/x", v5::QoS::ExactlyOnce, false, b"once").await;
+    let got = sub.recv().await;
+    assert_eq!(got.qos, v5::QoS::ExactlyOnce);
+    assert_eq!(v5::subscription_ids(&got), vec![1, 2, 3]);
+    sub.recv_none().await;
+}
+
+#[tokio::test]
+async fn v4_overlapping_subscriptions_deliver_once_at_highest_qos() {
+    let broker = Gridmq::start();
+    let mut sub = v4::Client::connect(broker.addr, "sub").await;
+    sub.subscribe("over/+", v4::QoS::AtMostOnce).await;
+    sub.subscribe("over/#", v4::QoS::AtLeastOnce).await;
+
+    let publisher = v4::Client::connect(broker.addr, "pub").await;
+    publisher.publish("over/x", v4::QoS::ExactlyOnce, false, b"once").await;
+    let got = sub.recv().await;
+    assert_eq!(got.qos, v4::QoS::AtLeastOnce);
+    sub.recv_none().await;
+}
+
+#[tokio::test]
+async fn v5_messages_from_one_publisher_arrive_in_order() {
+    let broker = Gridmq::start();
+    let mut sub = v5::Client::connect(broker.addr, "sub").await;
+    sub.subscribe("order/#", v5::QoS::ExactlyOnce).await;
+    let publisher = v5::Client::connect(broker.addr, "pub").await;
+    for qos in QOS5 {
+        for i in 0..50 {
+            publisher.publish("order/5", qos, false, format!("{i}").as_bytes()).await;
+        }
+        for i in 0..50 {
+            let got = sub.recv().await;
+            assert_eq!(String::from_utf8_lossy(&got.payload), i.to_string(), "at {qos:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn v4_messages_from_one_publisher_arrive_in_order() {
+    let broker = Gridmq::start();
+    let mut sub = v4::Client::connect(broker.addr, "sub").await;
+    sub.subscribe("order/#", v4::QoS::ExactlyOnce).await;
+    let publisher = v4::Client::connect(broker.addr, "pub").await;
+    for qos in QOS4 {
+        for i in 0..50 {
+            publisher.publish("order/4", qos, false, format!("{i}").as_bytes()).await;
+        }
+        for i in 0..50 {
+            let got = sub.recv().await;
+            assert_eq!(String::from_utf8_lossy(&got.payload), i.to_string(), "at {qos:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn v5_qos2_publish_is_delivered_exactly_once_per_subscriber() {
+    let broker = Gridmq::start();
+    let mut a = v5::Client::connect(broker.addr, "a").await;
+    let mut b = v5::Client::connect(broker.addr, "b").await;
+    a.subscribe("exact", v5::QoS::ExactlyOnce).await;
+    b.subscribe("exact", v5::QoS::ExactlyOnce).await;
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    publisher.publish("exact", v5::QoS::ExactlyOnce, false, b"one").await;
+    publisher.pubcomp().await;
+    assert_eq!(&a.recv().await.payload[..], b"one");
+    assert_eq!(&b.recv().await.payload[..], b"one");
+    a.recv_none().await;
+    b.recv_none().await;
+}
