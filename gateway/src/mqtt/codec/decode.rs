@@ -93,12 +93,7 @@ pub(super) fn reason(r: &mut Reader, allowed: &[ReasonCode]) -> Result<ReasonCod
 }
 
 /// Everything but CONNECT, once the version is known.
-fn body_of(
-    kind: u8,
-    flags: u8,
-    version: Protocol,
-    r: &mut Reader,
-) -> Result<Packet, DecodeError> {
+fn body_of(kind: u8, flags: u8, version: Protocol, r: &mut Reader) -> Result<Packet, DecodeError> {
     use super::properties::Context;
     Ok(match kind {
         2 => connect::connack(r, version)?,

@@ -12,8 +12,8 @@ use super::OutboundPublish;
 use super::properties::{self, Overrides};
 use super::write::{field_len, packet_len, write_field, write_header};
 use crate::mqtt::{
-    Ack, Auth, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, QoS, ReasonCode,
-    SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Ack, Auth, ConnAck, Connect, Disconnect, Packet, Properties, Protocol, QoS, ReasonCode, SubAck,
+    Subscribe, UnsubAck, Unsubscribe,
 };
 
 /// The protocol name every supported CONNECT carries.

@@ -194,9 +194,7 @@ fn allowed_in(pid: u8) -> Option<u16> {
         id::REQUEST_PROBLEM_INFORMATION | id::REQUEST_RESPONSE_INFORMATION => CONNECT,
         id::WILL_DELAY_INTERVAL => WILL,
         id::SERVER_REFERENCE => CONNACK | DISCONNECT,
-        id::REASON_STRING => {
-            CONNACK | ACK | SUBACK | UNSUBACK | DISCONNECT | AUTH
-        }
+        id::REASON_STRING => CONNACK | ACK | SUBACK | UNSUBACK | DISCONNECT | AUTH,
         id::RECEIVE_MAXIMUM | id::TOPIC_ALIAS_MAXIMUM | id::MAXIMUM_PACKET_SIZE => {
             CONNECT | CONNACK
         }
@@ -238,9 +236,7 @@ fn decode_one(
             Ok(())
         }
         id::SESSION_EXPIRY_INTERVAL => once(&mut p.session_expiry_interval, r.u32()?, pid),
-        id::ASSIGNED_CLIENT_IDENTIFIER => {
-            once(&mut p.assigned_client_identifier, r.string()?, pid)
-        }
+        id::ASSIGNED_CLIENT_IDENTIFIER => once(&mut p.assigned_client_identifier, r.string()?, pid),
         id::SERVER_KEEP_ALIVE => once(&mut p.server_keep_alive, r.u16()?, pid),
         id::AUTHENTICATION_METHOD => once(&mut p.authentication_method, r.string()?, pid),
         id::AUTHENTICATION_DATA => once(&mut p.authentication_data, r.binary()?, pid),

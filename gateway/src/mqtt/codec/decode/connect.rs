@@ -48,7 +48,8 @@ pub(super) fn connect(r: &mut Reader) -> Result<Packet, DecodeError> {
         return Err(DecodeError::Protocol("password flag set without the user name flag"));
     }
     let keep_alive = r.u16()?;
-    let properties = if v5 { properties::decode(r, Context::CONNECT)? } else { Properties::default() };
+    let properties =
+        if v5 { properties::decode(r, Context::CONNECT)? } else { Properties::default() };
     let client_id = r.string()?;
     let will = if has_will {
         let properties =
@@ -87,8 +88,8 @@ pub(super) fn connack(r: &mut Reader, version: Protocol) -> Result<Packet, Decod
     let byte = r.u8()?;
     let (code, properties) = match version {
         Protocol::V311 => {
-            let code = ReasonCode::from_v311_connack(byte)
-                .ok_or(DecodeError::InvalidReasonCode(byte))?;
+            let code =
+                ReasonCode::from_v311_connack(byte).ok_or(DecodeError::InvalidReasonCode(byte))?;
             (code, Properties::default())
         }
         Protocol::V5 => {

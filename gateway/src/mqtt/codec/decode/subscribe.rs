@@ -84,7 +84,11 @@ pub(super) fn unsuback(r: &mut Reader, version: Protocol) -> Result<Packet, Deco
 }
 
 /// The property block of a 5.0 packet; 3.1.1 packets have none.
-fn properties_of(r: &mut Reader, version: Protocol, ctx: Context) -> Result<Properties, DecodeError> {
+fn properties_of(
+    r: &mut Reader,
+    version: Protocol,
+    ctx: Context,
+) -> Result<Properties, DecodeError> {
     match version {
         Protocol::V311 => Ok(Properties::default()),
         Protocol::V5 => properties::decode(r, ctx),
