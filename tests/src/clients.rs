@@ -443,7 +443,9 @@ pub mod v5 {
                     reason_code,
                     ..
                 })) => *reason_code,
-                other => panic!("expected a DISCONNECT from the broker, connection ended: {other:?}"),
+                other => {
+                    panic!("expected a DISCONNECT from the broker, connection ended: {other:?}")
+                }
             }
         }
 
@@ -467,8 +469,11 @@ pub mod v5 {
 
     /// The subscription identifiers of a PUBLISH, sorted.
     pub fn subscription_ids(publish: &Publish) -> Vec<usize> {
-        let mut ids =
-            publish.properties.as_ref().map(|p| p.subscription_identifiers.clone()).unwrap_or_default();
+        let mut ids = publish
+            .properties
+            .as_ref()
+            .map(|p| p.subscription_identifiers.clone())
+            .unwrap_or_default();
         ids.sort_unstable();
         ids
     }
@@ -600,8 +605,7 @@ pub mod framed {
                     Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
                     Err(error) => panic!("undecodable packet from broker: {error:?}"),
                 }
-                match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await
-                {
+                match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
                     Err(_) => return Next::Silent,
                     Ok(Ok(0)) | Ok(Err(_)) => return Next::Closed,
                     Ok(Ok(_)) => {}
@@ -674,8 +678,7 @@ pub mod framed {
                     Err(rumqttc::Error::InsufficientBytes(_)) => {}
                     Err(error) => panic!("undecodable packet from broker: {error:?}"),
                 }
-                match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await
-                {
+                match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
                     Err(_) => return Next::Silent,
                     Ok(Ok(0)) | Ok(Err(_)) => return Next::Closed,
                     Ok(Ok(_)) => {}
@@ -727,9 +730,9 @@ pub mod mosquitto {
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .kill_on_drop(true);
-            let mut child = command
-                .spawn()
-                .expect("run mosquitto_sub (is mosquitto-clients installed? tests/run installs it)");
+            let mut child = command.spawn().expect(
+                "run mosquitto_sub (is mosquitto-clients installed? tests/run installs it)",
+            );
             let stdout = child.stdout.take().expect("piped stdout");
             let mut sub = Sub { child, lines: BufReader::new(stdout).lines() };
             let mut seen = Vec::new();
@@ -743,7 +746,11 @@ pub mod mosquitto {
                 false
             })
             .await;
-            assert_eq!(subscribed, Ok(true), "mosquitto_sub never got its SUBACK; printed {seen:?}");
+            assert_eq!(
+                subscribed,
+                Ok(true),
+                "mosquitto_sub never got its SUBACK; printed {seen:?}"
+            );
             sub
         }
 

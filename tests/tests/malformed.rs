@@ -199,8 +199,9 @@ rows!(v5_disconnects {
         body.push(0x00);
         packet(0x82, &body)
     } => [0x81];
-    /// §3.3.2.3.4 [MQTT-3.3.2-8]: Topic Alias 0 is not permitted: 0x94 Topic Alias invalid.
-    topic_alias_zero: publish_v5("a/b", 0, 0, &[0x23, 0x00, 0x00], b"x") => [0x94];
+    /// §3.3.2.3.4 [MQTT-3.3.2-8]: Topic Alias 0 is not permitted. The spec names no code (0x94's
+    /// description covers only "greater than the maximum"), so 0x82 or 0x94.
+    topic_alias_zero: publish_v5("a/b", 0, 0, &[0x23, 0x00, 0x00], b"x") => [0x82, 0x94];
     /// §3.3.2.3.4 [MQTT-3.3.2-9]: above the broker's Topic Alias Maximum (10): 0x94.
     topic_alias_above_maximum: publish_v5("a/b", 0, 0, &[0x23, 0x00, 0x0B], b"x") => [0x94];
     /// §3.3.4: an empty topic name without a Topic Alias is a Protocol Error.
@@ -211,6 +212,18 @@ rows!(v5_disconnects {
     second_connect: connect_v5("attacker") => [0x82];
     /// §4.12: AUTH when CONNECT carried no Authentication Method is a Protocol Error.
     auth_without_authentication_method: vec![0xF0, 0x00] => [0x82];
+    /// §1.5.4: ill-formed UTF-8 in an UNSUBSCRIBE topic filter is a Malformed Packet.
+    unsubscribe_filter_invalid_utf8: packet(0xA2, &cat(&[&[0x00, 0x01, 0x00], &binary(b"a/\xFF")])) => [0x81];
+    /// §3.8.2.1.2: a Subscription Identifier of 0 is a Protocol Error.
+    subscribe_subscription_identifier_zero: subscribe_v5_raw(0x82, 1, &[0x0B, 0x00], &utf8("a/b"), 0x00) => [0x82];
+    /// §3.8.2.1.2: the Subscription Identifier more than once is a Protocol Error.
+    subscribe_duplicate_subscription_identifier: subscribe_v5_raw(
+        0x82, 1, &[0x0B, 0x01, 0x0B, 0x02], &utf8("a/b"), 0x00) => [0x82];
+    /// §3.3.4 [MQTT-3.3.4-6]: a client's PUBLISH must not carry a Subscription Identifier (code
+    /// not named).
+    publish_with_subscription_identifier: publish_v5("a/b", 0, 0, &[0x0B, 0x01], b"x") => MALFORMED_OR_PROTOCOL;
+    /// §3.8.3.1 [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+    subscribe_shared_with_no_local: subscribe_v5(1, "$share/g/a/b", 0x04) => [0x82];
 });
 
 // === 3.1.1, after CONNECT: the connection is closed, nothing sent ===
@@ -589,4 +602,22 @@ async fn other_connection_unaffected() -> Result<()> {
     let pong = quiet.expect_packet(WAIT).await?;
     ensure!(pong == PINGRESP, "expected PINGRESP, got {pong:02X?}");
     Ok(())
+}
+
+/// The negative control for the duplicate-property rows: User Property (0x26) may appear any
+/// number of times, even with the same name, and is forwarded unaltered and in order (§3.3.2.3.7).
+#[tokio::test]
+async fn publish_repeated_user_property_is_allowed() -> Result<()> {
+    let broker = Gridmq::start();
+    let mut healthy = Healthy::start(broker.addr).await?;
+    let (mut client, _) = RawClient::connect_v5(broker.addr, "users").await?;
+    let props = cat(&[&[0x26], &utf8("k"), &utf8("1"), &[0x26], &utf8("k"), &utf8("2")]);
+    client.send(&publish_v5("healthy/users", 1, 1, &props, b"x")).await?;
+    let puback = client.expect_packet(WAIT).await?;
+    ensure!(
+        parse_ack_v5(&puback)? == Ack { first_byte: 0x40, packet_id: 1, reasons: vec![0x00] },
+        "expected PUBACK id 1 success, got {puback:02X?}"
+    );
+    healthy.expect_message("healthy/users", &props, b"x").await?;
+    healthy.check().await
 }

@@ -101,7 +101,7 @@ fn persistent(addr: std::net::SocketAddr, id: &str) -> v5::MqttOptions {
 #[tokio::test]
 async fn message_expiry_is_decremented_while_queued() {
     let broker = Gridmq::start();
-    let mut sub = v5::Client::connect_with(persistent(broker.addr, "sub")).await.unwrap();
+    let mut sub = v5::Client::connect_with(persistent(broker.addr, "sub")).await.expect("connect");
     sub.subscribe("exp", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
 
@@ -112,7 +112,7 @@ async fn message_expiry_is_decremented_while_queued() {
     publisher.puback().await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
 
-    let mut sub = v5::Client::connect_with(persistent(broker.addr, "sub")).await.unwrap();
+    let mut sub = v5::Client::connect_with(persistent(broker.addr, "sub")).await.expect("connect");
     let got = sub.recv().await;
     let left = got.properties.and_then(|p| p.message_expiry_interval).expect("expiry forwarded");
     assert!((1..=8).contains(&left), "10 s expiry after 2 s queued: {left}");
@@ -121,7 +121,7 @@ async fn message_expiry_is_decremented_while_queued() {
 #[tokio::test]
 async fn expired_message_is_never_delivered() {
     let broker = Gridmq::start();
-    let mut sub = v5::Client::connect_with(persistent(broker.addr, "sub")).await.unwrap();
+    let mut sub = v5::Client::connect_with(persistent(broker.addr, "sub")).await.expect("connect");
     sub.subscribe("exp", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
 
@@ -134,7 +134,7 @@ async fn expired_message_is_never_delivered() {
     publisher.puback().await;
     tokio::time::sleep(Duration::from_millis(2200)).await;
 
-    let mut sub = v5::Client::connect_with(persistent(broker.addr, "sub")).await.unwrap();
+    let mut sub = v5::Client::connect_with(persistent(broker.addr, "sub")).await.expect("connect");
     let got = sub.recv().await;
     assert_eq!(&got.payload[..], b"no expiry", "the expired message was dropped");
     sub.recv_none().await;
@@ -240,7 +240,7 @@ async fn message_larger_than_client_maximum_is_dropped_for_that_client_only() {
     let broker = Gridmq::start();
     let mut options = v5::options(broker.addr, "small");
     options.set_max_packet_size(Some(256));
-    let mut small = v5::Client::connect_with(options).await.unwrap();
+    let mut small = v5::Client::connect_with(options).await.expect("connect");
     let mut large = v5::Client::connect(broker.addr, "large").await;
     small.subscribe("size", v5::QoS::AtLeastOnce).await;
     large.subscribe("size", v5::QoS::AtLeastOnce).await;

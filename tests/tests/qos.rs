@@ -70,7 +70,7 @@ async fn v4_each_qos_round_trips() {
 #[tokio::test]
 async fn v5_delivery_qos_is_min_of_publish_and_granted() {
     let broker = Gridmq::start();
-    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    let publisher = v5::Client::connect(broker.addr, "pub").await;
     for (i, granted) in QOS5.into_iter().enumerate() {
         let mut sub = v5::Client::connect(broker.addr, &format!("sub{i}")).await;
         let topic = format!("min/5/{i}");
@@ -78,7 +78,11 @@ async fn v5_delivery_qos_is_min_of_publish_and_granted() {
         for published in QOS5 {
             publisher.publish(&topic, published, false, b"x").await;
             let got = sub.recv().await;
-            assert_eq!(got.qos, if published < granted { published } else { granted }, "published {published:?}, granted {granted:?}");
+            assert_eq!(
+                got.qos,
+                if published < granted { published } else { granted },
+                "published {published:?}, granted {granted:?}"
+            );
         }
     }
 }
@@ -94,7 +98,11 @@ async fn v4_delivery_qos_is_min_of_publish_and_granted() {
         for published in QOS4 {
             publisher.publish(&topic, published, false, b"x").await;
             let got = sub.recv().await;
-            assert_eq!(got.qos, if published < granted { published } else { granted }, "published {published:?}, granted {granted:?}");
+            assert_eq!(
+                got.qos,
+                if published < granted { published } else { granted },
+                "published {published:?}, granted {granted:?}"
+            );
         }
     }
 }
@@ -118,7 +126,7 @@ async fn v5_receive_maximum_limits_unacknowledged_deliveries() {
     let mut options = v5::options(broker.addr, "slow");
     options.set_receive_maximum(Some(2));
     options.set_manual_acks(true);
-    let mut sub = v5::Client::connect_with(options).await.unwrap();
+    let mut sub = v5::Client::connect_with(options).await.expect("connect");
     sub.subscribe("flow", v5::QoS::AtLeastOnce).await;
 
     let mut publisher = v5::Client::connect(broker.addr, "pub").await;
@@ -132,13 +140,13 @@ async fn v5_receive_maximum_limits_unacknowledged_deliveries() {
     assert_eq!((&first.payload[..], &second.payload[..]), (&b"m1"[..], &b"m2"[..]));
     sub.recv_none().await; // receive maximum 2: the third waits for an acknowledgement
 
-    sub.client.ack(&first).await.unwrap();
+    sub.client.ack(&first).await.expect("ack");
     let third = sub.recv().await;
     assert_eq!(&third.payload[..], b"m3");
     sub.recv_none().await;
 
-    sub.client.ack(&second).await.unwrap();
-    sub.client.ack(&third).await.unwrap();
+    sub.client.ack(&second).await.expect("ack");
+    sub.client.ack(&third).await.expect("ack");
     let fourth = sub.recv().await;
     let fifth = sub.recv().await;
     assert_eq!((&fourth.payload[..], &fifth.payload[..]), (&b"m4"[..], &b"m5"[..]));

@@ -222,3 +222,34 @@ async fn valid_then_malformed_in_one_write() -> Result<()> {
     healthy.expect_message("healthy/mixed", &[], b"first").await?;
     healthy.check().await
 }
+
+/// The smallest pipelining case: CONNECT and PINGREQ in one write, nothing sent after. The broker
+/// must answer both without waiting for more input.
+#[tokio::test]
+async fn v5_connect_and_pingreq_in_one_write() -> Result<()> {
+    let broker = Gridmq::start();
+    let mut client = RawClient::connect(broker.addr).await?;
+    client.send(&[connect_v5("pipelined"), PINGREQ.to_vec()].concat()).await?;
+    assert_connack_v5(&client.expect_packet(WAIT).await?)?;
+    let pong =
+        client.expect_packet(WAIT).await.context("PINGRESP to the PINGREQ sent with CONNECT")?;
+    ensure!(pong == PINGRESP, "expected PINGRESP, got {pong:02X?}");
+    Ok(())
+}
+
+/// The same for 3.1.1.
+#[tokio::test]
+async fn v3_connect_and_pingreq_in_one_write() -> Result<()> {
+    let broker = Gridmq::start();
+    let mut client = RawClient::connect(broker.addr).await?;
+    client.send(&[connect_v3("pipelined"), PINGREQ.to_vec()].concat()).await?;
+    let connack = client.expect_packet(WAIT).await?;
+    ensure!(
+        connack == [0x20, 0x02, 0x00, 0x00],
+        "expected CONNACK 20 02 00 00, got {connack:02X?}"
+    );
+    let pong =
+        client.expect_packet(WAIT).await.context("PINGRESP to the PINGREQ sent with CONNECT")?;
+    ensure!(pong == PINGRESP, "expected PINGRESP, got {pong:02X?}");
+    Ok(())
+}

@@ -432,3 +432,31 @@ async fn auth_completed_in_pieces() -> Result<()> {
     expect_disconnect(&mut client, &[0x82]).await?;
     healthy.check().await
 }
+
+// === 3.1.1: the same for PUBLISH, where the broker has no DISCONNECT to send ===
+
+#[tokio::test]
+async fn v3_publish_truncated_then_eof() -> Result<()> {
+    let broker = Gridmq::start();
+    let mut healthy = Healthy::start(broker.addr).await?;
+    let mut client = RawClient::connect_v3(broker.addr, "truncated").await?;
+    let publish = publish_v3("healthy/partial", 1, 3, b"partial");
+    client.send(&publish[..publish.len() - 1]).await?;
+    client.shutdown_write().await?;
+    client.expect_closed(WAIT).await.context("3.1.1: a partial PUBLISH then EOF")?;
+    healthy.expect_no_message().await.context("a partial PUBLISH was delivered")?;
+    healthy.check().await
+}
+
+#[tokio::test]
+async fn v3_publish_completed_in_pieces() -> Result<()> {
+    let broker = Gridmq::start();
+    let mut healthy = Healthy::start(broker.addr).await?;
+    let mut client = RawClient::connect_v3(broker.addr, "pieces").await?;
+    let publish = publish_v3("healthy/pieces", 1, 3, b"whole");
+    client.send_in_pieces(&publish, &cuts(publish.len())).await?;
+    let puback = client.expect_packet(WAIT).await?;
+    ensure!(puback == [0x40, 0x02, 0x00, 0x03], "expected PUBACK 40 02 00 03, got {puback:02X?}");
+    healthy.expect_message("healthy/pieces", &[], b"whole").await?;
+    healthy.check().await
+}

@@ -32,7 +32,8 @@ async fn payloads5(client: &mut v5::Client, n: usize) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn v5_session_resumes_with_messages_queued_while_offline() {
     let broker = Gridmq::start();
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "sess5", 60)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "sess5", 60)).await.expect("connect");
     assert!(!sub.connack.session_present, "first connection has no session");
     sub.subscribe("sess/5", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
@@ -43,7 +44,8 @@ async fn v5_session_resumes_with_messages_queued_while_offline() {
         publisher.puback().await;
     }
 
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "sess5", 60)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "sess5", 60)).await.expect("connect");
     assert!(sub.connack.session_present, "session survived the disconnect");
     assert_eq!(payloads5(&mut sub, 3).await, vec![b"m1".to_vec(), b"m2".to_vec(), b"m3".to_vec()]);
     // The subscription is still there for new messages.
@@ -54,7 +56,8 @@ async fn v5_session_resumes_with_messages_queued_while_offline() {
 #[tokio::test]
 async fn v5_session_expiry_zero_ends_session_at_disconnect() {
     let broker = Gridmq::start();
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "exp0", 0)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "exp0", 0)).await.expect("connect");
     sub.subscribe("exp0", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
 
@@ -62,7 +65,8 @@ async fn v5_session_expiry_zero_ends_session_at_disconnect() {
     publisher.publish("exp0", v5::QoS::AtLeastOnce, false, b"lost").await;
     publisher.puback().await;
 
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "exp0", 0)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "exp0", 0)).await.expect("connect");
     assert!(!sub.connack.session_present);
     sub.recv_none().await;
 }
@@ -70,7 +74,8 @@ async fn v5_session_expiry_zero_ends_session_at_disconnect() {
 #[tokio::test]
 async fn v5_session_expires_after_interval() {
     let broker = Gridmq::start();
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "exp1", 1)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "exp1", 1)).await.expect("connect");
     sub.subscribe("exp1", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -79,7 +84,8 @@ async fn v5_session_expires_after_interval() {
     publisher.publish("exp1", v5::QoS::AtLeastOnce, false, b"late").await;
     publisher.puback().await;
 
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "exp1", 1)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "exp1", 1)).await.expect("connect");
     assert!(!sub.connack.session_present, "the session expired after 1 s");
     sub.recv_none().await;
 }
@@ -87,7 +93,8 @@ async fn v5_session_expires_after_interval() {
 #[tokio::test]
 async fn v5_session_survives_within_its_expiry_after_abnormal_loss() {
     let broker = Gridmq::start();
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "crash5", 30)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "crash5", 30)).await.expect("connect");
     sub.subscribe("crash/5", v5::QoS::AtLeastOnce).await;
     drop(sub);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -96,7 +103,8 @@ async fn v5_session_survives_within_its_expiry_after_abnormal_loss() {
     publisher.publish("crash/5", v5::QoS::AtLeastOnce, false, b"kept").await;
     publisher.puback().await;
 
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "crash5", 30)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "crash5", 30)).await.expect("connect");
     assert!(sub.connack.session_present);
     assert_eq!(&sub.recv().await.payload[..], b"kept");
 }
@@ -104,7 +112,8 @@ async fn v5_session_survives_within_its_expiry_after_abnormal_loss() {
 #[tokio::test]
 async fn v5_clean_start_discards_existing_session() {
     let broker = Gridmq::start();
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "clean5", 60)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "clean5", 60)).await.expect("connect");
     sub.subscribe("clean/5", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
 
@@ -114,7 +123,7 @@ async fn v5_clean_start_discards_existing_session() {
 
     let mut options = v5::options(broker.addr, "clean5");
     options.set_session_expiry_interval(Some(60));
-    let mut sub = v5::Client::connect_with(options).await.unwrap();
+    let mut sub = v5::Client::connect_with(options).await.expect("connect");
     assert!(!sub.connack.session_present, "clean start discards the session");
     sub.recv_none().await;
     // The old subscription is gone too.
@@ -129,8 +138,7 @@ async fn v5_disconnect_can_shorten_session_expiry_to_zero() {
     let connect = Framed5::connect_packet("shorten", 30, false, Some(60));
     let (mut conn, connack) = Framed5::connect(broker.addr, connect, None).await;
     assert!(!connack.session_present);
-    let subscribe =
-        p5::Subscribe::new(p5::Filter::new("shorten", v5::QoS::AtLeastOnce), None);
+    let subscribe = p5::Subscribe::new(p5::Filter::new("shorten", v5::QoS::AtLeastOnce), None);
     conn.send(p5::Packet::Subscribe(p5::Subscribe { pkid: 1, ..subscribe })).await;
     match conn.next(TIMEOUT).await {
         gateway_tests::clients::framed::Next::Packet(p5::Packet::SubAck(_)) => {}
@@ -139,7 +147,8 @@ async fn v5_disconnect_can_shorten_session_expiry_to_zero() {
     conn.disconnect(p5::DisconnectReasonCode::NormalDisconnection, Some(0)).await;
     conn.closed(TIMEOUT).await.expect("closed after DISCONNECT");
 
-    let sub = v5::Client::connect_with(persistent5(broker.addr, "shorten", 60)).await.unwrap();
+    let sub =
+        v5::Client::connect_with(persistent5(broker.addr, "shorten", 60)).await.expect("connect");
     assert!(!sub.connack.session_present, "DISCONNECT set the session expiry to 0");
 }
 
@@ -152,17 +161,20 @@ async fn v5_disconnect_can_lengthen_session_expiry() {
     conn.closed(TIMEOUT).await.expect("closed after DISCONNECT");
     tokio::time::sleep(Duration::from_millis(2000)).await;
 
-    let sub = v5::Client::connect_with(persistent5(broker.addr, "lengthen", 60)).await.unwrap();
+    let sub =
+        v5::Client::connect_with(persistent5(broker.addr, "lengthen", 60)).await.expect("connect");
     assert!(sub.connack.session_present, "DISCONNECT extended the expiry from 1 s to 60 s");
 }
 
 #[tokio::test]
 async fn v5_session_expiry_is_capped_by_max_session_expiry() {
     let broker = Gridmq::start_with_config("[mqtt]\nmax_session_expiry = 100\n");
-    let client = v5::Client::connect_with(persistent5(broker.addr, "cap", 1000)).await.unwrap();
+    let client =
+        v5::Client::connect_with(persistent5(broker.addr, "cap", 1000)).await.expect("connect");
     assert_eq!(client.connack_properties().session_expiry_interval, Some(100));
 
-    let client = v5::Client::connect_with(persistent5(broker.addr, "nocap", 50)).await.unwrap();
+    let client =
+        v5::Client::connect_with(persistent5(broker.addr, "nocap", 50)).await.expect("connect");
     let granted = client.connack_properties().session_expiry_interval.unwrap_or(50);
     assert_eq!(granted, 50, "a request within the cap is granted as asked");
 }
@@ -170,7 +182,8 @@ async fn v5_session_expiry_is_capped_by_max_session_expiry() {
 #[tokio::test]
 async fn v4_persistent_session_resumes_with_queued_messages() {
     let broker = Gridmq::start();
-    let mut sub = v4::Client::connect_with(persistent4(broker.addr, "sess4")).await.unwrap();
+    let mut sub =
+        v4::Client::connect_with(persistent4(broker.addr, "sess4")).await.expect("connect");
     assert!(!sub.connack.session_present);
     sub.subscribe("sess/4", v4::QoS::AtLeastOnce).await;
     sub.disconnect().await;
@@ -181,7 +194,8 @@ async fn v4_persistent_session_resumes_with_queued_messages() {
         publisher.puback().await;
     }
 
-    let mut sub = v4::Client::connect_with(persistent4(broker.addr, "sess4")).await.unwrap();
+    let mut sub =
+        v4::Client::connect_with(persistent4(broker.addr, "sess4")).await.expect("connect");
     assert!(sub.connack.session_present);
     assert_eq!(&sub.recv().await.payload[..], b"a1");
     assert_eq!(&sub.recv().await.payload[..], b"a2");
@@ -190,7 +204,8 @@ async fn v4_persistent_session_resumes_with_queued_messages() {
 #[tokio::test]
 async fn v4_clean_session_discards_persistent_session() {
     let broker = Gridmq::start();
-    let mut sub = v4::Client::connect_with(persistent4(broker.addr, "clean4")).await.unwrap();
+    let mut sub =
+        v4::Client::connect_with(persistent4(broker.addr, "clean4")).await.expect("connect");
     sub.subscribe("clean/4", v4::QoS::AtLeastOnce).await;
     sub.disconnect().await;
 
@@ -204,7 +219,7 @@ async fn v4_clean_session_discards_persistent_session() {
     drop(sub);
 
     // A clean session also leaves nothing behind when it ends.
-    let sub = v4::Client::connect_with(persistent4(broker.addr, "clean4")).await.unwrap();
+    let sub = v4::Client::connect_with(persistent4(broker.addr, "clean4")).await.expect("connect");
     assert!(!sub.connack.session_present);
 }
 
@@ -213,24 +228,24 @@ async fn v5_unacknowledged_message_is_redelivered_with_dup() {
     let broker = Gridmq::start();
     let mut options = persistent5(broker.addr, "dup5", 60);
     options.set_manual_acks(true);
-    let mut sub = v5::Client::connect_with(options.clone()).await.unwrap();
+    let mut sub = v5::Client::connect_with(options.clone()).await.expect("connect");
     sub.subscribe("dup/5", v5::QoS::AtLeastOnce).await;
 
-    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    let publisher = v5::Client::connect(broker.addr, "pub").await;
     publisher.publish("dup/5", v5::QoS::AtLeastOnce, false, b"unacked").await;
     let first = sub.recv().await;
     assert!(!first.dup, "first delivery has DUP = 0");
     drop(sub); // lose the connection without acknowledging
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut sub = v5::Client::connect_with(options).await.unwrap();
+    let mut sub = v5::Client::connect_with(options).await.expect("connect");
     assert!(sub.connack.session_present);
     let again = sub.recv().await;
     assert_eq!(&again.payload[..], b"unacked");
     assert_eq!(again.qos, v5::QoS::AtLeastOnce);
     assert!(again.dup, "redelivery of an in-flight PUBLISH has DUP = 1");
     assert_eq!(again.pkid, first.pkid, "redelivery keeps the packet identifier");
-    sub.client.ack(&again).await.unwrap();
+    sub.client.ack(&again).await.expect("ack");
     sub.recv_none().await;
 }
 
@@ -239,7 +254,7 @@ async fn v4_unacknowledged_message_is_redelivered_with_dup() {
     let broker = Gridmq::start();
     let mut options = persistent4(broker.addr, "dup4");
     options.set_manual_acks(true);
-    let mut sub = v4::Client::connect_with(options.clone()).await.unwrap();
+    let mut sub = v4::Client::connect_with(options.clone()).await.expect("connect");
     sub.subscribe("dup/4", v4::QoS::AtLeastOnce).await;
 
     let publisher = v4::Client::connect(broker.addr, "pub").await;
@@ -249,7 +264,7 @@ async fn v4_unacknowledged_message_is_redelivered_with_dup() {
     drop(sub);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut sub = v4::Client::connect_with(options).await.unwrap();
+    let mut sub = v4::Client::connect_with(options).await.expect("connect");
     assert!(sub.connack.session_present);
     let again = sub.recv().await;
     assert_eq!(&again.payload[..], b"unacked");
@@ -262,7 +277,7 @@ async fn v5_unreleased_qos2_message_is_redelivered_once() {
     let broker = Gridmq::start();
     let mut options = persistent5(broker.addr, "dup2", 60);
     options.set_manual_acks(true);
-    let mut sub = v5::Client::connect_with(options.clone()).await.unwrap();
+    let mut sub = v5::Client::connect_with(options.clone()).await.expect("connect");
     sub.subscribe("dup/2", v5::QoS::ExactlyOnce).await;
 
     let mut publisher = v5::Client::connect(broker.addr, "pub").await;
@@ -275,7 +290,7 @@ async fn v5_unreleased_qos2_message_is_redelivered_once() {
 
     let mut options = options;
     options.set_manual_acks(false);
-    let mut sub = v5::Client::connect_with(options).await.unwrap();
+    let mut sub = v5::Client::connect_with(options).await.expect("connect");
     let again = sub.recv().await;
     assert_eq!(&again.payload[..], b"once");
     assert!(again.dup);
@@ -284,9 +299,11 @@ async fn v5_unreleased_qos2_message_is_redelivered_once() {
 
 #[tokio::test]
 async fn queue_limit_drops_oldest_messages() {
-    let broker =
-        Gridmq::start_with_config("[mqtt]\nmax_queued_messages = 3\nqueue_full = \"drop-oldest\"\n");
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "q", 60)).await.unwrap();
+    let broker = Gridmq::start_with_config(
+        "[mqtt]\nmax_queued_messages = 3\nqueue_full = \"drop-oldest\"\n",
+    );
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "q", 60)).await.expect("connect");
     sub.subscribe("q", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
 
@@ -296,7 +313,8 @@ async fn queue_limit_drops_oldest_messages() {
         publisher.puback().await;
     }
 
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "q", 60)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "q", 60)).await.expect("connect");
     assert!(sub.connack.session_present);
     let got = payloads5(&mut sub, 3).await;
     assert_eq!(got, vec![b"m3".to_vec(), b"m4".to_vec(), b"m5".to_vec()]);
@@ -305,9 +323,11 @@ async fn queue_limit_drops_oldest_messages() {
 
 #[tokio::test]
 async fn queue_limit_end_session_discards_the_session() {
-    let broker =
-        Gridmq::start_with_config("[mqtt]\nmax_queued_messages = 3\nqueue_full = \"end-session\"\n");
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "q", 60)).await.unwrap();
+    let broker = Gridmq::start_with_config(
+        "[mqtt]\nmax_queued_messages = 3\nqueue_full = \"end-session\"\n",
+    );
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "q", 60)).await.expect("connect");
     sub.subscribe("q", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
 
@@ -317,7 +337,8 @@ async fn queue_limit_end_session_discards_the_session() {
         publisher.puback().await;
     }
 
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "q", 60)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "q", 60)).await.expect("connect");
     assert!(!sub.connack.session_present, "the overflowing session was discarded");
     sub.recv_none().await;
 }
@@ -325,7 +346,8 @@ async fn queue_limit_end_session_discards_the_session() {
 #[tokio::test]
 async fn queue_limit_by_bytes_drops_oldest_messages() {
     let broker = Gridmq::start_with_config("[mqtt]\nmax_queued_bytes = 2500\n");
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "qb", 60)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "qb", 60)).await.expect("connect");
     sub.subscribe("qb", v5::QoS::AtLeastOnce).await;
     sub.disconnect().await;
 
@@ -335,7 +357,8 @@ async fn queue_limit_by_bytes_drops_oldest_messages() {
         publisher.puback().await;
     }
 
-    let mut sub = v5::Client::connect_with(persistent5(broker.addr, "qb", 60)).await.unwrap();
+    let mut sub =
+        v5::Client::connect_with(persistent5(broker.addr, "qb", 60)).await.expect("connect");
     let mut got = Vec::new();
     while let Some(publish) = sub.try_recv(QUIET).await {
         got.push(publish.payload[0]);

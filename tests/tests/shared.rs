@@ -122,7 +122,7 @@ async fn v5_unacked_messages_of_a_leaving_member_go_to_another_member() {
     let broker = Gridmq::start();
     let mut options = v5::options(broker.addr, "leaver");
     options.set_manual_acks(true);
-    let mut leaver = v5::Client::connect_with(options).await.unwrap();
+    let mut leaver = v5::Client::connect_with(options).await.expect("connect");
     let mut stayer = v5::Client::connect(broker.addr, "stayer").await;
     leaver.subscribe("$share/g/work", v5::QoS::AtLeastOnce).await;
     stayer.subscribe("$share/g/work", v5::QoS::AtLeastOnce).await;

@@ -99,9 +99,10 @@ async fn v5_explicit_dollar_filter_matches_dollar_topics() {
 
 #[tokio::test]
 async fn v5_topics_are_case_sensitive_and_exact() {
-    assert_eq!(matched5("Room/1", &["room/1", "Room/1", "Room/1/", "Room/10"]).await, vec![
-        "Room/1"
-    ]);
+    assert_eq!(
+        matched5("Room/1", &["room/1", "Room/1", "Room/1/", "Room/10"]).await,
+        vec!["Room/1"]
+    );
 }
 
 #[tokio::test]

@@ -44,8 +44,11 @@ async fn watcher5(addr: std::net::SocketAddr, filter: &str) -> v5::Client {
 async fn v5_will_is_published_on_abnormal_loss_with_properties() {
     let broker = Gridmq::start();
     let mut watcher = watcher5(broker.addr, "will/#").await;
-    let will = v5::LastWill::new("will/a", "gone", v5::QoS::AtLeastOnce, false, Some(will_props(None)));
-    let client = v5::Client::connect_with(will_options5(broker.addr, "dies", will, None)).await.unwrap();
+    let will =
+        v5::LastWill::new("will/a", "gone", v5::QoS::AtLeastOnce, false, Some(will_props(None)));
+    let client = v5::Client::connect_with(will_options5(broker.addr, "dies", will, None))
+        .await
+        .expect("connect");
     watcher.recv_none().await;
     drop(client);
 
@@ -69,7 +72,7 @@ async fn v4_will_is_published_on_abnormal_loss() {
     watcher.subscribe("will/#", v4::QoS::AtLeastOnce).await;
     let mut options = v4::options(broker.addr, "dies4");
     options.set_last_will(v4::LastWill::new("will/b", "gone4", v4::QoS::AtLeastOnce, false));
-    let client = v4::Client::connect_with(options).await.unwrap();
+    let client = v4::Client::connect_with(options).await.expect("connect");
     watcher.recv_none().await;
     drop(client);
 
@@ -84,7 +87,9 @@ async fn v5_will_is_not_published_on_normal_disconnect() {
     let broker = Gridmq::start();
     let mut watcher = watcher5(broker.addr, "will/#").await;
     let will = v5::LastWill::new("will/c", "gone", v5::QoS::AtLeastOnce, false, None);
-    let client = v5::Client::connect_with(will_options5(broker.addr, "polite", will, None)).await.unwrap();
+    let client = v5::Client::connect_with(will_options5(broker.addr, "polite", will, None))
+        .await
+        .expect("connect");
     client.disconnect().await;
     watcher.recv_none().await;
 }
@@ -96,7 +101,7 @@ async fn v4_will_is_not_published_on_normal_disconnect() {
     watcher.subscribe("will/#", v4::QoS::AtLeastOnce).await;
     let mut options = v4::options(broker.addr, "polite4");
     options.set_last_will(v4::LastWill::new("will/d", "gone", v4::QoS::AtLeastOnce, false));
-    let client = v4::Client::connect_with(options).await.unwrap();
+    let client = v4::Client::connect_with(options).await.expect("connect");
     client.disconnect().await;
     watcher.recv_none().await;
 }
@@ -131,8 +136,9 @@ async fn v5_will_delay_defers_the_will() {
     let mut watcher = watcher5(broker.addr, "will/#").await;
     let will =
         v5::LastWill::new("will/g", "late", v5::QoS::AtLeastOnce, false, Some(will_props(Some(2))));
-    let client =
-        v5::Client::connect_with(will_options5(broker.addr, "delayed", will, Some(30))).await.unwrap();
+    let client = v5::Client::connect_with(will_options5(broker.addr, "delayed", will, Some(30)))
+        .await
+        .expect("connect");
     drop(client);
     assert!(
         watcher.try_recv(Duration::from_millis(1000)).await.is_none(),
@@ -146,15 +152,20 @@ async fn v5_will_delay_defers_the_will() {
 async fn v5_reconnect_within_will_delay_cancels_the_will() {
     let broker = Gridmq::start();
     let mut watcher = watcher5(broker.addr, "will/#").await;
-    let will =
-        v5::LastWill::new("will/h", "never", v5::QoS::AtLeastOnce, false, Some(will_props(Some(2))));
+    let will = v5::LastWill::new(
+        "will/h",
+        "never",
+        v5::QoS::AtLeastOnce,
+        false,
+        Some(will_props(Some(2))),
+    );
     let options = will_options5(broker.addr, "back", will, Some(30));
-    let client = v5::Client::connect_with(options.clone()).await.unwrap();
+    let client = v5::Client::connect_with(options.clone()).await.expect("connect");
     drop(client);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut options = options;
     options.set_clean_start(false);
-    let _back = v5::Client::connect_with(options).await.unwrap();
+    let _back = v5::Client::connect_with(options).await.expect("connect");
     assert!(
         watcher.try_recv(Duration::from_millis(3000)).await.is_none(),
         "reconnecting before the delay elapsed cancels the will"
@@ -165,10 +176,16 @@ async fn v5_reconnect_within_will_delay_cancels_the_will() {
 async fn v5_will_is_sent_when_session_ends_before_will_delay() {
     let broker = Gridmq::start();
     let mut watcher = watcher5(broker.addr, "will/#").await;
-    let will =
-        v5::LastWill::new("will/i", "session over", v5::QoS::AtLeastOnce, false, Some(will_props(Some(60))));
-    let client =
-        v5::Client::connect_with(will_options5(broker.addr, "short", will, Some(1))).await.unwrap();
+    let will = v5::LastWill::new(
+        "will/i",
+        "session over",
+        v5::QoS::AtLeastOnce,
+        false,
+        Some(will_props(Some(60))),
+    );
+    let client = v5::Client::connect_with(will_options5(broker.addr, "short", will, Some(1)))
+        .await
+        .expect("connect");
     drop(client);
     let got = watcher.try_recv(TIMEOUT).await.expect("will published when the 1 s session ended");
     assert_eq!(&got.payload[..], b"session over");
@@ -178,7 +195,9 @@ async fn v5_will_is_sent_when_session_ends_before_will_delay() {
 async fn v5_will_retain_stores_the_will() {
     let broker = Gridmq::start();
     let will = v5::LastWill::new("will/j", "retained", v5::QoS::AtLeastOnce, true, None);
-    let client = v5::Client::connect_with(will_options5(broker.addr, "ret", will, None)).await.unwrap();
+    let client = v5::Client::connect_with(will_options5(broker.addr, "ret", will, None))
+        .await
+        .expect("connect");
     drop(client);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -194,7 +213,7 @@ async fn v4_will_retain_stores_the_will() {
     let broker = Gridmq::start();
     let mut options = v4::options(broker.addr, "ret4");
     options.set_last_will(v4::LastWill::new("will/k", "retained4", v4::QoS::AtLeastOnce, true));
-    let client = v4::Client::connect_with(options).await.unwrap();
+    let client = v4::Client::connect_with(options).await.expect("connect");
     drop(client);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -210,7 +229,9 @@ async fn v5_session_takeover_publishes_will_of_old_connection() {
     let broker = Gridmq::start();
     let mut watcher = watcher5(broker.addr, "will/#").await;
     let will = v5::LastWill::new("will/l", "taken", v5::QoS::AtLeastOnce, false, None);
-    let _old = v5::Client::connect_with(will_options5(broker.addr, "twin", will, None)).await.unwrap();
+    let _old = v5::Client::connect_with(will_options5(broker.addr, "twin", will, None))
+        .await
+        .expect("connect");
     let _new = v5::Client::connect(broker.addr, "twin").await;
     let got = watcher.recv().await;
     assert_eq!(&got.payload[..], b"taken");

@@ -187,13 +187,15 @@ where
     S: AsyncRead + Unpin,
 {
     loop {
+        // Read the level before decoding: a failed decode may have consumed the bytes.
+        let level = connect_level(buf);
         match codec.decode(buf, None) {
             Ok(Some(Packet::Connect(connect))) => return Ok(connect),
             Ok(Some(_)) => return Err(Refusal { protocol: None, code: ReasonCode::ProtocolError }),
             Ok(None) => {}
             Err(error) => {
                 debug!(%error, "Bad CONNECT.");
-                return Err(refusal_for(&error, buf));
+                return Err(refusal_for(&error, level));
             }
         }
         match stream.read_buf(buf).await {
@@ -206,7 +208,7 @@ where
 /// What to answer a CONNECT that did not decode. The spec lets the server answer an unknown
 /// protocol level with the 3.1.1 return code 0x01; a malformed 5.0 CONNECT gets a 5.0 CONNACK
 /// with the reason; a malformed 3.1.1 CONNECT gets no answer, only a close.
-fn refusal_for(error: &DecodeError, buf: &BytesMut) -> Refusal {
+fn refusal_for(error: &DecodeError, level: Option<u8>) -> Refusal {
     let code = error.reason_code();
     match error {
         DecodeError::ExpectedConnect(_) => Refusal { protocol: None, code },
@@ -214,7 +216,7 @@ fn refusal_for(error: &DecodeError, buf: &BytesMut) -> Refusal {
             protocol: Some(Protocol::V311),
             code: ReasonCode::UnsupportedProtocolVersion,
         },
-        _ => match connect_level(buf) {
+        _ => match level {
             Some(5) => Refusal { protocol: Some(Protocol::V5), code },
             _ => Refusal { protocol: None, code },
         },

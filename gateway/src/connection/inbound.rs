@@ -90,7 +90,8 @@ where
                 self.inbound_aliases.insert(alias, publish.topic.as_str().into());
             }
         } else if publish.topic.is_empty() {
-            return Some(Ending::violation(ReasonCode::TopicNameInvalid));
+            // An empty topic name without an alias is a Protocol Error (MQTT 5 3.3.2.1).
+            return Some(Ending::violation(ReasonCode::ProtocolError));
         }
 
         let packet_id = publish.packet_id.unwrap_or(0);

@@ -79,11 +79,11 @@ impl DecodeError {
             InvalidTopicName(_) => ReasonCode::TopicNameInvalid,
             InvalidTopicFilter(_) => ReasonCode::TopicFilterInvalid,
             ExpectedConnect(_) | ZeroPacketId | NoTopicFilters(_) | Protocol(_)
-            | DuplicateProperty(_) | PropertyNotAllowed { .. } | InvalidPropertyValue(_) => {
+            | DuplicateProperty(_) | InvalidPropertyValue(_) => {
                 ReasonCode::ProtocolError
             }
             RemainingLengthTooLong | UnknownPacketType(_) | ReservedFlags(_) | InvalidUtf8
-            | NullCharacter | UnknownProperty(_) | InvalidQoS | InvalidReasonCode(_)
+            | NullCharacter | UnknownProperty(_) | PropertyNotAllowed { .. } | InvalidQoS | InvalidReasonCode(_)
             | Malformed(_) => ReasonCode::MalformedPacket,
         }
     }

@@ -1,0 +1,71 @@
+//! What one run does, after the command line has been checked: shared read-only by every task.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gateway::mqtt::{Protocol, QoS};
+
+/// The scenarios the tool knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// N publishers on one topic, 1 subscriber.
+    FanIn,
+    /// 1 publisher, N subscribers of its topic.
+    FanOut,
+    /// N publisher/subscriber pairs, each pair on its own topic.
+    Pairs,
+    /// N pairs publishing at a fixed total `--rate`; read the percentiles.
+    Latency,
+    /// N idle connections opened as fast as possible, then held.
+    Idle,
+    /// Publishes routed to a webhook sink (needs routing, a later issue).
+    Routed,
+}
+
+impl Scenario {
+    /// `--clients` when the command line does not say.
+    pub fn default_clients(self) -> usize {
+        match self {
+            Scenario::FanIn | Scenario::Pairs => 100,
+            Scenario::FanOut => 1000,
+            Scenario::Latency | Scenario::Routed => 1,
+            Scenario::Idle => 5000,
+        }
+    }
+}
+
+/// A checked run description.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub scenario: Scenario,
+    pub label: String,
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub qos: QoS,
+    pub payload: usize,
+    pub clients: usize,
+    pub duration: Duration,
+    /// Per-publisher bound on messages sent.
+    pub messages: Option<u64>,
+    /// Total messages per second over all publishers; `None` means as fast as possible.
+    pub rate: Option<f64>,
+    /// Unacknowledged QoS 1/2 publishes each publisher keeps at most.
+    pub inflight: usize,
+    /// Longest wait, after publishing stops, for acknowledgements and deliveries.
+    pub drain: Duration,
+    /// How long the idle scenario holds its connections open.
+    pub hold: Duration,
+    /// Connection handshakes in progress at once.
+    pub connect_concurrency: usize,
+}
+
+impl Settings {
+    /// "3.1.1" or "5", as the report spells it.
+    pub fn mqtt_version(&self) -> &'static str {
+        match self.protocol {
+            Protocol::V311 => "3.1.1",
+            Protocol::V5 => "5",
+        }
+    }
+}
