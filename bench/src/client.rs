@@ -44,7 +44,8 @@ impl Client {
         client_id: String,
         protocol: Protocol,
     ) -> anyhow::Result<Client> {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
+        let stream =
+            TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
         // We batch packets into one write ourselves; Nagle would only add delay.
         stream.set_nodelay(true)?;
         let (read, mut writer) = stream.into_split();
@@ -109,12 +110,20 @@ pub struct PacketReader<R> {
 
 impl<R: AsyncRead + Unpin> PacketReader<R> {
     pub fn new(io: R, protocol: Protocol) -> PacketReader<R> {
-        PacketReader { io, buf: BytesMut::new(), chunk: FIRST_CHUNK, codec: Codec::new(MAX_PACKET), protocol }
+        PacketReader {
+            io,
+            buf: BytesMut::new(),
+            chunk: FIRST_CHUNK,
+            codec: Codec::new(MAX_PACKET),
+            protocol,
+        }
     }
 
     /// The next packet already buffered, if a whole one is.
     pub fn buffered(&mut self) -> anyhow::Result<Option<Packet>> {
-        self.codec.decode(&mut self.buf, Some(self.protocol)).context("malformed packet from broker")
+        self.codec
+            .decode(&mut self.buf, Some(self.protocol))
+            .context("malformed packet from broker")
     }
 
     /// Reads more bytes from the socket; errors when the broker closes the connection.

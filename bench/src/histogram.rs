@@ -44,6 +44,7 @@ impl Histogram {
     }
 
     /// How many values were recorded.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.total
     }

@@ -1,1 +1,187 @@
-fn main() {}
+//! `gridmq-bench`: an MQTT load generator for comparing brokers.
+//!
+//! Scenarios: fan-in, fan-out, pairs, latency (message scenarios, see `messages`), idle
+//! (connection storm, see `idle`). Every payload carries a send timestamp, a publisher id and a
+//! sequence number (`stamp`), so the subscribers measure throughput, latency, loss, duplicates
+//! and reordering themselves. A run prints exactly one JSON line on stdout (`report`);
+//! diagnostics go to stderr.
+//!
+//! Layout: `settings` (the checked run), `client` (handshake and packet reading with gridmq's
+//! codec), `connect` (many handshakes at once), `publisher`, `subscriber`, `sequence`
+//! (duplicates and reordering), `histogram` (latency percentiles).
+
+mod client;
+mod connect;
+mod histogram;
+mod idle;
+mod messages;
+mod publisher;
+mod report;
+mod sequence;
+mod settings;
+mod stamp;
+mod subscriber;
+
+use std::net::ToSocketAddrs;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use gateway::mqtt::{Protocol, QoS};
+
+use crate::report::Report;
+use crate::settings::{Scenario, Settings};
+
+#[derive(Parser, Debug)]
+#[command(name = "gridmq-bench", version, about = "MQTT load generator: one JSON line per run")]
+struct Args {
+    /// What to run.
+    #[arg(long, value_enum)]
+    scenario: Scenario,
+    /// Broker host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker MQTT port.
+    #[arg(long, default_value_t = 1883)]
+    port: u16,
+    /// Name of the broker under test, copied into the report.
+    #[arg(long, default_value = "")]
+    label: String,
+    /// QoS of publishes and subscriptions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    qos: u8,
+    /// Protocol version: 3 (3.1.1) or 5.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=5))]
+    mqtt: u8,
+    /// Payload bytes (at least 16: the stamp).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Publishers (fan-in), subscribers (fan-out), pairs (pairs, latency) or connections
+    /// (idle). Defaults: fan-in 100, fan-out 1000, pairs 100, latency 1, idle 5000.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Per-publisher bound on messages; the run ends at this or the duration, whichever first.
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Total publishes per second over all publishers (latency default: 1000; otherwise
+    /// unbounded).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Unacknowledged QoS 1/2 publishes each publisher keeps at most (also capped by the
+    /// broker's Receive Maximum under MQTT 5).
+    #[arg(long, default_value_t = 100)]
+    inflight: usize,
+    /// Longest wait in seconds, after publishing, for acknowledgements and deliveries.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// Seconds the idle scenario holds its connections.
+    #[arg(long, default_value_t = 5.0)]
+    hold: f64,
+    /// Handshakes in progress at once while connecting.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let settings = match settings(&args) {
+        Ok(settings) => Arc::new(settings),
+        Err(error) => {
+            eprintln!("gridmq-bench: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::stamp::now_ns(); // fixes the clock origin before any task starts
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
+        .and_then(|runtime| runtime.block_on(run(settings.clone())));
+    match result {
+        Ok(report) => {
+            print_report(&report);
+            if report.errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+        }
+        Err(error) => {
+            // Still one JSON line, so a comparison script records the failure next to the
+            // runs that worked.
+            let mut report = Report::new(&settings);
+            report.add_error(format!("{error:#}"));
+            print_report(&report);
+            eprintln!("gridmq-bench: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
+    match settings.scenario {
+        Scenario::Idle => idle::run(settings).await,
+        Scenario::Routed => bail!("scenario routed is not yet available: gridmq has no routing"),
+        _ => messages::run(settings).await,
+    }
+}
+
+fn print_report(report: &Report) {
+    match serde_json::to_string(report) {
+        Ok(line) => println!("{line}"),
+        Err(error) => eprintln!("gridmq-bench: cannot encode the report: {error}"),
+    }
+}
+
+fn settings(args: &Args) -> anyhow::Result<Settings> {
+    let addr = (args.host.as_str(), args.port)
+        .to_socket_addrs()
+        .with_context(|| format!("resolve {}", args.host))?
+        .next()
+        .with_context(|| format!("{} has no address", args.host))?;
+    let protocol = match args.mqtt {
+        3 => Protocol::V311,
+        5 => Protocol::V5,
+        other => bail!("--mqtt must be 3 (3.1.1) or 5, not {other}"),
+    };
+    if args.payload < stamp::STAMP_LEN {
+        bail!("--payload must be at least {} bytes (the stamp)", stamp::STAMP_LEN);
+    }
+    let seconds = |name: &str, value: f64| {
+        if value.is_finite() && value >= 0.0 {
+            Ok(Duration::from_secs_f64(value))
+        } else {
+            Err(anyhow::anyhow!("--{name} must be a non-negative number of seconds"))
+        }
+    };
+    let rate = match (args.rate, args.scenario) {
+        (Some(rate), _) if !(rate.is_finite() && rate > 0.0) => bail!("--rate must be positive"),
+        (None, Scenario::Latency) => Some(1000.0),
+        (rate, _) => rate,
+    };
+    let clients = args.clients.unwrap_or(args.scenario.default_clients());
+    if clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    if args.inflight == 0 {
+        bail!("--inflight must be at least 1");
+    }
+    Ok(Settings {
+        scenario: args.scenario,
+        label: args.label.clone(),
+        addr,
+        protocol,
+        qos: QoS::from_u8(args.qos).context("--qos must be 0, 1 or 2")?,
+        payload: args.payload,
+        clients,
+        duration: seconds("duration", args.duration)?,
+        messages: args.messages,
+        rate,
+        // Ids cycle over 65,535 values; a window that large could reuse a live one.
+        inflight: args.inflight.min(32_768),
+        drain: seconds("drain", args.drain)?,
+        hold: seconds("hold", args.hold)?,
+        connect_concurrency: args.connect_concurrency,
+    })
+}

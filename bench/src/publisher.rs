@@ -6,13 +6,13 @@
 //! counts PUBACK/PUBCOMP, hands PUBREC ids to the writer (which answers PUBREL), and wakes the
 //! writer when the window opens.
 
-use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use gateway::mqtt::{Ack, Codec, Disconnect, Packet, Properties, Protocol, QoS, ReasonCode};
 use gateway::mqtt::codec::OutboundPublish;
+use gateway::mqtt::{Ack, Codec, Disconnect, Packet, Properties, Protocol, QoS, ReasonCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc};
@@ -28,7 +28,6 @@ const BATCH: u64 = 256;
 /// What one publisher did.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    pub id: u32,
     pub published: u64,
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) received; 0 at QoS 0.
     pub acked: u64,
@@ -88,7 +87,6 @@ pub async fn run(
     };
     let result = sender.send_all().await;
     let mut outcome = Outcome {
-        id,
         published: sender.sequence,
         acked: acks.done.load(Ordering::Acquire),
         error: None,

@@ -10,6 +10,8 @@
 
 pub mod config;
 pub mod message;
+pub mod persist;
+pub mod recovery;
 pub mod retained_index;
 pub mod session;
 pub mod subscriptions;
@@ -32,6 +34,7 @@ use self::subscriptions::{FilterSubscribers, Subscriber};
 use self::topic_tree::TopicTree;
 use crate::hooks::{Hooks, LifecycleEvent};
 use crate::mqtt::{QoS, ReasonCode, topic};
+use crate::store::{Journal, Op, Ticket};
 
 /// The state every connection shares.
 pub struct Broker {
@@ -41,6 +44,10 @@ pub struct Broker {
     subscriptions: RwLock<TopicTree<FilterSubscribers>>,
     retained: RwLock<RetainedIndex<Arc<Message>>>,
     next_id: AtomicU64,
+    /// Sequence numbers of stored deliveries; continues after the highest one recovered.
+    next_seq: AtomicU64,
+    /// Where durable changes go; `None` in in-memory mode.
+    journal: Option<Arc<Journal>>,
     /// Cancelled when the server shuts down; timers and connections watch it.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks and timers, so shutdown can wait for them.
@@ -57,7 +64,7 @@ struct Target {
 }
 
 impl Broker {
-    pub fn new(config: MqttConfig, hooks: Hooks) -> Arc<Broker> {
+    pub fn new(config: MqttConfig, hooks: Hooks, journal: Option<Arc<Journal>>) -> Arc<Broker> {
         Arc::new(Broker {
             config,
             hooks,
@@ -65,9 +72,45 @@ impl Broker {
             subscriptions: RwLock::new(TopicTree::new()),
             retained: RwLock::new(RetainedIndex::new()),
             next_id: AtomicU64::new(1),
+            next_seq: AtomicU64::new(1),
+            journal,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
         })
+    }
+
+    /// The journal, when the broker persists.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
+    /// Appends `op` to the journal, if there is one.
+    pub fn journal_append(&self, op: impl FnOnce() -> Op) -> Option<Ticket> {
+        self.journal.as_ref().map(|journal| journal.append(op()))
+    }
+
+    /// Waits until `ticket` is durable.
+    pub async fn durable(&self, ticket: Option<Ticket>) {
+        if let (Some(journal), Some(ticket)) = (&self.journal, ticket) {
+            journal.durable(ticket).await;
+        }
+    }
+
+    /// Makes later stored sequence numbers start after `seq` (recovery).
+    pub(crate) fn seq_at_least(&self, seq: u64) {
+        self.next_seq.fetch_max(seq + 1, Ordering::Relaxed);
+    }
+
+    /// Stores `session`'s record if it outlives its connection; `disconnected_at_ms` is `None`
+    /// while attached.
+    pub fn persist_session(&self, session: &Session, disconnected_at_ms: Option<u64>) -> Option<Ticket> {
+        let journal = self.journal.as_ref()?;
+        let mut state = session.lock();
+        if state.ended || state.expiry_interval == 0 {
+            return None;
+        }
+        state.stored = true;
+        Some(journal.append(persist::session_op(&session.client_id, &state, disconnected_at_ms)))
     }
 
     /// A process-unique id for sessions and connections.
@@ -98,8 +141,9 @@ impl Broker {
 
     /// Fans `message` out to every matching subscription; returns how many sessions it was
     /// offered to. Overlapping subscriptions of one session yield one delivery at the highest
-    /// granted QoS carrying every matching subscription identifier.
-    pub fn publish(&self, message: &Arc<Message>) -> usize {
+    /// granted QoS carrying every matching subscription identifier. The ticket, when there is
+    /// one, is durable once every stored delivery of the message is.
+    pub fn publish(&self, message: &Arc<Message>) -> (usize, Option<Ticket>) {
         let mut targets = Vec::new();
         self.subscriptions.read().for_each_match(&message.topic, |filter, subscribers| {
             for s in &subscribers.direct {
@@ -130,18 +174,26 @@ impl Broker {
             }
         });
         let count = targets.len();
-        self.deliver(message, targets);
-        count
+        let ticket = self.deliver(message, targets);
+        (count, ticket)
     }
 
     /// Sets, replaces or (empty payload) clears the retained message of its topic.
-    pub fn retain(&self, message: &Arc<Message>) {
+    pub fn retain(&self, message: &Arc<Message>) -> Option<Ticket> {
         let mut retained = self.retained.write();
         if message.payload.is_empty() {
-            retained.remove(&message.topic);
+            retained.remove(&message.topic).is_some().then_some(())?;
+            self.journal_append(|| Op::DeleteRetained(message.topic.clone()))
         } else {
             retained.insert(&message.topic, message.clone());
+            self.journal_append(|| Op::PutRetained(message.topic.clone(), message.record().into()))
         }
+    }
+
+    /// Puts a recovered retained message back (no journaling: it came from the store).
+    pub(crate) fn restore_retained(&self, message: Arc<Message>) {
+        let topic = message.topic.clone();
+        self.retained.write().insert(&topic, message);
     }
 
     /// The unexpired retained messages matching `filter`.
@@ -163,7 +215,8 @@ impl Broker {
     }
 
     /// Adds or replaces `session`'s subscription to `filter`; returns whether the session
-    /// already had it.
+    /// already had it. The session record is journaled by the caller (`persist_session`), once
+    /// per SUBSCRIBE packet.
     pub fn subscribe(&self, session: &Arc<Session>, filter: &str, subscription: Subscription) -> bool {
         let (group, inner) = split(filter);
         let subscriber = Subscriber {
@@ -195,6 +248,11 @@ impl Broker {
                 return;
             }
             state.ended = true;
+            if state.stored
+                && let Some(journal) = &self.journal
+            {
+                journal.append(Op::DeleteSession(session.client_id.clone()));
+            }
             let filters: Vec<String> = state.subscriptions.drain().map(|(f, _)| f).collect();
             let shared = state.take_shared();
             state.queue.clear();
@@ -219,19 +277,22 @@ impl Broker {
                 sessions.remove(&session.client_id);
             }
         }
-        self.redistribute(shared, session.id);
+        self.redistribute(shared, session);
     }
 
     /// Hands deliveries that a leaving member of a shared subscription did not finish to
     /// another member of the same group. With no other member they are dropped, counted.
-    pub fn redistribute(&self, deliveries: Vec<Delivery>, leaving: u64) {
+    pub fn redistribute(&self, deliveries: Vec<Delivery>, leaving: &Session) {
         for delivery in deliveries {
+            if delivery.seq != 0 {
+                self.journal_append(|| Op::DeleteEntry(leaving.client_id.clone(), delivery.seq));
+            }
             let Some(key) = delivery.shared.clone() else { continue };
             let target = {
                 let tree = self.subscriptions.read();
                 tree.get(&key.filter)
                     .and_then(|subs| subs.shared.iter().find(|g| g.name == key.group))
-                    .and_then(|group| group.pick(Some(leaving)))
+                    .and_then(|group| group.pick(Some(leaving.id)))
                     .map(|s| (s.session.clone(), s.options.qos, s.identifier))
             };
             match target {
@@ -239,6 +300,7 @@ impl Broker {
                     let redelivery = Delivery {
                         qos: granted.min(delivery.message.qos),
                         subscription_ids: identifier.into_iter().collect(),
+                        seq: 0,
                         ..delivery
                     };
                     self.offer(&session, redelivery);
@@ -252,10 +314,14 @@ impl Broker {
 
     /// Offers a delivery to one session, ending the session if its queue overflows under the
     /// `end-session` policy.
-    pub fn offer(&self, session: &Arc<Session>, delivery: Delivery) {
-        if session.enqueue(delivery, &self.config) == Enqueued::Overflow {
+    pub fn offer(&self, session: &Arc<Session>, delivery: Delivery) -> Option<Ticket> {
+        let next_seq = || self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (outcome, ticket) =
+            session.enqueue(delivery, &self.config, self.journal.as_deref(), next_seq);
+        if outcome == Enqueued::Overflow {
             self.overflow(session);
         }
+        ticket
     }
 
     /// Ends the session after `delay` unless the client reattaches first (`generation`).
@@ -280,7 +346,8 @@ impl Broker {
         });
     }
 
-    /// Publishes a will after `delay` unless the client reattaches first (`generation`).
+    /// Publishes a will after `delay` unless the client reattaches first (`generation`). A
+    /// delayed will of a stored session is stored too, so it survives a restart.
     pub fn schedule_will(
         self: &Arc<Self>,
         will: Arc<Message>,
@@ -292,6 +359,19 @@ impl Broker {
             self.publish_will(&will);
             return;
         }
+        let stored = {
+            let mut state = session.lock();
+            state.will_pending = true;
+            state.stored && !state.ended
+        };
+        if stored {
+            let at = crate::store::record::now_ms() + delay.as_millis() as u64;
+            let header = crate::store::WillRecord { publish_at_ms: at };
+            self.journal_append(|| {
+                let bytes = crate::store::record::encode_with_message(&header, will.record());
+                Op::PutWill(session.client_id.clone(), bytes)
+            });
+        }
         let broker = self.clone();
         let token = self.shutdown.clone();
         self.tasks.spawn(async move {
@@ -300,11 +380,18 @@ impl Broker {
                 () = token.cancelled() => return,
             }
             let resumed = {
-                let state = session.lock();
-                state.generation != generation && !state.ended
+                let mut state = session.lock();
+                let resumed = state.generation != generation && !state.ended;
+                if !resumed {
+                    state.will_pending = false;
+                }
+                resumed
             };
             if !resumed {
                 broker.publish_will(&will);
+                if stored {
+                    broker.journal_append(|| Op::DeleteWill(session.client_id.clone()));
+                }
             }
         });
     }
@@ -316,8 +403,14 @@ impl Broker {
         self.publish(will);
     }
 
+    /// Publishes a will now (a recovered will whose delay passed while the broker was down).
+    pub(crate) fn publish_will_now(&self, will: &Arc<Message>) {
+        self.publish_will(will);
+    }
+
     /// Merges overlapping non-shared targets of one session, then enqueues.
-    fn deliver(&self, message: &Arc<Message>, mut targets: Vec<Target>) {
+    fn deliver(&self, message: &Arc<Message>, mut targets: Vec<Target>) -> Option<Ticket> {
+        let mut last = None;
         if targets.len() > 1 {
             targets.sort_by_key(|t| (t.shared.is_some(), Arc::as_ptr(&t.session) as usize));
         }
@@ -339,9 +432,11 @@ impl Broker {
                 retain: target.retain,
                 subscription_ids: ids,
                 shared: target.shared,
+                seq: 0,
             };
-            self.offer(&target.session, delivery);
+            last = last.max(self.offer(&target.session, delivery));
         }
+        last
     }
 
     /// The `end-session` queue policy: kick the client with 0x97 and discard the session.

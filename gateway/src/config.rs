@@ -4,12 +4,15 @@
 //! Every field has a default, so an empty file (or no file) is a working configuration: MQTT on
 //! 127.0.0.1:1883 with anonymous clients allowed.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
 
 pub use crate::broker::config::MqttConfig;
+pub use crate::store::StoreConfig;
+pub use crate::server::config::{
+    ClientAuth, ListenerConfig, ListenerKind, ServerConfig, TlsVersion,
+};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -19,29 +22,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// MQTT protocol limits and session policy.
     pub mqtt: MqttConfig,
-}
-
-/// Where gridmq listens and how it shuts down.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// The plain-TCP MQTT listener. Default `127.0.0.1:1883`: loopback only, because the
-    /// embedded default admits anonymous clients.
-    pub listen: SocketAddr,
-    /// Seconds that graceful shutdown may take before remaining connections are dropped.
-    pub shutdown_grace_secs: u64,
-    /// Most concurrent connections; further connections wait in the accept backlog.
-    pub max_connections: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            shutdown_grace_secs: 10,
-            max_connections: 100_000,
-        }
-    }
+    /// Where durable state lives.
+    pub store: StoreConfig,
 }
 
 /// A configuration that could not be loaded; the message names the file, the field and the
@@ -54,6 +36,16 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("invalid config: {field}: {problem}")]
     Invalid { field: &'static str, problem: String },
+    /// A field of one `[[server.listeners]]` entry, shown as `server.listeners[INDEX].FIELD`.
+    #[error("invalid config: server.listeners[{index}].{field}: {problem}")]
+    Listener { index: usize, field: &'static str, problem: String },
+}
+
+impl ConfigError {
+    /// An invalid field of the listener at `index`.
+    pub fn listener(index: usize, field: &'static str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Listener { index, field, problem: problem.into() }
+    }
 }
 
 impl Config {
@@ -81,12 +73,8 @@ impl Config {
 
     /// Checks the values that serde's types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server.max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                field: "server.max_connections",
-                problem: "must be at least 1".into(),
-            });
-        }
+        self.server.validate()?;
+        self.store.validate()?;
         self.mqtt.validate()
     }
 }

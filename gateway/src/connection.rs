@@ -30,6 +30,8 @@ use crate::broker::message::Message;
 use crate::broker::session::Session;
 use crate::hooks::{ClientIdentity, DisconnectReason, LifecycleEvent};
 use crate::mqtt::{Codec, Disconnect, Packet, Properties, Protocol, ReasonCode};
+use crate::store::Ticket;
+use crate::store::record::now_ms;
 
 /// The initial capacity of each connection's read and write buffers. Small on purpose: an
 /// idle connection should cost little; the buffers grow with traffic.
@@ -94,6 +96,9 @@ struct Connection<S> {
     inbound_aliases: HashMap<u16, Arc<str>>,
     outbound: Outbound,
     kicks: mpsc::Receiver<ReasonCode>,
+    /// The journal point that must be durable before the write buffer goes out: an
+    /// acknowledgement must never promise what a crash could still lose.
+    barrier: Option<Ticket>,
     _attached: OwnedMutexGuard<()>,
 }
 
@@ -105,8 +110,18 @@ where
     async fn run(&mut self) -> Ending {
         let shutdown = self.broker.shutdown.clone();
         let session = self.session.clone();
+        // Packets that arrived in the same read as CONNECT are already buffered.
+        if !self.read_buf.is_empty()
+            && let Some(ending) = self.process_input().await
+        {
+            return ending;
+        }
         loop {
-            self.outbound.drain(&session, &mut self.write_buf);
+            let drained = self.outbound.drain(&session, &mut self.write_buf, self.broker.journal());
+            self.hold(drained);
+            if let Some(ticket) = self.barrier.take() {
+                self.broker.durable(Some(ticket)).await;
+            }
             if let Err(error) = self.flush().await {
                 debug!(%error, "Write failed.");
                 return Ending::lost();
@@ -183,7 +198,8 @@ where
             state.attached = None;
             (state.generation, state.expiry_interval, state.take_shared())
         };
-        self.broker.redistribute(shared, self.session.id);
+        self.broker.redistribute(shared, &self.session);
+        self.broker.persist_session(&self.session, Some(now_ms()));
         let shutting_down = self.broker.shutdown.is_cancelled();
         if let Some(will) = self.will.take()
             && ending.publish_will
@@ -220,6 +236,11 @@ where
             self.stream.flush().await?;
         }
         Ok(())
+    }
+
+    /// Makes the next write wait until `ticket` is durable.
+    fn hold(&mut self, ticket: Option<Ticket>) {
+        self.barrier = self.barrier.max(ticket);
     }
 
     /// Appends a packet to the write buffer.

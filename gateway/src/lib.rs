@@ -15,7 +15,9 @@ pub mod config;
 pub mod connection;
 pub mod hooks;
 pub mod mqtt;
+pub mod store;
 pub mod server;
+pub mod startup;
 
 pub use config::Config;
 pub use hooks::Hooks;

@@ -23,9 +23,17 @@ enum Command {
         /// TOML config file (see schemas/gridmq.example.toml).
         #[arg(long, env = "GRIDMQ_CONFIG")]
         config: Option<PathBuf>,
-        /// MQTT listener address; overrides `server.listen` from the config.
+        /// Address of the plain-TCP MQTT listener: replaces the address of the first `tcp`
+        /// listener in the config, or adds a `tcp` listener when there is none.
         #[arg(long, env = "GRIDMQ_LISTEN")]
         listen: Option<SocketAddr>,
+        /// Directory for durable state (sessions, queues, retained messages); overrides
+        /// `store.data_dir` (default ./gridmq-data).
+        #[arg(long, env = "GRIDMQ_DATA_DIR", conflicts_with = "in_memory")]
+        data_dir: Option<PathBuf>,
+        /// Keep nothing on disk: everything dies with the process.
+        #[arg(long)]
+        in_memory: bool,
     },
 }
 
@@ -36,14 +44,19 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Command::Serve { config, listen } => {
+        Command::Serve { config, listen, data_dir, in_memory } => {
             let mut config = match config {
                 Some(path) => Config::load(&path)?,
                 None => Config::default(),
             };
             if let Some(listen) = listen {
-                config.server.listen = listen;
+                config.server.set_tcp_address(listen);
+                config.validate()?;
             }
+            if let Some(dir) = data_dir {
+                config.store.data_dir = dir;
+            }
+            config.store.in_memory |= in_memory;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -54,10 +67,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listen = config.server.listen;
-    let gateway = Gateway::start(config, Hooks::allow_all())
-        .await
-        .with_context(|| format!("listen on {listen}"))?;
+    // Errors name the listener field, e.g. `server.listeners[1].certificate: cannot read ...`.
+    let gateway = Gateway::start(config, Hooks::allow_all()).await?;
     gateway::server::announce(&gateway);
     shutdown_signal().await;
     tracing::info!("Shutting down.");

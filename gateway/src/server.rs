@@ -1,6 +1,13 @@
 //! Listeners and the gateway's lifetime: bind, accept, spawn one task per connection, and shut
 //! everything down in order.
 //!
+//! Each `[[server.listeners]]` entry ([`config`]) becomes one socket with its own accept loop
+//! and connection limit. The transport (plain TCP, TLS, WebSocket, WebSocket over TLS) is
+//! peeled off in the connection's own task, bounded by the listener's handshake timeout, and
+//! what remains is a byte stream handed to [`connection::serve`](crate::connection::serve),
+//! which does not know which transport it runs on. TLS client certificates travel with it in
+//! [`Peer::certificates`](crate::connection::Peer).
+//!
 //! Shutdown order: stop accepting; tell every connection (5.0 clients get DISCONNECT 0x8B);
 //! wait for connection tasks and timers, bounded by the grace period.
 
@@ -8,44 +15,80 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tracing::{Instrument, info, warn};
+use tracing::info;
 
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::connection::{self, Peer};
 use crate::hooks::Hooks;
+
+pub mod config;
+mod listener;
+mod tls;
+mod ws;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::ListenerKind;
+pub use ws::WsStream;
 
 /// How often expired retained messages are swept out.
 const RETAINED_SWEEP: Duration = Duration::from_secs(60);
 
 /// A running gateway.
 pub struct Gateway {
-    mqtt_addr: SocketAddr,
+    listeners: Vec<(ListenerKind, SocketAddr)>,
     broker: Arc<Broker>,
+    storage: crate::store::Storage,
     grace: Duration,
 }
 
 impl Gateway {
-    /// Binds the listeners and starts serving.
+    /// Loads the listeners' TLS material, binds every listener and starts serving. A bad
+    /// listener setting (unreadable certificate, address in use) fails with an
+    /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error whose message names the field,
+    /// e.g. `server.listeners[1].certificate: cannot read tls/server.pem: ...`, before anything
+    /// is served.
     pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Gateway> {
-        let listener = TcpListener::bind(config.server.listen).await?;
-        let mqtt_addr = listener.local_addr()?;
-        let broker = Broker::new(config.mqtt.clone(), hooks);
-        let limit = Arc::new(Semaphore::new(config.server.max_connections));
-        broker.tasks.spawn(accept_loop(listener, broker.clone(), limit));
+        let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        config.server.validate().map_err(invalid)?;
+        let prepared = listener::prepare(&config.server.listeners, config.mqtt.max_packet_size)
+            .map_err(invalid)?;
+        let mut bound = Vec::with_capacity(prepared.len());
+        for listener in prepared {
+            bound.push(listener.bind().await.map_err(invalid)?);
+        }
+        let listeners = bound.iter().map(|b| (b.kind, b.addr)).collect();
+        let (broker, storage) = crate::startup::open_broker(&config, hooks)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        for listener in bound {
+            broker.tasks.spawn(listener.accept_loop(broker.clone()));
+        }
         broker.tasks.spawn(sweep_retained(broker.clone()));
         Ok(Gateway {
-            mqtt_addr,
+            listeners,
             broker,
+            storage,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
         })
     }
 
-    /// The address of the MQTT listener (useful with port 0).
+    /// Every listener's kind and bound address (useful with port 0), in config order.
+    pub fn listener_addrs(&self) -> &[(ListenerKind, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// The address of the first `tcp` listener; of the first listener when there is no `tcp`
+    /// one.
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt_addr
+        self.listener_addr(ListenerKind::Tcp)
+            .or_else(|| self.listeners.first().map(|(_, addr)| *addr))
+            .expect("a gateway has at least one listener")
+    }
+
+    /// The address of the first listener of `kind`.
+    pub fn listener_addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, addr)| *addr)
     }
 
     /// The broker, for in-process embedding and tests.
@@ -58,51 +101,11 @@ impl Gateway {
     pub async fn shutdown(self) -> bool {
         self.broker.shutdown.cancel();
         self.broker.tasks.close();
-        tokio::time::timeout(self.grace, self.broker.tasks.wait()).await.is_ok()
+        let drained = tokio::time::timeout(self.grace, self.broker.tasks.wait()).await.is_ok();
+        // Connections and timers are done appending; the journal commits the rest and stops.
+        self.storage.close().await;
+        drained
     }
-}
-
-async fn accept_loop(listener: TcpListener, broker: Arc<Broker>, limit: Arc<Semaphore>) {
-    let mut backoff = Duration::from_millis(10);
-    loop {
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = broker.shutdown.cancelled() => return,
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = broker.shutdown.cancelled() => return,
-        };
-        match accepted {
-            Ok((stream, addr)) => {
-                backoff = Duration::from_millis(10);
-                let broker = broker.clone();
-                let span = tracing::debug_span!("connection", peer = %addr);
-                broker.tasks.clone().spawn(
-                    async move {
-                        serve_tcp(stream, addr, broker).await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
-            }
-            Err(error) => {
-                // Out of file descriptors and similar: back off rather than spin.
-                warn!(%error, "Accept failed.");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-async fn serve_tcp(stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
-    // MQTT packets are small and latency-sensitive; batching happens in our write buffer.
-    let _ = stream.set_nodelay(true);
-    connection::serve(stream, Peer { addr, certificates: Vec::new() }, broker).await;
 }
 
 async fn sweep_retained(broker: Arc<Broker>) {
@@ -115,8 +118,12 @@ async fn sweep_retained(broker: Arc<Broker>) {
     }
 }
 
-/// Logs where the gateway listens, for people and for the end-to-end harness.
+/// Logs where the gateway listens, for people and for the end-to-end harness: one line per
+/// listener on stdout, in config order, `gridmq listening <scheme> <address>` with scheme
+/// `mqtt` (tcp), `mqtts` (tls), `ws` or `wss`.
 pub fn announce(gateway: &Gateway) {
-    info!(mqtt = %gateway.mqtt_addr(), "Listening.");
-    println!("gridmq listening mqtt {}", gateway.mqtt_addr());
+    for (kind, addr) in gateway.listener_addrs() {
+        info!(listener = %kind, %addr, "Listening.");
+        println!("gridmq listening {} {addr}", kind.scheme());
+    }
 }

@@ -435,20 +435,6 @@ pub mod v5 {
                 .await
         }
 
-        /// Waits up to `within` for the connection to end; returns the reason code of the
-        /// broker's DISCONNECT, or panics if it ended otherwise or did not end.
-        pub async fn server_disconnect(&mut self, within: Duration) -> DisconnectReasonCode {
-            match self.inbox.ended(within).await {
-                Some(ConnectionError::MqttState(StateError::ServerDisconnect {
-                    reason_code,
-                    ..
-                })) => *reason_code,
-                other => {
-                    panic!("expected a DISCONNECT from the broker, connection ended: {other:?}")
-                }
-            }
-        }
-
         /// Sends DISCONNECT (normal disconnection) and waits for the connection to close.
         pub async fn disconnect(mut self) {
             self.client.disconnect().await.expect("disconnect");
@@ -600,6 +586,19 @@ pub mod framed {
         pub async fn next(&mut self, within: Duration) -> Next<p5::Packet> {
             let deadline = Instant::now() + within;
             loop {
+                // rumqttc 0.25 cannot decode a DISCONNECT whose Remaining Length is 1 (reason code
+                // only, property length omitted as MQTT 5.0 section 3.14.2.2.1 allows): its
+                // decoder consumes the frame and then asks for more bytes. Decode that form here.
+                if self.buf.len() >= 3 && self.buf[0] == 0xE0 && self.buf[1] == 0x01 {
+                    let code = self.buf[2];
+                    let _ = self.buf.split_to(3);
+                    let reason_code = p5::DisconnectReasonCode::try_from(code)
+                        .unwrap_or_else(|_| panic!("unknown DISCONNECT reason code {code:#04x}"));
+                    return Next::Packet(p5::Packet::Disconnect(p5::Disconnect {
+                        reason_code,
+                        properties: None,
+                    }));
+                }
                 match p5::Packet::read(&mut self.buf, None) {
                     Ok(packet) => return Next::Packet(packet),
                     Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {}
@@ -722,8 +721,10 @@ pub mod mosquitto {
     impl Sub {
         /// Starts `mosquitto_sub -d` with `args` and waits until its SUBACK arrived.
         pub async fn start(addr: SocketAddr, args: &[&str]) -> Sub {
-            let mut command = Command::new("mosquitto_sub");
+            // stdbuf: mosquitto_sub block-buffers stdout when it is a pipe.
+            let mut command = Command::new("stdbuf");
             command
+                .args(["-oL", "mosquitto_sub"])
                 .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
                 .args(["-d", "-F", "MSG|%t|%p"])
                 .args(args)

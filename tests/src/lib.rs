@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod clients;
@@ -19,6 +20,7 @@ pub struct Gridmq {
     /// The address its MQTT listener is bound to.
     pub addr: SocketAddr,
     _config: Option<tempfile::NamedTempFile>,
+    data: Arc<tempfile::TempDir>,
 }
 
 impl Gridmq {
@@ -29,6 +31,13 @@ impl Gridmq {
 
     /// Starts gridmq with `config` (TOML) as its config file; an empty string means no file.
     pub fn start_with_config(config: &str) -> Gridmq {
+        let data = Arc::new(tempfile::tempdir().expect("create data dir"));
+        Gridmq::start_in(data, config)
+    }
+
+    /// Starts gridmq with its durable state in `data`: pass another instance's `data_dir()`
+    /// to restart a broker on what the previous one left on disk.
+    pub fn start_in(data: Arc<tempfile::TempDir>, config: &str) -> Gridmq {
         let file = if config.is_empty() {
             None
         } else {
@@ -38,6 +47,7 @@ impl Gridmq {
         };
         let mut command = Command::new(binary());
         command.arg("serve").arg("--listen").arg("127.0.0.1:0");
+        command.arg("--data-dir").arg(data.path());
         if let Some(file) = &file {
             command.arg("--config").arg(file.path());
         }
@@ -60,7 +70,18 @@ impl Gridmq {
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gridmq { child, addr, _config: file }
+        Gridmq { child, addr, _config: file, data }
+    }
+
+    /// The directory holding this broker's durable state.
+    pub fn data_dir(&self) -> Arc<tempfile::TempDir> {
+        self.data.clone()
+    }
+
+    /// Kills the broker with SIGKILL (a crash: nothing is flushed) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The pid of the broker process.

@@ -158,9 +158,11 @@ async fn v4_pinging_client_stays_connected() {
 #[tokio::test]
 async fn v5_session_takeover_disconnects_old_connection_with_0x8e() {
     let broker = Gridmq::start();
-    let mut old = v5::Client::connect(broker.addr, "same-id").await;
+    let connect = Framed5::connect_packet("same-id", 30, true, None);
+    let (mut old, _) = Framed5::connect(broker.addr, connect, None).await;
     let mut new = v5::Client::connect(broker.addr, "same-id").await;
-    assert_eq!(old.server_disconnect(TIMEOUT).await, v5::DisconnectReasonCode::SessionTakenOver);
+    let reason = old.closed(TIMEOUT).await.expect("old connection closed");
+    assert_eq!(reason, Some(p5::DisconnectReasonCode::SessionTakenOver));
     // The new connection works.
     new.subscribe("takeover", v5::QoS::AtLeastOnce).await;
     new.publish("takeover", v5::QoS::AtLeastOnce, false, b"mine").await;

@@ -14,9 +14,9 @@ use anyhow::{Context, Result, ensure};
 use gateway_tests::Gridmq;
 use gateway_tests::raw::{
     Ack, Healthy, PINGREQ, PINGRESP, QUIET, RawClient, WAIT, binary, connack_properties, connect,
-    connect_v3, connect_v5, expect_connack_refusal, expect_disconnect, packet, parse_ack_v5,
-    parse_publish, properties, publish_v3, publish_v5, publish_v5_raw, remaining_length,
-    subscribe_v3, subscribe_v5, unsubscribe_v5, utf8,
+    connect_v3, connect_v5, disconnect_reason, expect_connack_refusal, expect_disconnect, packet,
+    parse_ack_v5, parse_publish, properties, publish_v3, publish_v5, publish_v5_raw,
+    remaining_length, subscribe_v3, subscribe_v5, unsubscribe_v5, utf8,
 };
 
 /// Either code is acceptable where the specification does not pick one (§4.13).
@@ -554,7 +554,7 @@ async fn invalid_filter(filter: &str) -> Result<()> {
     client.send(&subscribe_v5(1, filter, 0x00)).await?;
     let answer = client.expect_packet(WAIT).await?;
     if answer[0] == 0xE0 {
-        let reason = gateway_tests::raw::disconnect_reason(&answer)?;
+        let reason = disconnect_reason(&answer)?;
         ensure!(matches!(reason, 0x81 | 0x82 | 0x8F), "unexpected DISCONNECT {answer:02X?}");
         client.expect_closed(WAIT).await?;
     } else {

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_tests::Gridmq;
-use gateway_tests::clients::{topic5, v5};
+use gateway_tests::clients::framed::Framed5;
+use gateway_tests::clients::{TIMEOUT, topic5, v5};
+use rumqttc::v5::mqttbytes::v5 as p5;
 
 #[tokio::test]
 async fn publish_properties_are_forwarded() {
@@ -254,4 +256,44 @@ async fn message_larger_than_client_maximum_is_dropped_for_that_client_only() {
     let got = small.recv().await;
     assert_eq!(&got.payload[..], b"small", "the oversized message was skipped, not sent");
     assert!(small.inbox.ended(Duration::from_millis(300)).await.is_none(), "still connected");
+}
+
+#[tokio::test]
+async fn topic_alias_above_maximum_gets_disconnect_0x94() {
+    let broker = Gridmq::start_with_config("[mqtt]\ntopic_alias_maximum = 2\n");
+    let connect = Framed5::connect_packet("aliaser", 30, true, None);
+    let (mut conn, connack) = Framed5::connect(broker.addr, connect, None).await;
+    assert_eq!(connack.properties.and_then(|p| p.topic_alias_max), Some(2));
+    let mut props = v5::no_properties();
+    props.topic_alias = Some(3);
+    let publish = p5::Publish::new("alias/x", v5::QoS::AtMostOnce, "x", Some(props));
+    conn.send(p5::Packet::Publish(publish)).await;
+    let reason = conn.closed(TIMEOUT).await.expect("connection closed");
+    assert_eq!(reason, Some(p5::DisconnectReasonCode::TopicAliasInvalid));
+}
+
+#[tokio::test]
+async fn unknown_topic_alias_is_a_protocol_error() {
+    let broker = Gridmq::start();
+    let connect = Framed5::connect_packet("aliaser", 30, true, None);
+    let (mut conn, _) = Framed5::connect(broker.addr, connect, None).await;
+    let mut props = v5::no_properties();
+    props.topic_alias = Some(1);
+    let publish = p5::Publish::new("", v5::QoS::AtMostOnce, "x", Some(props));
+    conn.send(p5::Packet::Publish(publish)).await;
+    let reason = conn.closed(TIMEOUT).await.expect("connection closed");
+    assert_eq!(reason, Some(p5::DisconnectReasonCode::ProtocolError));
+}
+
+#[tokio::test]
+async fn subscription_identifier_comes_with_retained_messages() {
+    let broker = Gridmq::start();
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    publisher.publish("sid/ret", v5::QoS::AtLeastOnce, true, b"r").await;
+    publisher.puback().await;
+    let mut sub = v5::Client::connect(broker.addr, "sub").await;
+    sub.subscribe_filters(vec![v5::Filter::new("sid/+", v5::QoS::AtLeastOnce)], Some(9)).await;
+    let got = sub.recv().await;
+    assert!(got.retain);
+    assert_eq!(v5::subscription_ids(&got), vec![9]);
 }

@@ -2,7 +2,9 @@
 //! PUBACK 0x10, overlapping subscriptions and per-publisher ordering.
 
 use gateway_tests::Gridmq;
-use gateway_tests::clients::{v4, v5};
+use gateway_tests::clients::framed::{Framed4, Framed5, Next};
+use gateway_tests::clients::{TIMEOUT, v4, v5};
+use rumqttc::v5::mqttbytes::v5 as p5;
 
 const QOS5: [v5::QoS; 3] = [v5::QoS::AtMostOnce, v5::QoS::AtLeastOnce, v5::QoS::ExactlyOnce];
 const QOS4: [v4::QoS; 3] = [v4::QoS::AtMostOnce, v4::QoS::AtLeastOnce, v4::QoS::ExactlyOnce];
@@ -230,4 +232,93 @@ async fn v5_qos2_publish_is_delivered_exactly_once_per_subscriber() {
     assert_eq!(&b.recv().await.payload[..], b"one");
     a.recv_none().await;
     b.recv_none().await;
+}
+
+#[tokio::test]
+async fn v5_pubrec_reports_no_matching_subscribers() {
+    let broker = Gridmq::start();
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    publisher.publish("nobody/listens", v5::QoS::ExactlyOnce, false, b"x").await;
+    let pubrec = publisher
+        .inbox
+        .next("PUBREC", |p| match p {
+            v5::Packet::PubRec(pubrec) => Some(pubrec.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pubrec.reason, rumqttc::v5::mqttbytes::v5::PubRecReason::NoMatchingSubscribers);
+    publisher.pubcomp().await;
+}
+
+#[tokio::test]
+async fn v5_resent_qos2_publish_before_pubrel_is_delivered_once() {
+    let broker = Gridmq::start();
+    let mut sub = v5::Client::connect(broker.addr, "sub").await;
+    sub.subscribe("exactly", v5::QoS::ExactlyOnce).await;
+
+    let connect = Framed5::connect_packet("resender", 30, true, None);
+    let (mut conn, _) = Framed5::connect(broker.addr, connect, None).await;
+    let mut publish = p5::Publish::new("exactly", v5::QoS::ExactlyOnce, "once", None);
+    publish.pkid = 7;
+    conn.send(p5::Packet::Publish(publish.clone())).await;
+    expect_packet5(&mut conn, |p| matches!(p, p5::Packet::PubRec(r) if r.pkid == 7)).await;
+    publish.dup = true;
+    conn.send(p5::Packet::Publish(publish)).await;
+    expect_packet5(&mut conn, |p| matches!(p, p5::Packet::PubRec(r) if r.pkid == 7)).await;
+    conn.send(p5::Packet::PubRel(p5::PubRel::new(7, None))).await;
+    expect_packet5(&mut conn, |p| matches!(p, p5::Packet::PubComp(c) if c.pkid == 7)).await;
+
+    assert_eq!(&sub.recv().await.payload[..], b"once");
+    sub.recv_none().await;
+}
+
+#[tokio::test]
+async fn v4_resent_qos2_publish_before_pubrel_is_delivered_once() {
+    let broker = Gridmq::start();
+    let mut sub = v4::Client::connect(broker.addr, "sub").await;
+    sub.subscribe("exactly", v4::QoS::ExactlyOnce).await;
+
+    let (mut conn, _) = Framed4::connect(broker.addr, "resender", 30, true).await;
+    let mut publish = rumqttc::Publish::new("exactly", rumqttc::QoS::ExactlyOnce, "once");
+    publish.pkid = 7;
+    conn.send(rumqttc::Packet::Publish(publish.clone())).await;
+    expect_packet4(&mut conn, |p| matches!(p, rumqttc::Packet::PubRec(r) if r.pkid == 7)).await;
+    publish.dup = true;
+    conn.send(rumqttc::Packet::Publish(publish)).await;
+    expect_packet4(&mut conn, |p| matches!(p, rumqttc::Packet::PubRec(r) if r.pkid == 7)).await;
+    conn.send(rumqttc::Packet::PubRel(rumqttc::PubRel::new(7))).await;
+    expect_packet4(&mut conn, |p| matches!(p, rumqttc::Packet::PubComp(c) if c.pkid == 7)).await;
+
+    assert_eq!(&sub.recv().await.payload[..], b"once");
+    sub.recv_none().await;
+}
+
+#[tokio::test]
+async fn v5_inbound_receive_maximum_exceeded_gets_disconnect_0x93() {
+    let broker = Gridmq::start_with_config("[mqtt]\nreceive_maximum = 2\n");
+    let connect = Framed5::connect_packet("greedy", 30, true, None);
+    let (mut conn, connack) = Framed5::connect(broker.addr, connect, None).await;
+    assert_eq!(connack.properties.and_then(|p| p.receive_max), Some(2));
+    // QoS 2 messages stay in flight until PUBREL, which this client never sends.
+    for pkid in 1..=3 {
+        let mut publish = p5::Publish::new("greedy", v5::QoS::ExactlyOnce, "x", None);
+        publish.pkid = pkid;
+        conn.send(p5::Packet::Publish(publish)).await;
+    }
+    let reason = conn.closed(TIMEOUT).await.expect("connection closed");
+    assert_eq!(reason, Some(p5::DisconnectReasonCode::ReceiveMaximumExceeded));
+}
+
+async fn expect_packet5(conn: &mut Framed5, want: impl Fn(&p5::Packet) -> bool) {
+    match conn.next(TIMEOUT).await {
+        Next::Packet(packet) if want(&packet) => {}
+        other => panic!("unexpected: {other:?}"),
+    }
+}
+
+async fn expect_packet4(conn: &mut Framed4, want: impl Fn(&rumqttc::Packet) -> bool) {
+    match conn.next(TIMEOUT).await {
+        Next::Packet(packet) if want(&packet) => {}
+        other => panic!("unexpected: {other:?}"),
+    }
 }

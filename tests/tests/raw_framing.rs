@@ -6,7 +6,8 @@ use anyhow::{Context, Result, ensure};
 use gateway_tests::Gridmq;
 use gateway_tests::raw::{
     Ack, Healthy, PINGREQ, PINGRESP, RawClient, WAIT, ack, connack_reason, connect_v3, connect_v5,
-    parse_ack_v5, parse_publish, publish_v3, publish_v5, subscribe_v3, subscribe_v5,
+    expect_disconnect, parse_ack_v5, parse_publish, publish_v3, publish_v5, subscribe_v3,
+    subscribe_v5,
 };
 use std::time::Duration;
 
@@ -218,7 +219,7 @@ async fn valid_then_malformed_in_one_write() -> Result<()> {
         parse_ack_v5(&packet)? == Ack { first_byte: 0x40, packet_id: 1, reasons: vec![0x00] },
         "expected PUBACK id 1 success, got {packet:02X?}"
     );
-    gateway_tests::raw::expect_disconnect(&mut client, &[0x81]).await?;
+    expect_disconnect(&mut client, &[0x81]).await?;
     healthy.expect_message("healthy/mixed", &[], b"first").await?;
     healthy.check().await
 }
@@ -228,19 +229,21 @@ async fn valid_then_malformed_in_one_write() -> Result<()> {
 #[tokio::test]
 async fn v5_connect_and_pingreq_in_one_write() -> Result<()> {
     let broker = Gridmq::start();
+    let mut healthy = Healthy::start(broker.addr).await?;
     let mut client = RawClient::connect(broker.addr).await?;
     client.send(&[connect_v5("pipelined"), PINGREQ.to_vec()].concat()).await?;
     assert_connack_v5(&client.expect_packet(WAIT).await?)?;
     let pong =
         client.expect_packet(WAIT).await.context("PINGRESP to the PINGREQ sent with CONNECT")?;
     ensure!(pong == PINGRESP, "expected PINGRESP, got {pong:02X?}");
-    Ok(())
+    healthy.check().await
 }
 
 /// The same for 3.1.1.
 #[tokio::test]
 async fn v3_connect_and_pingreq_in_one_write() -> Result<()> {
     let broker = Gridmq::start();
+    let mut healthy = Healthy::start(broker.addr).await?;
     let mut client = RawClient::connect(broker.addr).await?;
     client.send(&[connect_v3("pipelined"), PINGREQ.to_vec()].concat()).await?;
     let connack = client.expect_packet(WAIT).await?;
@@ -251,5 +254,5 @@ async fn v3_connect_and_pingreq_in_one_write() -> Result<()> {
     let pong =
         client.expect_packet(WAIT).await.context("PINGRESP to the PINGREQ sent with CONNECT")?;
     ensure!(pong == PINGRESP, "expected PINGRESP, got {pong:02X?}");
-    Ok(())
+    healthy.check().await
 }

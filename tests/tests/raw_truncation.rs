@@ -81,7 +81,7 @@ async fn expect_ack(
 async fn deliver(broker: &Gridmq, client: &mut RawClient, topic: &str, qos: u8) -> Result<u16> {
     client.send(&subscribe_v5(1, topic, qos)).await?;
     expect_ack(client, 0x90, 1, &[qos]).await.context("SUBACK")?;
-    let mut publisher = gateway_tests::raw::RawClient::connect_v3(broker.addr, "publisher").await?;
+    let mut publisher = RawClient::connect_v3(broker.addr, "publisher").await?;
     publisher.send(&publish_v3(topic, qos, 1, b"payload")).await?;
     if qos == 1 {
         let puback = publisher.expect_packet(WAIT).await?;

@@ -367,3 +367,26 @@ async fn queue_limit_by_bytes_drops_oldest_messages() {
     assert_eq!(got.last(), Some(&b'4'), "the newest message is kept");
     assert!(got.windows(2).all(|w| w[0] < w[1]), "kept messages stay in order: {got:?}");
 }
+
+#[tokio::test]
+async fn queue_limit_applies_beyond_the_in_flight_window() {
+    let broker = Gridmq::start_with_config("[mqtt]\nmax_queued_messages = 3\n");
+    let mut options = v5::options(broker.addr, "window");
+    options.set_receive_maximum(Some(1));
+    options.set_manual_acks(true);
+    let mut sub = v5::Client::connect_with(options).await.expect("connect");
+    sub.subscribe("w", v5::QoS::AtLeastOnce).await;
+
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    for i in 1..=6 {
+        publisher.publish("w", v5::QoS::AtLeastOnce, false, format!("m{i}").as_bytes()).await;
+        publisher.puback().await;
+    }
+    let mut got = Vec::new();
+    while let Some(publish) = sub.try_recv(QUIET).await {
+        got.push(String::from_utf8_lossy(&publish.payload).into_owned());
+        sub.client.ack(&publish).await.expect("ack");
+    }
+    // m1 was in flight; of m2..m6 only the newest three fit in the queue.
+    assert_eq!(got, vec!["m1", "m4", "m5", "m6"]);
+}

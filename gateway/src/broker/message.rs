@@ -1,6 +1,6 @@
 //! An application message as the broker holds it, and one delivery of it to one session.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -24,9 +24,17 @@ pub struct Message {
     pub expires_at: Option<Instant>,
     /// The publishing session's id, for No Local; 0 for messages no session published.
     pub publisher: u64,
+    /// The message's store record, encoded at most once however many persistent sessions
+    /// it is queued for.
+    pub record: OnceLock<Vec<u8>>,
 }
 
 impl Message {
+    /// The store record of this message (`store/record.rs`), encoded on first use.
+    pub fn record(&self) -> &[u8] {
+        self.record.get_or_init(|| crate::store::record::encode_message(self))
+    }
+
     /// True once the message's expiry has passed: it is then never delivered.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -64,6 +72,9 @@ pub struct Delivery {
     /// Set when the delivery came through a shared subscription: if this member leaves before
     /// acknowledging it, the message goes to another member of the group.
     pub shared: Option<Arc<SharedKey>>,
+    /// The delivery's key in the store; 0 when it is not stored (QoS 0, or a session that
+    /// does not outlive its connection).
+    pub seq: u64,
 }
 
 impl Delivery {

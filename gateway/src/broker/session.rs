@@ -17,7 +17,9 @@ use tokio::sync::{Notify, mpsc};
 
 use super::config::{MqttConfig, QueueFull};
 use super::message::Delivery;
+use super::persist;
 use crate::mqtt::{Protocol, QoS, ReasonCode, SubscriptionOptions};
+use crate::store::{Journal, Op, Ticket};
 
 /// A client's session.
 #[derive(Debug)]
@@ -89,6 +91,10 @@ pub struct SessionState {
     pub generation: u64,
     /// Set once the session is discarded; nothing is queued to it afterwards.
     pub ended: bool,
+    /// Whether the store holds a record of this session, so ending it must delete it.
+    pub stored: bool,
+    /// Whether a delayed will waits; a client that comes back cancels it (and its record).
+    pub will_pending: bool,
 }
 
 /// What became of a delivery offered to a session.
@@ -122,6 +128,8 @@ impl Session {
                 expiry_interval: 0,
                 generation: 0,
                 ended: false,
+                stored: false,
+                will_pending: false,
             }),
             wake: Notify::new(),
             attach: Arc::new(tokio::sync::Mutex::new(())),
@@ -133,11 +141,19 @@ impl Session {
         self.state.lock()
     }
 
-    /// Offers a delivery to this session, applying the queue bounds of `config`.
-    pub fn enqueue(&self, delivery: Delivery, config: &MqttConfig) -> Enqueued {
+    /// Offers a delivery to this session, applying the queue bounds of `config`. A QoS 1/2
+    /// delivery to a session that outlives its connection is journaled; the ticket says when
+    /// it is durable.
+    pub fn enqueue(
+        &self,
+        mut delivery: Delivery,
+        config: &MqttConfig,
+        journal: Option<&Journal>,
+        next_seq: impl FnOnce() -> u64,
+    ) -> (Enqueued, Option<Ticket>) {
         let mut state = self.state.lock();
         if state.ended || (state.attached.is_none() && delivery.qos == QoS::AtMostOnce) {
-            return Enqueued::Skipped;
+            return (Enqueued::Skipped, None);
         }
         let size = delivery.size();
         let mut outcome = Enqueued::Queued;
@@ -146,18 +162,29 @@ impl Session {
         {
             if delivery.qos == QoS::AtMostOnce {
                 metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
-                return Enqueued::Dropped;
+                return (Enqueued::Dropped, None);
             }
             match config.queue_full {
-                QueueFull::EndSession => return Enqueued::Overflow,
+                QueueFull::EndSession => return (Enqueued::Overflow, None),
                 QueueFull::DropOldest => {
                     if let Some(old) = state.queue.pop_front() {
                         state.queued_bytes -= old.size();
+                        if let (Some(journal), true) = (journal, old.seq != 0) {
+                            journal.append(Op::DeleteEntry(self.client_id.clone(), old.seq));
+                        }
                     }
                     metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
                     outcome = Enqueued::Dropped;
                 }
             }
+        }
+        let mut ticket = None;
+        if let Some(journal) = journal
+            && state.expiry_interval != 0
+            && delivery.qos != QoS::AtMostOnce
+        {
+            delivery.seq = next_seq();
+            ticket = Some(journal.append(persist::entry_op(&self.client_id, &delivery, None)));
         }
         state.queued_bytes += size;
         state.queue.push_back(delivery);
@@ -166,7 +193,7 @@ impl Session {
         if attached {
             self.wake.notify_one();
         }
-        outcome
+        (outcome, ticket)
     }
 }
 
@@ -237,6 +264,11 @@ impl SessionState {
         }
         self.inflight = inflight;
         taken
+    }
+
+    /// Makes the allocator start after a recovered in-flight packet id.
+    pub fn reserve_packet_id(&mut self, packet_id: u16) {
+        self.next_packet_id = if packet_id == u16::MAX { 1 } else { packet_id + 1 };
     }
 
     /// Packet ids wrap from 65535 to 1 and skip ids still in flight.

@@ -17,6 +17,7 @@ use crate::broker::Broker;
 use crate::broker::message::Message;
 use crate::broker::session::{Attachment, Session};
 use crate::hooks::{AuthDecision, AuthRequest, AuthStep, ClientIdentity, LifecycleEvent};
+use crate::store::Op;
 use crate::mqtt::{
     Auth, Codec, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode,
 };
@@ -93,7 +94,19 @@ where
     let attachment = Attachment { connection_id, kick, window };
     let (session, session_present, guard) =
         attach(&broker, &client_id, connect.clean_start, protocol, attachment).await?;
-    session.lock().expiry_interval = expiry;
+    let cancelled_will = {
+        let mut state = session.lock();
+        state.expiry_interval = expiry;
+        std::mem::take(&mut state.will_pending) && state.stored
+    };
+    if cancelled_will {
+        // The client came back within its will delay: the stored will must not fire after a
+        // restart either.
+        broker.journal_append(|| Op::DeleteWill(client_id.clone()));
+    }
+    // A session that outlives its connection is on disk before CONNACK says it exists.
+    let stored = broker.persist_session(&session, None);
+    broker.durable(stored).await;
 
     let mut properties = Properties::default();
     if protocol == Protocol::V5 {
@@ -130,6 +143,7 @@ where
                 ..will.properties.clone()
             }),
             publisher: session.id,
+            record: std::sync::OnceLock::new(),
         }),
         delay: will.properties.will_delay_interval.unwrap_or(0),
     });
@@ -156,6 +170,7 @@ where
         inbound_aliases: HashMap::new(),
         outbound: Outbound::new(protocol, max_packet_size, alias_maximum),
         kicks,
+        barrier: None,
         _attached: guard,
     };
     connection.send(Packet::ConnAck(ConnAck {

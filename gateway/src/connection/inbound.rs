@@ -8,7 +8,9 @@ use tokio::time::Instant;
 
 use super::{Connection, Ending};
 use crate::broker::message::{Delivery, Message};
+use crate::broker::persist;
 use crate::broker::session::{Stage, Subscription};
+use crate::store::Op;
 use crate::hooks::{AuthDecision, AuthRequest, AuthStep, DisconnectReason, RoutedMessage};
 use crate::mqtt::{
     Ack, Auth, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, RetainHandling,
@@ -24,19 +26,30 @@ where
         match packet {
             Packet::Publish(publish) => self.on_publish(publish).await,
             Packet::PubAck(ack) => {
-                self.session.lock().finish_inflight(ack.packet_id, Stage::AwaitingPubAck);
+                self.finish_delivery(ack.packet_id, Stage::AwaitingPubAck);
                 None
             }
             Packet::PubRec(ack) => {
-                let known = {
+                if ack.reason.is_error() {
+                    // The client refused the message: it is finished, no PUBREL follows.
+                    self.finish_delivery(ack.packet_id, Stage::AwaitingPubRec);
+                    return None;
+                }
+                let (known, ticket) = {
                     let mut state = self.session.lock();
-                    if ack.reason.is_error() {
-                        // The client refused the message: it is finished, no PUBREL follows.
-                        state.finish_inflight(ack.packet_id, Stage::AwaitingPubRec);
-                        return None;
-                    }
-                    state.mark_released(ack.packet_id)
+                    let known = state.mark_released(ack.packet_id);
+                    // The released stage must be durable before PUBREL goes out: after a
+                    // restart the broker then re-sends PUBREL, never the message again.
+                    let entry = state.inflight.iter().find(|e| e.packet_id == ack.packet_id);
+                    let ticket = match (entry, self.broker.journal()) {
+                        (Some(entry), Some(journal)) if entry.delivery.seq != 0 => Some(journal.append(
+                            persist::entry_op(&self.session.client_id, &entry.delivery, Some((entry.stage, entry.packet_id))),
+                        )),
+                        _ => None,
+                    };
+                    (known, ticket)
                 };
+                self.hold(ticket);
                 let mut rel = Ack::new(ack.packet_id);
                 if !known {
                     rel.reason = ReasonCode::PacketIdentifierNotFound;
@@ -45,7 +58,18 @@ where
                 None
             }
             Packet::PubRel(ack) => {
-                let known = self.session.lock().inbound_qos2.remove(&ack.packet_id);
+                let (known, stored) = {
+                    let mut state = self.session.lock();
+                    (state.inbound_qos2.remove(&ack.packet_id), state.stored)
+                };
+                if known && stored {
+                    // Forgetting the id must be durable before PUBCOMP: the client may reuse
+                    // it at once, and a restart must not mistake the new message for a copy.
+                    let ticket = self.broker.journal_append(|| {
+                        Op::DeleteInbound(self.session.client_id.clone(), ack.packet_id)
+                    });
+                    self.hold(ticket);
+                }
                 let mut comp = Ack::new(ack.packet_id);
                 if !known {
                     comp.reason = ReasonCode::PacketIdentifierNotFound;
@@ -54,7 +78,7 @@ where
                 None
             }
             Packet::PubComp(ack) => {
-                self.session.lock().finish_inflight(ack.packet_id, Stage::AwaitingPubComp);
+                self.finish_delivery(ack.packet_id, Stage::AwaitingPubComp);
                 None
             }
             Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
@@ -76,6 +100,10 @@ where
     }
 
     async fn on_publish(&mut self, mut publish: Publish) -> Option<Ending> {
+        if !publish.properties.subscription_identifiers.is_empty() {
+            // Only the server sends subscription identifiers (MQTT 5 3.3.4).
+            return Some(Ending::violation(ReasonCode::ProtocolError));
+        }
         // Resolve the topic alias first: every later step needs the topic.
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.config.topic_alias_maximum {
@@ -126,16 +154,35 @@ where
                 return None;
             }
             Ok(message) => {
-                if message.retain {
-                    self.broker.retain(&message);
+                if publish.qos == QoS::ExactlyOnce {
+                    // Journaled before the fan-out, so that any stored delivery of this message
+                    // being durable implies its packet id is: a re-sent copy after a restart is
+                    // then recognised and not delivered twice.
+                    let stored = {
+                        let mut state = self.session.lock();
+                        state.inbound_qos2.insert(packet_id);
+                        state.stored
+                    };
+                    if stored {
+                        let ticket = self.broker.journal_append(|| {
+                            Op::PutInbound(self.session.client_id.clone(), packet_id)
+                        });
+                        self.hold(ticket);
+                    }
                 }
-                let matched = self.broker.publish(&message);
+                if message.retain {
+                    let ticket = self.broker.retain(&message);
+                    if publish.qos != QoS::AtMostOnce {
+                        self.hold(ticket);
+                    }
+                }
+                let (matched, ticket) = self.broker.publish(&message);
+                if publish.qos != QoS::AtMostOnce {
+                    self.hold(ticket);
+                }
                 if matched == 0 { ReasonCode::NoMatchingSubscribers } else { ReasonCode::Success }
             }
         };
-        if publish.qos == QoS::ExactlyOnce {
-            self.session.lock().inbound_qos2.insert(packet_id);
-        }
         self.acknowledge(&publish, code, None);
         None
     }
@@ -170,6 +217,7 @@ where
             properties: Arc::new(properties),
             expires_at: expiry.map(|secs| Instant::now() + Duration::from_secs(u64::from(secs))),
             publisher: self.session.id,
+            record: std::sync::OnceLock::new(),
         });
         if let Some(tap) = &self.broker.hooks.tap {
             let routed = RoutedMessage {
@@ -248,10 +296,13 @@ where
                         retain: true,
                         subscription_ids: identifier.into_iter().collect(),
                         shared: None,
+                        seq: 0,
                     });
                 }
             }
         }
+        let ticket = self.broker.persist_session(&self.session, None);
+        self.hold(ticket);
         let properties = self.reason_properties(denial);
         self.send(Packet::SubAck(SubAck { packet_id: subscribe.packet_id, reasons, properties }));
         // Retained messages go out after the SUBACK, through the session queue, so they obey
@@ -274,6 +325,8 @@ where
                 }
             })
             .collect();
+        let ticket = self.broker.persist_session(&self.session, None);
+        self.hold(ticket);
         self.send(Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             reasons,
@@ -349,4 +402,22 @@ enum Refused {
     Nack(ReasonCode, Option<String>),
     /// The connection ends with this reason.
     Close(ReasonCode),
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// Completes an outbound delivery (PUBACK, PUBCOMP, or a refusing PUBREC) and forgets its
+    /// stored entry. The deletion need not be durable before anything: if a crash loses it, a
+    /// QoS 1 message is re-sent with DUP, which QoS 1 allows, and a QoS 2 entry (already at the
+    /// released stage) only makes the broker re-send PUBREL, which the client answers again.
+    fn finish_delivery(&mut self, packet_id: u16, stage: Stage) {
+        let mut state = self.session.lock();
+        if let Some(entry) = state.finish_inflight(packet_id, stage)
+            && entry.delivery.seq != 0
+        {
+            self.broker.journal_append(|| Op::DeleteEntry(self.session.client_id.clone(), entry.delivery.seq));
+        }
+    }
 }

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use crate::broker::message::Delivery;
 use crate::broker::session::{Session, Stage};
 use crate::mqtt::codec::OutboundPublish;
+use crate::broker::persist;
 use crate::mqtt::{Ack, Codec, Packet, Protocol, QoS};
+use crate::store::{Journal, Ticket};
 
 /// The per-connection state of the outbound direction.
 #[derive(Debug)]
@@ -29,25 +31,48 @@ impl Outbound {
     }
 
     /// Moves queued deliveries into the in-flight window and encodes them into `buf`, until
-    /// the queue is empty or the window is full.
-    pub fn drain(&mut self, session: &Session, buf: &mut BytesMut) {
+    /// the queue is empty or the window is full. Stored deliveries get their packet id
+    /// journaled; the ticket returned covers QoS 2 ones, whose packet id must be on disk before
+    /// the PUBLISH leaves, or a restart could deliver them twice under two ids.
+    pub fn drain(
+        &mut self,
+        session: &Session,
+        buf: &mut BytesMut,
+        journal: Option<&Arc<Journal>>,
+    ) -> Option<Ticket> {
         let now = Instant::now();
+        let mut barrier = None;
         let mut state = session.lock();
         while let Some(delivery) = state.next_delivery() {
-            if delivery.message.is_expired(now) {
-                metrics::counter!("gridmq_messages_expired_total").increment(1);
-                continue;
-            }
-            if !self.fits(&delivery, now) {
-                metrics::counter!("gridmq_messages_too_large_total").increment(1);
+            let stored = delivery.seq != 0;
+            if delivery.message.is_expired(now) || !self.fits(&delivery, now) {
+                if delivery.message.is_expired(now) {
+                    metrics::counter!("gridmq_messages_expired_total").increment(1);
+                } else {
+                    metrics::counter!("gridmq_messages_too_large_total").increment(1);
+                }
+                if let (true, Some(journal)) = (stored, journal) {
+                    journal.append(crate::store::Op::DeleteEntry(session.client_id.clone(), delivery.seq));
+                }
                 continue;
             }
             let packet_id = match delivery.qos {
                 QoS::AtMostOnce => None,
-                _ => Some(state.start_inflight(delivery.clone())),
+                _ => {
+                    let id = state.start_inflight(delivery.clone());
+                    if let (true, Some(journal)) = (stored, journal) {
+                        let stage = state.inflight.back().map(|entry| (entry.stage, id));
+                        let ticket = journal.append(persist::entry_op(&session.client_id, &delivery, stage));
+                        if delivery.qos == QoS::ExactlyOnce {
+                            barrier = Some(ticket);
+                        }
+                    }
+                    Some(id)
+                }
             };
             self.write(&delivery, packet_id, false, now, buf);
         }
+        barrier
     }
 
     /// Re-sends everything in flight after a session is resumed: PUBLISH with DUP set for

@@ -1,0 +1,135 @@
+//! The message scenarios (fan-in, fan-out, pairs, latency): who publishes where, who
+//! subscribes to what, and the run itself.
+//!
+//! Order of a run: every subscriber connects and has its SUBACK; every publisher connects; then
+//! publishing starts for all at one instant. When the publishers are done (duration or message
+//! bound, then their acknowledgements), the subscribers drain and the counts are added up.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::client::Client;
+use crate::histogram::Histogram;
+use crate::report::Report;
+use crate::settings::{Scenario, Settings};
+use crate::{connect, publisher, subscriber};
+
+/// Who publishes to which topic and who subscribes to which.
+#[derive(Debug)]
+struct Plan {
+    publishers: Vec<Arc<str>>,
+    subscribers: Vec<String>,
+}
+
+impl Plan {
+    fn of(settings: &Settings, run_id: &str) -> Plan {
+        let n = settings.clients;
+        let topic = |name: &str| format!("bench/{run_id}/{name}");
+        match settings.scenario {
+            Scenario::FanIn => Plan {
+                publishers: vec![Arc::from(topic("fan-in")); n],
+                subscribers: vec![topic("fan-in")],
+            },
+            Scenario::FanOut => Plan {
+                publishers: vec![Arc::from(topic("fan-out"))],
+                subscribers: vec![topic("fan-out"); n],
+            },
+            _ => Plan {
+                publishers: (0..n).map(|i| Arc::from(topic(&format!("pair/{i}")))).collect(),
+                subscribers: (0..n).map(|i| topic(&format!("pair/{i}"))).collect(),
+            },
+        }
+    }
+
+    /// Subscribers of the topic publisher `i` uses (filters here are exact topics).
+    fn audience(&self, i: usize) -> u64 {
+        self.subscribers.iter().filter(|s| **s == *self.publishers[i]).count() as u64
+    }
+}
+
+/// Runs one message scenario and reports on it.
+pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
+    // Distinct per process, so a broker that kept state from an earlier run stays out of it.
+    let run_id = format!("{}-{}", std::process::id(), crate::stamp::now_ns() % 1_000_000);
+    let plan = Plan::of(&settings, &run_id);
+    let (addr, protocol, qos) = (settings.addr, settings.protocol, settings.qos);
+
+    let filters = plan.subscribers.clone();
+    let id = run_id.clone();
+    let subscribers = connect::many(filters.len(), settings.connect_concurrency, move |i| {
+        let filter = filters[i].clone();
+        let client_id = format!("gmqb-{id}-s{i}");
+        async move {
+            let mut client = Client::connect(addr, client_id, protocol).await?;
+            client.subscribe(&filter, qos).await?;
+            Ok(client)
+        }
+    })
+    .await
+    .context("connect subscribers")?;
+    let id = run_id.clone();
+    let publishers = connect::many(plan.publishers.len(), settings.connect_concurrency, move |i| {
+        Client::connect(addr, format!("gmqb-{id}-p{i}"), protocol)
+    })
+    .await
+    .context("connect publishers")?;
+
+    let (over_tx, over_rx) = watch::channel(false);
+    let sub_tasks: Vec<_> = subscribers
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            tokio::spawn(subscriber::run(client, i, over_rx.clone(), settings.drain))
+        })
+        .collect();
+    let start = Instant::now();
+    let start_ns = crate::stamp::now_ns();
+    let pub_tasks: Vec<_> = publishers
+        .into_iter()
+        .enumerate()
+        .map(|(i, client)| {
+            let topic = plan.publishers[i].clone();
+            tokio::spawn(publisher::run(client, i as u32, topic, settings.clone(), start))
+        })
+        .collect();
+
+    let mut report = Report::new(&settings);
+    for (i, task) in pub_tasks.into_iter().enumerate() {
+        let outcome = task.await.context("publisher task")?;
+        report.published += outcome.published;
+        report.acked += outcome.acked;
+        let counted = match settings.qos {
+            gateway::mqtt::QoS::AtMostOnce => outcome.published,
+            _ => outcome.acked,
+        };
+        report.expected += counted * plan.audience(i);
+        if let Some(error) = outcome.error {
+            report.add_error(error);
+        }
+    }
+    let _ = over_tx.send(true);
+
+    let mut latency = Histogram::default();
+    let mut last_ns = start_ns;
+    for task in sub_tasks {
+        let outcome = task.await.context("subscriber task")?;
+        report.received += outcome.received;
+        report.duplicates += outcome.duplicates;
+        report.reordered += outcome.reordered;
+        latency.merge(&outcome.latency);
+        last_ns = last_ns.max(outcome.last_ns);
+        if let Some(error) = outcome.error {
+            report.add_error(error);
+        }
+    }
+    report.elapsed = (last_ns - start_ns) as f64 / 1e9;
+    if report.elapsed > 0.0 {
+        report.msgs_per_sec = (report.received as f64 / report.elapsed).round();
+    }
+    report.loss = report.expected.saturating_sub(report.received);
+    report.set_latency(&latency);
+    Ok(report)
+}

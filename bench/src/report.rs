@@ -1,0 +1,78 @@
+//! The one JSON line a run prints.
+
+use serde::Serialize;
+
+use crate::histogram::Histogram;
+use crate::settings::{Scenario, Settings};
+
+/// Everything a run measured. Latencies are microseconds; counts are messages (deliveries, for
+/// fan-out: one message reaching 1,000 subscribers counts 1,000).
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub scenario: Option<Scenario>,
+    pub label: String,
+    pub qos: u8,
+    pub mqtt: &'static str,
+    pub clients: usize,
+    pub payload: usize,
+    /// Configured duration, seconds.
+    pub duration: f64,
+    /// From the start of publishing to the last delivery, seconds.
+    pub elapsed: f64,
+    /// PUBLISH packets sent by all publishers.
+    pub published: u64,
+    /// Of those, acknowledged (PUBACK at QoS 1, PUBCOMP at QoS 2); 0 at QoS 0.
+    pub acked: u64,
+    /// Deliveries the subscribers should have seen: published (QoS 0) or acknowledged
+    /// (QoS >= 1) messages times the subscribers of their topic.
+    pub expected: u64,
+    /// Distinct deliveries seen.
+    pub received: u64,
+    /// `received` per second of `elapsed`.
+    pub msgs_per_sec: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+    /// `expected - received`, never negative.
+    pub loss: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    /// Idle scenario: completed handshakes per second.
+    pub connects_per_sec: Option<f64>,
+    /// Connections that failed or were closed by the broker mid-run.
+    pub errors: usize,
+    /// The first of those failures, verbatim.
+    pub first_error: Option<String>,
+}
+
+impl Report {
+    /// A report naming the run, with every measurement zero.
+    pub fn new(settings: &Settings) -> Report {
+        Report {
+            scenario: Some(settings.scenario),
+            label: settings.label.clone(),
+            qos: settings.qos as u8,
+            mqtt: settings.mqtt_version(),
+            clients: settings.clients,
+            payload: settings.payload,
+            duration: settings.duration.as_secs_f64(),
+            ..Report::default()
+        }
+    }
+
+    /// Fills the latency fields from nanosecond samples.
+    pub fn set_latency(&mut self, latency: &Histogram) {
+        let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
+        self.p50_us = us(latency.quantile(0.50));
+        self.p99_us = us(latency.quantile(0.99));
+        self.max_us = us(latency.max());
+    }
+
+    /// Records a failed connection; keeps the first message.
+    pub fn add_error(&mut self, error: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(error);
+        }
+    }
+}

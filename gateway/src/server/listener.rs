@@ -1,0 +1,198 @@
+//! One listener: its socket, its transport, its connection limit and its accept loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, warn};
+
+use super::config::{ListenerConfig, ListenerKind};
+use super::{tls, ws};
+use crate::broker::Broker;
+use crate::config::ConfigError;
+use crate::connection::{self, Peer};
+
+/// A listener whose TLS material is loaded, ready to bind.
+pub(crate) struct Prepared {
+    index: usize,
+    config: ListenerConfig,
+    transport: Transport,
+}
+
+/// A bound listener.
+pub(crate) struct Bound {
+    pub(crate) kind: ListenerKind,
+    pub(crate) addr: SocketAddr,
+    listener: TcpListener,
+    transport: Arc<Transport>,
+    limit: usize,
+}
+
+/// How a listener turns an accepted TCP stream into an MQTT byte stream.
+enum Transport {
+    Tcp,
+    Tls { acceptor: TlsAcceptor, timeout: Duration },
+    Ws { path: String, max_message: usize, timeout: Duration },
+    Wss { acceptor: TlsAcceptor, path: String, max_message: usize, timeout: Duration },
+}
+
+/// Loads every listener's TLS material; errors name the field.
+pub(crate) fn prepare(
+    listeners: &[ListenerConfig],
+    max_packet_size: u32,
+) -> Result<Vec<Prepared>, ConfigError> {
+    // A WebSocket message usually carries one MQTT packet, but may carry several.
+    let max_message = usize::try_from(max_packet_size).unwrap_or(usize::MAX).saturating_mul(2);
+    listeners
+        .iter()
+        .enumerate()
+        .map(|(index, config)| {
+            let timeout = config.handshake_timeout();
+            let path = config.ws_path().to_owned();
+            let transport = match config.kind {
+                ListenerKind::Tcp => Transport::Tcp,
+                ListenerKind::Tls => Transport::Tls { acceptor: tls::acceptor(config, index)?, timeout },
+                ListenerKind::Ws => Transport::Ws { path, max_message, timeout },
+                ListenerKind::Wss => Transport::Wss {
+                    acceptor: tls::acceptor(config, index)?,
+                    path,
+                    max_message,
+                    timeout,
+                },
+            };
+            Ok(Prepared { index, config: config.clone(), transport })
+        })
+        .collect()
+}
+
+impl Prepared {
+    /// Binds the socket; the error names the listener's address field.
+    pub(crate) async fn bind(self) -> Result<Bound, ConfigError> {
+        let address = self.config.address;
+        let error = |e: std::io::Error| {
+            ConfigError::listener(self.index, "address", format!("cannot listen on {address}: {e}"))
+        };
+        let listener = TcpListener::bind(address).await.map_err(error)?;
+        let addr = listener.local_addr().map_err(error)?;
+        Ok(Bound {
+            kind: self.config.kind,
+            addr,
+            listener,
+            transport: Arc::new(self.transport),
+            limit: self.config.max_connections,
+        })
+    }
+}
+
+impl Bound {
+    /// Accepts connections until shutdown, at most `max_connections` at a time, each served
+    /// by its own task in the broker's task tracker.
+    pub(crate) async fn accept_loop(self, broker: Arc<Broker>) {
+        let Bound { kind, listener, transport, limit, .. } = self;
+        let limit = Arc::new(Semaphore::new(limit));
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let permit = tokio::select! {
+                permit = limit.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = broker.shutdown.cancelled() => return,
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = broker.shutdown.cancelled() => return,
+            };
+            match accepted {
+                Ok((stream, addr)) => {
+                    backoff = Duration::from_millis(10);
+                    let broker = broker.clone();
+                    let transport = transport.clone();
+                    let span = tracing::debug_span!("connection", peer = %addr, listener = %kind);
+                    broker.tasks.clone().spawn(
+                        async move {
+                            serve(&transport, stream, addr, broker).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
+                }
+                Err(error) => {
+                    // Out of file descriptors and similar: back off rather than spin.
+                    warn!(%error, "Accept failed.");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the transport's handshakes (bounded by the handshake timeout, and cut short by
+/// shutdown), then hands the byte stream to the connection task.
+async fn serve(transport: &Transport, stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
+    // MQTT packets are small and latency-sensitive; batching happens in our write buffer.
+    let _ = stream.set_nodelay(true);
+    let mut peer = Peer { addr, certificates: Vec::new() };
+    match transport {
+        Transport::Tcp => connection::serve(stream, peer, broker).await,
+        Transport::Tls { acceptor, timeout } => {
+            let handshake = acceptor.accept(stream);
+            let Some(stream) = handshake_within(*timeout, &broker, "TLS", handshake).await else {
+                return;
+            };
+            peer.certificates = tls::peer_certificates(stream.get_ref().1);
+            connection::serve(stream, peer, broker).await;
+        }
+        Transport::Ws { path, max_message, timeout } => {
+            let handshake = ws::accept(stream, path, *max_message);
+            let Some(stream) = handshake_within(*timeout, &broker, "WebSocket", handshake).await
+            else {
+                return;
+            };
+            connection::serve(stream, peer, broker).await;
+        }
+        Transport::Wss { acceptor, path, max_message, timeout } => {
+            let handshake = async {
+                let tls = acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?;
+                let certificates = tls::peer_certificates(tls.get_ref().1);
+                let ws = ws::accept(tls, path, *max_message)
+                    .await
+                    .map_err(|e| format!("WebSocket: {e}"))?;
+                Ok::<_, String>((ws, certificates))
+            };
+            let Some((stream, certificates)) =
+                handshake_within(*timeout, &broker, "TLS+WebSocket", handshake).await
+            else {
+                return;
+            };
+            peer.certificates = certificates;
+            connection::serve(stream, peer, broker).await;
+        }
+    }
+}
+
+async fn handshake_within<T, E: std::fmt::Display>(
+    timeout: Duration,
+    broker: &Broker,
+    what: &str,
+    handshake: impl Future<Output = Result<T, E>>,
+) -> Option<T> {
+    tokio::select! {
+        result = tokio::time::timeout(timeout, handshake) => match result {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(error)) => {
+                debug!(%error, "{what} handshake failed.");
+                None
+            }
+            Err(_) => {
+                debug!(?timeout, "{what} handshake timed out.");
+                None
+            }
+        },
+        () = broker.shutdown.cancelled() => None,
+    }
+}

@@ -1,0 +1,113 @@
+//! Group commit: the ordered log of changes waiting for the store, and the one thread that
+//! commits them.
+//!
+//! `append` is synchronous and cheap, so the broker calls it while it holds the lock of the
+//! state it changes; the journal's order is therefore the order of the in-memory changes (a
+//! delivery's PutEntry always precedes its DeleteEntry). The writer thread takes everything
+//! appended since its last commit, up to `max_batch_ops`, and commits it in one transaction:
+//! while one fsync runs, the next batch gathers, so many publishers share one fsync.
+//!
+//! Bound: callers that need durability await their ticket before answering their client and
+//! reading its next packet, so the pending ops never exceed what the connected clients have in
+//! flight (one packet each, times its fan-out). Callers that do not wait (deletions after an
+//! acknowledgement, QoS 0 retained) add at most one op per packet they handle.
+//!
+//! A commit that fails (disk full, I/O error) is logged and retried every second; waiting
+//! callers keep waiting, so nothing is acknowledged that is not on disk.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+use tokio::sync::watch;
+
+use super::{Op, Store};
+
+/// Marks a point in the journal: durable once every op up to it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// The ordered log of changes and its writer.
+pub struct Journal {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    committed: watch::Sender<u64>,
+    max_batch_ops: usize,
+}
+
+struct Pending {
+    ops: Vec<Op>,
+    /// Tickets handed out: the number of ops appended so far.
+    appended: u64,
+    closed: bool,
+}
+
+impl Journal {
+    /// Starts the writer thread over `store`. `max_batch_ops` caps one commit (1 means one
+    /// commit per op, which the benchmarks use as the baseline).
+    pub fn start(store: Arc<dyn Store>, max_batch_ops: usize) -> (Arc<Journal>, JoinHandle<()>) {
+        let journal = Arc::new(Journal {
+            pending: Mutex::new(Pending { ops: Vec::new(), appended: 0, closed: false }),
+            wake: Condvar::new(),
+            committed: watch::Sender::new(0),
+            max_batch_ops: max_batch_ops.max(1),
+        });
+        let writer = journal.clone();
+        let handle = std::thread::Builder::new()
+            .name("gridmq-store".into())
+            .spawn(move || writer.write_loop(store.as_ref()))
+            .unwrap_or_else(|error| panic!("cannot start the store writer thread: {error}"));
+        (journal, handle)
+    }
+
+    /// Appends one op and returns the ticket that is durable once it is committed.
+    pub fn append(&self, op: Op) -> Ticket {
+        let mut pending = self.pending.lock();
+        pending.ops.push(op);
+        pending.appended += 1;
+        let ticket = Ticket(pending.appended);
+        drop(pending);
+        self.wake.notify_one();
+        ticket
+    }
+
+    /// Waits until every op up to `ticket` is committed.
+    pub async fn durable(&self, ticket: Ticket) {
+        let mut committed = self.committed.subscribe();
+        // The sender lives as long as the journal, so this cannot fail while we hold `self`.
+        let _ = committed.wait_for(|done| *done >= ticket.0).await;
+    }
+
+    /// Tells the writer to commit what is pending and stop.
+    pub fn close(&self) {
+        self.pending.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    fn write_loop(&self, store: &dyn Store) {
+        loop {
+            let (ops, upto) = {
+                let mut pending = self.pending.lock();
+                while pending.ops.is_empty() && !pending.closed {
+                    self.wake.wait(&mut pending);
+                }
+                if pending.ops.is_empty() {
+                    return;
+                }
+                let take = pending.ops.len().min(self.max_batch_ops);
+                let rest = pending.ops.split_off(take);
+                let ops = std::mem::replace(&mut pending.ops, rest);
+                let upto = pending.appended - pending.ops.len() as u64;
+                (ops, upto)
+            };
+            while let Err(error) = store.commit(&ops) {
+                tracing::error!(%error, ops = ops.len(), "Store commit failed; retrying.");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            metrics::counter!("gridmq_store_commits_total").increment(1);
+            metrics::counter!("gridmq_store_ops_total").increment(ops.len() as u64);
+            self.committed.send_replace(upto);
+        }
+    }
+}
