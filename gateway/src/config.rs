@@ -9,10 +9,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use crate::broker::config::MqttConfig;
-pub use crate::store::StoreConfig;
 pub use crate::server::config::{
     ClientAuth, ListenerConfig, ListenerKind, ServerConfig, TlsVersion,
 };
+pub use crate::store::StoreConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]

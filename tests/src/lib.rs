@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod certs;
 pub mod clients;
 pub mod raw;
 
@@ -124,5 +125,32 @@ pub fn binary() -> PathBuf {
         "{} not found: run `cargo test --workspace` (which builds it) or set GRIDMQ_BIN",
         bin.display()
     );
+    // `cargo test -p gateway-tests` does not rebuild another package's binary: refuse to test
+    // a stale one rather than report results for old code.
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/src");
+    if let (Some(built), Some(changed)) = (built, newest_change(&sources)) {
+        assert!(
+            changed <= built,
+            "{} is older than gateway/src: run `cargo build -p gateway` or `cargo test --workspace`",
+            bin.display()
+        );
+    }
     bin
 }
+
+/// The latest modification time of any file under `dir`.
+fn newest_change(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_change(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+pub mod packet_client;

@@ -423,10 +423,19 @@ pub fn connack_reason(packet: &[u8]) -> Result<u8> {
     body(packet).get(1).copied().ok_or_else(|| anyhow!("CONNACK too short: {packet:02X?}"))
 }
 
-/// The reason code of a 5.0 DISCONNECT (0x00 when the remaining length is 0).
+/// The reason code of a 5.0 DISCONNECT (0x00 when the remaining length is 0), after checking
+/// the packet is well formed: flags 0000, and any property block parses and ends the packet.
 pub fn disconnect_reason(packet: &[u8]) -> Result<u8> {
     ensure!(packet.first() == Some(&0xE0), "expected a DISCONNECT (E0 ...), got {packet:02X?}");
-    Ok(body(packet).first().copied().unwrap_or(0x00))
+    let body = body(packet);
+    if body.len() >= 2 {
+        let (props, rest) = split_properties(&body[1..])
+            .with_context(|| format!("malformed DISCONNECT from the broker: {packet:02X?}"))?;
+        ensure!(rest.is_empty(), "bytes after the DISCONNECT properties: {packet:02X?}");
+        parse_properties(props)
+            .with_context(|| format!("malformed DISCONNECT from the broker: {packet:02X?}"))?;
+    }
+    Ok(body.first().copied().unwrap_or(0x00))
 }
 
 /// The properties of a 5.0 CONNACK, as (identifier, value bytes) pairs.
@@ -580,8 +589,9 @@ pub async fn expect_disconnect(client: &mut RawClient, allowed: &[u8]) -> Result
     client.expect_closed(WAIT).await.context("after DISCONNECT")
 }
 
-/// Reads the next packet and checks it is a CONNACK whose reason code (byte 3) is one of
-/// `allowed`, then that the broker closes the connection.
+/// Reads the next packet and checks it is a 5.0 CONNACK whose reason code (byte 3) is one of
+/// `allowed`, with Session Present 0 ([MQTT-3.2.2-6]) and a well-formed property block, then that
+/// the broker closes the connection.
 pub async fn expect_connack_refusal(client: &mut RawClient, allowed: &[u8]) -> Result<()> {
     let packet = client.expect_packet(WAIT).await.context("waiting for CONNACK")?;
     let reason = connack_reason(&packet)?;
@@ -589,6 +599,12 @@ pub async fn expect_connack_refusal(client: &mut RawClient, allowed: &[u8]) -> R
         allowed.contains(&reason),
         "expected CONNACK with reason code in {allowed:02X?}, got {packet:02X?}"
     );
+    ensure!(
+        body(&packet)[0] == 0x00,
+        "a refusing CONNACK must have Session Present 0: {packet:02X?}"
+    );
+    connack_properties(&packet)
+        .with_context(|| format!("malformed CONNACK from the broker: {packet:02X?}"))?;
     client.expect_closed(WAIT).await.context("after the refusing CONNACK")
 }
 

@@ -212,3 +212,13 @@ async fn v4_oversized_packet_closes_the_connection() {
         other => panic!("expected the socket to close, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn v5_server_keep_alive_is_the_one_enforced() {
+    let broker = Gridmq::start_with_config("[mqtt]\nmax_keep_alive = 1\n");
+    let connect = Framed5::connect_packet("capped", 60, true, None);
+    let (mut conn, connack) = Framed5::connect(broker.addr, connect, None).await;
+    assert_eq!(connack.properties.and_then(|p| p.server_keep_alive), Some(1));
+    let reason = conn.closed(TIMEOUT).await.expect("closed after 1.5 x the server keep alive");
+    assert_eq!(reason, Some(p5::DisconnectReasonCode::KeepAliveTimeout));
+}

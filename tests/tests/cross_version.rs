@@ -108,3 +108,13 @@ async fn v4_session_messages_queued_from_v5_publisher() {
     assert!(sub.connack.session_present);
     assert_eq!(&sub.recv().await.payload[..], b"while away");
 }
+
+#[tokio::test]
+async fn v4_publish_carries_v5_subscription_identifier() {
+    let broker = Gridmq::start();
+    let mut sub = v5::Client::connect(broker.addr, "sub5").await;
+    sub.subscribe_filters(vec![v5::Filter::new("sid/#", v5::QoS::AtLeastOnce)], Some(77)).await;
+    let publisher = v4::Client::connect(broker.addr, "pub4").await;
+    publisher.publish("sid/4", v4::QoS::AtLeastOnce, false, b"x").await;
+    assert_eq!(v5::subscription_ids(&sub.recv().await), vec![77]);
+}

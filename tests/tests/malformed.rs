@@ -545,6 +545,32 @@ async fn payload_format_invalid() -> Result<()> {
     healthy.check().await
 }
 
+/// §3.5.2.1: the same for QoS 2: PUBREC 0x99, the message is not delivered, and since the
+/// PUBREC carries an error code the exchange ends there (a PUBREL for it gets PUBCOMP 0x92).
+#[tokio::test]
+async fn payload_format_invalid_qos2() -> Result<()> {
+    let broker = Gridmq::start();
+    let mut healthy = Healthy::start(broker.addr).await?;
+    let (mut client, _) = RawClient::connect_v5(broker.addr, "attacker").await?;
+    client.send(&publish_v5("healthy/pfi", 2, 7, &[0x01, 0x01], b"\xC3\x28")).await?;
+    let pubrec = client.expect_packet(WAIT).await?;
+    let ack = parse_ack_v5(&pubrec)?;
+    ensure!(
+        ack == Ack { first_byte: 0x50, packet_id: 7, reasons: vec![0x99] },
+        "expected PUBREC id 7 reason 0x99, got {pubrec:02X?}"
+    );
+    healthy.expect_no_message().await?;
+    client.send(&[0x62, 0x02, 0x00, 0x07]).await?;
+    let pubcomp = client.expect_packet(WAIT).await?;
+    let ack = parse_ack_v5(&pubcomp)?;
+    ensure!(
+        ack == Ack { first_byte: 0x70, packet_id: 7, reasons: vec![0x92] },
+        "expected PUBCOMP id 7 reason 0x92 (Packet Identifier not found), got {pubcomp:02X?}"
+    );
+    healthy.expect_no_message().await?;
+    healthy.check().await
+}
+
 /// §4.7.1: a filter with '#' not last is invalid: the broker either refuses that filter with
 /// SUBACK 0x8F (and keeps the connection) or disconnects (0x81, 0x82 or 0x8F).
 async fn invalid_filter(filter: &str) -> Result<()> {

@@ -202,3 +202,16 @@ async fn v5_expired_retained_message_is_not_sent() {
     let left = got.properties.and_then(|p| p.message_expiry_interval).expect("expiry forwarded");
     assert!((1..=58).contains(&left), "expiry decremented by the time retained: {left}");
 }
+
+#[tokio::test]
+async fn v5_message_without_retain_flag_is_not_stored() {
+    let broker = Gridmq::start();
+    let mut publisher = v5::Client::connect(broker.addr, "pub").await;
+    retain5(&mut publisher, "ret/n", b"stored").await;
+    publisher.publish("ret/n", v5::QoS::AtLeastOnce, false, b"not stored").await;
+    publisher.puback().await;
+    let mut sub = v5::Client::connect(broker.addr, "sub").await;
+    sub.subscribe("ret/n", v5::QoS::AtLeastOnce).await;
+    assert_eq!(&sub.recv().await.payload[..], b"stored", "a non-retained publish leaves it");
+    sub.recv_none().await;
+}

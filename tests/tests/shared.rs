@@ -171,3 +171,28 @@ async fn v5_unsubscribed_member_leaves_the_group() {
     let got: BTreeSet<String> = drain5(&mut b).await.into_iter().collect();
     assert_eq!(got, payloads(0..4));
 }
+
+#[tokio::test]
+async fn v4_unacked_messages_of_a_leaving_member_go_to_another_member() {
+    let broker = Gridmq::start();
+    let mut options = v4::options(broker.addr, "leaver");
+    options.set_manual_acks(true);
+    let mut leaver = v4::Client::connect_with(options).await.expect("connect");
+    let mut stayer = v4::Client::connect(broker.addr, "stayer").await;
+    leaver.subscribe("$share/g/work", v4::QoS::AtLeastOnce).await;
+    stayer.subscribe("$share/g/work", v4::QoS::AtLeastOnce).await;
+
+    let mut publisher = v4::Client::connect(broker.addr, "pub").await;
+    for i in 0..4 {
+        publisher.publish("work", v4::QoS::AtLeastOnce, false, format!("m{i}").as_bytes()).await;
+        publisher.puback().await;
+    }
+    let held = drain4(&mut leaver).await;
+    assert!(!held.is_empty(), "round robin gave the leaver some messages");
+    drop(leaver); // clean session: leaves without acknowledging, and the session ends
+
+    let mut got = drain4(&mut stayer).await;
+    got.extend(drain4(&mut stayer).await);
+    let got: BTreeSet<String> = got.into_iter().collect();
+    assert_eq!(got, payloads(0..4), "the stayer ends up with every message (held: {held:?})");
+}

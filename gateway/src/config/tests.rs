@@ -118,9 +118,12 @@ fn bad_listeners_name_the_field() {
         "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_connections = 0\n",
     );
     assert!(error.contains("server.listeners[0].max_connections"), "{error}");
-    let error = listener_error("[[server.listeners]]\nkind = \"quic\"\naddress = \"127.0.0.1:1\"\n");
+    let error =
+        listener_error("[[server.listeners]]\nkind = \"quic\"\naddress = \"127.0.0.1:1\"\n");
     assert!(error.contains("quic"), "{error}");
-    let error = listener_error("[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\nport = 3\n");
+    let error = listener_error(
+        "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\nport = 3\n",
+    );
     assert!(error.contains("port"), "{error}");
     let error = listener_error("[server]\nlisteners = []\n");
     assert!(error.contains("server.listeners"), "{error}");
@@ -149,7 +152,10 @@ fn listen_flag_replaces_the_first_tcp_listener_or_adds_one() {
     assert_eq!(server.listeners[0].address, addr);
 
     let mut server = ServerConfig {
-        listeners: vec![ListenerConfig::new(ListenerKind::Ws, SocketAddr::from(([127, 0, 0, 1], 8080)))],
+        listeners: vec![ListenerConfig::new(
+            ListenerKind::Ws,
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )],
         ..ServerConfig::default()
     };
     server.set_tcp_address(addr);

@@ -154,10 +154,12 @@ where
                 return None;
             }
             Ok(message) => {
+                // A QoS 2 packet id and the deliveries it caused reach the disk together
+                // (see `store/journal.rs`, atomic groups).
+                let group = (publish.qos == QoS::ExactlyOnce)
+                    .then(|| self.broker.journal().map(|journal| journal.begin_group()))
+                    .flatten();
                 if publish.qos == QoS::ExactlyOnce {
-                    // Journaled before the fan-out, so that any stored delivery of this message
-                    // being durable implies its packet id is: a re-sent copy after a restart is
-                    // then recognised and not delivered twice.
                     let stored = {
                         let mut state = self.session.lock();
                         state.inbound_qos2.insert(packet_id);
@@ -179,6 +181,9 @@ where
                 let (matched, ticket) = self.broker.publish(&message);
                 if publish.qos != QoS::AtMostOnce {
                     self.hold(ticket);
+                }
+                if let (Some(group), Some(journal)) = (group, self.broker.journal()) {
+                    journal.end_group(group);
                 }
                 if matched == 0 { ReasonCode::NoMatchingSubscribers } else { ReasonCode::Success }
             }

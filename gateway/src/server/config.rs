@@ -238,7 +238,10 @@ impl ListenerConfig {
             return Ok(());
         }
         if self.certificate.is_none() {
-            return invalid("certificate", &format!("a PEM certificate chain is required for {kind}"));
+            return invalid(
+                "certificate",
+                &format!("a PEM certificate chain is required for {kind}"),
+            );
         }
         if self.private_key.is_none() {
             return invalid("private_key", &format!("a PEM private key is required for {kind}"));

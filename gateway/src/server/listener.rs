@@ -54,7 +54,9 @@ pub(crate) fn prepare(
             let path = config.ws_path().to_owned();
             let transport = match config.kind {
                 ListenerKind::Tcp => Transport::Tcp,
-                ListenerKind::Tls => Transport::Tls { acceptor: tls::acceptor(config, index)?, timeout },
+                ListenerKind::Tls => {
+                    Transport::Tls { acceptor: tls::acceptor(config, index)?, timeout }
+                }
                 ListenerKind::Ws => Transport::Ws { path, max_message, timeout },
                 ListenerKind::Wss => Transport::Wss {
                     acceptor: tls::acceptor(config, index)?,

@@ -31,19 +31,18 @@ use crate::config::ConfigError;
 
 /// Builds the TLS acceptor of the listener at `index`, reading its PEM files. Errors name the
 /// field, e.g. `server.listeners[1].certificate: cannot read tls/server.pem: ...`.
-pub(crate) fn acceptor(listener: &ListenerConfig, index: usize) -> Result<TlsAcceptor, ConfigError> {
+pub(crate) fn acceptor(
+    listener: &ListenerConfig,
+    index: usize,
+) -> Result<TlsAcceptor, ConfigError> {
     let error = |field, problem: String| ConfigError::listener(index, field, problem);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
 
-    let certificate = listener
-        .certificate
-        .as_deref()
-        .ok_or_else(|| error("certificate", "required".into()))?;
+    let certificate =
+        listener.certificate.as_deref().ok_or_else(|| error("certificate", "required".into()))?;
     let chain = read_certificates(certificate).map_err(|problem| error("certificate", problem))?;
-    let key_path = listener
-        .private_key
-        .as_deref()
-        .ok_or_else(|| error("private_key", "required".into()))?;
+    let key_path =
+        listener.private_key.as_deref().ok_or_else(|| error("private_key", "required".into()))?;
     let key = read_private_key(key_path).map_err(|problem| error("private_key", problem))?;
 
     let versions: &[&'static rustls::SupportedProtocolVersion] =
@@ -120,9 +119,8 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String
 
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let pem = read_file(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-        format!("no PKCS#8, PKCS#1 or SEC1 private key in {}: {e}", path.display())
-    })
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| format!("no PKCS#8, PKCS#1 or SEC1 private key in {}: {e}", path.display()))
 }
 
 /// Accepts any well-formed client certificate whose key signed the handshake, and leaves the

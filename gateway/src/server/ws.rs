@@ -47,13 +47,21 @@ where
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
+    // The callback's `Result<Response, ErrorResponse>` is tungstenite's signature.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| upgrade(request, response, path);
-    let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await?;
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await?;
     Ok(WsStream::new(ws))
 }
 
 /// Checks the upgrade request and picks the subprotocol.
-fn upgrade(request: &Request, mut response: Response, path: &str) -> Result<Response, ErrorResponse> {
+#[allow(clippy::result_large_err)] // tungstenite's callback signature
+fn upgrade(
+    request: &Request,
+    mut response: Response,
+    path: &str,
+) -> Result<Response, ErrorResponse> {
     if request.uri().path() != path {
         return Err(reject(StatusCode::NOT_FOUND, format!("MQTT is served on {path}")));
     }

@@ -12,6 +12,13 @@
 //! flight (one packet each, times its fan-out). Callers that do not wait (deletions after an
 //! acknowledgement, QoS 0 retained) add at most one op per packet they handle.
 //!
+//! Atomic groups: some changes must reach the disk together or not at all. An inbound QoS 2
+//! PUBLISH stores its packet id and its deliveries: with the id alone a re-sent copy after a
+//! restart would be taken for a duplicate and the message lost; with the deliveries alone it
+//! would be delivered twice. `begin_group` marks the journal position; until the group ends,
+//! the writer commits only what was appended before that position. Groups last microseconds
+//! (one fan-out), so the writer is never held for long.
+//!
 //! A commit that fails (disk full, I/O error) is logged and retried every second; waiting
 //! callers keep waiting, so nothing is acknowledged that is not on disk.
 
@@ -40,15 +47,27 @@ struct Pending {
     ops: Vec<Op>,
     /// Tickets handed out: the number of ops appended so far.
     appended: u64,
+    /// Start positions of open atomic groups (a position may be open more than once).
+    groups: std::collections::BTreeMap<u64, usize>,
     closed: bool,
 }
+
+/// An open atomic group; end it with `Journal::end_group`.
+#[derive(Debug)]
+#[must_use = "a group that is never ended holds back every later commit"]
+pub struct Group(u64);
 
 impl Journal {
     /// Starts the writer thread over `store`. `max_batch_ops` caps one commit (1 means one
     /// commit per op, which the benchmarks use as the baseline).
     pub fn start(store: Arc<dyn Store>, max_batch_ops: usize) -> (Arc<Journal>, JoinHandle<()>) {
         let journal = Arc::new(Journal {
-            pending: Mutex::new(Pending { ops: Vec::new(), appended: 0, closed: false }),
+            pending: Mutex::new(Pending {
+                ops: Vec::new(),
+                appended: 0,
+                groups: std::collections::BTreeMap::new(),
+                closed: false,
+            }),
             wake: Condvar::new(),
             committed: watch::Sender::new(0),
             max_batch_ops: max_batch_ops.max(1),
@@ -72,6 +91,28 @@ impl Journal {
         ticket
     }
 
+    /// Opens an atomic group: what is appended until `end_group` is committed in one
+    /// transaction.
+    pub fn begin_group(&self) -> Group {
+        let mut pending = self.pending.lock();
+        let start = pending.appended;
+        *pending.groups.entry(start).or_insert(0) += 1;
+        Group(start)
+    }
+
+    /// Closes an atomic group.
+    pub fn end_group(&self, group: Group) {
+        let mut pending = self.pending.lock();
+        if let Some(count) = pending.groups.get_mut(&group.0) {
+            *count -= 1;
+            if *count == 0 {
+                pending.groups.remove(&group.0);
+            }
+        }
+        drop(pending);
+        self.wake.notify_one();
+    }
+
     /// Waits until every op up to `ticket` is committed.
     pub async fn durable(&self, ticket: Ticket) {
         let mut committed = self.committed.subscribe();
@@ -89,13 +130,14 @@ impl Journal {
         loop {
             let (ops, upto) = {
                 let mut pending = self.pending.lock();
-                while pending.ops.is_empty() && !pending.closed {
+                while pending.committable() == 0 && !(pending.closed && pending.groups.is_empty()) {
                     self.wake.wait(&mut pending);
                 }
-                if pending.ops.is_empty() {
+                let committable = pending.committable();
+                if committable == 0 {
                     return;
                 }
-                let take = pending.ops.len().min(self.max_batch_ops);
+                let take = committable.min(self.max_batch_ops);
                 let rest = pending.ops.split_off(take);
                 let ops = std::mem::replace(&mut pending.ops, rest);
                 let upto = pending.appended - pending.ops.len() as u64;
@@ -108,6 +150,18 @@ impl Journal {
             metrics::counter!("gridmq_store_commits_total").increment(1);
             metrics::counter!("gridmq_store_ops_total").increment(ops.len() as u64);
             self.committed.send_replace(upto);
+        }
+    }
+}
+
+impl Pending {
+    /// How many pending ops may be committed now: all of them, or those before the start of
+    /// the oldest open group.
+    fn committable(&self) -> usize {
+        let base = self.appended - self.ops.len() as u64;
+        match self.groups.keys().next() {
+            Some(&start) => start.saturating_sub(base) as usize,
+            None => self.ops.len(),
         }
     }
 }
