@@ -185,13 +185,10 @@ stop_broker() {
     BROKER_PID=""
 }
 
-cpu_seconds() { # utime + stime, fields 14 and 15 counted after the parenthesised command name
-    local stat
-    stat=$(cat "/proc/$1/stat")
-    stat=${stat##*) }
-    read -r -a f <<<"$stat"
-    python3 -c "print(round(($1+$2)/$3, 2))" "${f[11]}" "${f[12]}" "$CLK_TCK" 2>/dev/null ||
-        echo $(((f[11] + f[12]) / CLK_TCK))
+cpu_seconds() {
+    # utime and stime are fields 14 and 15; the command name (field 2) may hold spaces, so the
+    # fields are counted from its closing parenthesis (field 3 becomes $1).
+    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$CLK_TCK" '{ printf "%.2f\n", ($12 + $13) / hz }'
 }
 
 status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }

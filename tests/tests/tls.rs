@@ -59,14 +59,13 @@ async fn assert_refused(
 }
 
 async fn mosquitto_pub(args: &[&str]) -> std::process::Output {
-    let output = tokio::time::timeout(
+    tokio::time::timeout(
         TIMEOUT,
         tokio::process::Command::new("mosquitto_pub").args(args).kill_on_drop(true).output(),
     )
     .await
     .expect("mosquitto_pub finished in time")
-    .expect("run mosquitto_pub (tests/run installs mosquitto-clients)");
-    output
+    .expect("run mosquitto_pub (tests/run installs mosquitto-clients)")
 }
 
 #[tokio::test]

@@ -165,3 +165,6 @@ impl Pending {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,78 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::store::redb::RedbStore;
+
+fn open() -> (tempfile::TempDir, Arc<RedbStore>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(RedbStore::open(dir.path()).expect("open store"));
+    (dir, store)
+}
+
+fn put(topic: &str) -> Op {
+    Op::PutRetained(topic.into(), Arc::from(&b"x"[..]))
+}
+
+#[tokio::test]
+async fn appended_ops_are_on_disk_once_their_ticket_is_durable() {
+    let (_dir, store) = open();
+    let (journal, writer) = Journal::start(store.clone(), 10_000);
+    journal.append(put("a"));
+    let ticket = journal.append(put("b"));
+    journal.durable(ticket).await;
+    let topics: Vec<String> = store.load().expect("load").retained.into_iter().map(|(t, _)| t).collect();
+    assert_eq!(topics, ["a", "b"]);
+    journal.close();
+    writer.join().expect("writer stops");
+}
+
+#[tokio::test]
+async fn an_open_group_holds_back_what_follows_it() {
+    let (_dir, store) = open();
+    let (journal, writer) = Journal::start(store.clone(), 10_000);
+    let before = journal.append(put("before"));
+    journal.durable(before).await;
+    let group = journal.begin_group();
+    let inside = journal.append(put("inside"));
+    let waited = tokio::time::timeout(Duration::from_millis(200), journal.durable(inside)).await;
+    assert!(waited.is_err(), "an op inside an open group must not be committed");
+    assert_eq!(store.load().expect("load").retained.len(), 1);
+    journal.end_group(group);
+    journal.durable(inside).await;
+    assert_eq!(store.load().expect("load").retained.len(), 2);
+    journal.close();
+    writer.join().expect("writer stops");
+}
+
+#[tokio::test]
+async fn close_commits_what_is_pending() {
+    let (_dir, store) = open();
+    let (journal, writer) = Journal::start(store.clone(), 1);
+    for i in 0..50 {
+        journal.append(put(&format!("t{i}")));
+    }
+    journal.close();
+    writer.join().expect("writer stops");
+    assert_eq!(store.load().expect("load").retained.len(), 50);
+}
+
+#[tokio::test]
+async fn delete_session_removes_its_queue_only() {
+    let (_dir, store) = open();
+    let (journal, writer) = Journal::start(store.clone(), 10_000);
+    let record: Arc<[u8]> = Arc::from(&b"r"[..]);
+    journal.append(Op::PutSession("a".into(), record.clone()));
+    journal.append(Op::PutSession("ab".into(), record.clone()));
+    journal.append(Op::PutEntry("a".into(), 1, record.clone()));
+    journal.append(Op::PutEntry("ab".into(), 2, record.clone()));
+    journal.append(Op::PutInbound("a".into(), 7));
+    let ticket = journal.append(Op::DeleteSession("a".into()));
+    journal.durable(ticket).await;
+    let snapshot = store.load().expect("load");
+    assert_eq!(snapshot.sessions.len(), 1);
+    assert_eq!(snapshot.entries.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["ab"]);
+    assert!(snapshot.inbound.is_empty());
+    journal.close();
+    writer.join().expect("writer stops");
+}
