@@ -117,6 +117,7 @@ impl Sender {
     async fn send_all(&mut self) -> anyhow::Result<()> {
         let settings = self.settings.clone();
         let deadline = self.start + settings.duration;
+        let stall_end = deadline + settings.drain;
         let limit = settings.messages.unwrap_or(u64::MAX).min(u64::from(u32::MAX));
         let payload = Bytes::from(vec![0u8; settings.payload]);
         let properties = Properties::default();
@@ -124,6 +125,7 @@ impl Sender {
             self.acks.check()?;
             self.answer_pubrecs();
             let now = Instant::now();
+            let before = self.sequence;
             let sending = now < deadline && self.sequence < limit;
             if sending {
                 let inflight = self.sequence - self.acks.done.load(Ordering::Acquire);
@@ -132,7 +134,18 @@ impl Sender {
                 self.encode(count, &payload, &properties);
             }
             if !self.buf.is_empty() {
-                self.writer.write_all(&self.buf).await?;
+                let batch = self.sequence - before;
+                // A broker that has stopped reading would hold this write (and the run) forever;
+                // past the drain period the batch is given up and not counted as published.
+                match tokio::time::timeout_at(stall_end.into(), self.writer.write_all(&self.buf))
+                    .await
+                {
+                    Ok(written) => written?,
+                    Err(_) => {
+                        self.sequence -= batch;
+                        anyhow::bail!("broker took no data for the whole drain period");
+                    }
+                }
                 self.buf.clear();
                 continue;
             }
@@ -173,7 +186,9 @@ impl Sender {
         }
         let disconnect = Disconnect::new(ReasonCode::NORMAL_DISCONNECTION);
         Codec::encode(&Packet::Disconnect(disconnect), self.protocol, &mut self.buf);
-        self.writer.write_all(&self.buf).await?;
+        // Everything is counted by now; a broker too busy to read the DISCONNECT within the
+        // drain period gets the connection closed instead.
+        let _ = tokio::time::timeout_at(drain_end.into(), self.writer.write_all(&self.buf)).await;
         self.buf.clear();
         Ok(())
     }

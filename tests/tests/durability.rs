@@ -46,7 +46,7 @@ async fn qos1_publisher(broker: std::net::SocketAddr, name: String, acked: Arc<M
         match client.recv(WAIT).await {
             Ok(Some(Packet::PubAck(ack))) => {
                 outstanding -= 1;
-                acked.lock().unwrap().insert(format!("{name}-{}", ack.packet_id));
+                acked.lock().expect("lock").insert(format!("{name}-{}", ack.packet_id));
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => return,
@@ -63,14 +63,14 @@ async fn qos1_acknowledged_messages_survive_kill_9() -> Result<()> {
     let publishers: Vec<_> = (0..4)
         .map(|i| tokio::spawn(qos1_publisher(broker.addr, format!("pub{i}"), acked.clone())))
         .collect();
-    while acked.lock().unwrap().len() < 3000 {
+    while acked.lock().expect("lock").len() < 3000 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     broker.kill();
     for publisher in publishers {
         let _ = publisher.await;
     }
-    let acked = acked.lock().unwrap().clone();
+    let acked = acked.lock().expect("lock").clone();
 
     let broker = Gridmq::start_in(broker.data_dir(), CONFIG);
     let (mut sub, connack) = PacketClient::connect(
