@@ -142,8 +142,11 @@ impl Sender {
                 {
                     Ok(written) => written?,
                     Err(_) => {
+                        // Not a failure: at QoS 0 a flooded broker may still have seconds of
+                        // this connection's data in socket buffers. The stream now ends inside
+                        // a packet, so no DISCONNECT follows.
                         self.sequence -= batch;
-                        anyhow::bail!("broker took no data for the whole drain period");
+                        return Ok(());
                     }
                 }
                 self.buf.clear();

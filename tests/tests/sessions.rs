@@ -390,3 +390,33 @@ async fn queue_limit_applies_beyond_the_in_flight_window() {
     // m1 was in flight; of m2..m6 only the newest three fit in the queue.
     assert_eq!(got, vec!["m1", "m4", "m5", "m6"]);
 }
+
+#[tokio::test]
+async fn v5_takeover_with_clean_start_false_keeps_the_session() {
+    let broker = Gridmq::start();
+    let mut first =
+        v5::Client::connect_with(persistent5(broker.addr, "twin5", 60)).await.expect("connect");
+    first.subscribe("twin/5", v5::QoS::AtLeastOnce).await;
+    let mut second =
+        v5::Client::connect_with(persistent5(broker.addr, "twin5", 60)).await.expect("connect");
+    assert!(second.connack.session_present, "the taken-over session is resumed");
+    assert!(first.inbox.ended(TIMEOUT).await.is_some(), "the first connection was closed");
+    let publisher = v5::Client::connect(broker.addr, "pub").await;
+    publisher.publish("twin/5", v5::QoS::AtLeastOnce, false, b"to the twin").await;
+    assert_eq!(&second.recv().await.payload[..], b"to the twin");
+}
+
+#[tokio::test]
+async fn v4_takeover_with_clean_session_false_keeps_the_session() {
+    let broker = Gridmq::start();
+    let mut first =
+        v4::Client::connect_with(persistent4(broker.addr, "twin4")).await.expect("connect");
+    first.subscribe("twin/4", v4::QoS::AtLeastOnce).await;
+    let mut second =
+        v4::Client::connect_with(persistent4(broker.addr, "twin4")).await.expect("connect");
+    assert!(second.connack.session_present);
+    assert!(first.inbox.ended(TIMEOUT).await.is_some(), "the first connection was closed");
+    let publisher = v4::Client::connect(broker.addr, "pub").await;
+    publisher.publish("twin/4", v4::QoS::AtLeastOnce, false, b"to the twin").await;
+    assert_eq!(&second.recv().await.payload[..], b"to the twin");
+}

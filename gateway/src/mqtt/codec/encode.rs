@@ -246,17 +246,19 @@ fn reason_and_properties(
     buf: &mut BytesMut,
 ) {
     let props = content_len(p, protocol == Protocol::V5);
+    // With a reason code we always write the property length too, even when it is 0: the
+    // one-byte form is valid MQTT 5, but clients in the field (rumqttc 0.25 among them) fail
+    // to read it, and the two-byte form is equally valid.
     let body = match protocol {
         Protocol::V311 => 0,
-        Protocol::V5 if props > 0 => 1 + properties::block_len(props),
-        Protocol::V5 if reason != ReasonCode::Success => 1,
+        Protocol::V5 if props > 0 || reason != ReasonCode::Success => {
+            1 + properties::block_len(props)
+        }
         Protocol::V5 => 0,
     };
     write_header(buf, first, body);
     if body > 0 {
         buf.put_u8(reason.as_u8());
-    }
-    if props > 0 {
         properties::write(buf, p, &Overrides::of(p), props);
     }
 }

@@ -18,7 +18,12 @@ pub(super) fn publish(r: &mut Reader, flags: u8, version: Protocol) -> Result<Pa
     // An empty topic name is how MQTT 5 says "the topic this alias stands for"; without an
     // alias (or in 3.1.1) it names nothing.
     if topic.is_empty() && properties.topic_alias.is_none() {
-        return Err(DecodeError::InvalidTopicName(topic));
+        return Err(match version {
+            Protocol::V311 => DecodeError::InvalidTopicName(topic),
+            // MQTT 5 3.3.2.1: "a Protocol Error if the Topic Name is zero length and there is
+            // no Topic Alias".
+            Protocol::V5 => DecodeError::Protocol("empty topic name without a topic alias"),
+        });
     }
     Ok(Packet::Publish(Publish {
         dup: flags & 0b1000 != 0,

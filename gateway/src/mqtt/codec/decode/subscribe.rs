@@ -105,7 +105,10 @@ fn options(byte: u8, version: Protocol) -> Result<SubscriptionOptions, DecodeErr
     if byte & reserved != 0 {
         return Err(DecodeError::Malformed("reserved subscription option bits are set"));
     }
-    let qos = QoS::from_u8(byte & 0b11).ok_or(DecodeError::InvalidQoS)?;
+    // In SUBSCRIBE, Maximum QoS 3 is a Protocol Error (MQTT 5 3.8.3.1), unlike a PUBLISH's
+    // QoS 3, which is malformed.
+    let qos = QoS::from_u8(byte & 0b11)
+        .ok_or(DecodeError::Protocol("subscription maximum QoS 3 is reserved"))?;
     let retain_handling = match (byte >> 4) & 0b11 {
         0 => RetainHandling::SendAtSubscribe,
         1 => RetainHandling::SendIfNew,
