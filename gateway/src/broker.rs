@@ -55,6 +55,18 @@ pub struct Broker {
 }
 
 /// One matching subscription found during fan-out, before overlapping ones are merged.
+/// What a fan-out did.
+#[derive(Default)]
+pub struct Fanout {
+    /// Sessions the message was offered to.
+    pub matched: usize,
+    /// Durable once every stored delivery of the message is.
+    pub ticket: Option<Ticket>,
+    /// An attached session whose queue is past its soft limit: the publisher should pause
+    /// until it drains (see `Session::is_congested`).
+    pub congested: Option<Arc<Session>>,
+}
+
 struct Target {
     session: Arc<Session>,
     qos: QoS,
@@ -103,7 +115,11 @@ impl Broker {
 
     /// Stores `session`'s record if it outlives its connection; `disconnected_at_ms` is `None`
     /// while attached.
-    pub fn persist_session(&self, session: &Session, disconnected_at_ms: Option<u64>) -> Option<Ticket> {
+    pub fn persist_session(
+        &self,
+        session: &Session,
+        disconnected_at_ms: Option<u64>,
+    ) -> Option<Ticket> {
         let journal = self.journal.as_ref()?;
         let mut state = session.lock();
         if state.ended || state.expiry_interval == 0 {
@@ -143,7 +159,7 @@ impl Broker {
     /// offered to. Overlapping subscriptions of one session yield one delivery at the highest
     /// granted QoS carrying every matching subscription identifier. The ticket, when there is
     /// one, is durable once every stored delivery of the message is.
-    pub fn publish(&self, message: &Arc<Message>) -> (usize, Option<Ticket>) {
+    pub fn publish(&self, message: &Arc<Message>) -> Fanout {
         let mut targets = Vec::new();
         self.subscriptions.read().for_each_match(&message.topic, |filter, subscribers| {
             for s in &subscribers.direct {
@@ -173,9 +189,9 @@ impl Broker {
                 }
             }
         });
-        let count = targets.len();
-        let ticket = self.deliver(message, targets);
-        (count, ticket)
+        let matched = targets.len();
+        let (ticket, congested) = self.deliver(message, targets);
+        Fanout { matched, ticket, congested }
     }
 
     /// Sets, replaces or (empty payload) clears the retained message of its topic.
@@ -217,7 +233,12 @@ impl Broker {
     /// Adds or replaces `session`'s subscription to `filter`; returns whether the session
     /// already had it. The session record is journaled by the caller (`persist_session`), once
     /// per SUBSCRIBE packet.
-    pub fn subscribe(&self, session: &Arc<Session>, filter: &str, subscription: Subscription) -> bool {
+    pub fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &str,
+        subscription: Subscription,
+    ) -> bool {
         let (group, inner) = split(filter);
         let subscriber = Subscriber {
             session: session.clone(),
@@ -325,7 +346,12 @@ impl Broker {
     }
 
     /// Ends the session after `delay` unless the client reattaches first (`generation`).
-    pub fn schedule_expiry(self: &Arc<Self>, session: Arc<Session>, generation: u64, delay: Duration) {
+    pub fn schedule_expiry(
+        self: &Arc<Self>,
+        session: Arc<Session>,
+        generation: u64,
+        delay: Duration,
+    ) {
         let broker = self.clone();
         let token = self.shutdown.clone();
         self.tasks.spawn(async move {
@@ -409,8 +435,13 @@ impl Broker {
     }
 
     /// Merges overlapping non-shared targets of one session, then enqueues.
-    fn deliver(&self, message: &Arc<Message>, mut targets: Vec<Target>) -> Option<Ticket> {
+    fn deliver(
+        &self,
+        message: &Arc<Message>,
+        mut targets: Vec<Target>,
+    ) -> (Option<Ticket>, Option<Arc<Session>>) {
         let mut last = None;
+        let mut congested = None;
         if targets.len() > 1 {
             targets.sort_by_key(|t| (t.shared.is_some(), Arc::as_ptr(&t.session) as usize));
         }
@@ -435,8 +466,14 @@ impl Broker {
                 seq: 0,
             };
             last = last.max(self.offer(&target.session, delivery));
+            if congested.is_none()
+                && delivery_qos_needs_room(target.qos)
+                && target.session.is_congested(&self.config)
+            {
+                congested = Some(target.session);
+            }
         }
-        last
+        (last, congested)
     }
 
     /// The `end-session` queue policy: kick the client with 0x97 and discard the session.
@@ -456,4 +493,9 @@ fn split(filter: &str) -> (Option<&str>, &str) {
         Ok(Some((group, inner))) => (Some(group), inner),
         _ => (None, filter),
     }
+}
+
+/// Only QoS 1/2 deliveries hold publishers back; QoS 0 may be dropped under load by design.
+fn delivery_qos_needs_room(qos: QoS) -> bool {
+    qos != QoS::AtMostOnce
 }

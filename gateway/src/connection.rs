@@ -37,6 +37,10 @@ use crate::store::record::now_ms;
 /// idle connection should cost little; the buffers grow with traffic.
 const INITIAL_BUFFER: usize = 512;
 
+/// How long a publisher held back by a congested subscriber waits before it looks again,
+/// in case the wake-up was missed. Short: it bounds the stall, not the throughput.
+const CONGESTION_RECHECK: Duration = Duration::from_millis(10);
+
 /// Where the transport came from, as the authenticator sees it.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -96,6 +100,13 @@ struct Connection<S> {
     inbound_aliases: HashMap<u16, Arc<str>>,
     outbound: Outbound,
     kicks: mpsc::Receiver<ReasonCode>,
+    /// A subscriber session whose queue is past its soft limit because of our publishes: we
+    /// read nothing more from this client until it drains (or `CONGESTION_RECHECK` passes),
+    /// so the publisher slows to the subscriber's pace instead of the subscriber losing
+    /// messages that were acknowledged.
+    congested: Option<Arc<Session>>,
+    /// When the current pause must end at the latest (`mqtt.max_publisher_pause_ms`).
+    pause_until: Instant,
     /// The journal point that must be durable before the write buffer goes out: an
     /// acknowledgement must never promise what a crash could still lose.
     barrier: Option<Ticket>,
@@ -117,7 +128,12 @@ where
             return ending;
         }
         loop {
-            let drained = self.outbound.drain(&session, &mut self.write_buf, self.broker.journal());
+            let drained = self.outbound.drain(
+                &session,
+                &mut self.write_buf,
+                self.broker.journal(),
+                &self.broker.config,
+            );
             self.hold(drained);
             if let Some(ticket) = self.barrier.take() {
                 self.broker.durable(Some(ticket)).await;
@@ -127,6 +143,17 @@ where
                 return Ending::lost();
             }
             let deadline = self.keep_alive.map(|k| self.last_packet + k.mul_f32(1.5));
+            if let Some(target) = &self.congested
+                && (!target.is_congested(&self.broker.config) || Instant::now() >= self.pause_until)
+            {
+                self.congested = None;
+                // Packets held back while congested are still in the read buffer.
+                if let Some(ending) = self.process_input().await {
+                    return ending;
+                }
+                continue;
+            }
+            let congested = self.congested.clone();
             tokio::select! {
                 biased;
                 reason = self.kicks.recv() => {
@@ -140,11 +167,14 @@ where
                         publish_will: false,
                     };
                 }
-                read = self.stream.read_buf(&mut self.read_buf) => {
+                () = wait_for_space(congested.as_deref()), if congested.is_some() => {
+                    // We are the ones not reading: the client's PINGREQs wait in the socket.
+                    self.last_packet = Instant::now();
+                }
+                read = self.stream.read_buf(&mut self.read_buf), if congested.is_none() => {
                     match read {
                         Ok(0) | Err(_) => return Ending::lost(),
                         Ok(_) => {
-                            self.last_packet = Instant::now();
                             if let Some(ending) = self.process_input().await {
                                 return ending;
                             }
@@ -163,11 +193,18 @@ where
         }
     }
 
-    /// Decodes and handles every whole packet in the read buffer.
+    /// Decodes and handles every whole packet in the read buffer, stopping early when a
+    /// publish congested a subscriber.
     async fn process_input(&mut self) -> Option<Ending> {
         loop {
+            if self.congested.is_some() {
+                return None;
+            }
             match self.codec.decode(&mut self.read_buf, Some(self.protocol)) {
                 Ok(Some(packet)) => {
+                    // Keep-alive counts whole control packets (MQTT 5 3.1.2.10), so a client
+                    // trickling one byte at a time cannot hold its connection open.
+                    self.last_packet = Instant::now();
                     if let Some(ending) = self.handle(packet).await {
                         return Some(ending);
                     }
@@ -187,7 +224,11 @@ where
         if let Some(disconnect) = &ending.notify
             && self.protocol == Protocol::V5
         {
-            Codec::encode(&Packet::Disconnect(disconnect.clone()), self.protocol, &mut self.write_buf);
+            Codec::encode(
+                &Packet::Disconnect(disconnect.clone()),
+                self.protocol,
+                &mut self.write_buf,
+            );
         }
         // The client may be gone or stuck; a short bound keeps shutdown and takeover prompt.
         let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
@@ -278,6 +319,13 @@ impl Ending {
             other => DisconnectReason::Administrative(other),
         };
         Ending { reason, notify: Some(Disconnect::new(code)), publish_will: true }
+    }
+}
+
+/// Waits until `session` signals queue space, or `CONGESTION_RECHECK` at most.
+async fn wait_for_space(session: Option<&Session>) {
+    if let Some(session) = session {
+        let _ = tokio::time::timeout(CONGESTION_RECHECK, session.space.notified()).await;
     }
 }
 

@@ -10,14 +10,15 @@
 //! - [`server`]: listeners, the gateway's lifetime and shutdown.
 //! - [`config`]: the configuration file, composed of each module's own config.
 
+pub mod access;
 pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod hooks;
 pub mod mqtt;
-pub mod store;
 pub mod server;
 pub mod startup;
+pub mod store;
 
 pub use config::Config;
 pub use hooks::Hooks;

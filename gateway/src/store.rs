@@ -51,6 +51,10 @@ pub enum Op {
     PutWill(Arc<str>, Arc<[u8]>),
     /// A will published or cancelled.
     DeleteWill(Arc<str>),
+    /// Creates or replaces a namespace resource (kind such as `clients`, name, JSON body).
+    PutResource(Arc<str>, Arc<str>, Arc<[u8]>),
+    /// Deletes a namespace resource.
+    DeleteResource(Arc<str>, Arc<str>),
 }
 
 /// Everything the store holds, as raw records, for recovery at start-up.
@@ -62,6 +66,8 @@ pub struct Snapshot {
     pub inbound: Vec<(String, u16)>,
     pub retained: Vec<(String, Vec<u8>)>,
     pub wills: Vec<(String, Vec<u8>)>,
+    /// (kind, name, JSON body), sorted by kind then name.
+    pub resources: Vec<(String, String, Vec<u8>)>,
 }
 
 /// A durable backend. Narrow on purpose: a distributed backend must only apply ordered batches
@@ -89,11 +95,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            data_dir: "gridmq-data".into(),
-            in_memory: false,
-            max_batch_ops: 10_000,
-        }
+        StoreConfig { data_dir: "gridmq-data".into(), in_memory: false, max_batch_ops: 10_000 }
     }
 }
 

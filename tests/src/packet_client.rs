@@ -23,7 +23,12 @@ pub struct PacketClient {
 }
 
 /// A CONNECT for a client id; `session_expiry` 0 means a clean, non-persistent session.
-pub fn connect_packet(protocol: Protocol, client_id: &str, clean_start: bool, session_expiry: u32) -> Connect {
+pub fn connect_packet(
+    protocol: Protocol,
+    client_id: &str,
+    clean_start: bool,
+    session_expiry: u32,
+) -> Connect {
     Connect {
         protocol,
         clean_start,
@@ -41,7 +46,12 @@ pub fn connect_packet(protocol: Protocol, client_id: &str, clean_start: bool, se
 }
 
 /// A PUBLISH.
-pub fn publish(topic: &str, qos: QoS, packet_id: Option<u16>, payload: impl Into<Bytes>) -> Publish {
+pub fn publish(
+    topic: &str,
+    qos: QoS,
+    packet_id: Option<u16>,
+    payload: impl Into<Bytes>,
+) -> Publish {
     Publish {
         dup: false,
         qos,

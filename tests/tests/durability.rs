@@ -24,7 +24,11 @@ async fn park_subscriber(broker: &Gridmq, id: &str, filter: &str, qos: QoS) -> R
 
 /// One QoS 1 publisher: keeps `window` messages unacknowledged and records each PUBACKed
 /// payload, until the broker goes away.
-async fn qos1_publisher(broker: std::net::SocketAddr, name: String, acked: Arc<Mutex<BTreeSet<String>>>) {
+async fn qos1_publisher(
+    broker: std::net::SocketAddr,
+    name: String,
+    acked: Arc<Mutex<BTreeSet<String>>>,
+) {
     let Ok((mut client, _)) =
         PacketClient::connect(broker, connect_packet(Protocol::V5, &name, true, 0)).await
     else {
@@ -215,7 +219,8 @@ async fn qos2_is_exactly_once_across_kill_9() -> Result<()> {
             sub.send(&Packet::PubComp(Ack::new(rel.packet_id))).await?;
         }
     }
-    let missing: Vec<u16> = (1..=TOTAL).filter(|i| !counts.contains_key(&format!("m{i}"))).collect();
+    let missing: Vec<u16> =
+        (1..=TOTAL).filter(|i| !counts.contains_key(&format!("m{i}"))).collect();
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     ensure!(missing.is_empty(), "lost: {missing:?}");
     ensure!(twice.is_empty(), "delivered more than once: {twice:?}");
@@ -226,7 +231,8 @@ async fn qos2_is_exactly_once_across_kill_9() -> Result<()> {
 async fn retained_messages_and_subscriptions_survive_a_restart() -> Result<()> {
     let mut broker = Gridmq::start_with_config(CONFIG);
     let (mut client, _) =
-        PacketClient::connect(broker.addr, connect_packet(Protocol::V5, "retainer", true, 0)).await?;
+        PacketClient::connect(broker.addr, connect_packet(Protocol::V5, "retainer", true, 0))
+            .await?;
     let mut retained = publish("status/door", QoS::AtLeastOnce, Some(1), "open");
     retained.retain = true;
     client.send(&Packet::Publish(retained)).await?;
@@ -240,8 +246,11 @@ async fn retained_messages_and_subscriptions_survive_a_restart() -> Result<()> {
             .await?;
     ensure!(connack.session_present, "session present after restart");
     let (mut publisher, _) =
-        PacketClient::connect(broker.addr, connect_packet(Protocol::V5, "alerter", true, 0)).await?;
-    publisher.send(&Packet::Publish(publish("alerts/fire", QoS::AtLeastOnce, Some(1), "now"))).await?;
+        PacketClient::connect(broker.addr, connect_packet(Protocol::V5, "alerter", true, 0))
+            .await?;
+    publisher
+        .send(&Packet::Publish(publish("alerts/fire", QoS::AtLeastOnce, Some(1), "now")))
+        .await?;
     match sub.recv(WAIT).await? {
         Some(Packet::Publish(p)) => ensure!(&p.payload[..] == b"now" && p.topic == "alerts/fire"),
         other => bail!("the recovered subscription did not deliver: {other:?}"),

@@ -370,7 +370,9 @@ async fn queue_limit_by_bytes_drops_oldest_messages() {
 
 #[tokio::test]
 async fn queue_limit_applies_beyond_the_in_flight_window() {
-    let broker = Gridmq::start_with_config("[mqtt]\nmax_queued_messages = 3\n");
+    // Without publisher pauses the queue bound applies at once (drop-oldest).
+    let broker =
+        Gridmq::start_with_config("[mqtt]\nmax_queued_messages = 3\nmax_publisher_pause_ms = 0\n");
     let mut options = v5::options(broker.addr, "window");
     options.set_receive_maximum(Some(1));
     options.set_manual_acks(true);

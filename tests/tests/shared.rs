@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 
 use gateway_tests::Gridmq;
-use gateway_tests::clients::{QUIET, topic5, v4, v5};
+use gateway_tests::clients::framed::Framed5;
+use gateway_tests::clients::{QUIET, TIMEOUT, topic5, v4, v5};
+use rumqttc::v5::mqttbytes::v5 as p5;
 
 fn payloads(range: std::ops::Range<usize>) -> BTreeSet<String> {
     range.map(|i| format!("m{i}")).collect()
@@ -145,6 +147,8 @@ async fn v5_unacked_messages_of_a_leaving_member_go_to_another_member() {
 
 #[tokio::test]
 async fn v5_shared_subscription_gets_no_retained_messages() {
+    // MQTT 5.0 section 3.3.1.3: retained messages are sent "when a new Non-shared Subscription
+    // is made".
     let broker = Gridmq::start();
     let mut publisher = v5::Client::connect(broker.addr, "pub").await;
     publisher.publish("kept", v5::QoS::AtLeastOnce, true, b"r").await;
@@ -195,4 +199,18 @@ async fn v4_unacked_messages_of_a_leaving_member_go_to_another_member() {
     got.extend(drain4(&mut stayer).await);
     let got: BTreeSet<String> = got.into_iter().collect();
     assert_eq!(got, payloads(0..4), "the stayer ends up with every message (held: {held:?})");
+}
+
+#[tokio::test]
+async fn v5_no_local_on_a_shared_subscription_is_a_protocol_error() {
+    // MQTT 5.0 [MQTT-3.8.3-4]: No Local = 1 on a Shared Subscription is a Protocol Error.
+    let broker = Gridmq::start();
+    let connect = Framed5::connect_packet("nolocal", 30, true, None);
+    let (mut conn, _) = Framed5::connect(broker.addr, connect, None).await;
+    let mut filter = p5::Filter::new("$share/g/t", v5::QoS::AtLeastOnce);
+    filter.nolocal = true;
+    let subscribe = p5::Subscribe { pkid: 1, ..p5::Subscribe::new(filter, None) };
+    conn.send(p5::Packet::Subscribe(subscribe)).await;
+    let reason = conn.closed(TIMEOUT).await.expect("connection closed");
+    assert_eq!(reason, Some(p5::DisconnectReasonCode::ProtocolError));
 }

@@ -40,6 +40,12 @@ pub struct MqttConfig {
     pub max_queued_bytes: usize,
     /// What happens when either queue bound is reached.
     pub queue_full: QueueFull,
+    /// Longest pause, in milliseconds, imposed on a publisher whose QoS 1/2 message went to a
+    /// connected subscriber whose queue is past half its bound: the publisher's next packets
+    /// are not read until the subscriber drains, so a slow subscriber slows its publishers
+    /// instead of losing acknowledged messages. After the pause the bound and `queue_full`
+    /// apply, so a stuck subscriber cannot stall publishers for longer. 0 turns pausing off.
+    pub max_publisher_pause_ms: u64,
     /// Most QoS 1/2 messages in flight towards one client, whatever its Receive Maximum says.
     pub max_inflight: u16,
     /// Seconds a new connection has to send CONNECT.
@@ -58,6 +64,7 @@ impl Default for MqttConfig {
             max_queued_bytes: 16 * 1024 * 1024,
             queue_full: QueueFull::DropOldest,
             max_inflight: 100,
+            max_publisher_pause_ms: 1000,
             connect_timeout_secs: 10,
         }
     }
@@ -65,7 +72,8 @@ impl Default for MqttConfig {
 
 impl MqttConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, problem: &str| ConfigError::Invalid { field, problem: problem.into() };
+        let invalid =
+            |field, problem: &str| ConfigError::Invalid { field, problem: problem.into() };
         if self.max_packet_size < 64 {
             return Err(invalid("mqtt.max_packet_size", "must be at least 64 bytes"));
         }

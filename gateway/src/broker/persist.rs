@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::message::Delivery;
 use super::session::{SessionState, Stage};
-use crate::store::record::{self, EntryRecord, EntryStage, SessionRecord};
 use crate::store::Op;
+use crate::store::record::{self, EntryRecord, EntryStage, SessionRecord};
 
 /// The op storing `delivery` at `stage` (`None`: still queued).
 pub fn entry_op(client_id: &Arc<str>, delivery: &Delivery, stage: Option<(Stage, u16)>) -> Op {
@@ -29,7 +29,11 @@ pub fn entry_op(client_id: &Arc<str>, delivery: &Delivery, stage: Option<(Stage,
 }
 
 /// The op storing a session's record; `disconnected_at_ms` is `None` while it is attached.
-pub fn session_op(client_id: &Arc<str>, state: &SessionState, disconnected_at_ms: Option<u64>) -> Op {
+pub fn session_op(
+    client_id: &Arc<str>,
+    state: &SessionState,
+    disconnected_at_ms: Option<u64>,
+) -> Op {
     let mut subscriptions: Vec<(String, u8, Option<u32>)> = state
         .subscriptions
         .iter()
@@ -37,10 +41,7 @@ pub fn session_op(client_id: &Arc<str>, state: &SessionState, disconnected_at_ms
         .collect();
     // A stable order keeps records comparable and recovery deterministic.
     subscriptions.sort();
-    let session = SessionRecord {
-        expiry_interval: state.expiry_interval,
-        disconnected_at_ms,
-        subscriptions,
-    };
+    let session =
+        SessionRecord { expiry_interval: state.expiry_interval, disconnected_at_ms, subscriptions };
     Op::PutSession(client_id.clone(), session.encode())
 }

@@ -30,6 +30,9 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries are queued.
     pub(crate) wake: Notify,
+    /// Wakes publishers held back by this session's congestion when its queue has drained
+    /// below the soft limit.
+    pub(crate) space: Notify,
     /// Held by the attached connection; see the module invariant.
     pub(crate) attach: Arc<tokio::sync::Mutex<()>>,
 }
@@ -132,8 +135,17 @@ impl Session {
                 will_pending: false,
             }),
             wake: Notify::new(),
+            space: Notify::new(),
             attach: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// Whether publishers should pause: the session is attached (it drains) and its queue is
+    /// past half of either bound. Pausing publishers, instead of letting the queue reach its
+    /// bound, is what keeps a connected slow subscriber from losing acknowledged messages.
+    pub fn is_congested(&self, config: &MqttConfig) -> bool {
+        let state = self.state.lock();
+        state.attached.is_some() && state.over_soft_limit(config)
     }
 
     /// Locks the session state. Never hold the guard across an await.
@@ -198,6 +210,12 @@ impl Session {
 }
 
 impl SessionState {
+    /// Past half of either queue bound.
+    pub fn over_soft_limit(&self, config: &MqttConfig) -> bool {
+        self.queue.len() >= config.max_queued_messages.div_ceil(2)
+            || self.queued_bytes >= config.max_queued_bytes / 2
+    }
+
     /// Takes the next queued delivery, if the in-flight window has room for it.
     pub fn next_delivery(&mut self) -> Option<Delivery> {
         let window = self.attached.as_ref().map_or(0, |a| a.window);

@@ -40,7 +40,8 @@ impl FilterSubscribers {
                 let index = match self.shared.iter().position(|g| g.name == name) {
                     Some(index) => index,
                     None => {
-                        self.shared.push(SharedGroup { name: name.to_string(), ..Default::default() });
+                        self.shared
+                            .push(SharedGroup { name: name.to_string(), ..Default::default() });
                         self.shared.len() - 1
                     }
                 };

@@ -12,15 +12,15 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::outbound::Outbound;
-use super::{Connection, Peer, Will, INITIAL_BUFFER};
+use super::{Connection, INITIAL_BUFFER, Peer, Will};
 use crate::broker::Broker;
 use crate::broker::message::Message;
 use crate::broker::session::{Attachment, Session};
 use crate::hooks::{AuthDecision, AuthRequest, AuthStep, ClientIdentity, LifecycleEvent};
-use crate::store::Op;
 use crate::mqtt::{
     Auth, Codec, ConnAck, Connect, DecodeError, Packet, Properties, Protocol, ReasonCode,
 };
+use crate::store::Op;
 
 /// How long a takeover waits for the previous connection to let go of the session.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -38,19 +38,21 @@ where
     let codec = Codec::new(broker.config.max_packet_size as usize);
     let mut read_buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
-    let connect = match tokio::time::timeout(timeout, read_connect(&mut stream, &mut read_buf, &codec)).await {
-        Ok(Ok(connect)) => connect,
-        Ok(Err(Refusal { protocol, code })) => {
-            if let Some(protocol) = protocol {
-                refuse(&mut stream, protocol, code, None).await;
+    let connect =
+        match tokio::time::timeout(timeout, read_connect(&mut stream, &mut read_buf, &codec)).await
+        {
+            Ok(Ok(connect)) => connect,
+            Ok(Err(Refusal { protocol, code })) => {
+                if let Some(protocol) = protocol {
+                    refuse(&mut stream, protocol, code, None).await;
+                }
+                return None;
             }
-            return None;
-        }
-        Err(_) => {
-            debug!(peer = %peer.addr, "No CONNECT within the connect timeout.");
-            return None;
-        }
-    };
+            Err(_) => {
+                debug!(peer = %peer.addr, "No CONNECT within the connect timeout.");
+                return None;
+            }
+        };
     let protocol = connect.protocol;
     let config = &broker.config;
 
@@ -171,6 +173,8 @@ where
         outbound: Outbound::new(protocol, max_packet_size, alias_maximum),
         kicks,
         barrier: None,
+        congested: None,
+        pause_until: Instant::now(),
         _attached: guard,
     };
     connection.send(Packet::ConnAck(ConnAck {
@@ -214,7 +218,9 @@ where
             }
         }
         match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => return Err(Refusal { protocol: None, code: ReasonCode::ProtocolError }),
+            Ok(0) | Err(_) => {
+                return Err(Refusal { protocol: None, code: ReasonCode::ProtocolError });
+            }
             Ok(_) => {}
         }
     }
@@ -227,10 +233,9 @@ fn refusal_for(error: &DecodeError, level: Option<u8>) -> Refusal {
     let code = error.reason_code();
     match error {
         DecodeError::ExpectedConnect(_) => Refusal { protocol: None, code },
-        DecodeError::UnsupportedProtocol { .. } => Refusal {
-            protocol: Some(Protocol::V311),
-            code: ReasonCode::UnsupportedProtocolVersion,
-        },
+        DecodeError::UnsupportedProtocol { .. } => {
+            Refusal { protocol: Some(Protocol::V311), code: ReasonCode::UnsupportedProtocolVersion }
+        }
         _ => match level {
             Some(5) => Refusal { protocol: Some(Protocol::V5), code },
             _ => Refusal { protocol: None, code },
@@ -357,8 +362,9 @@ async fn attach(
             if let Some(kick) = kick {
                 let _ = kick.try_send(ReasonCode::SessionTakenOver);
             }
-            let guard =
-                tokio::time::timeout(TAKEOVER_WAIT, existing.attach.clone().lock_owned()).await.ok()?;
+            let guard = tokio::time::timeout(TAKEOVER_WAIT, existing.attach.clone().lock_owned())
+                .await
+                .ok()?;
             if existing.lock().ended {
                 continue;
             }

@@ -10,12 +10,12 @@ use super::{Connection, Ending};
 use crate::broker::message::{Delivery, Message};
 use crate::broker::persist;
 use crate::broker::session::{Stage, Subscription};
-use crate::store::Op;
 use crate::hooks::{AuthDecision, AuthRequest, AuthStep, DisconnectReason, RoutedMessage};
 use crate::mqtt::{
     Ack, Auth, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
+use crate::store::Op;
 
 impl<S> Connection<S>
 where
@@ -42,9 +42,13 @@ where
                     // restart the broker then re-sends PUBREL, never the message again.
                     let entry = state.inflight.iter().find(|e| e.packet_id == ack.packet_id);
                     let ticket = match (entry, self.broker.journal()) {
-                        (Some(entry), Some(journal)) if entry.delivery.seq != 0 => Some(journal.append(
-                            persist::entry_op(&self.session.client_id, &entry.delivery, Some((entry.stage, entry.packet_id))),
-                        )),
+                        (Some(entry), Some(journal)) if entry.delivery.seq != 0 => {
+                            Some(journal.append(persist::entry_op(
+                                &self.session.client_id,
+                                &entry.delivery,
+                                Some((entry.stage, entry.packet_id)),
+                            )))
+                        }
                         _ => None,
                     };
                     (known, ticket)
@@ -178,10 +182,16 @@ where
                         self.hold(ticket);
                     }
                 }
-                let (matched, ticket) = self.broker.publish(&message);
+                let fanout = self.broker.publish(&message);
                 if publish.qos != QoS::AtMostOnce {
-                    self.hold(ticket);
+                    self.hold(fanout.ticket);
                 }
+                let pause = self.broker.config.max_publisher_pause_ms;
+                if fanout.congested.is_some() && pause > 0 {
+                    self.congested = fanout.congested;
+                    self.pause_until = Instant::now() + Duration::from_millis(pause);
+                }
+                let matched = fanout.matched;
                 if let (Some(group), Some(journal)) = (group, self.broker.journal()) {
                     journal.end_group(group);
                 }
@@ -422,7 +432,9 @@ where
         if let Some(entry) = state.finish_inflight(packet_id, stage)
             && entry.delivery.seq != 0
         {
-            self.broker.journal_append(|| Op::DeleteEntry(self.session.client_id.clone(), entry.delivery.seq));
+            self.broker.journal_append(|| {
+                Op::DeleteEntry(self.session.client_id.clone(), entry.delivery.seq)
+            });
         }
     }
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::time::Instant;
 
+use crate::broker::config::MqttConfig;
 use crate::broker::message::Delivery;
+use crate::broker::persist;
 use crate::broker::session::{Session, Stage};
 use crate::mqtt::codec::OutboundPublish;
-use crate::broker::persist;
 use crate::mqtt::{Ack, Codec, Packet, Protocol, QoS};
 use crate::store::{Journal, Ticket};
 
@@ -39,6 +40,7 @@ impl Outbound {
         session: &Session,
         buf: &mut BytesMut,
         journal: Option<&Arc<Journal>>,
+        config: &MqttConfig,
     ) -> Option<Ticket> {
         let now = Instant::now();
         let mut barrier = None;
@@ -52,7 +54,10 @@ impl Outbound {
                     metrics::counter!("gridmq_messages_too_large_total").increment(1);
                 }
                 if let (true, Some(journal)) = (stored, journal) {
-                    journal.append(crate::store::Op::DeleteEntry(session.client_id.clone(), delivery.seq));
+                    journal.append(crate::store::Op::DeleteEntry(
+                        session.client_id.clone(),
+                        delivery.seq,
+                    ));
                 }
                 continue;
             }
@@ -62,7 +67,8 @@ impl Outbound {
                     let id = state.start_inflight(delivery.clone());
                     if let (true, Some(journal)) = (stored, journal) {
                         let stage = state.inflight.back().map(|entry| (entry.stage, id));
-                        let ticket = journal.append(persist::entry_op(&session.client_id, &delivery, stage));
+                        let ticket =
+                            journal.append(persist::entry_op(&session.client_id, &delivery, stage));
                         if delivery.qos == QoS::ExactlyOnce {
                             barrier = Some(ticket);
                         }
@@ -71,6 +77,11 @@ impl Outbound {
                 }
             };
             self.write(&delivery, packet_id, false, now, buf);
+        }
+        let relieved = !state.over_soft_limit(config);
+        drop(state);
+        if relieved {
+            session.space.notify_waiters();
         }
         barrier
     }

@@ -78,12 +78,21 @@ impl DecodeError {
             UnsupportedProtocol { .. } => ReasonCode::UnsupportedProtocolVersion,
             InvalidTopicName(_) => ReasonCode::TopicNameInvalid,
             InvalidTopicFilter(_) => ReasonCode::TopicFilterInvalid,
-            ExpectedConnect(_) | ZeroPacketId | NoTopicFilters(_) | Protocol(_)
-            | DuplicateProperty(_) | InvalidPropertyValue(_) => {
-                ReasonCode::ProtocolError
-            }
-            RemainingLengthTooLong | UnknownPacketType(_) | ReservedFlags(_) | InvalidUtf8
-            | NullCharacter | UnknownProperty(_) | PropertyNotAllowed { .. } | InvalidQoS | InvalidReasonCode(_)
+            ExpectedConnect(_)
+            | ZeroPacketId
+            | NoTopicFilters(_)
+            | Protocol(_)
+            | DuplicateProperty(_)
+            | InvalidPropertyValue(_) => ReasonCode::ProtocolError,
+            RemainingLengthTooLong
+            | UnknownPacketType(_)
+            | ReservedFlags(_)
+            | InvalidUtf8
+            | NullCharacter
+            | UnknownProperty(_)
+            | PropertyNotAllowed { .. }
+            | InvalidQoS
+            | InvalidReasonCode(_)
             | Malformed(_) => ReasonCode::MalformedPacket,
         }
     }

@@ -6,6 +6,7 @@
 //! - `inbound`: (client id, packet id) → ()
 //! - `retained`: topic → message record
 //! - `wills`: client id → will record
+//! - `resources`: (kind, name) → JSON body of a namespace resource (clients, client groups, ...)
 //!
 //! Each `commit` is one redb write transaction with `Durability::Immediate`: it returns after
 //! the data and redb's commit slot are fsynced, so a crash after it returns loses nothing.
@@ -21,6 +22,7 @@ const ENTRIES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("e
 const INBOUND: TableDefinition<'_, (&str, u16), ()> = TableDefinition::new("inbound");
 const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
 const WILLS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("wills");
+const RESOURCES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("resources");
 
 /// A store in one redb file.
 pub struct RedbStore {
@@ -51,6 +53,7 @@ impl Store for RedbStore {
             let mut inbound = txn.open_table(INBOUND).map_err(backend)?;
             let mut retained = txn.open_table(RETAINED).map_err(backend)?;
             let mut wills = txn.open_table(WILLS).map_err(backend)?;
+            let mut resources = txn.open_table(RESOURCES).map_err(backend)?;
             for op in ops {
                 match op {
                     Op::PutSession(id, record) => {
@@ -60,8 +63,12 @@ impl Store for RedbStore {
                         sessions.remove(&**id).map_err(backend)?;
                         wills.remove(&**id).map_err(backend)?;
                         let id: &str = id;
-                        entries.retain_in((id, 0)..=(id, u64::MAX), |_, _| false).map_err(backend)?;
-                        inbound.retain_in((id, 0)..=(id, u16::MAX), |_, _| false).map_err(backend)?;
+                        entries
+                            .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
+                            .map_err(backend)?;
+                        inbound
+                            .retain_in((id, 0)..=(id, u16::MAX), |_, _| false)
+                            .map_err(backend)?;
                     }
                     Op::PutEntry(id, seq, record) => {
                         entries.insert((&**id, *seq), &**record).map_err(backend)?;
@@ -86,6 +93,12 @@ impl Store for RedbStore {
                     }
                     Op::DeleteWill(id) => {
                         wills.remove(&**id).map_err(backend)?;
+                    }
+                    Op::PutResource(kind, name, body) => {
+                        resources.insert((&**kind, &**name), &**body).map_err(backend)?;
+                    }
+                    Op::DeleteResource(kind, name) => {
+                        resources.remove((&**kind, &**name)).map_err(backend)?;
                     }
                 }
             }
@@ -117,6 +130,11 @@ impl Store for RedbStore {
         for row in txn.open_table(WILLS).map_err(backend)?.iter().map_err(backend)? {
             let (key, value) = row.map_err(backend)?;
             snapshot.wills.push((key.value().to_string(), value.value().to_vec()));
+        }
+        for row in txn.open_table(RESOURCES).map_err(backend)?.iter().map_err(backend)? {
+            let (key, value) = row.map_err(backend)?;
+            let (kind, name) = key.value();
+            snapshot.resources.push((kind.to_string(), name.to_string(), value.value().to_vec()));
         }
         Ok(snapshot)
     }

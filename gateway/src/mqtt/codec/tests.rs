@@ -742,7 +742,11 @@ fn subscribe_errors() {
     check_err(Some(V311), &pkt(0x82, cat![[0, 0], s("a"), [0]]), ZeroPacketId);
     check_err(Some(V311), &v311(vec![]), NoTopicFilters("SUBSCRIBE"));
     check_err(Some(V5), &v5(vec![]), NoTopicFilters("SUBSCRIBE"));
-    check_err(Some(V311), &v311(cat![s("a"), [3]]), Protocol("subscription maximum QoS 3 is reserved"));
+    check_err(
+        Some(V311),
+        &v311(cat![s("a"), [3]]),
+        Protocol("subscription maximum QoS 3 is reserved"),
+    );
     check_err(Some(V5), &v5(cat![s("a"), [3]]), Protocol("subscription maximum QoS 3 is reserved"));
     let reserved = Malformed("reserved subscription option bits are set");
     check_err(Some(V311), &v311(cat![s("a"), [0x04]]), reserved.clone());

@@ -21,7 +21,8 @@ async fn appended_ops_are_on_disk_once_their_ticket_is_durable() {
     journal.append(put("a"));
     let ticket = journal.append(put("b"));
     journal.durable(ticket).await;
-    let topics: Vec<String> = store.load().expect("load").retained.into_iter().map(|(t, _)| t).collect();
+    let topics: Vec<String> =
+        store.load().expect("load").retained.into_iter().map(|(t, _)| t).collect();
     assert_eq!(topics, ["a", "b"]);
     journal.close();
     writer.join().expect("writer stops");

@@ -36,8 +36,8 @@ fn message_round_trips() {
 
 #[tokio::test]
 async fn message_expiry_survives_as_wall_clock() {
-    let decoded = decode_message(&encode_message(&message(Some(Duration::from_secs(60)))))
-        .expect("decode");
+    let decoded =
+        decode_message(&encode_message(&message(Some(Duration::from_secs(60))))).expect("decode");
     let left = decoded.remaining_expiry(Instant::now()).expect("expiry kept");
     assert!((59..=60).contains(&left), "{left}");
 }
