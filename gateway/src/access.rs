@@ -35,6 +35,7 @@ pub mod authorizer;
 pub mod model;
 pub mod permissions;
 pub mod query;
+pub mod registry;
 pub mod template;
 
 pub use authorizer::{AccessControl, AccessPolicy};

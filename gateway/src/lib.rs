@@ -11,6 +11,7 @@
 //! - [`config`]: the configuration file, composed of each module's own config.
 
 pub mod access;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
