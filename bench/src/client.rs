@@ -38,11 +38,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// Opens a TCP connection and completes the MQTT handshake with a clean session.
+    /// Opens a TCP connection and completes the MQTT handshake; `session_expiry` 0 asks for a
+    /// clean session, anything else for a persistent one (3.1.1: clean session off).
     pub async fn connect(
         addr: SocketAddr,
         client_id: String,
         protocol: Protocol,
+        session_expiry: u32,
     ) -> anyhow::Result<Client> {
         let stream =
             TcpStream::connect(addr).await.with_context(|| format!("connect to {addr}"))?;
@@ -52,11 +54,13 @@ impl Client {
         let properties = Properties {
             // Let the broker send as many QoS 1/2 deliveries as it is willing to.
             receive_maximum: (protocol == Protocol::V5).then_some(u16::MAX),
+            session_expiry_interval: (protocol == Protocol::V5 && session_expiry > 0)
+                .then_some(session_expiry),
             ..Properties::default()
         };
         let connect = Connect {
             protocol,
-            clean_start: true,
+            clean_start: session_expiry == 0,
             keep_alive: KEEP_ALIVE_SECS,
             client_id,
             will: None,

@@ -18,7 +18,7 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     let (addr, protocol) = (settings.addr, settings.protocol);
     let start = Instant::now();
     let clients = connect::many(settings.clients, settings.connect_concurrency, move |i| {
-        Client::connect(addr, format!("gmqb-{run_id}-i{i}"), protocol)
+        Client::connect(addr, format!("gmqb-{run_id}-i{i}"), protocol, 0)
     })
     .await
     .context("open idle connections")?;

@@ -85,6 +85,10 @@ struct Args {
     /// Handshakes in progress at once while connecting.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
+    /// Subscribers' session expiry in seconds; 0 (default) means clean sessions. Use it to
+    /// measure a broker's persistent-session (on-disk) QoS 1/2 path.
+    #[arg(long, default_value_t = 0)]
+    session_expiry: u32,
 }
 
 fn main() -> ExitCode {
@@ -183,5 +187,6 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         drain: seconds("drain", args.drain)?,
         hold: seconds("hold", args.hold)?,
         connect_concurrency: args.connect_concurrency,
+        session_expiry: args.session_expiry,
     })
 }

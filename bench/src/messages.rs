@@ -59,11 +59,12 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
 
     let filters = plan.subscribers.clone();
     let id = run_id.clone();
+    let session_expiry = settings.session_expiry;
     let subscribers = connect::many(filters.len(), settings.connect_concurrency, move |i| {
         let filter = filters[i].clone();
         let client_id = format!("gmqb-{id}-s{i}");
         async move {
-            let mut client = Client::connect(addr, client_id, protocol).await?;
+            let mut client = Client::connect(addr, client_id, protocol, session_expiry).await?;
             client.subscribe(&filter, qos).await?;
             Ok(client)
         }
@@ -72,7 +73,7 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     .context("connect subscribers")?;
     let id = run_id.clone();
     let publishers = connect::many(plan.publishers.len(), settings.connect_concurrency, move |i| {
-        Client::connect(addr, format!("gmqb-{id}-p{i}"), protocol)
+        Client::connect(addr, format!("gmqb-{id}-p{i}"), protocol, 0)
     })
     .await
     .context("connect publishers")?;

@@ -58,6 +58,9 @@ pub struct Settings {
     pub hold: Duration,
     /// Connection handshakes in progress at once.
     pub connect_concurrency: usize,
+    /// Session expiry of subscribers (0: clean sessions). Persistent subscribers make a
+    /// broker with a store write every QoS 1/2 delivery to disk.
+    pub session_expiry: u32,
 }
 
 impl Settings {
