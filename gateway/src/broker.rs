@@ -352,13 +352,7 @@ impl Broker {
         generation: u64,
         delay: Duration,
     ) {
-        let broker = self.clone();
-        let token = self.shutdown.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = token.cancelled() => return,
-            }
+        self.after(delay, move |broker| {
             let expired = {
                 let state = session.lock();
                 state.attached.is_none() && state.generation == generation && !state.ended
@@ -398,13 +392,7 @@ impl Broker {
                 Op::PutWill(session.client_id.clone(), bytes)
             });
         }
-        let broker = self.clone();
-        let token = self.shutdown.clone();
-        self.tasks.spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                () = token.cancelled() => return,
-            }
+        self.after(delay, move |broker| {
             let resumed = {
                 let mut state = session.lock();
                 let resumed = state.generation != generation && !state.ended;
@@ -418,6 +406,17 @@ impl Broker {
                 if stored {
                     broker.journal_append(|| Op::DeleteWill(session.client_id.clone()));
                 }
+            }
+        });
+    }
+
+    /// Runs `then` after `delay` on a tracked task, unless the broker shuts down first.
+    fn after(self: &Arc<Self>, delay: Duration, then: impl FnOnce(&Broker) + Send + 'static) {
+        let broker = self.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => then(&broker),
+                () = broker.shutdown.cancelled() => {}
             }
         });
     }
