@@ -55,6 +55,9 @@ pub enum Op {
     PutResource(Arc<str>, Arc<str>, Arc<[u8]>),
     /// Deletes a namespace resource.
     DeleteResource(Arc<str>, Arc<str>),
+    /// Nothing: what a cancelled op becomes (see `Journal`, ack elision), so that journal
+    /// positions and tickets stay as they were.
+    Nop,
 }
 
 /// Everything the store holds, as raw records, for recovery at start-up.

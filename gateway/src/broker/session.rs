@@ -196,7 +196,8 @@ impl Session {
             && delivery.qos != QoS::AtMostOnce
         {
             delivery.seq = next_seq();
-            ticket = Some(journal.append(persist::entry_op(&self.client_id, &delivery, None)));
+            ticket =
+                Some(journal.append_new_entry(persist::entry_op(&self.client_id, &delivery, None)));
         }
         state.queued_bytes += size;
         state.queue.push_back(delivery);

@@ -19,6 +19,14 @@
 //! the writer commits only what was appended before that position. Groups last microseconds
 //! (one fan-out), so the writer is never held for long.
 //!
+//! Ack elision: a delivery that is acknowledged by its subscriber before its PutEntry was
+//! committed never needs to reach the disk. When the DeleteEntry for a delivery comes while the
+//! delivery's first PutEntry (the one `append_new_entry` made) is still pending, that PutEntry
+//! and any later pending PutEntry of the same key become `Op::Nop` and the delete is dropped.
+//! Tickets keep their positions, so a publisher waiting for the cancelled PutEntry is released
+//! by the next commit: its promise is kept, the message has reached the subscriber. Once the
+//! first PutEntry has been taken by the writer, deletes are written as usual.
+//!
 //! A commit that fails (disk full, I/O error) is logged and retried every second; waiting
 //! callers keep waiting, so nothing is acknowledged that is not on disk.
 
@@ -49,6 +57,9 @@ struct Pending {
     appended: u64,
     /// Start positions of open atomic groups (a position may be open more than once).
     groups: std::collections::BTreeMap<u64, usize>,
+    /// Deliveries whose first PutEntry is still pending: key → positions of their pending
+    /// PutEntry ops, first one first (ack elision).
+    fresh: std::collections::HashMap<(Arc<str>, u64), Vec<u64>>,
     closed: bool,
 }
 
@@ -66,6 +77,7 @@ impl Journal {
                 ops: Vec::new(),
                 appended: 0,
                 groups: std::collections::BTreeMap::new(),
+                fresh: std::collections::HashMap::new(),
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -83,9 +95,42 @@ impl Journal {
     /// Appends one op and returns the ticket that is durable once it is committed.
     pub fn append(&self, op: Op) -> Ticket {
         let mut pending = self.pending.lock();
-        pending.ops.push(op);
-        pending.appended += 1;
-        let ticket = Ticket(pending.appended);
+        match &op {
+            Op::DeleteEntry(client_id, seq) => {
+                if let Some(positions) = pending.fresh.remove(&(client_id.clone(), *seq)) {
+                    let base = pending.appended - pending.ops.len() as u64;
+                    for position in positions {
+                        if let Some(slot) = pending.ops.get_mut((position - base) as usize) {
+                            *slot = Op::Nop;
+                        }
+                    }
+                    metrics::counter!("gridmq_store_elided_total").increment(1);
+                    return Ticket(pending.appended);
+                }
+            }
+            Op::PutEntry(client_id, seq, _) => {
+                let position = pending.appended;
+                if let Some(positions) = pending.fresh.get_mut(&(client_id.clone(), *seq)) {
+                    positions.push(position);
+                }
+            }
+            _ => {}
+        }
+        let ticket = pending.push(op);
+        drop(pending);
+        self.wake.notify_one();
+        ticket
+    }
+
+    /// Appends the first PutEntry of a new delivery, which a quick acknowledgement may cancel
+    /// before it reaches the disk (ack elision).
+    pub fn append_new_entry(&self, op: Op) -> Ticket {
+        let mut pending = self.pending.lock();
+        if let Op::PutEntry(client_id, seq, _) = &op {
+            let position = pending.appended;
+            pending.fresh.insert((client_id.clone(), *seq), vec![position]);
+        }
+        let ticket = pending.push(op);
         drop(pending);
         self.wake.notify_one();
         ticket
@@ -141,6 +186,12 @@ impl Journal {
                 let rest = pending.ops.split_off(take);
                 let ops = std::mem::replace(&mut pending.ops, rest);
                 let upto = pending.appended - pending.ops.len() as u64;
+                // Deliveries whose first PutEntry goes out now can no longer be elided.
+                if pending.ops.is_empty() {
+                    pending.fresh.clear();
+                } else {
+                    pending.fresh.retain(|_, positions| positions[0] >= upto);
+                }
                 (ops, upto)
             };
             while let Err(error) = store.commit(&ops) {
@@ -155,6 +206,11 @@ impl Journal {
 }
 
 impl Pending {
+    fn push(&mut self, op: Op) -> Ticket {
+        self.ops.push(op);
+        self.appended += 1;
+        Ticket(self.appended)
+    }
     /// How many pending ops may be committed now: all of them, or those before the start of
     /// the oldest open group.
     fn committable(&self) -> usize {

@@ -100,6 +100,7 @@ impl Store for RedbStore {
                     Op::DeleteResource(kind, name) => {
                         resources.remove((&**kind, &**name)).map_err(backend)?;
                     }
+                    Op::Nop => {}
                 }
             }
         }

@@ -77,3 +77,30 @@ async fn delete_session_removes_its_queue_only() {
     journal.close();
     writer.join().expect("writer stops");
 }
+
+#[tokio::test]
+async fn a_delivery_acknowledged_before_its_commit_never_reaches_the_disk() {
+    let (_dir, store) = open();
+    let (journal, writer) = Journal::start(store.clone(), 10_000);
+    let record: Arc<[u8]> = Arc::from(&b"r"[..]);
+    // Hold the writer back with an open group so the put is still pending when the ack comes.
+    let group = journal.begin_group();
+    let queued = journal.append_new_entry(Op::PutEntry("s".into(), 1, record.clone()));
+    journal.append(Op::PutEntry("s".into(), 1, record.clone()));
+    journal.append(Op::DeleteEntry("s".into(), 1));
+    journal.end_group(group);
+    journal.durable(queued).await;
+    let ticket = journal.append(put("sync"));
+    journal.durable(ticket).await;
+    assert!(store.load().expect("load").entries.is_empty());
+
+    // Once the first put is committed, the delete must be written.
+    let committed = journal.append_new_entry(Op::PutEntry("s".into(), 2, record.clone()));
+    journal.durable(committed).await;
+    assert_eq!(store.load().expect("load").entries.len(), 1);
+    let deleted = journal.append(Op::DeleteEntry("s".into(), 2));
+    journal.durable(deleted).await;
+    assert!(store.load().expect("load").entries.is_empty());
+    journal.close();
+    writer.join().expect("writer stops");
+}
