@@ -175,6 +175,7 @@ where
         barrier: None,
         congested: None,
         pause_until: Instant::now(),
+        busy: false,
         _attached: guard,
     };
     connection.send(Packet::ConnAck(ConnAck {

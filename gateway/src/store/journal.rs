@@ -194,10 +194,16 @@ impl Journal {
                 }
                 (ops, upto)
             };
+            let started = std::time::Instant::now();
             while let Err(error) = store.commit(&ops) {
                 tracing::error!(%error, ops = ops.len(), "Store commit failed; retrying.");
                 std::thread::sleep(Duration::from_secs(1));
             }
+            tracing::trace!(
+                ops = ops.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "Committed."
+            );
             metrics::counter!("gridmq_store_commits_total").increment(1);
             metrics::counter!("gridmq_store_ops_total").increment(ops.len() as u64);
             self.committed.send_replace(upto);
