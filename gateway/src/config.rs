@@ -2,13 +2,28 @@
 //! TOML, validated once, and passed down explicitly.
 //!
 //! Every field has a default, so an empty file (or no file) is a working configuration: MQTT on
-//! 127.0.0.1:1883 with anonymous clients allowed.
+//! 127.0.0.1:1883 with anonymous clients allowed and everything authorized.
+//!
+//! The namespace's resources sit at the top level, in the TOML shape of
+//! [`crate::access::model`] (`[namespace]`, `[clients.NAME]`, `[clientGroups.NAME]`,
+//! `[topicSpaces.NAME]`, `[permissionBindings.NAME]`, `[caCertificates.NAME]`), beside
+//! `[access.limits]`, `[auth]` and `[management]`. Declaring any client, group, topic space,
+//! binding or CA certificate, or an `[auth]` or `[management]` table, turns access control on
+//! (see [`crate::namespace`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::access::model::{
+    CaCertificateProperties, ClientGroupProperties, ClientProperties, Limits, NamespaceSettings,
+    PermissionBindingProperties, Resources, TopicSpaceProperties, ValidationError,
+};
+pub use crate::auth::AuthConfig;
+
 pub use crate::broker::config::MqttConfig;
+pub use crate::mgmt::ManagementConfig;
 pub use crate::server::config::{
     ClientAuth, ListenerConfig, ListenerKind, ServerConfig, TlsVersion,
 };
@@ -24,6 +39,38 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Where durable state lives.
     pub store: StoreConfig,
+    /// `[access]`: limits on the namespace's resources.
+    pub access: AccessConfig,
+    /// `[auth]`: the authentication methods. Its presence turns access control on.
+    pub auth: Option<AuthConfig>,
+    /// `[management]`: the REST management API; off unless the table is present, and its
+    /// presence turns access control on.
+    pub management: Option<ManagementConfig>,
+    /// `[namespace]`: namespace-wide settings.
+    pub namespace: NamespaceSettings,
+    /// `[clients.NAME]`: registered clients.
+    pub clients: BTreeMap<String, ClientProperties>,
+    /// `[clientGroups.NAME]`: client groups.
+    #[serde(rename = "clientGroups")]
+    pub client_groups: BTreeMap<String, ClientGroupProperties>,
+    /// `[topicSpaces.NAME]`: topic spaces.
+    #[serde(rename = "topicSpaces")]
+    pub topic_spaces: BTreeMap<String, TopicSpaceProperties>,
+    /// `[permissionBindings.NAME]`: permission bindings.
+    #[serde(rename = "permissionBindings")]
+    pub permission_bindings: BTreeMap<String, PermissionBindingProperties>,
+    /// `[caCertificates.NAME]`: CA certificates client certificates may chain to.
+    #[serde(rename = "caCertificates")]
+    pub ca_certificates: BTreeMap<String, CaCertificateProperties>,
+}
+
+/// The `[access]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// `[access.limits]`: how many resources the namespace may hold (Event Grid's numbers by
+    /// default). The management API refuses a change past them.
+    pub limits: Limits,
 }
 
 /// A configuration that could not be loaded; the message names the file, the field and the
@@ -36,6 +83,12 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("invalid config: {field}: {problem}")]
     Invalid { field: &'static str, problem: String },
+    /// An invalid `[auth]` table.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthConfigError),
+    /// A namespace resource declared in the file, e.g. `clientGroups[edge].query: ...`.
+    #[error("invalid config: {0}")]
+    Resources(#[from] ValidationError),
     /// A field of one `[[server.listeners]]` entry, shown as `server.listeners[INDEX].FIELD`.
     #[error("invalid config: server.listeners[{index}].{field}: {problem}")]
     Listener { index: usize, field: &'static str, problem: String },
@@ -75,7 +128,40 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.store.validate()?;
-        self.mqtt.validate()
+        self.mqtt.validate()?;
+        if let Some(auth) = &self.auth {
+            auth.validate()?;
+        }
+        if let Some(management) = &self.management {
+            management.validate()?;
+        }
+        self.resources().validate(&self.access.limits)?;
+        Ok(())
+    }
+
+    /// The namespace resources the file declares.
+    pub fn resources(&self) -> Resources {
+        Resources {
+            namespace: self.namespace.clone(),
+            clients: self.clients.clone(),
+            client_groups: self.client_groups.clone(),
+            topic_spaces: self.topic_spaces.clone(),
+            permission_bindings: self.permission_bindings.clone(),
+            ca_certificates: self.ca_certificates.clone(),
+        }
+    }
+
+    /// Whether the file turns access control on: it declares a registry resource, or has an
+    /// `[auth]` or `[management]` table. (Resources stored by the management API turn it on
+    /// too; see [`crate::namespace`].)
+    pub fn access_control_applies(&self) -> bool {
+        self.auth.is_some()
+            || self.management.is_some()
+            || !self.clients.is_empty()
+            || !self.client_groups.is_empty()
+            || !self.topic_spaces.is_empty()
+            || !self.permission_bindings.is_empty()
+            || !self.ca_certificates.is_empty()
     }
 }
 

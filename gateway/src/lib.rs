@@ -8,6 +8,12 @@
 //! - [`hooks`]: the traits that authentication, authorization, routing and lifecycle events
 //!   plug into.
 //! - [`server`]: listeners, the gateway's lifetime and shutdown.
+//! - [`access`]: Event Grid's namespace resources and the authorization they grant.
+//! - [`auth`]: the authentication methods.
+//! - [`namespace`]: resources, authorization and authentication assembled into the broker's
+//!   hooks; changes applied to live sessions.
+//! - [`mgmt`]: the REST management API over the namespace's resources.
+//! - [`startup`] and [`store`]: durable state and recovery at start-up.
 //! - [`config`]: the configuration file, composed of each module's own config.
 
 pub mod access;
@@ -16,7 +22,9 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod hooks;
+pub mod mgmt;
 pub mod mqtt;
+pub mod namespace;
 pub mod server;
 pub mod startup;
 pub mod store;

@@ -8,6 +8,10 @@
 //! which does not know which transport it runs on. TLS client certificates travel with it in
 //! [`Peer::certificates`](crate::connection::Peer).
 //!
+//! When the config turns access control on, [`Gateway::start`] assembles the namespace
+//! ([`crate::namespace`]) from the config and the store into the broker's hooks, and starts the
+//! management API ([`crate::mgmt`]) on its own listener when `[management]` is present.
+//!
 //! Shutdown order: stop accepting; tell every connection (5.0 clients get DISCONNECT 0x8B);
 //! wait for connection tasks and timers, bounded by the grace period.
 
@@ -38,6 +42,9 @@ const RETAINED_SWEEP: Duration = Duration::from_secs(60);
 /// A running gateway.
 pub struct Gateway {
     listeners: Vec<(ListenerKind, SocketAddr)>,
+    /// Where the management API listens, when it runs.
+    management: Option<SocketAddr>,
+    namespace: Option<Arc<crate::namespace::Namespace>>,
     broker: Arc<Broker>,
     storage: crate::store::Storage,
     grace: Duration,
@@ -49,6 +56,10 @@ impl Gateway {
     /// [`InvalidInput`](std::io::ErrorKind::InvalidInput) error whose message names the field,
     /// e.g. `server.listeners[1].certificate: cannot read tls/server.pem: ...`, before anything
     /// is served.
+    ///
+    /// `hooks` run as given in the embedded default. When the config (or the store) turns access
+    /// control on, the namespace's authenticator and authorizer replace those of `hooks`, whose
+    /// routing tap and observers stay.
     pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Gateway> {
         let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         config.server.validate().map_err(invalid)?;
@@ -59,14 +70,42 @@ impl Gateway {
             bound.push(listener.bind().await.map_err(invalid)?);
         }
         let listeners = bound.iter().map(|b| (b.kind, b.addr)).collect();
-        let (broker, storage) = crate::startup::open_broker(&config, hooks)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let failed = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let (storage, snapshot) = crate::startup::open_store(&config).map_err(failed)?;
+        let stored = snapshot.as_ref().map(|s| s.resources.as_slice()).unwrap_or_default();
+        let namespace = crate::namespace::Namespace::open(&config, stored).map_err(failed)?;
+        let hooks = match &namespace {
+            Some(namespace) => {
+                namespace.prepare().await;
+                namespace.hooks(hooks)
+            }
+            None => hooks,
+        };
+        let management = match (&config.management, &namespace) {
+            (Some(management), Some(namespace)) => {
+                let token = management.token().map_err(failed)?;
+                let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
+                Some((listener, addr, crate::mgmt::app(namespace.clone(), token)))
+            }
+            _ => None,
+        };
+        let broker =
+            crate::startup::recover_broker(&config, hooks, &storage, snapshot).map_err(failed)?;
+        if let Some(namespace) = &namespace {
+            namespace.attach(&broker);
+        }
+        let management = management.map(|(listener, addr, app)| {
+            broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
+            addr
+        });
         for listener in bound {
             broker.tasks.spawn(listener.accept_loop(broker.clone()));
         }
         broker.tasks.spawn(sweep_retained(broker.clone()));
         Ok(Gateway {
             listeners,
+            management,
+            namespace,
             broker,
             storage,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
@@ -89,6 +128,16 @@ impl Gateway {
     /// The address of the first listener of `kind`.
     pub fn listener_addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
         self.listeners.iter().find(|(k, _)| *k == kind).map(|(_, addr)| *addr)
+    }
+
+    /// Where the management API listens, when `[management]` is configured.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management
+    }
+
+    /// The namespace, when access control applies.
+    pub fn namespace(&self) -> Option<&Arc<crate::namespace::Namespace>> {
+        self.namespace.as_ref()
     }
 
     /// The broker, for in-process embedding and tests.
@@ -120,8 +169,13 @@ async fn sweep_retained(broker: Arc<Broker>) {
 
 /// Logs where the gateway listens, for people and for the end-to-end harness: one line per
 /// listener on stdout, in config order, `gridmq listening <scheme> <address>` with scheme
-/// `mqtt` (tcp), `mqtts` (tls), `ws` or `wss`.
+/// `mqtt` (tcp), `mqtts` (tls), `ws` or `wss`. The management API, when it runs, comes first,
+/// as `gridmq listening http <address>`.
 pub fn announce(gateway: &Gateway) {
+    if let Some(addr) = gateway.management_addr() {
+        info!(%addr, "Management API listening.");
+        println!("gridmq listening http {addr}");
+    }
     for (kind, addr) in gateway.listener_addrs() {
         info!(listener = %kind, %addr, "Listening.");
         println!("gridmq listening {} {addr}", kind.scheme());

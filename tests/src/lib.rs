@@ -20,6 +20,8 @@ pub struct Gridmq {
     child: Child,
     /// The address its MQTT listener is bound to.
     pub addr: SocketAddr,
+    /// The address of its management API, when the config has a `[management]` table.
+    pub http: Option<SocketAddr>,
     _config: Option<tempfile::NamedTempFile>,
     data: Arc<tempfile::TempDir>,
 }
@@ -60,18 +62,23 @@ impl Gridmq {
             .expect("spawn gridmq");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
+        // The management API, when it runs, is announced before the MQTT listeners.
+        let mut http = None;
         let addr = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
                 other => panic!("gridmq exited before listening: {other:?}"),
             };
+            if let Some(rest) = line.strip_prefix("gridmq listening http ") {
+                http = Some(rest.trim().parse().expect("management address"));
+            }
             if let Some(rest) = line.strip_prefix("gridmq listening mqtt ") {
                 break rest.trim().parse().expect("listener address");
             }
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gridmq { child, addr, _config: file, data }
+        Gridmq { child, addr, http, _config: file, data }
     }
 
     /// The directory holding this broker's durable state.

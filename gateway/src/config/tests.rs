@@ -33,6 +33,65 @@ fn the_example_config_is_the_default() {
     assert_eq!(config.mqtt.max_packet_size, default.mqtt.max_packet_size);
     assert_eq!(config.mqtt.queue_full, default.mqtt.queue_full);
     assert_eq!(config.mqtt.max_queued_messages, default.mqtt.max_queued_messages);
+    assert_eq!(config.resources(), default.resources());
+    assert_eq!(config.access, default.access);
+    assert!(config.auth.is_none() && config.management.is_none());
+    assert!(!config.access_control_applies());
+}
+
+#[test]
+fn namespace_resources_sit_at_the_top_level() {
+    let config = Config::parse(
+        r#"
+        [namespace]
+        name = "fleet"
+        [clients.car1]
+        attributes = { site = "berlin" }
+        [clientGroups.berlin]
+        query = "attributes.site = 'berlin'"
+        [topicSpaces.vehicles]
+        topicTemplates = ["vehicles/${client.authenticationName}/#"]
+        [permissionBindings.berlin-pub]
+        clientGroupName = "berlin"
+        topicSpaceName = "vehicles"
+        permission = "Publisher"
+        [access.limits]
+        clients = 5
+        "#,
+    )
+    .expect("resources parse");
+    let resources = config.resources();
+    assert_eq!(resources.namespace.name, "fleet");
+    assert_eq!(resources.clients.len(), 1);
+    assert_eq!(resources.permission_bindings.len(), 1);
+    assert_eq!(config.access.limits.clients, 5);
+    assert!(config.access_control_applies());
+}
+
+#[test]
+fn a_declared_resource_is_validated_with_its_path() {
+    let error = Config::parse(
+        "[permissionBindings.bnd1]\nclientGroupName = \"nobody\"\ntopicSpaceName = \"none\"\n\
+         permission = \"Publisher\"\n",
+    )
+    .expect_err("unknown group");
+    assert!(error.to_string().contains("permissionBindings[bnd1].clientGroupName"), "{error}");
+    let error =
+        Config::parse("[clientGroups.grp1]\nquery = \"x\"\nbogus = 1\n").expect_err("field");
+    assert!(error.to_string().contains("bogus"), "{error}");
+}
+
+#[test]
+fn the_management_api_requires_a_token() {
+    let error = Config::parse("[management]\n").expect_err("no token");
+    assert!(error.to_string().contains("management.admin_token"), "{error}");
+    let error = Config::parse("[management]\nadmin_token = \"short\"\n").expect_err("short");
+    assert!(error.to_string().contains("at least 16"), "{error}");
+    let config = Config::parse("[management]\nadmin_token_env = \"GRIDMQ_TEST_NO_SUCH_VAR\"\n")
+        .expect("env token");
+    let management = config.management.expect("management");
+    assert_eq!(management.listen, SocketAddr::from(([127, 0, 0, 1], 8081)));
+    assert!(management.token().expect_err("unset variable").contains("admin_token_env"));
 }
 
 fn listener_error(text: &str) -> String {

@@ -1,0 +1,272 @@
+//! The management API: Event Grid's namespace resources over REST, on its own listener.
+//!
+//! # Routes
+//! For each kind (`clients`, `clientGroups`, `topicSpaces`, `permissionBindings`,
+//! `caCertificates`): `GET /{kind}` lists (`{"value": [...]}`), `GET /{kind}/{name}` reads,
+//! `PUT /{kind}/{name}` creates (201) or replaces (200), `DELETE /{kind}/{name}` deletes (200,
+//! or 204 when there was nothing to delete). `GET /healthz` answers without a credential;
+//! everything else requires `Authorization: Bearer <admin token>` (401 otherwise).
+//!
+//! # Bodies
+//! A PUT body is Event Grid's resource shape, `{"properties": {...}}`; `id`, `name`, `type` and
+//! `systemData` (which Event Grid's GET responses carry) and `properties.provisioningState` are
+//! ignored, so a GET response can be sent back as a PUT. Responses carry `id`, `name`, `type`
+//! and `properties` with `provisioningState: "Succeeded"`; a client's `passwordHash` is never
+//! returned. Errors are `{"error": {"code": "...", "message": "<field path>: <problem>"}}`:
+//! 400 `InvalidRequest` for a bad body or a change that would make the namespace invalid, 404
+//! `NotFound`, 409 `Conflict` for a resource the config file declares.
+//!
+//! Handlers are tested in process with `app(..).oneshot(request)` (`mgmt/tests.rs`).
+
+mod config;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub use self::config::{MIN_TOKEN_LENGTH, ManagementConfig};
+use crate::access::model::ValidationError;
+use crate::namespace::{Change, ChangeError, Namespace, ResourceKind};
+
+/// The API's shared state.
+struct Api {
+    namespace: Arc<Namespace>,
+    token: String,
+}
+
+/// An error answer: status, Event Grid-style code and a message naming the field.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+/// Keys of a PUT body that Event Grid's responses carry and a request may echo back.
+const IGNORED_KEYS: [&str; 4] = ["id", "name", "type", "systemData"];
+
+/// The API's router over `namespace`, requiring `token`.
+pub fn app(namespace: Arc<Namespace>, token: impl Into<String>) -> Router {
+    let api = Arc::new(Api { namespace, token: token.into() });
+    let mut resources = Router::new();
+    for kind in ResourceKind::ALL {
+        resources = resources
+            .route(&format!("/{}", kind.as_str()), get(move |state| list(state, kind)))
+            .route(
+                &format!("/{}/{{name}}", kind.as_str()),
+                get(move |state, name| read(state, kind, name))
+                    .put(move |state, name, body| put(state, kind, name, body))
+                    .delete(move |state, name| delete(state, kind, name)),
+            );
+    }
+    resources
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token))
+        .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .with_state(api)
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
+    let served =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    if let Err(error) = served {
+        tracing::error!(%error, "Management API failed.");
+    }
+}
+
+/// Binds the API's listener; the error names the field.
+pub async fn bind(
+    config: &ManagementConfig,
+) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| format!("management.listen: {}: {error}", config.listen))?;
+    let addr = listener.local_addr().map_err(|error| format!("management.listen: {error}"))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "The management API listens beyond loopback over plain HTTP: put a TLS proxy in front.");
+    }
+    Ok((listener, addr))
+}
+
+// === handlers ===
+
+async fn require_token(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if constant_time_eq(token.as_bytes(), api.token.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => {
+            let mut response = ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                code: "Unauthorized",
+                message: "Authorization: Bearer <admin token> required".into(),
+            }
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+async fn list(State(api): State<Arc<Api>>, kind: ResourceKind) -> Response {
+    let resources = api.namespace.resources();
+    let value: Vec<Value> = kind
+        .names(&resources)
+        .iter()
+        .filter_map(|name| {
+            let properties = kind.get_public(&resources, name)?;
+            Some(envelope(&resources.namespace.name, kind, name, properties))
+        })
+        .collect();
+    axum::Json(json!({ "value": value })).into_response()
+}
+
+async fn read(
+    State(api): State<Arc<Api>>,
+    kind: ResourceKind,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let resources = api.namespace.resources();
+    let properties = kind.get_public(&resources, &name).ok_or_else(|| not_found(kind, &name))?;
+    Ok(axum::Json(envelope(&resources.namespace.name, kind, &name, properties)).into_response())
+}
+
+async fn put(
+    State(api): State<Arc<Api>>,
+    kind: ResourceKind,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let properties = properties_of(&body)?;
+    let applied = api
+        .namespace
+        .apply(Change::Put { kind, name: name.clone(), properties })
+        .await
+        .map_err(ApiError::from)?;
+    let resources = api.namespace.resources();
+    let properties = kind.get_public(&resources, &name).unwrap_or(Value::Null);
+    let status = if applied.existed { StatusCode::OK } else { StatusCode::CREATED };
+    let body = envelope(&resources.namespace.name, kind, &name, properties);
+    Ok((status, axum::Json(body)).into_response())
+}
+
+async fn delete(
+    State(api): State<Arc<Api>>,
+    kind: ResourceKind,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let applied = api.namespace.apply(Change::Delete { kind, name }).await?;
+    Ok(if applied.existed { StatusCode::OK } else { StatusCode::NO_CONTENT })
+}
+
+// === helpers ===
+
+/// The properties of a PUT body, with the keys Event Grid's responses add taken out.
+fn properties_of(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|error| ApiError::invalid("body", format!("not JSON: {error}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(ApiError::invalid("body", "must be a JSON object {\"properties\": {...}}"));
+    };
+    for key in IGNORED_KEYS {
+        object.remove(key);
+    }
+    let mut properties =
+        object.remove("properties").ok_or_else(|| ApiError::invalid("properties", "missing"))?;
+    if let Some(key) = object.keys().next() {
+        return Err(ApiError::invalid(key, "unknown field; a body is {\"properties\": {...}}"));
+    }
+    let Value::Object(fields) = &mut properties else {
+        return Err(ApiError::invalid("properties", "must be a JSON object"));
+    };
+    fields.remove("provisioningState");
+    Ok(properties)
+}
+
+/// A resource in Event Grid's response shape.
+fn envelope(namespace: &str, kind: ResourceKind, name: &str, mut properties: Value) -> Value {
+    if let Value::Object(fields) = &mut properties {
+        fields.insert("provisioningState".into(), Value::from("Succeeded"));
+    }
+    json!({
+        "id": format!("/namespaces/{namespace}/{}/{name}", kind.as_str()),
+        "name": name,
+        "type": kind.arm_type(),
+        "properties": properties,
+    })
+}
+
+fn not_found(kind: ResourceKind, name: &str) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "NotFound",
+        message: format!("{}/{name} not found", kind.as_str()),
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a guessed
+/// token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+// === impl ApiError ===
+
+impl ApiError {
+    fn invalid(path: &str, problem: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "InvalidRequest",
+            message: format!("{path}: {problem}"),
+        }
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(error: ChangeError) -> ApiError {
+        match error {
+            ChangeError::Invalid(ValidationError { path, problem }) => {
+                ApiError::invalid(&path, problem)
+            }
+            declared @ ChangeError::Declared { .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "Conflict",
+                message: declared.to_string(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::config::Config;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn namespace() -> Arc<Namespace> {
+    let config = Config::parse(&format!(
+        r#"
+        [management]
+        admin_token = "{TOKEN}"
+        [topicSpaces.declared]
+        topicTemplates = ["declared/#"]
+        "#
+    ))
+    .expect("config");
+    Namespace::open(&config, &[]).expect("namespace").expect("access control applies")
+}
+
+/// Sends one request to a fresh router over `namespace`; returns status and JSON body.
+async fn call(
+    namespace: &Arc<Namespace>,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+    let response = app(namespace.clone(), TOKEN)
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("call");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    let value =
+        if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("json") };
+    (status, value)
+}
+
+async fn put(namespace: &Arc<Namespace>, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(namespace, Method::PUT, uri, Some(TOKEN), Some(body)).await
+}
+
+fn message(body: &Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn health_needs_no_token_and_everything_else_does() {
+    let ns = namespace();
+    let (status, body) = call(&ns, Method::GET, "/healthz", None, None).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (status, body) = call(&ns, Method::GET, "/clients", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "Unauthorized");
+    let (status, _) =
+        call(&ns, Method::GET, "/clients", Some("wrong-token-0123456789"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = put_unauthorized(
+        &ns,
+        "/clientGroups/fleet",
+        json!({"properties": {"query": "attributes.a = 1"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(ns.resources().client_groups.is_empty());
+}
+
+async fn put_unauthorized(ns: &Arc<Namespace>, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(ns, Method::PUT, uri, None, Some(body)).await
+}
+
+#[tokio::test]
+async fn create_read_replace_list_delete() {
+    let ns = namespace();
+    let group = json!({"properties": {"query": "attributes.site = 'berlin'"}});
+    let (status, body) = put(&ns, "/clientGroups/berlin", group.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["name"], "berlin");
+    assert_eq!(body["type"], "Microsoft.EventGrid/namespaces/clientGroups");
+    assert_eq!(body["properties"]["provisioningState"], "Succeeded");
+
+    // A GET response goes back as a PUT unchanged: id, name, type, provisioningState ignored.
+    let (status, got) = call(&ns, Method::GET, "/clientGroups/berlin", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["properties"]["query"], "attributes.site = 'berlin'");
+    let mut again = got.clone();
+    again["systemData"] = json!({"createdBy": "someone"});
+    let (status, _) = put(&ns, "/clientGroups/berlin", again).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, list) = call(&ns, Method::GET, "/clientGroups", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["value"].as_array().map(Vec::len), Some(1));
+
+    let (status, _) = call(&ns, Method::DELETE, "/clientGroups/berlin", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(&ns, Method::GET, "/clientGroups/berlin", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "NotFound");
+    let (status, _) = call(&ns, Method::DELETE, "/clientGroups/berlin", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn every_kind_round_trips() {
+    let ns = namespace();
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+    let cases = [
+        (
+            "/clients/car1",
+            json!({"properties": {"attributes": {"site": "berlin", "floor": 3}, "passwordHash": hash}}),
+        ),
+        ("/clientGroups/fleet", json!({"properties": {"query": "attributes.floor <= 5"}})),
+        (
+            "/topicSpaces/vehicles",
+            json!({"properties": {"topicTemplates": ["v/${client.authenticationName}/#"]}}),
+        ),
+        (
+            "/permissionBindings/fleet-pub",
+            json!({"properties": {"clientGroupName": "fleet", "topicSpaceName": "vehicles", "permission": "Publisher"}}),
+        ),
+        (
+            "/caCertificates/fleet-ca",
+            json!({"properties": {"encodedCertificate": "-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----"}}),
+        ),
+    ];
+    for (uri, body) in cases {
+        let (status, created) = put(&ns, uri, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{uri}: {created}");
+        let (status, got) = call(&ns, Method::GET, uri, Some(TOKEN), None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(got, created, "{uri}");
+    }
+    // The password hash is kept but never shown, in a read or a list.
+    let (_, client) = call(&ns, Method::GET, "/clients/car1", Some(TOKEN), None).await;
+    assert!(client["properties"].get("passwordHash").is_none(), "{client}");
+    let (_, list) = call(&ns, Method::GET, "/clients", Some(TOKEN), None).await;
+    assert!(!list.to_string().contains("argon2"), "{list}");
+    assert!(ns.resources().clients["car1"].password_hash.is_some());
+}
+
+#[tokio::test]
+async fn bad_bodies_name_the_field() {
+    let ns = namespace();
+    let cases = [
+        (
+            "/clientGroups/grp1",
+            json!({"properties": {"query": "attributes.a = 1", "bogus": 1}}),
+            "properties",
+        ),
+        (
+            "/clientGroups/grp1",
+            json!({"properties": {"query": "attributes.a = "}}),
+            "properties.query: ",
+        ),
+        (
+            "/clientGroups/grp1",
+            json!({"props": {"query": "attributes.a = 1"}}),
+            "properties: missing",
+        ),
+        (
+            "/clientGroups/grp1",
+            json!({"properties": {"query": "x = 1"}, "extra": 1}),
+            "extra: unknown field",
+        ),
+        ("/clientGroups/grp1", json!(["not", "an", "object"]), "body: "),
+        (
+            "/clientGroups/no_underscores",
+            json!({"properties": {"query": "attributes.a = 1"}}),
+            "name: ",
+        ),
+        ("/clientGroups/$all", json!({"properties": {"query": "attributes.a = 1"}}), "name: $all"),
+        (
+            "/clients/car1",
+            json!({"properties": {"passwordHash": "hunter2"}}),
+            "properties.passwordHash: ",
+        ),
+        ("/clients/car1", json!({"properties": {"state": "Paused"}}), "properties.state: "),
+        (
+            "/permissionBindings/bnd1",
+            json!({"properties": {"clientGroupName": "nobody", "topicSpaceName": "declared", "permission": "Publisher"}}),
+            "properties.clientGroupName: no client group named \"nobody\"",
+        ),
+        (
+            "/topicSpaces/tsp1",
+            json!({"properties": {"topicTemplates": ["a/${client.attributes.x}x/#/b"]}}),
+            "properties.topicTemplates[0]",
+        ),
+    ];
+    for (uri, body, expected) in cases {
+        let (status, answer) = put(&ns, uri, body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri} {body}: {answer}");
+        assert_eq!(answer["error"]["code"], "InvalidRequest");
+        assert!(message(&answer).starts_with(expected), "{uri} {body}: {answer}");
+    }
+    assert!(ns.resources().client_groups.is_empty() && ns.resources().clients.is_empty());
+}
+
+#[tokio::test]
+async fn changes_are_validated_against_the_whole_namespace() {
+    let ns = namespace();
+    put(&ns, "/clientGroups/fleet", json!({"properties": {"query": "attributes.a = 1"}})).await;
+    let binding = json!({"properties": {"clientGroupName": "fleet", "topicSpaceName": "declared", "permission": "Subscriber"}});
+    let (status, _) = put(&ns, "/permissionBindings/fleet-sub", binding).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The group is in use: deleting it would leave the binding dangling.
+    let (status, body) = call(&ns, Method::DELETE, "/clientGroups/fleet", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).starts_with("permissionBindings[fleet-sub].clientGroupName"), "{body}");
+    // Config-declared resources belong to the config file.
+    let (status, body) =
+        call(&ns, Method::DELETE, "/topicSpaces/declared", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _) =
+        put(&ns, "/topicSpaces/declared", json!({"properties": {"topicTemplates": ["x"]}})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, body) = call(&ns, Method::DELETE, "/clientGroups/$all", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(message(&body).contains("built-in"), "{body}");
+    // Authentication names are unique case-insensitively.
+    put(&ns, "/clients/a1", json!({"properties": {"authenticationName": "Car"}})).await;
+    let (status, body) =
+        put(&ns, "/clients/a2", json!({"properties": {"authenticationName": "cAR"}})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&body).starts_with("properties.authenticationName")
+            || message(&body).contains("authenticationName"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_change_updates_the_authorizer_at_once() {
+    use crate::hooks::{Authorizer, ClientIdentity};
+    let ns = namespace();
+    let identity = ClientIdentity {
+        client_id: "c1".into(),
+        authentication_name: "c1".into(),
+        attributes: Default::default(),
+    };
+    assert!(ns.access().authorize_subscribe(&identity, "declared/x").is_err());
+    let binding = json!({"properties": {"clientGroupName": "$all", "topicSpaceName": "declared", "permission": "Subscriber"}});
+    put(&ns, "/permissionBindings/all-sub", binding).await;
+    assert!(ns.access().authorize_subscribe(&identity, "declared/x").is_ok());
+    call(&ns, Method::DELETE, "/permissionBindings/all-sub", Some(TOKEN), None).await;
+    assert!(ns.access().authorize_subscribe(&identity, "declared/x").is_err());
+}

@@ -1,0 +1,420 @@
+//! The namespace at run time: its resources ([`Registry`]), the authorization they grant
+//! ([`AccessControl`]) and the authenticator, assembled into the broker's [`Hooks`]; and every
+//! change to the resources, from the management API, applied at once to live sessions.
+//!
+//! # When access control applies
+//! The embedded default (no registry resources, no `[auth]`, no `[management]`, nothing stored
+//! by the management API) keeps the hooks the caller gave: anonymous clients, everything
+//! authorized. As soon as any of those is present, the namespace's hooks replace the
+//! authenticator and the authorizer, and there is no implicit access: a client with no
+//! permission binding can do nothing. Authentication is then [`Authentication`] with the
+//! `[auth]` table, or its defaults when there is none (registered clients with credentials
+//! only); anonymous clients need `auth.allow_anonymous = true`.
+//!
+//! # Where resources come from
+//! The config file declares resources; the management API creates, changes and deletes others,
+//! persisted in the store (`PutResource`/`DeleteResource`). At start-up the resources are the
+//! config's, plus the stored ones whose names the config does not declare. The config is
+//! authoritative for the names it declares: the API refuses to change or delete them (409), so
+//! a resource has exactly one owner and a restart never silently undoes either side.
+//!
+//! # A change takes effect at once
+//! [`Namespace::apply`] validates the whole changed namespace, appends the change to the
+//! journal and waits until it is durable, swaps the resources in, updates [`AccessControl`]
+//! (bumping its generation, so the next PUBLISH is judged by the new policy), and then walks the
+//! sessions of clients it has seen connect:
+//! - a client that is now disabled, or that was registered and no longer is (deleted, or its
+//!   authentication name changed), is disconnected with DISCONNECT 0x98 (administrative action);
+//! - every subscription the client may no longer hold ([`Permissions::still_allows`]) is
+//!   removed from its session, connected or not.
+//!
+//! A persistent session resumed after a restart (or after a change made while the broker did
+//! not know its identity) is re-checked the same way when its client reconnects.
+//!
+//! # Client ids
+//! A session belongs to the authentication name that created it. While the broker holds a
+//! session (connected or not), a CONNECT or re-authentication with the same client id under
+//! another authentication name (compared case-insensitively) is refused with 0x87, as Event
+//! Grid does; so is a registered client that is disabled.
+
+mod kind;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, OnceLock, Weak};
+
+use parking_lot::Mutex;
+use tracing::{info, warn};
+
+pub use self::kind::ResourceKind;
+use crate::access::model::{ClientState, Resources, ValidationError};
+use crate::access::registry::Registry;
+use crate::access::{AccessControl, Permissions};
+use crate::auth::Authentication;
+use crate::broker::Broker;
+use crate::broker::session::Session;
+use crate::config::Config;
+use crate::hooks::{
+    AuthDecision, AuthRequest, Authenticator, BoxFuture, ClientIdentity, Hooks, LifecycleEvent,
+    LifecycleObserver,
+};
+use crate::mqtt::ReasonCode;
+use crate::store::Op;
+use crate::store::record::now_ms;
+
+/// The live namespace: see the module docs.
+pub struct Namespace {
+    registry: Arc<Registry>,
+    access: Arc<AccessControl>,
+    /// The `[auth]` methods over the live registry.
+    authenticator: Arc<Authentication>,
+    /// Names the config file declares: read-only through the API.
+    declared: HashSet<(ResourceKind, String)>,
+    /// The identity of every session the broker holds whose client connected since start-up.
+    known: Mutex<HashMap<Arc<str>, ClientIdentity>>,
+    broker: OnceLock<Weak<Broker>>,
+    /// Serializes changes, so none is lost between validation and swap.
+    changes: tokio::sync::Mutex<()>,
+}
+
+/// One change through the management API.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Create or replace a resource from its JSON properties.
+    Put {
+        kind: ResourceKind,
+        name: String,
+        properties: serde_json::Value,
+    },
+    Delete {
+        kind: ResourceKind,
+        name: String,
+    },
+}
+
+/// Why a change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The change would make the namespace invalid; the path names the field.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The resource is declared in the config file.
+    #[error("{kind}/{name} is declared in the config file; change it there")]
+    Declared { kind: &'static str, name: String },
+}
+
+/// What a successful change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Whether a resource of that name existed before.
+    pub existed: bool,
+}
+
+// === impl Namespace ===
+
+impl Namespace {
+    /// Builds the namespace from the config and the resources the store holds (kind, name,
+    /// JSON), or `None` in the embedded default, where no access control applies. The error
+    /// names the resource and the field.
+    pub fn open(
+        config: &Config,
+        stored: &[(String, String, Vec<u8>)],
+    ) -> Result<Option<Arc<Namespace>>, String> {
+        let declared_resources = config.resources();
+        if !config.access_control_applies() && stored.is_empty() {
+            return Ok(None);
+        }
+        let mut declared = HashSet::new();
+        for kind in ResourceKind::ALL {
+            for name in kind.names(&declared_resources) {
+                declared.insert((kind, name));
+            }
+        }
+        let mut resources = declared_resources;
+        for (kind_name, name, body) in stored {
+            let Some(kind) = ResourceKind::parse(kind_name) else {
+                warn!(kind = %kind_name, %name, "Ignoring a stored resource of unknown kind.");
+                continue;
+            };
+            if declared.contains(&(kind, name.clone())) {
+                warn!(kind = %kind_name, %name, "The config declares this resource: the stored one is ignored.");
+                continue;
+            }
+            let value: serde_json::Value = serde_json::from_slice(body)
+                .map_err(|error| format!("store: {kind_name}[{name}]: {error}"))?;
+            kind.put(&mut resources, name, value)
+                .map_err(|error| format!("store: {kind_name}[{name}].{error}"))?;
+        }
+        let limits = config.access.limits.clone();
+        let registry = Registry::new(resources.clone(), limits.clone())
+            .map_err(|error| format!("namespace resources (config and store): {error}"))?;
+        let access = AccessControl::new(&resources, limits)
+            .map_err(|error| format!("namespace resources (config and store): {error}"))?;
+        let registry = Arc::new(registry);
+        // Without an `[auth]` table its defaults apply: registered clients with credentials
+        // only, no anonymous access.
+        let authenticator =
+            Authentication::new(&config.auth.clone().unwrap_or_default(), registry.clone())
+                .map_err(|error| error.to_string())?;
+        let authenticator = Arc::new(authenticator);
+        info!(
+            clients = resources.clients.len(),
+            client_groups = resources.client_groups.len(),
+            topic_spaces = resources.topic_spaces.len(),
+            permission_bindings = resources.permission_bindings.len(),
+            stored = stored.len(),
+            "Access control applies."
+        );
+        Ok(Some(Arc::new(Namespace {
+            registry,
+            access: Arc::new(access),
+            authenticator,
+            declared,
+            known: Mutex::new(HashMap::new()),
+            broker: OnceLock::new(),
+            changes: tokio::sync::Mutex::new(()),
+        })))
+    }
+
+    /// The broker's hooks: `base`'s routing tap and observers, with the namespace's
+    /// authenticator ([`Authentication`]) behind the client-id and disabled-client checks, and
+    /// [`AccessControl`] as authorizer and observer. `base`'s authenticator and authorizer are
+    /// not used.
+    pub fn hooks(self: &Arc<Self>, base: Hooks) -> Hooks {
+        let inner: Arc<dyn Authenticator> = self.authenticator.clone();
+        let mut observers = base.observers;
+        observers.push(self.access.clone());
+        observers.push(self.clone());
+        Hooks {
+            authenticator: Arc::new(Gatekeeper { inner, namespace: self.clone() }),
+            authorizer: self.access.clone(),
+            tap: base.tap,
+            observers,
+        }
+    }
+
+    /// Fetches what authentication needs from the network (a JWKS URL) before clients arrive.
+    /// A failure is logged, not fatal: the keys are fetched again on first use, so an issuer
+    /// that is down for a moment does not keep the broker down.
+    pub async fn prepare(&self) {
+        if let Err(error) = self.authenticator.fetch_remote_keys().await {
+            warn!(%error, "Cannot fetch the JWT issuer's keys yet; they are fetched on first use.");
+        }
+    }
+
+    /// Connects the namespace to the broker its hooks run in, so changes reach live sessions
+    /// and the journal.
+    pub fn attach(&self, broker: &Arc<Broker>) {
+        let _ = self.broker.set(Arc::downgrade(broker));
+    }
+
+    /// The current resources.
+    pub fn resources(&self) -> Arc<Resources> {
+        self.registry.current()
+    }
+
+    /// The registry, shared with the authentication methods.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The authorizer.
+    pub fn access(&self) -> &Arc<AccessControl> {
+        &self.access
+    }
+
+    /// Whether the config file declares this resource.
+    pub fn is_declared(&self, kind: ResourceKind, name: &str) -> bool {
+        self.declared.contains(&(kind, name.to_string()))
+    }
+
+    /// Validates, persists and applies one change (see the module docs). Returns once the
+    /// change is durable and live sessions have been re-checked.
+    pub async fn apply(&self, change: Change) -> Result<Applied, ChangeError> {
+        let _serial = self.changes.lock().await;
+        let (kind, name) = match &change {
+            Change::Put { kind, name, .. } | Change::Delete { kind, name } => (*kind, name.clone()),
+        };
+        kind.check_name(&name).map_err(|problem| ValidationError::new("name", problem))?;
+        if self.is_declared(kind, &name) {
+            return Err(ChangeError::Declared { kind: kind.as_str(), name });
+        }
+        let prefix = format!("{}[{name}]", kind.as_str());
+        let proposal = self
+            .registry
+            .propose(|resources| match change {
+                Change::Put { properties, .. } => kind.put(resources, &name, properties),
+                Change::Delete { .. } => Ok(kind.remove(resources, &name)),
+            })
+            .map_err(|error: ValidationError| relative_to(error, &prefix))?;
+        let existed = proposal.outcome;
+        let body = kind.get(&proposal.proposed, &name);
+        if body.is_none() && !existed {
+            // Deleting what is not there changes nothing.
+            return Ok(Applied { existed });
+        }
+        if let Some(broker) = self.broker() {
+            let kind_name: Arc<str> = kind.as_str().into();
+            let resource: Arc<str> = name.as_str().into();
+            let ticket = broker.journal_append(|| match &body {
+                Some(body) => {
+                    Op::PutResource(kind_name, resource, body.to_string().into_bytes().into())
+                }
+                None => Op::DeleteResource(kind_name, resource),
+            });
+            broker.durable(ticket).await;
+        }
+        let previous = proposal.current;
+        let current = self.registry.replace(proposal.proposed)?;
+        self.access.update(&current)?;
+        info!(kind = kind.as_str(), %name, deleted = body.is_none(), "Namespace resource changed.");
+        self.enforce(&previous, &current);
+        Ok(Applied { existed })
+    }
+
+    /// Disconnects clients that lost their access and removes subscriptions they may no longer
+    /// hold, after the resources changed from `before` to `after`.
+    fn enforce(&self, before: &Resources, after: &Resources) {
+        let Some(broker) = self.broker() else { return };
+        let registered_before = authentication_names(before);
+        let registered_after = authentication_names(after);
+        let known: Vec<ClientIdentity> = self.known.lock().values().cloned().collect();
+        for identity in known {
+            let Some(session) = broker.session(&identity.client_id) else { continue };
+            let permissions = self.access.permissions(&identity);
+            let name = identity.authentication_name.to_lowercase();
+            let unregistered =
+                registered_before.contains(&name) && !registered_after.contains(&name);
+            if permissions.is_disabled() || unregistered {
+                let kick = session.lock().attached.as_ref().map(|a| a.kick.clone());
+                if let Some(kick) = kick {
+                    info!(client_id = %identity.client_id, "Disconnecting a client that lost its access.");
+                    let _ = kick.try_send(ReasonCode::AdministrativeAction);
+                }
+            }
+            revoke_subscriptions(&broker, &session, &permissions);
+        }
+    }
+
+    fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.get().and_then(Weak::upgrade)
+    }
+
+    /// Why `identity` may not have `client_id` now, if it may not.
+    fn refusal(&self, identity: &ClientIdentity, client_id: &str) -> Option<String> {
+        let resources = self.registry.current();
+        if let Some((name, client)) =
+            resources.client_by_authentication_name(&identity.authentication_name)
+            && client.state == ClientState::Disabled
+        {
+            return Some(format!("client {name:?} is disabled"));
+        }
+        let holder =
+            self.known.lock().get(client_id).map(|known| known.authentication_name.clone());
+        match holder {
+            Some(holder)
+                if holder.to_lowercase() != identity.authentication_name.to_lowercase() =>
+            {
+                Some(format!(
+                    "client id {client_id:?} belongs to a session of another authentication name"
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Keeps the identity of each session's client, and re-checks a resumed session's
+/// subscriptions against the current permissions.
+impl LifecycleObserver for Namespace {
+    fn on_event(&self, event: &LifecycleEvent) {
+        match event {
+            LifecycleEvent::Connected { identity, session_present } => {
+                self.known.lock().insert(identity.client_id.clone(), identity.clone());
+                if *session_present
+                    && let Some(broker) = self.broker()
+                    && let Some(session) = broker.session(&identity.client_id)
+                {
+                    revoke_subscriptions(&broker, &session, &self.access.permissions(identity));
+                }
+            }
+            LifecycleEvent::Disconnected { identity, .. } => {
+                // A session that outlives its connection stays known; an ended one does not.
+                let ended = self.broker().is_none_or(|b| b.session(&identity.client_id).is_none());
+                if ended {
+                    self.known.lock().remove(&identity.client_id);
+                }
+            }
+            LifecycleEvent::SessionExpired { client_id } => {
+                self.known.lock().remove(client_id);
+            }
+        }
+    }
+}
+
+/// The namespace's authenticator: the configured method, then the checks of the module docs.
+struct Gatekeeper {
+    inner: Arc<dyn Authenticator>,
+    namespace: Arc<Namespace>,
+}
+
+impl Authenticator for Gatekeeper {
+    fn authenticate<'a>(&'a self, request: AuthRequest<'a>) -> BoxFuture<'a, AuthDecision> {
+        Box::pin(async move {
+            let client_id = request.client_id;
+            let decision = self.inner.authenticate(request).await;
+            if let AuthDecision::Allow { identity, .. } = &decision
+                && let Some(reason) = self.namespace.refusal(identity, client_id)
+            {
+                return AuthDecision::Deny {
+                    code: ReasonCode::NotAuthorized,
+                    reason: Some(format!("not authorized: {reason}")),
+                };
+            }
+            decision
+        })
+    }
+}
+
+/// Removes every subscription of `session` that `permissions` no longer allow, and stores the
+/// session's record if anything went.
+fn revoke_subscriptions(broker: &Broker, session: &Arc<Session>, permissions: &Permissions) {
+    let filters: Vec<String> = session.lock().subscriptions.keys().cloned().collect();
+    let mut removed = 0;
+    for filter in filters {
+        if !permissions.still_allows(&filter) {
+            broker.unsubscribe(session, &filter);
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        info!(client_id = %session.client_id, removed, "Removed subscriptions the client may no longer hold.");
+        let attached = session.lock().attached.is_some();
+        // An offline session's record restarts its expiry from now: a small extension, never a
+        // subscription it may not hold.
+        broker.persist_session(session, (!attached).then(now_ms));
+    }
+}
+
+/// Registered authentication names, lower-cased.
+fn authentication_names(resources: &Resources) -> HashSet<String> {
+    resources
+        .clients
+        .iter()
+        .map(|(name, client)| client.authentication_name_or(name).to_lowercase())
+        .collect()
+}
+
+/// A validation error about the resource being changed, with its path relative to the request
+/// body (`clientGroups[edge].query` becomes `properties.query`).
+fn relative_to(error: ValidationError, prefix: &str) -> ValidationError {
+    match error.path.strip_prefix(prefix) {
+        Some("") => ValidationError { path: "properties".into(), ..error },
+        Some(rest) if rest.starts_with('.') => {
+            ValidationError { path: format!("properties{rest}"), ..error }
+        }
+        _ => error,
+    }
+}
+
+#[cfg(test)]
+mod tests;
