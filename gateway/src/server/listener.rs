@@ -135,10 +135,27 @@ impl Bound {
 
 /// Runs the transport's handshakes (bounded by the handshake timeout, and cut short by
 /// shutdown), then hands the byte stream to the connection task.
+///
+/// The TLS and WebSocket paths are boxed: an async fn's state is as large as its largest
+/// branch, and a rustls handshake is tens of kilobytes, which every idle plain-TCP connection
+/// would otherwise carry for its whole life.
 async fn serve(transport: &Transport, stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
     // MQTT packets are small and latency-sensitive; batching happens in our write buffer.
     let _ = stream.set_nodelay(true);
-    let mut peer = Peer { addr, certificates: Vec::new() };
+    let peer = Peer { addr, certificates: Vec::new() };
+    match transport {
+        Transport::Tcp => connection::serve(stream, peer, broker).await,
+        other => Box::pin(serve_secured(other, stream, peer, broker)).await,
+    }
+}
+
+/// The TLS and WebSocket transports of `serve`.
+async fn serve_secured(
+    transport: &Transport,
+    stream: TcpStream,
+    mut peer: Peer,
+    broker: Arc<Broker>,
+) {
     match transport {
         Transport::Tcp => connection::serve(stream, peer, broker).await,
         Transport::Tls { acceptor, timeout } => {
