@@ -60,9 +60,13 @@ pub async fn serve<S>(stream: S, peer: Peer, broker: Arc<Broker>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Some(mut connection) = handshake::accept(stream, peer, broker).await else { return };
+    // The handshake and the teardown are boxed so that their (large, short-lived) states are
+    // not part of the task every idle connection keeps for its whole life.
+    let Some(mut connection) = Box::pin(handshake::accept(stream, peer, broker)).await else {
+        return;
+    };
     let reason = connection.run().await;
-    connection.finish(reason).await;
+    Box::pin(connection.finish(reason)).await;
 }
 
 /// How a connected session ends.
@@ -131,7 +135,7 @@ where
         let session = self.session.clone();
         // Packets that arrived in the same read as CONNECT are already buffered.
         if !self.read_buf.is_empty()
-            && let Some(ending) = self.process_input().await
+            && let Some(ending) = Box::pin(self.process_input()).await
         {
             return ending;
         }
@@ -156,7 +160,7 @@ where
             {
                 self.congested = None;
                 // Packets held back while congested are still in the read buffer.
-                if let Some(ending) = self.process_input().await {
+                if let Some(ending) = Box::pin(self.process_input()).await {
                     return ending;
                 }
                 continue;
@@ -186,7 +190,7 @@ where
                         Ok(0) | Err(_) => return Ending::lost(),
                         Ok(read) => {
                             self.busy = read == room;
-                            if let Some(ending) = self.process_input().await {
+                            if let Some(ending) = Box::pin(self.process_input()).await {
                                 return ending;
                             }
                         }
@@ -284,7 +288,13 @@ where
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
-            self.write_buf.clear();
+            if self.busy {
+                self.write_buf.clear();
+            } else {
+                // A connection that is not reading bursts gives its write buffer back: an idle
+                // connection then holds none, and a busy one keeps its grown buffer.
+                self.write_buf = BytesMut::new();
+            }
             self.stream.flush().await?;
         }
         Ok(())
