@@ -119,6 +119,9 @@ struct Connection<S> {
     pause_until: Instant,
     /// Whether the last read filled all the room the read buffer had (see `BUSY_READ`).
     busy: bool,
+    /// When the client's credentials lapse (token `exp`, certificate `notAfter`, webhook
+    /// `expiration`): the connection ends then unless re-authentication (AUTH 0x19) extends it.
+    credentials_expire: Option<Instant>,
     /// The journal point that must be durable before the write buffer goes out: an
     /// acknowledgement must never promise what a crash could still lose.
     barrier: Option<Ticket>,
@@ -197,6 +200,15 @@ where
                     }
                 }
                 () = session.wake.notified() => {}
+                () = sleep_until(self.credentials_expire) => {
+                    // MQTT 5 has no "credentials expired" code; 0xA0 (maximum connect time) says
+                    // the time this connection was authorized for is over.
+                    return Ending {
+                        reason: DisconnectReason::Administrative(ReasonCode::MaximumConnectTime),
+                        notify: Some(Disconnect::new(ReasonCode::MaximumConnectTime)),
+                        publish_will: true,
+                    };
+                }
                 () = sleep_until(deadline) => {
                     return Ending {
                         reason: DisconnectReason::KeepAliveTimeout,

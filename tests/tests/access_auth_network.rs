@@ -466,3 +466,34 @@ async fn jwt_bad_tokens_are_refused_over_the_network() {
     }
     assert!(failures.is_empty(), "JWT rows failed:\n{}", failures.join("\n"));
 }
+
+/// A token's `exp` ends the session: the broker sends DISCONNECT 0xA0 (maximum connect time)
+/// when the token it authenticated with expires and no AUTH 0x19 renewed it.
+#[tokio::test]
+async fn the_session_ends_when_the_token_expires() {
+    let broker = jwt_broker();
+    let mut claims = claims("car1");
+    claims["exp"] = json!(now() + 2);
+    let mut connect = connect_packet(Protocol::V5, "short-token", None);
+    connect.properties.authentication_method = Some("CUSTOM-JWT".into());
+    connect.properties.authentication_data =
+        Some(Bytes::copy_from_slice(rs256(&claims).as_bytes()));
+    let (mut client, connack) =
+        gateway_tests::packet_client::PacketClient::connect(broker.addr, connect)
+            .await
+            .expect("connect");
+    assert_eq!(connack.code, ReasonCode::Success, "{:?}", connack.properties.reason_string);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match client.recv(left).await {
+            Ok(Some(Packet::Disconnect(disconnect))) => {
+                assert_eq!(disconnect.reason, ReasonCode::MaximumConnectTime);
+                break;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("still connected 4 s after the token expired"),
+            Err(error) => panic!("closed without DISCONNECT: {error:#}"),
+        }
+    }
+}

@@ -71,7 +71,7 @@ where
         connect.client_id.as_str().into()
     };
 
-    let (identity, auth_method) =
+    let (identity, auth_method, expires_in) =
         authenticate(&mut stream, &mut read_buf, &codec, &broker, &connect, &client_id, &peer)
             .await?;
 
@@ -173,6 +173,7 @@ where
         outbound: Outbound::new(protocol, max_packet_size, alias_maximum),
         kicks,
         barrier: None,
+        credentials_expire: expires_in.map(|left| Instant::now() + left),
         congested: None,
         pause_until: Instant::now(),
         busy: false,
@@ -271,7 +272,7 @@ async fn authenticate<S>(
     connect: &Connect,
     client_id: &str,
     peer: &Peer,
-) -> Option<(ClientIdentity, Option<String>)>
+) -> Option<(ClientIdentity, Option<String>, Option<Duration>)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -292,9 +293,9 @@ where
             peer_certificates: &peer.certificates,
         };
         match broker.hooks.authenticator.authenticate(request).await {
-            AuthDecision::Allow { mut identity, .. } => {
+            AuthDecision::Allow { mut identity, expires_in } => {
                 identity.client_id = client_id.into();
-                return Some((identity, method));
+                return Some((identity, method, expires_in));
             }
             AuthDecision::Deny { code, reason } => {
                 refuse(stream, protocol, code, reason).await;

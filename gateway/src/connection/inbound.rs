@@ -387,7 +387,8 @@ where
         };
         let decision = self.broker.hooks.authenticator.authenticate(request).await;
         let (reason, data) = match decision {
-            AuthDecision::Allow { mut identity, .. } => {
+            AuthDecision::Allow { mut identity, expires_in } => {
+                self.credentials_expire = expires_in.map(|left| Instant::now() + left);
                 identity.client_id = self.session.client_id.clone();
                 self.identity = identity;
                 (ReasonCode::Success, None)
