@@ -1,4 +1,7 @@
 //! Delivery sinks for gridmq: they know CloudEvents, not MQTT.
 //!
-//! This crate is a placeholder until the routing issue lands the webhook, custom-topic and
-//! Event Hubs sinks. It exists now so the workspace layout is the one the README describes.
+//! - [`event`]: the CloudEvent type, its JSON format, ids and Event Grid's time format.
+
+pub mod event;
+
+pub use event::{CloudEvent, Data};
