@@ -96,6 +96,8 @@ struct Connection<S> {
     protocol: Protocol,
     session: Arc<Session>,
     identity: ClientIdentity,
+    /// This connection's number in lifecycle events.
+    number: u64,
     /// Keep-alive as negotiated; `None` when off.
     keep_alive: Option<Duration>,
     last_packet: Instant,
@@ -293,6 +295,7 @@ where
         debug!(client_id = %self.session.client_id, reason = ?ending.reason, "Client disconnected.");
         self.broker.hooks.emit(LifecycleEvent::Disconnected {
             identity: self.identity.clone(),
+            connection: self.number,
             reason: ending.reason,
         });
     }

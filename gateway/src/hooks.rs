@@ -98,6 +98,9 @@ pub trait Authorizer: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct RoutedMessage {
     pub publisher: ClientIdentity,
+    /// The publisher's protocol version: 3.1.1 payloads have no format indicator or content
+    /// type, so they route as bytes.
+    pub protocol: Protocol,
     pub topic: Arc<str>,
     pub qos: QoS,
     pub retain: bool,
@@ -143,10 +146,12 @@ pub enum DisconnectReason {
 /// What happened to a client, for lifecycle observers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LifecycleEvent {
-    /// A client completed CONNECT/CONNACK.
-    Connected { identity: ClientIdentity, session_present: bool },
+    /// A client completed CONNECT/CONNACK. `connection` numbers this network connection,
+    /// unique for the process, so that its `Disconnected` can be paired with it even when a
+    /// takeover's new `Connected` is observed first.
+    Connected { identity: ClientIdentity, connection: u64, session_present: bool },
     /// A connected client's network connection ended.
-    Disconnected { identity: ClientIdentity, reason: DisconnectReason },
+    Disconnected { identity: ClientIdentity, connection: u64, reason: DisconnectReason },
     /// A session ended without a connection: its expiry passed, or it was discarded.
     SessionExpired { client_id: Arc<str> },
 }

@@ -328,7 +328,7 @@ impl Namespace {
 impl LifecycleObserver for Namespace {
     fn on_event(&self, event: &LifecycleEvent) {
         match event {
-            LifecycleEvent::Connected { identity, session_present } => {
+            LifecycleEvent::Connected { identity, session_present, .. } => {
                 self.known.lock().insert(identity.client_id.clone(), identity.clone());
                 if *session_present
                     && let Some(broker) = self.broker()

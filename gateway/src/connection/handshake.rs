@@ -153,6 +153,7 @@ where
     let max_packet_size =
         connect.properties.maximum_packet_size.map_or(usize::MAX, |size| size as usize);
     let alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
+    let number = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut connection = Connection {
         broker: broker.clone(),
         stream,
@@ -162,6 +163,7 @@ where
         protocol,
         session: session.clone(),
         identity: identity.clone(),
+        number,
         keep_alive: Some(Duration::from_secs(u64::from(keep_alive))),
         last_packet: Instant::now(),
         will,
@@ -188,9 +190,12 @@ where
         connection.outbound.resend(&session, &mut connection.write_buf);
     }
     debug!(client_id = %client_id, ?protocol, session_present, "Client connected.");
-    broker.hooks.emit(LifecycleEvent::Connected { identity, session_present });
+    broker.hooks.emit(LifecycleEvent::Connected { identity, connection: number, session_present });
     Some(connection)
 }
+
+/// Numbers network connections for lifecycle events.
+static NEXT_CONNECTION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A CONNECT that cannot be answered with a session: the CONNACK to send, if any.
 struct Refusal {

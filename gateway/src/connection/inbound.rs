@@ -237,6 +237,7 @@ where
         if let Some(tap) = &self.broker.hooks.tap {
             let routed = RoutedMessage {
                 publisher: self.identity.clone(),
+                protocol: self.protocol,
                 topic: message.topic.clone(),
                 qos: message.qos,
                 retain: message.retain,

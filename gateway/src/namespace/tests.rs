@@ -86,7 +86,11 @@ async fn another_authentication_name_cannot_take_a_known_client_id() {
         panic!("alice may connect")
     };
     let identity = ClientIdentity { client_id: "dev".into(), ..identity };
-    namespace.on_event(&LifecycleEvent::Connected { identity, session_present: false });
+    namespace.on_event(&LifecycleEvent::Connected {
+        identity,
+        connection: 1,
+        session_present: false,
+    });
     assert!(matches!(gatekeeper.authenticate(request("ALICE")).await, AuthDecision::Allow { .. }));
     let AuthDecision::Deny { code, reason } = gatekeeper.authenticate(request("bob")).await else {
         panic!("bob may not take alice's client id")

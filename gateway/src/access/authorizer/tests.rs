@@ -290,12 +290,17 @@ fn cache_is_per_identity_and_generation() {
     // Connect and disconnect events drop the entry.
     let before = access.permissions(&car1);
     access.on_event(&LifecycleEvent::Disconnected {
+        connection: 1,
         identity: car1.clone(),
         reason: DisconnectReason::ConnectionLost,
     });
     assert!(!Arc::ptr_eq(&before, &access.permissions(&car1)));
     let before = access.permissions(&car1);
-    access.on_event(&LifecycleEvent::Connected { identity: car1.clone(), session_present: false });
+    access.on_event(&LifecycleEvent::Connected {
+        identity: car1.clone(),
+        connection: 2,
+        session_present: false,
+    });
     assert!(!Arc::ptr_eq(&before, &access.permissions(&car1)));
 }
 
