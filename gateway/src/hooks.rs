@@ -116,10 +116,15 @@ pub struct TapRefused {
     pub reason: String,
 }
 
-/// Receives every authorized publish. The broker sends PUBACK/PUBREC only once `accept` has
-/// returned `Ok`, so a message acknowledged to a device is never lost between broker and router.
+/// Receives every authorized publish, before the broker fans it out.
+///
+/// Synchronous, because it sits on the publish path: an implementation takes the message into
+/// its own bounded buffer and returns at once. When that buffer is durable it returns the
+/// journal ticket of what it wrote; the broker then sends PUBACK/PUBREC only once that ticket is
+/// committed (the connection's durability barrier), so a message acknowledged to a device is
+/// never lost between broker and router, and commits stay grouped across connections.
 pub trait RoutingTap: Send + Sync + 'static {
-    fn accept<'a>(&'a self, message: &'a RoutedMessage) -> BoxFuture<'a, Result<(), TapRefused>>;
+    fn accept(&self, message: &RoutedMessage) -> Result<Option<crate::store::Ticket>, TapRefused>;
 }
 
 /// Why a connection ended, as lifecycle observers see it.

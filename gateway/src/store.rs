@@ -55,9 +55,36 @@ pub enum Op {
     PutResource(Arc<str>, Arc<str>, Arc<[u8]>),
     /// Deletes a namespace resource.
     DeleteResource(Arc<str>, Arc<str>),
+    /// Creates or replaces a row of a routing table: (table, key, sequence number) → record.
+    PutRouting(RoutingTable, Arc<str>, u64, Arc<[u8]>),
+    /// Deletes a row of a routing table.
+    DeleteRouting(RoutingTable, Arc<str>, u64),
     /// Nothing: what a cancelled op becomes (see `Journal`, ack elision), so that journal
     /// positions and tickets stay as they were.
     Nop,
+}
+
+/// The routing pipeline's tables (see `crate::routing`), all keyed by (name, sequence number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RoutingTable {
+    /// (namespace topic, event sequence number) → the event in the CloudEvents JSON format.
+    Events,
+    /// (`topic/subscription`, event sequence number) → delivery state (attempts, next attempt).
+    Deliveries,
+    /// (`topic/subscription`, dead-letter sequence number) → dead-letter record JSON.
+    DeadLetters,
+    /// (counter name, 0) → a little-endian u64: lifecycle sequence numbers and the like.
+    Counters,
+}
+
+impl RoutingTable {
+    /// Every routing table, in the order recovery reads them.
+    pub const ALL: [RoutingTable; 4] = [
+        RoutingTable::Events,
+        RoutingTable::Deliveries,
+        RoutingTable::DeadLetters,
+        RoutingTable::Counters,
+    ];
 }
 
 /// Everything the store holds, as raw records, for recovery at start-up.
@@ -71,6 +98,8 @@ pub struct Snapshot {
     pub wills: Vec<(String, Vec<u8>)>,
     /// (kind, name, JSON body), sorted by kind then name.
     pub resources: Vec<(String, String, Vec<u8>)>,
+    /// The routing tables' rows, each sorted by key then sequence number.
+    pub routing: std::collections::BTreeMap<RoutingTable, Vec<(String, u64, Vec<u8>)>>,
 }
 
 /// A durable backend. Narrow on purpose: a distributed backend must only apply ordered batches

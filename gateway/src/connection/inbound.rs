@@ -15,7 +15,7 @@ use crate::mqtt::{
     Ack, Auth, Disconnect, Packet, Properties, Protocol, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
-use crate::store::Op;
+use crate::store::{Op, Ticket};
 
 impl<S> Connection<S>
 where
@@ -140,7 +140,7 @@ where
             }
         }
 
-        let verdict = self.admit(&publish).await;
+        let verdict = self.admit(&publish);
         let code = match verdict {
             Err(Refused::Close(code)) => return Some(Ending::violation(code)),
             Err(Refused::Nack(code, reason)) => {
@@ -157,7 +157,10 @@ where
                 self.acknowledge(&publish, code, reason);
                 return None;
             }
-            Ok(message) => {
+            Ok((message, routed)) => {
+                if publish.qos != QoS::AtMostOnce {
+                    self.hold(routed);
+                }
                 // A QoS 2 packet id and the deliveries it caused reach the disk together
                 // (see `store/journal.rs`, atomic groups).
                 let group = (publish.qos == QoS::ExactlyOnce)
@@ -202,8 +205,9 @@ where
         None
     }
 
-    /// Checks, authorizes and routes a publish; the message to fan out, or why not.
-    async fn admit(&self, publish: &Publish) -> Result<Arc<Message>, Refused> {
+    /// Checks, authorizes and routes a publish: the message to fan out and the routing
+    /// buffer's ticket to hold the acknowledgement on, or why not.
+    fn admit(&self, publish: &Publish) -> Result<(Arc<Message>, Option<Ticket>), Refused> {
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
@@ -244,15 +248,18 @@ where
                 payload: message.payload.clone(),
                 properties: message.properties.clone(),
             };
-            if let Err(refused) = tap.accept(&routed).await {
-                if self.protocol == Protocol::V311 && publish.qos != QoS::AtMostOnce {
-                    // Closing without PUBACK makes a 3.1.1 client send the message again.
-                    return Err(Refused::Close(refused.code));
+            match tap.accept(&routed) {
+                Ok(ticket) => return Ok((message, ticket)),
+                Err(refused) => {
+                    if self.protocol == Protocol::V311 && publish.qos != QoS::AtMostOnce {
+                        // Closing without PUBACK makes a 3.1.1 client send the message again.
+                        return Err(Refused::Close(refused.code));
+                    }
+                    return Err(Refused::Nack(refused.code, Some(refused.reason)));
                 }
-                return Err(Refused::Nack(refused.code, Some(refused.reason)));
             }
         }
-        Ok(message)
+        Ok((message, None))
     }
 
     fn acknowledge(&mut self, publish: &Publish, code: ReasonCode, reason: Option<String>) {

@@ -7,6 +7,8 @@
 //! - `retained`: topic → message record
 //! - `wills`: client id → will record
 //! - `resources`: (kind, name) → JSON body of a namespace resource (clients, client groups, ...)
+//! - `routing_events`, `routing_deliveries`, `routing_dead_letters`, `routing_counters`: the
+//!   routing pipeline's tables (see `RoutingTable`), (name, sequence number) → record
 //!
 //! Each `commit` is one redb write transaction with `Durability::Immediate`: it returns after
 //! the data and redb's commit slot are fsynced, so a crash after it returns loses nothing.
@@ -15,7 +17,7 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Op, Snapshot, Store, StoreError};
+use super::{Op, RoutingTable, Snapshot, Store, StoreError};
 
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
 const ENTRIES: TableDefinition<'_, (&str, u64), &[u8]> = TableDefinition::new("entries");
@@ -23,6 +25,16 @@ const INBOUND: TableDefinition<'_, (&str, u16), ()> = TableDefinition::new("inbo
 const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
 const WILLS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("wills");
 const RESOURCES: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("resources");
+type RoutingDefinition = TableDefinition<'static, (&'static str, u64), &'static [u8]>;
+
+fn routing_table(table: RoutingTable) -> RoutingDefinition {
+    TableDefinition::new(match table {
+        RoutingTable::Events => "routing_events",
+        RoutingTable::Deliveries => "routing_deliveries",
+        RoutingTable::DeadLetters => "routing_dead_letters",
+        RoutingTable::Counters => "routing_counters",
+    })
+}
 
 /// A store in one redb file.
 pub struct RedbStore {
@@ -54,6 +66,10 @@ impl Store for RedbStore {
             let mut retained = txn.open_table(RETAINED).map_err(backend)?;
             let mut wills = txn.open_table(WILLS).map_err(backend)?;
             let mut resources = txn.open_table(RESOURCES).map_err(backend)?;
+            let mut routing = Vec::with_capacity(RoutingTable::ALL.len());
+            for table in RoutingTable::ALL {
+                routing.push(txn.open_table(routing_table(table)).map_err(backend)?);
+            }
             for op in ops {
                 match op {
                     Op::PutSession(id, record) => {
@@ -100,6 +116,12 @@ impl Store for RedbStore {
                     Op::DeleteResource(kind, name) => {
                         resources.remove((&**kind, &**name)).map_err(backend)?;
                     }
+                    Op::PutRouting(table, key, seq, record) => {
+                        routing[*table as usize].insert((&**key, *seq), &**record).map_err(backend)?;
+                    }
+                    Op::DeleteRouting(table, key, seq) => {
+                        routing[*table as usize].remove((&**key, *seq)).map_err(backend)?;
+                    }
                     Op::Nop => {}
                 }
             }
@@ -136,6 +158,14 @@ impl Store for RedbStore {
             let (key, value) = row.map_err(backend)?;
             let (kind, name) = key.value();
             snapshot.resources.push((kind.to_string(), name.to_string(), value.value().to_vec()));
+        }
+        for table in RoutingTable::ALL {
+            let rows = snapshot.routing.entry(table).or_default();
+            for row in txn.open_table(routing_table(table)).map_err(backend)?.iter().map_err(backend)? {
+                let (key, value) = row.map_err(backend)?;
+                let (name, seq) = key.value();
+                rows.push((name.to_string(), seq, value.value().to_vec()));
+            }
         }
         Ok(snapshot)
     }
