@@ -1,0 +1,189 @@
+//! Events → one webhook request: headers and body, in the CloudEvents HTTP binding's
+//! structured, batch and binary modes, with Event Grid's delivery headers.
+//!
+//! Every request carries `Origin`, `aeg-subscription-name`, `aeg-delivery-count`,
+//! `aeg-event-type: Notification`, `aeg-metadata-version: 1` and the delivery properties;
+//! a request of one event also carries `aeg-output-event-id` (its id).
+//!
+//! `aeg-delivery-count` counts attempts made *before* this one, as Event Grid's does: 0 on the
+//! first delivery. For a batch it is the highest count among its events, so a receiver sees
+//! that at least one of them is a redelivery.
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, ORIGIN};
+use serde_json::Value;
+
+use super::config::ContentMode;
+use crate::delivery_property::DeliveryProperty;
+use crate::error::{DeliveryError, FailureKind};
+use crate::event::{CloudEvent, Data};
+use crate::http::{BATCH, STRUCTURED};
+use crate::sink::Delivery;
+
+/// A request ready to send.
+#[derive(Debug)]
+pub(super) struct Request {
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// What a request needs besides the events.
+pub(super) struct Settings<'a> {
+    pub mode: ContentMode,
+    /// Whether every request is a batch (`maxEventsPerBatch` above 1).
+    pub batching: bool,
+    pub origin: &'a HeaderValue,
+    pub subscription_name: &'a HeaderValue,
+    pub properties: &'a [DeliveryProperty],
+}
+
+/// The request for `batch` (not empty).
+pub(super) fn build(
+    settings: &Settings<'_>,
+    batch: &[Delivery<'_>],
+) -> Result<Request, DeliveryError> {
+    let Some(first) = batch.first() else {
+        return Err(DeliveryError::new(FailureKind::BadArgument, "no events to send"));
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(ORIGIN, settings.origin.clone());
+    headers.insert("aeg-subscription-name", settings.subscription_name.clone());
+    let count = batch.iter().map(|d| d.delivery_count).max().unwrap_or(1).saturating_sub(1);
+    headers.insert("aeg-delivery-count", HeaderValue::from(count));
+    headers.insert("aeg-event-type", HeaderValue::from_static("Notification"));
+    headers.insert("aeg-metadata-version", HeaderValue::from_static("1"));
+    if let [single] = batch {
+        headers.insert("aeg-output-event-id", header_value("id", &single.event.id)?);
+    }
+    // Dynamic properties read the first event: one request carries one set of headers.
+    for property in settings.properties {
+        if let Some(value) = property.value_for(first.event) {
+            let name = header_name(property.name())?;
+            headers.insert(name, header_value(property.name(), &value)?);
+        }
+    }
+    let body = match settings.mode {
+        ContentMode::Binary => {
+            let [single] = batch else {
+                return Err(DeliveryError::new(
+                    FailureKind::BadArgument,
+                    format!("binary mode sends one event per request, given {}", batch.len()),
+                ));
+            };
+            binary(single.event, &mut headers)?
+        }
+        ContentMode::Structured if settings.batching || batch.len() > 1 => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(BATCH));
+            let events: Vec<Value> = batch.iter().map(|d| d.event.to_json()).collect();
+            // Serializing `Value`s cannot fail: their map keys are strings.
+            serde_json::to_vec(&events).unwrap_or_default()
+        }
+        ContentMode::Structured => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(STRUCTURED));
+            first.event.to_json_bytes()
+        }
+    };
+    Ok(Request { headers, body })
+}
+
+/// Binary mode: attributes into `ce-` headers, the data into the body.
+fn binary(event: &CloudEvent, headers: &mut HeaderMap) -> Result<Vec<u8>, DeliveryError> {
+    let attributes = [
+        ("ce-specversion", Some("1.0")),
+        ("ce-id", Some(event.id.as_str())),
+        ("ce-source", Some(event.source.as_str())),
+        ("ce-type", Some(event.ty.as_str())),
+        ("ce-subject", event.subject.as_deref()),
+        ("ce-time", event.time.as_deref()),
+        ("ce-dataschema", event.dataschema.as_deref()),
+    ];
+    for (name, value) in attributes {
+        if let Some(value) = value {
+            headers.insert(name, header_value(name, &percent_encode(value))?);
+        }
+    }
+    for (name, value) in &event.extensions {
+        let text = match value {
+            Value::String(text) => percent_encode(text),
+            other => other.to_string(),
+        };
+        let header = format!("ce-{}", name.to_ascii_lowercase());
+        headers.insert(header_name(&header)?, header_value(&header, &text)?);
+    }
+    let content_type = match (&event.datacontenttype, &event.data) {
+        (Some(content_type), _) => Some(content_type.as_str()),
+        (None, Data::Json(_)) => Some("application/json"),
+        (None, Data::Binary(_)) => Some("application/octet-stream"),
+        (None, Data::None) => None,
+    };
+    if let Some(content_type) = content_type {
+        headers.insert(CONTENT_TYPE, header_value("datacontenttype", content_type)?);
+    }
+    Ok(match &event.data {
+        Data::None => Vec::new(),
+        Data::Binary(bytes) => bytes.to_vec(),
+        // In the JSON event format, data of a non-JSON media type is held as a string: the
+        // body is that text, not a quoted JSON string.
+        Data::Json(Value::String(text)) if !content_type.is_some_and(is_json) => {
+            text.clone().into_bytes()
+        }
+        Data::Json(value) => serde_json::to_vec(value).unwrap_or_default(),
+    })
+}
+
+/// Whether a media type is JSON (`application/json`, `text/json`, `...+json`).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+/// The CloudEvents HTTP binding's header encoding: characters outside printable ASCII, space,
+/// `"` and `%` are percent-encoded as UTF-8.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'%' {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+fn header_name(name: &str) -> Result<HeaderName, DeliveryError> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        DeliveryError::new(
+            FailureKind::BadArgument,
+            format!("{name:?} cannot be an HTTP header name"),
+        )
+    })
+}
+
+fn header_value(name: &str, value: &str) -> Result<HeaderValue, DeliveryError> {
+    HeaderValue::from_str(value).map_err(|_| {
+        DeliveryError::new(
+            FailureKind::BadArgument,
+            format!("the value of {name} cannot be an HTTP header"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_follows_the_http_binding() {
+        assert_eq!(percent_encode("vehicles/1"), "vehicles/1");
+        assert_eq!(percent_encode("a b\"c%d"), "a%20b%22c%25d");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn json_media_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/cloudevents+json; charset=utf-8"));
+        assert!(is_json("Text/JSON"));
+        assert!(!is_json("text/plain"));
+    }
+}
