@@ -38,13 +38,15 @@ pub struct DeadLetterRecord {
     pub reason: DeadLetterReason,
     /// Attempts made.
     pub attempts: u32,
-    /// The last attempt's outcome name ([`crate::FailureKind::outcome_name`]), e.g. `Busy`.
+    /// The last attempt's outcome name ([`crate::FailureKind::outcome_name`]), e.g. `Busy`;
+    /// empty (and left out of the JSON) when no attempt was made.
     pub last_result: String,
     /// The last attempt's HTTP status, if it got one.
     pub last_status: Option<u16>,
     /// When the event was published, in Event Grid's time format ([`crate::event::format_time`]).
     pub published: String,
-    /// When the last attempt was made, in the same format.
+    /// When the last attempt was made, in the same format; empty (and left out of the JSON)
+    /// when no attempt was made.
     pub last_attempt: String,
     /// The delivery properties that are not secret, as sent with the last attempt.
     pub custom_delivery_properties: BTreeMap<String, String>,
@@ -102,12 +104,17 @@ impl DeadLetterRecord {
         let mut properties = Map::new();
         properties.insert("deadletterreason".into(), Value::from(self.reason.as_str()));
         properties.insert("deliveryattempts".into(), Value::from(self.attempts));
-        properties.insert("deliveryresult".into(), Value::from(self.last_result.as_str()));
+        // An event that expired before any attempt has no result nor attempt time.
+        if !self.last_result.is_empty() {
+            properties.insert("deliveryresult".into(), Value::from(self.last_result.as_str()));
+        }
         if let Some(status) = self.last_status {
             properties.insert("deliverystatuscode".into(), Value::from(status));
         }
         properties.insert("publishutc".into(), Value::from(self.published.as_str()));
-        properties.insert("deliveryattemptutc".into(), Value::from(self.last_attempt.as_str()));
+        if !self.last_attempt.is_empty() {
+            properties.insert("deliveryattemptutc".into(), Value::from(self.last_attempt.as_str()));
+        }
         let custom: Map<String, Value> = self
             .custom_delivery_properties
             .iter()
@@ -150,6 +157,11 @@ impl DeadLetterRecord {
                 .map(str::to_owned)
                 .ok_or(DeadLetterError::Field(name))
         };
+        let optional_text = |name: &'static str| match properties.get(name) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(text)) => Ok(text.clone()),
+            Some(_) => Err(DeadLetterError::Field(name)),
+        };
         let reason_text = text("deadletterreason")?;
         let reason =
             DeadLetterReason::parse(&reason_text).ok_or(DeadLetterError::Reason(reason_text))?;
@@ -181,10 +193,10 @@ impl DeadLetterRecord {
             event,
             reason,
             attempts,
-            last_result: text("deliveryresult")?,
+            last_result: optional_text("deliveryresult")?,
             last_status,
             published: text("publishutc")?,
-            last_attempt: text("deliveryattemptutc")?,
+            last_attempt: optional_text("deliveryattemptutc")?,
             custom_delivery_properties,
         })
     }
@@ -252,6 +264,23 @@ mod tests {
         let back = DeadLetterRecord::from_json(json).unwrap();
         assert_eq!(back.reason, DeadLetterReason::MaxDeliveryAttemptsExceeded);
         assert!(back.custom_delivery_properties.is_empty());
+    }
+
+    #[test]
+    fn an_event_never_attempted_has_no_result() {
+        let record = DeadLetterRecord {
+            reason: DeadLetterReason::MaxRetryDurationExceeded,
+            attempts: 0,
+            last_result: String::new(),
+            last_status: None,
+            last_attempt: String::new(),
+            ..record()
+        };
+        let json = record.to_json();
+        let properties = json["deadletterProperties"].as_object().unwrap();
+        let keys: Vec<&str> = properties.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["deadletterreason", "deliveryattempts", "publishutc"]);
+        assert_eq!(DeadLetterRecord::from_json(json).unwrap(), record);
     }
 
     #[test]

@@ -38,14 +38,15 @@ pub struct WebhookSink {
 }
 
 impl WebhookSink {
-    /// A sink for `config` (validated here), delivering for the event subscription
-    /// `subscription_name` (sent as `aeg-subscription-name`) over `http`, normally a shared
-    /// [`crate::http_client`].
+    /// A sink for `config` (validated here) over `http`, normally a shared
+    /// [`crate::http_client`], delivering for the event subscription `subscription_name`
+    /// (sent as `aeg-subscription-name`).
     pub fn new(
         config: WebhookConfig,
-        subscription_name: &str,
         http: reqwest::Client,
+        subscription_name: impl AsRef<str>,
     ) -> Result<WebhookSink, ConfigProblem> {
+        let subscription_name = subscription_name.as_ref();
         config.validate()?;
         let endpoint = config.endpoint()?;
         let origin = HeaderValue::from_str(&config.webhook_origin)

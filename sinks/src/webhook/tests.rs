@@ -23,7 +23,7 @@ async fn accepting_server() -> MockServer {
 fn sink(server: &MockServer, edit: impl FnOnce(&mut WebhookConfig)) -> WebhookSink {
     let mut config = WebhookConfig::new(format!("{}/hook", server.uri()));
     edit(&mut config);
-    WebhookSink::new(config, "orders-sub", client()).unwrap()
+    WebhookSink::new(config, client(), "orders-sub").unwrap()
 }
 
 fn body_json(request: &wiremock::Request) -> Value {
@@ -296,7 +296,7 @@ async fn a_closed_port_is_a_socket_error() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let config = WebhookConfig::new(format!("http://127.0.0.1:{port}/hook"));
-    let sink = WebhookSink::new(config, "sub", client()).unwrap();
+    let sink = WebhookSink::new(config, client(), "sub").unwrap();
     let error = sink.send(&first_tries(&[event("e1")])).await.unwrap_err();
     assert_eq!((error.kind, error.status), (FailureKind::SocketError, None), "{error}");
     assert!(error.is_retriable(sink.schedule()));
