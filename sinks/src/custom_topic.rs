@@ -2,7 +2,7 @@
 //! array of CloudEvents, authenticated by `aeg-sas-key` or a signed `aeg-sas-token`.
 //!
 //! - [`config`]: the topic's settings (`CustomTopicConfig`).
-//! - [`sas`]: signing shared access tokens.
+//! - `sas`: signing shared access tokens.
 //!
 //! Success is 200 (any of 200..=204 is accepted). Failures are sorted for the custom topic
 //! schedule: 400, 401, 403 and 413 are not retried, everything else is; Event Grid's error

@@ -2,8 +2,8 @@
 //! topics push to webhooks.
 //!
 //! - [`config`]: the destination's settings (`WebhookConfig`, `ContentMode`).
-//! - [`handshake`]: the abuse-protection `OPTIONS` handshake done before delivering.
-//! - [`request`]: events → headers and body (structured, batch, binary).
+//! - `handshake`: the abuse-protection `OPTIONS` handshake done before delivering.
+//! - `request`: events → headers and body (structured, batch, binary).
 //!
 //! Success is 200..=204. Failures are sorted for the namespace schedule: 400, 401, 403, 404,
 //! 413 and 414 are not retried.
