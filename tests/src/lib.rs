@@ -14,6 +14,7 @@ use std::time::Duration;
 pub mod certs;
 pub mod clients;
 pub mod raw;
+pub mod schema;
 
 /// A running `gridmq serve` process.
 pub struct Gridmq {
