@@ -427,6 +427,30 @@ fn broken_dead_letter_records_are_refused() {
 
 // === the config file ===
 
+/// What gridmq itself says about a config (given as the JSON the TOML maps to): read by its own
+/// types and validated, as at start-up.
+fn gateway_verdict(config: &Value) -> Result<(), String> {
+    let config: gateway::Config =
+        serde_json::from_value(config.clone()).map_err(|error| error.to_string())?;
+    config.validate().map_err(|error| error.to_string())
+}
+
+/// The schema and gridmq both accept `config`.
+#[track_caller]
+fn config_accepted(config: &Value) {
+    accepted(CONFIG, config);
+    if let Err(error) = gateway_verdict(config) {
+        panic!("the schema accepts what gridmq refuses ({error}): {config:#}");
+    }
+}
+
+/// The schema and gridmq both refuse `config`.
+#[track_caller]
+fn config_refused(config: &Value) {
+    refused(CONFIG, config);
+    assert!(gateway_verdict(config).is_err(), "the schema refuses what gridmq accepts: {config:#}");
+}
+
 /// A config with every table, as a user might write it.
 const FULL_CONFIG: &str = r#"
 [server]
@@ -594,34 +618,39 @@ fn the_shipped_configs_validate() {
         if let Err(error) = validate(CONFIG, &config) {
             panic!("{}: {error}", file.display());
         }
+        if let Err(error) = gateway_verdict(&config) {
+            panic!("{}: gridmq refuses it: {error}", file.display());
+        }
     }
 }
 
 #[test]
 fn a_config_with_every_table_validates() {
-    accepted(CONFIG, &full_config());
-    accepted(CONFIG, &json!({}));
+    config_accepted(&full_config());
+    config_accepted(&json!({}));
 }
 
 #[test]
 fn unknown_config_fields_are_refused() {
     let config = full_config();
-    refused(CONFIG, &mutated(&config, &["routes"], json!([])));
-    refused(CONFIG, &mutated(&config, &["mqtt", "max_packet_bytes"], json!(1)));
-    refused(CONFIG, &mutated(&config, &["clients", "car1", "AuthenticationName"], json!("x")));
+    config_refused(&mutated(&config, &["routes"], json!([])));
+    config_refused(&mutated(&config, &["mqtt", "max_packet_bytes"], json!(1)));
+    config_refused(&mutated(&config, &["clients", "car1", "AuthenticationName"], json!("x")));
     let route = json!({"topic": "telemetry", "filter": "#"});
-    refused(CONFIG, &json!({"routing": {"routes": [route]}}));
+    config_refused(&json!({"routing": {"routes": [route]}}));
     let hook = ["topics", "telemetry", "eventSubscriptions", "hook"];
-    refused(
-        CONFIG,
-        &mutated(&config, &[hook.as_slice(), &["maxDeliveryCounts"]].concat(), json!(1)),
-    );
+    config_refused(&mutated(
+        &config,
+        &[hook.as_slice(), &["maxDeliveryCounts"]].concat(),
+        json!(1),
+    ));
     let destination = [hook.as_slice(), &["destination"]].concat();
-    refused(
-        CONFIG,
-        &mutated(&config, &[destination.as_slice(), &["endpoint"]].concat(), json!("x")),
-    );
-    refused(CONFIG, &mutated(&config, &["systemTopic", "eventSubscriptions", "x"], json!({})));
+    config_refused(&mutated(
+        &config,
+        &[destination.as_slice(), &["endpoint"]].concat(),
+        json!("x"),
+    ));
+    config_refused(&mutated(&config, &["systemTopic", "eventSubscriptions", "x"], json!({})));
 }
 
 #[test]
@@ -635,59 +664,47 @@ fn out_of_range_config_values_are_refused() {
         mutated(&config, &path, value)
     };
     // Webhooks take at most 10 attempts, custom topics 30.
-    refused(CONFIG, &set(at(&["maxDeliveryCount"]), json!(11)));
-    refused(CONFIG, &set(at(&["eventTimeToLive"]), json!("P1W")));
-    refused(CONFIG, &set(at(&["eventTimeToLive"]), json!("PT")));
-    refused(CONFIG, &set(at(&["destination", "contentMode"]), json!("Batched")));
-    refused(CONFIG, &set(at(&["destination", "maxEventsPerBatch"]), json!(5001)));
-    refused(CONFIG, &set(at(&["destination", "endpointType"]), json!("EventHub")));
-    refused(CONFIG, &set(at(&["destination", "endpointUrl"]), Value::Null));
-    refused(
-        CONFIG,
-        &set(
-            at(&["filters", "advancedFilters"]),
-            json!([{"operatorType": "NumberEquals", "key": "k", "value": 1}]),
-        ),
-    );
-    refused(
-        CONFIG,
-        &set(
-            at(&["filters", "advancedFilters"]),
-            json!([{"operatorType": "NumberLessThan", "key": "k", "value": "1"}]),
-        ),
-    );
-    refused(
-        CONFIG,
-        &set(
-            at(&["destination", "deliveryAttributeMappings"]),
-            json!([{"name": "aeg-x", "type": "Static", "value": "v"}]),
-        ),
-    );
-    refused(
-        CONFIG,
-        &set(
-            at(&["destination", "deliveryAttributeMappings"]),
-            json!([{"name": "x", "type": "Dynamic", "value": "v"}]),
-        ),
-    );
-    refused(CONFIG, &mutated(&config, &["topics", "telemetry", "eventRetentionInDays"], json!(8)));
-    refused(CONFIG, &mutated(&config, &["routing", "max_buffered_events"], json!(0)));
-    refused(CONFIG, &mutated(&config, &["routing", "enrichments", "static", "Site"], json!("x")));
-    refused(CONFIG, &mutated(&config, &["routing", "enrichments", "dynamic", "x"], json!("plain")));
-    refused(CONFIG, &mutated(&config, &["mqtt", "queue_full"], json!("drop_oldest")));
-    refused(CONFIG, &mutated(&config, &["mqtt", "max_packet_size"], json!(10)));
-    refused(CONFIG, &mutated(&config, &["management", "admin_token"], json!("long-enough-token")));
-    refused(CONFIG, &mutated(&config, &["namespace", "name"], json!("x")));
-    refused(CONFIG, &mutated(&config, &["clients", "car1", "passwordHash"], json!("hunter2")));
+    config_refused(&set(at(&["maxDeliveryCount"]), json!(11)));
+    config_refused(&set(at(&["eventTimeToLive"]), json!("P1W")));
+    config_refused(&set(at(&["eventTimeToLive"]), json!("PT")));
+    config_refused(&set(at(&["destination", "contentMode"]), json!("Batched")));
+    config_refused(&set(at(&["destination", "maxEventsPerBatch"]), json!(5001)));
+    config_refused(&set(at(&["destination", "endpointType"]), json!("EventHub")));
+    config_refused(&set(at(&["destination", "endpointUrl"]), Value::Null));
+    config_refused(&set(
+        at(&["filters", "advancedFilters"]),
+        json!([{"operatorType": "NumberEquals", "key": "k", "value": 1}]),
+    ));
+    config_refused(&set(
+        at(&["filters", "advancedFilters"]),
+        json!([{"operatorType": "NumberLessThan", "key": "k", "value": "1"}]),
+    ));
+    config_refused(&set(
+        at(&["destination", "deliveryAttributeMappings"]),
+        json!([{"name": "aeg-x", "type": "Static", "value": "v"}]),
+    ));
+    config_refused(&set(
+        at(&["destination", "deliveryAttributeMappings"]),
+        json!([{"name": "x", "type": "Dynamic", "value": "v"}]),
+    ));
+    config_refused(&mutated(&config, &["topics", "telemetry", "eventRetentionInDays"], json!(8)));
+    config_refused(&mutated(&config, &["routing", "max_buffered_events"], json!(0)));
+    config_refused(&mutated(&config, &["routing", "enrichments", "static", "Site"], json!("x")));
+    config_refused(&mutated(&config, &["routing", "enrichments", "dynamic", "x"], json!("plain")));
+    config_refused(&mutated(&config, &["mqtt", "queue_full"], json!("drop_oldest")));
+    config_refused(&mutated(&config, &["mqtt", "max_packet_size"], json!(10)));
+    config_refused(&mutated(&config, &["management", "admin_token"], json!("long-enough-token")));
+    config_refused(&mutated(&config, &["namespace", "name"], json!("x")));
+    config_refused(&mutated(&config, &["clients", "car1", "passwordHash"], json!("hunter2")));
     // A plain TCP listener takes no TLS settings; a TLS one needs its certificate.
     let tcp = json!({"kind": "tcp", "address": "0.0.0.0:1883", "certificate": "c.pem"});
-    refused(CONFIG, &json!({"server": {"listeners": [tcp]}}));
+    config_refused(&json!({"server": {"listeners": [tcp]}}));
     let tls = json!({"kind": "tls", "address": "0.0.0.0:8883"});
-    refused(CONFIG, &json!({"server": {"listeners": [tls]}}));
+    config_refused(&json!({"server": {"listeners": [tls]}}));
     let named = json!({"kind": "tcp", "address": "localhost:1883"});
-    refused(CONFIG, &json!({"server": {"listeners": [named]}}));
+    config_refused(&json!({"server": {"listeners": [named]}}));
     // Exactly one custom-topic key.
     let forward =
         ["topics", "everything", "eventSubscriptions", "forward", "destination", "sasKey"];
-    refused(CONFIG, &mutated(&config, &forward, json!("k")));
+    config_refused(&mutated(&config, &forward, json!("k")));
 }
