@@ -24,6 +24,7 @@ pub use crate::auth::AuthConfig;
 
 pub use crate::broker::config::MqttConfig;
 pub use crate::mgmt::ManagementConfig;
+pub use crate::routing::config::{RoutingConfig, SystemTopicConfig, TopicConfig};
 pub use crate::server::config::{
     ClientAuth, ListenerConfig, ListenerKind, ServerConfig, TlsVersion,
 };
@@ -62,6 +63,13 @@ pub struct Config {
     /// `[caCertificates.NAME]`: CA certificates client certificates may chain to.
     #[serde(rename = "caCertificates")]
     pub ca_certificates: BTreeMap<String, CaCertificateProperties>,
+    /// `[routing]`: which messages become events for which namespace topic, and enrichments.
+    pub routing: RoutingConfig,
+    /// `[topics.NAME]`: namespace topics and their event subscriptions.
+    pub topics: BTreeMap<String, TopicConfig>,
+    /// `[systemTopic]`: subscriptions to lifecycle events.
+    #[serde(rename = "systemTopic")]
+    pub system_topic: Option<SystemTopicConfig>,
 }
 
 /// The `[access]` table.
@@ -89,6 +97,9 @@ pub enum ConfigError {
     /// A namespace resource declared in the file, e.g. `clientGroups[edge].query: ...`.
     #[error("invalid config: {0}")]
     Resources(#[from] ValidationError),
+    /// A routing field, e.g. `topics.telemetry.eventSubscriptions.hook.maxDeliveryCount: ...`.
+    #[error("invalid config: {0}")]
+    Routing(#[from] crate::routing::config::RoutingConfigError),
     /// A field of one `[[server.listeners]]` entry, shown as `server.listeners[INDEX].FIELD`.
     #[error("invalid config: server.listeners[{index}].{field}: {problem}")]
     Listener { index: usize, field: &'static str, problem: String },
@@ -136,6 +147,12 @@ impl Config {
             management.validate()?;
         }
         self.resources().validate(&self.access.limits)?;
+        crate::routing::config::RoutingSection {
+            routing: &self.routing,
+            topics: &self.topics,
+            system_topic: self.system_topic.as_ref(),
+        }
+        .validate()?;
         Ok(())
     }
 

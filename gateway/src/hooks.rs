@@ -159,6 +159,17 @@ pub enum LifecycleEvent {
     Disconnected { identity: ClientIdentity, connection: u64, reason: DisconnectReason },
     /// A session ended without a connection: its expiry passed, or it was discarded.
     SessionExpired { client_id: Arc<str> },
+    /// A registered client was created or changed (management API). `created` is set when it
+    /// was created by this change.
+    ClientChanged {
+        name: Arc<str>,
+        authentication_name: Arc<str>,
+        enabled: bool,
+        attributes: serde_json::Map<String, serde_json::Value>,
+        created: Option<std::time::SystemTime>,
+    },
+    /// A registered client was deleted (management API).
+    ClientDeleted { name: Arc<str>, authentication_name: Arc<str> },
 }
 
 /// Observes lifecycle events. Called inline on connection tasks: it must not block; an

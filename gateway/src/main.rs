@@ -36,6 +36,35 @@ enum Command {
         #[arg(long)]
         in_memory: bool,
     },
+    /// Dead-lettered events of a stopped gateway, read from its data directory. While gridmq
+    /// runs, use the management API (`/routing/topics/{topic}/eventSubscriptions/{sub}/deadLetters`).
+    Deadletters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Prints each dead-letter record as one JSON line: {"subscription","id","record"}.
+    List {
+        #[arg(long, default_value = "gridmq-data")]
+        data_dir: PathBuf,
+        /// Only this subscription, as TOPIC/SUBSCRIPTION (`systemTopic/NAME` for lifecycle).
+        #[arg(long)]
+        subscription: Option<String>,
+    },
+    /// Moves dead letters back into the routing buffer; they are delivered at the next start.
+    Redrive {
+        #[arg(long, default_value = "gridmq-data")]
+        data_dir: PathBuf,
+        /// The subscription, as TOPIC/SUBSCRIPTION.
+        #[arg(long)]
+        subscription: String,
+        /// Only these record ids (all records without it).
+        #[arg(long = "id")]
+        ids: Vec<u64>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Deadletters { command } => dead_letters(command),
         Command::Serve { config, listen, data_dir, in_memory } => {
             let mut config = match config {
                 Some(path) => Config::load(&path)?,
@@ -65,6 +95,30 @@ fn main() -> anyhow::Result<()> {
                 .block_on(serve(config))
         }
     }
+}
+
+fn dead_letters(command: DeadLetterCommand) -> anyhow::Result<()> {
+    use gateway::routing::offline;
+    match command {
+        DeadLetterCommand::List { data_dir, subscription } => {
+            let key = subscription.as_deref().map(|s| s.replacen("systemTopic/", "$system/", 1));
+            for (key, id, record) in
+                offline::list(&data_dir, key.as_deref()).map_err(anyhow::Error::msg)?
+            {
+                println!(
+                    "{}",
+                    serde_json::json!({"subscription": key, "id": id, "record": record})
+                );
+            }
+        }
+        DeadLetterCommand::Redrive { data_dir, subscription, ids } => {
+            let ids = (!ids.is_empty()).then_some(ids);
+            let count = offline::redrive(&data_dir, &subscription, ids.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            println!("re-driven {count} dead letters; they are delivered when gridmq next starts");
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -16,9 +16,19 @@
 //! 400 `InvalidRequest` for a bad body or a change that would make the namespace invalid, 404
 //! `NotFound`, 409 `Conflict` for a resource the config file declares.
 //!
+//! # Routing
+//! With routing configured: `GET /routing/subscriptions` (each event subscription with its
+//! backlog, dead-letter count and endpoint validation state), and for one subscription
+//! (`{topic}` is `systemTopic` for the system topic)
+//! `GET /routing/topics/{topic}/eventSubscriptions/{sub}/deadLetters` (`{"value": [{"id",
+//! "record"}]}`), `POST .../deadLetters/redrive` and `DELETE .../deadLetters`, both with an
+//! optional body `{"ids": [..]}` (all records without it), answering `{"redriven": n}` or
+//! `{"deleted": n}`. See `mgmt/routing.rs`.
+//!
 //! Handlers are tested in process with `app(..).oneshot(request)` (`mgmt/tests.rs`).
 
 mod config;
+mod routing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +51,7 @@ use crate::namespace::{Change, ChangeError, Namespace, ResourceKind};
 struct Api {
     namespace: Arc<Namespace>,
     token: String,
+    router: Option<Arc<crate::routing::Router>>,
 }
 
 /// An error answer: status, Event Grid-style code and a message naming the field.
@@ -55,9 +66,13 @@ struct ApiError {
 const IGNORED_KEYS: [&str; 4] = ["id", "name", "type", "systemData"];
 
 /// The API's router over `namespace`, requiring `token`.
-pub fn app(namespace: Arc<Namespace>, token: impl Into<String>) -> Router {
-    let api = Arc::new(Api { namespace, token: token.into() });
-    let mut resources = Router::new();
+pub fn app(
+    namespace: Arc<Namespace>,
+    token: impl Into<String>,
+    router: Option<Arc<crate::routing::Router>>,
+) -> Router {
+    let api = Arc::new(Api { namespace, token: token.into(), router });
+    let mut resources = routing::routes();
     for kind in ResourceKind::ALL {
         resources = resources
             .route(&format!("/{}", kind.as_str()), get(move |state| list(state, kind)))

@@ -264,10 +264,16 @@ impl Namespace {
             broker.durable(ticket).await;
         }
         let previous = proposal.current;
+        let before = kind.get(&previous, &name);
         let current = self.registry.replace(proposal.proposed)?;
         self.access.update(&current)?;
         info!(kind = kind.as_str(), %name, deleted = body.is_none(), "Namespace resource changed.");
         self.enforce(&previous, &current);
+        if kind == ResourceKind::Clients
+            && let Some(broker) = self.broker()
+        {
+            broker.hooks.emit(client_event(&name, body.as_ref(), before.as_ref(), existed));
+        }
         Ok(Applied { existed })
     }
 
@@ -323,6 +329,39 @@ impl Namespace {
     }
 }
 
+/// The lifecycle event of a change to client `name`: `after` is its new body (`None` when
+/// deleted), `before` its old one.
+fn client_event(
+    name: &str,
+    after: Option<&serde_json::Value>,
+    before: Option<&serde_json::Value>,
+    existed: bool,
+) -> LifecycleEvent {
+    let authentication_name = |body: Option<&serde_json::Value>| -> Arc<str> {
+        body.and_then(|b| b.get("authenticationName"))
+            .and_then(|v| v.as_str())
+            .unwrap_or(name)
+            .into()
+    };
+    match after {
+        Some(body) => LifecycleEvent::ClientChanged {
+            name: name.into(),
+            authentication_name: authentication_name(Some(body)),
+            enabled: body.get("state").and_then(|v| v.as_str()) != Some("Disabled"),
+            attributes: body
+                .get("attributes")
+                .and_then(|v| v.as_object())
+                .cloned()
+                .unwrap_or_default(),
+            created: (!existed).then(std::time::SystemTime::now),
+        },
+        None => LifecycleEvent::ClientDeleted {
+            name: name.into(),
+            authentication_name: authentication_name(before),
+        },
+    }
+}
+
 /// Keeps the identity of each session's client, and re-checks a resumed session's
 /// subscriptions against the current permissions.
 impl LifecycleObserver for Namespace {
@@ -347,6 +386,7 @@ impl LifecycleObserver for Namespace {
             LifecycleEvent::SessionExpired { client_id } => {
                 self.known.lock().remove(client_id);
             }
+            LifecycleEvent::ClientChanged { .. } | LifecycleEvent::ClientDeleted { .. } => {}
         }
     }
 }

@@ -45,6 +45,7 @@ pub struct Gateway {
     /// Where the management API listens, when it runs.
     management: Option<SocketAddr>,
     namespace: Option<Arc<crate::namespace::Namespace>>,
+    router: Option<Arc<crate::routing::Router>>,
     broker: Arc<Broker>,
     storage: crate::store::Storage,
     grace: Duration,
@@ -71,7 +72,17 @@ impl Gateway {
         }
         let listeners = bound.iter().map(|b| (b.kind, b.addr)).collect();
         let failed = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-        let (storage, snapshot) = crate::startup::open_store(&config).map_err(failed)?;
+        let (storage, mut snapshot) = crate::startup::open_store(&config).map_err(failed)?;
+        let routing_rows =
+            snapshot.as_mut().map(|s| std::mem::take(&mut s.routing)).unwrap_or_default();
+        let router = crate::routing::Router::build(&config, storage.journal()).map_err(failed)?;
+        let mut hooks = hooks;
+        if let Some(router) = &router {
+            if router.routes_messages() {
+                hooks.tap = Some(router.clone());
+            }
+            hooks.observers.extend(router.observer());
+        }
         let stored = snapshot.as_ref().map(|s| s.resources.as_slice()).unwrap_or_default();
         let namespace = crate::namespace::Namespace::open(&config, stored).map_err(failed)?;
         let hooks = match &namespace {
@@ -85,7 +96,8 @@ impl Gateway {
             (Some(management), Some(namespace)) => {
                 let token = management.token().map_err(failed)?;
                 let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
-                Some((listener, addr, crate::mgmt::app(namespace.clone(), token)))
+                let app = crate::mgmt::app(namespace.clone(), token, router.clone());
+                Some((listener, addr, app))
             }
             _ => None,
         };
@@ -93,6 +105,12 @@ impl Gateway {
             crate::startup::recover_broker(&config, hooks, &storage, snapshot).map_err(failed)?;
         if let Some(namespace) = &namespace {
             namespace.attach(&broker);
+        }
+        // The router takes back its buffer before any client can publish, so new events are
+        // numbered after the recovered ones.
+        if let Some(router) = &router {
+            router.recover(routing_rows);
+            router.start(&broker.tasks, &broker.shutdown);
         }
         let management = management.map(|(listener, addr, app)| {
             broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
@@ -106,6 +124,7 @@ impl Gateway {
             listeners,
             management,
             namespace,
+            router,
             broker,
             storage,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
@@ -138,6 +157,11 @@ impl Gateway {
     /// The namespace, when access control applies.
     pub fn namespace(&self) -> Option<&Arc<crate::namespace::Namespace>> {
         self.namespace.as_ref()
+    }
+
+    /// The routing pipeline, when the config routes messages or lifecycle events.
+    pub fn router(&self) -> Option<&Arc<crate::routing::Router>> {
+        self.router.as_ref()
     }
 
     /// The broker, for in-process embedding and tests.

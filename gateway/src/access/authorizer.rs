@@ -295,7 +295,9 @@ impl LifecycleObserver for AccessControl {
         match event {
             LifecycleEvent::Connected { identity, .. }
             | LifecycleEvent::Disconnected { identity, .. } => self.forget(&identity.client_id),
-            LifecycleEvent::SessionExpired { .. } => {}
+            LifecycleEvent::SessionExpired { .. }
+            | LifecycleEvent::ClientChanged { .. }
+            | LifecycleEvent::ClientDeleted { .. } => {}
         }
     }
 }

@@ -34,7 +34,7 @@ async fn call(
         request = request.header("authorization", format!("Bearer {token}"));
     }
     let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
-    let response = app(namespace.clone(), TOKEN)
+    let response = app(namespace.clone(), TOKEN, None)
         .oneshot(request.body(body).expect("request"))
         .await
         .expect("call");

@@ -117,7 +117,9 @@ impl Store for RedbStore {
                         resources.remove((&**kind, &**name)).map_err(backend)?;
                     }
                     Op::PutRouting(table, key, seq, record) => {
-                        routing[*table as usize].insert((&**key, *seq), &**record).map_err(backend)?;
+                        routing[*table as usize]
+                            .insert((&**key, *seq), &**record)
+                            .map_err(backend)?;
                     }
                     Op::DeleteRouting(table, key, seq) => {
                         routing[*table as usize].remove((&**key, *seq)).map_err(backend)?;
@@ -161,7 +163,9 @@ impl Store for RedbStore {
         }
         for table in RoutingTable::ALL {
             let rows = snapshot.routing.entry(table).or_default();
-            for row in txn.open_table(routing_table(table)).map_err(backend)?.iter().map_err(backend)? {
+            for row in
+                txn.open_table(routing_table(table)).map_err(backend)?.iter().map_err(backend)?
+            {
                 let (key, value) = row.map_err(backend)?;
                 let (name, seq) = key.value();
                 rows.push((name.to_string(), seq, value.value().to_vec()));

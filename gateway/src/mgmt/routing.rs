@@ -1,0 +1,98 @@
+//! The management API's routing routes: subscriptions and their dead letters.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::{Api, ApiError};
+
+const DEAD_LETTERS: &str = "/routing/topics/{topic}/eventSubscriptions/{subscription}/deadLetters";
+
+/// The routing routes (behind the token check, like the rest).
+pub(super) fn routes() -> Router<Arc<Api>> {
+    Router::new()
+        .route("/routing/subscriptions", get(subscriptions))
+        .route(DEAD_LETTERS, get(list).delete(delete))
+        .route(&format!("{DEAD_LETTERS}/redrive"), post(redrive))
+}
+
+async fn subscriptions(State(api): State<Arc<Api>>) -> Response {
+    let value = api.router.as_ref().map(|r| r.subscriptions()).unwrap_or_default();
+    axum::Json(
+        json!({ "value": value, "buffered": api.router.as_ref().map_or(0, |r| r.buffered()) }),
+    )
+    .into_response()
+}
+
+async fn list(State(api): State<Arc<Api>>, Path((topic, sub)): Path<(String, String)>) -> Response {
+    let found = api.router.as_ref().and_then(|r| r.dead_letters(&topic, &sub));
+    match found {
+        Some(records) => {
+            let value: Vec<Value> = records
+                .into_iter()
+                .map(|(id, record)| json!({"id": id, "record": record}))
+                .collect();
+            axum::Json(json!({ "value": value })).into_response()
+        }
+        None => unknown(&topic, &sub),
+    }
+}
+
+async fn redrive(
+    State(api): State<Arc<Api>>,
+    Path((topic, sub)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let ids = match ids_of(&body) {
+        Ok(ids) => ids,
+        Err(error) => return error.into_response(),
+    };
+    match api.router.as_ref().and_then(|r| r.redrive(&topic, &sub, ids.as_deref())) {
+        Some(count) => axum::Json(json!({ "redriven": count })).into_response(),
+        None => unknown(&topic, &sub),
+    }
+}
+
+async fn delete(
+    State(api): State<Arc<Api>>,
+    Path((topic, sub)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let ids = match ids_of(&body) {
+        Ok(ids) => ids,
+        Err(error) => return error.into_response(),
+    };
+    match api.router.as_ref().and_then(|r| r.delete_dead_letters(&topic, &sub, ids.as_deref())) {
+        Some(count) => axum::Json(json!({ "deleted": count })).into_response(),
+        None => unknown(&topic, &sub),
+    }
+}
+
+/// The optional `{"ids": [..]}` body.
+fn ids_of(body: &[u8]) -> Result<Option<Vec<u64>>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ids {
+        ids: Vec<u64>,
+    }
+    let ids: Ids = serde_json::from_slice(body).map_err(|error| ApiError::invalid("ids", error))?;
+    Ok(Some(ids.ids))
+}
+
+fn unknown(topic: &str, sub: &str) -> Response {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "NotFound",
+        message: format!("no event subscription {sub:?} on topic {topic:?}"),
+    }
+    .into_response()
+}

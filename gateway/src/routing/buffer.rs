@@ -1,0 +1,183 @@
+//! The routing buffer: events waiting for delivery, and the journal rows that make them
+//! durable.
+//!
+//! An event is admitted once per namespace topic, with one delivery for each event subscription
+//! whose filter takes it; an event no subscription takes is not stored. The event row and its
+//! delivery rows are appended to the journal as one atomic group, and the returned ticket is
+//! what the publisher's PUBACK waits for. When the last subscription is done with an event
+//! (delivered or dead-lettered) its row is deleted.
+//!
+//! Rows (see `store::RoutingTable`):
+//! - `Events`: (topic, seq) → published time (u64 LE milliseconds since the epoch) followed by
+//!   the event in the CloudEvents JSON format.
+//! - `Deliveries`: (`topic/subscription`, seq) → attempts made (u32 LE) and the time of the next
+//!   attempt (u64 LE milliseconds since the epoch).
+//!
+//! **Bound**: at most `routing.max_buffered_events` events are buffered; `admit` refuses past it
+//! and the publisher is told (see `RoutingConfig::max_buffered_events`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sinks::CloudEvent;
+
+use crate::store::{Journal, Op, RoutingTable, Ticket};
+
+/// One event in the buffer, shared by the subscriptions that still owe it a delivery.
+#[derive(Debug)]
+pub struct BufferedEvent {
+    pub seq: u64,
+    pub topic: Arc<str>,
+    pub event: CloudEvent,
+    /// When the event entered the buffer; time to live counts from here.
+    pub published: SystemTime,
+    /// Subscriptions that have not finished with the event.
+    owed: AtomicUsize,
+}
+
+/// The buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// Events waiting for delivery, bounded.
+pub struct Buffer {
+    journal: Option<Arc<Journal>>,
+    next_seq: AtomicU64,
+    buffered: AtomicUsize,
+    capacity: usize,
+}
+
+impl Buffer {
+    pub fn new(journal: Option<Arc<Journal>>, capacity: usize) -> Buffer {
+        Buffer { journal, next_seq: AtomicU64::new(1), buffered: AtomicUsize::new(0), capacity }
+    }
+
+    /// Events buffered now.
+    pub fn len(&self) -> usize {
+        self.buffered.load(Ordering::Relaxed)
+    }
+
+    /// Whether no event is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes `event` for `owers` (the subscription keys that will deliver it): journals it and
+    /// returns the shared event with the ticket that makes it durable. Refuses when full.
+    pub fn admit(
+        &self,
+        topic: &Arc<str>,
+        event: CloudEvent,
+        published: SystemTime,
+        owers: &[&Arc<str>],
+    ) -> Result<(Arc<BufferedEvent>, Option<Ticket>), Full> {
+        if self.buffered.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.buffered.fetch_sub(1, Ordering::AcqRel);
+            return Err(Full);
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let mut ticket = None;
+        if let Some(journal) = &self.journal {
+            let group = journal.begin_group();
+            let record = encode_event(published, &event);
+            ticket = Some(journal.append(Op::PutRouting(
+                RoutingTable::Events,
+                topic.clone(),
+                seq,
+                record.into(),
+            )));
+            let state: Arc<[u8]> = encode_delivery(0, published).into();
+            for key in owers {
+                let op =
+                    Op::PutRouting(RoutingTable::Deliveries, (*key).clone(), seq, state.clone());
+                ticket = Some(journal.append(op));
+            }
+            journal.end_group(group);
+        }
+        let buffered = Arc::new(BufferedEvent {
+            seq,
+            topic: topic.clone(),
+            event,
+            published,
+            owed: AtomicUsize::new(owers.len()),
+        });
+        Ok((buffered, ticket))
+    }
+
+    /// An event recovered from the store, owed to `owed` subscriptions.
+    pub fn restore(
+        &self,
+        topic: Arc<str>,
+        seq: u64,
+        event: CloudEvent,
+        published: SystemTime,
+        owed: usize,
+    ) -> Arc<BufferedEvent> {
+        self.next_seq.fetch_max(seq + 1, Ordering::Relaxed);
+        self.buffered.fetch_add(1, Ordering::AcqRel);
+        Arc::new(BufferedEvent { seq, topic, event, published, owed: AtomicUsize::new(owed) })
+    }
+
+    /// Records the next attempt of `event` for subscription `key`.
+    pub fn reschedule(&self, key: &Arc<str>, event: &BufferedEvent, attempts: u32, at: SystemTime) {
+        let state = encode_delivery(attempts, at);
+        self.append(Op::PutRouting(RoutingTable::Deliveries, key.clone(), event.seq, state.into()));
+    }
+
+    /// Subscription `key` is done with `event` (delivered or dead-lettered); the event leaves
+    /// the buffer when no subscription owes it any more.
+    pub fn settle(&self, key: &Arc<str>, event: &BufferedEvent) {
+        self.append(Op::DeleteRouting(RoutingTable::Deliveries, key.clone(), event.seq));
+        if event.owed.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.append(Op::DeleteRouting(RoutingTable::Events, event.topic.clone(), event.seq));
+            self.buffered.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Appends an op when the buffer is durable.
+    pub fn append(&self, op: Op) -> Option<Ticket> {
+        self.journal.as_ref().map(|journal| journal.append(op))
+    }
+}
+
+/// An `Events` row.
+pub fn encode_event(published: SystemTime, event: &CloudEvent) -> Vec<u8> {
+    let mut record = millis(published).to_le_bytes().to_vec();
+    record.extend_from_slice(&event.to_json_bytes());
+    record
+}
+
+/// Reads an `Events` row.
+pub fn decode_event(record: &[u8]) -> Result<(SystemTime, CloudEvent), String> {
+    let (time, json) = record.split_at_checked(8).ok_or("event record shorter than 8 bytes")?;
+    let published = from_millis(u64::from_le_bytes(time.try_into().map_err(|_| "bad time")?));
+    let event = CloudEvent::from_json_bytes(json).map_err(|e| e.to_string())?;
+    Ok((published, event))
+}
+
+/// A `Deliveries` row.
+pub fn encode_delivery(attempts: u32, next: SystemTime) -> Vec<u8> {
+    let mut record = attempts.to_le_bytes().to_vec();
+    record.extend_from_slice(&millis(next).to_le_bytes());
+    record
+}
+
+/// Reads a `Deliveries` row: attempts made and the next attempt's time.
+pub fn decode_delivery(record: &[u8]) -> Result<(u32, SystemTime), String> {
+    let attempts: [u8; 4] =
+        record.get(..4).and_then(|b| b.try_into().ok()).ok_or("delivery record too short")?;
+    let next: [u8; 8] =
+        record.get(4..12).and_then(|b| b.try_into().ok()).ok_or("delivery record too short")?;
+    Ok((u32::from_le_bytes(attempts), from_millis(u64::from_le_bytes(next))))
+}
+
+/// Milliseconds since the epoch.
+pub fn millis(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The time `millis` milliseconds after the epoch.
+pub fn from_millis(millis: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(millis)
+}

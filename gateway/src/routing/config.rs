@@ -1,0 +1,350 @@
+//! The routing pipeline's configuration: `[routing]` (gridmq's own table, snake_case), the
+//! namespace topics `[topics.NAME]` with their event subscriptions, and `[systemTopic]` for
+//! lifecycle events (Event Grid's resource shapes, camelCase).
+//!
+//! ```toml
+//! [[routing.routes]]
+//! topic_filter = "vehicles/#"
+//! topic = "telemetry"
+//!
+//! [routing.enrichments.static]
+//! site = "plant-7"
+//!
+//! [topics.telemetry.eventSubscriptions.hook.destination]
+//! endpointType = "WebHook"
+//! endpointUrl = "http://127.0.0.1:8000/hook"
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::routing::filter::FiltersConfig;
+
+/// The `[routing]` table. Routing is on when it declares at least one route.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Most events waiting for delivery across all namespace topics (an event counts once
+    /// however many subscriptions still owe it). At the bound a publish that would be routed
+    /// is refused: a 5.0 publisher gets PUBACK 0x97 (Quota exceeded), a 3.1.1 QoS 1/2
+    /// publisher is disconnected so that it sends again, a QoS 0 message is dropped and
+    /// counted in `gridmq_routing_refused_total`.
+    pub max_buffered_events: usize,
+    /// `[[routing.routes]]`: which messages go to which namespace topic. A message matching
+    /// several routes goes to each of their topics (once per topic).
+    pub routes: Vec<RouteConfig>,
+    /// `[routing.enrichments]`: extension attributes added to every routed event.
+    pub enrichments: EnrichmentsConfig,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            max_buffered_events: 100_000,
+            routes: Vec::new(),
+            enrichments: EnrichmentsConfig::default(),
+        }
+    }
+}
+
+/// One `[[routing.routes]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// MQTT topic filter the message's topic must match; `#` (every topic not starting with
+    /// `$`) by default.
+    #[serde(default = "every_topic")]
+    pub topic_filter: String,
+    /// The namespace topic (a `[topics.NAME]` table) the events go to.
+    pub topic: String,
+}
+
+fn every_topic() -> String {
+    "#".into()
+}
+
+/// `[routing.enrichments]`: Event Grid's static and dynamic routing enrichments, as maps from
+/// the extension attribute name to a value (static) or one `${...}` variable (dynamic).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichmentsConfig {
+    #[serde(rename = "static")]
+    pub static_: BTreeMap<String, String>,
+    pub dynamic: BTreeMap<String, String>,
+}
+
+/// A `[topics.NAME]` namespace topic.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct TopicConfig {
+    /// Days an event may wait for delivery (1–7); also the largest subscription time to live.
+    pub event_retention_in_days: u32,
+    /// `[topics.NAME.eventSubscriptions.SUB]`.
+    pub event_subscriptions: BTreeMap<String, SubscriptionConfig>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig { event_retention_in_days: 7, event_subscriptions: BTreeMap::new() }
+    }
+}
+
+/// `[systemTopic]`: where lifecycle events go. Lifecycle events are produced only when it has
+/// at least one subscription.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct SystemTopicConfig {
+    pub event_subscriptions: BTreeMap<String, SubscriptionConfig>,
+}
+
+/// An event subscription with a push destination.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SubscriptionConfig {
+    /// Most delivery attempts per event (1–10 for webhooks, 1–30 for custom topics); then the
+    /// event is dead-lettered.
+    pub max_delivery_count: Option<u32>,
+    /// How long an event may wait for delivery, as an ISO 8601 duration (`PT1M` to the topic's
+    /// retention); then it is dead-lettered. Default: the topic's retention (one day for custom
+    /// topics).
+    pub event_time_to_live: Option<String>,
+    /// Replaces the retry schedule with these delays in seconds (the last one repeats). For
+    /// tests and experiments; Event Grid's schedule applies without it.
+    pub retry_delays_seconds: Option<Vec<f64>>,
+    /// Where events are pushed.
+    pub destination: Destination,
+    /// Which events this subscription takes.
+    #[serde(default)]
+    pub filters: FiltersConfig,
+}
+
+/// A push destination, by Event Grid's `endpointType`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "endpointType")]
+pub enum Destination {
+    WebHook(sinks::WebhookConfig),
+    CustomTopic(sinks::CustomTopicConfig),
+}
+
+/// The routing part of the config file, checked together because routes name topics.
+pub struct RoutingSection<'a> {
+    pub routing: &'a RoutingConfig,
+    pub topics: &'a BTreeMap<String, TopicConfig>,
+    pub system_topic: Option<&'a SystemTopicConfig>,
+}
+
+/// An invalid routing field, named by its path in the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct RoutingConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> RoutingConfigError {
+    RoutingConfigError { field: field.into(), problem: problem.into() }
+}
+
+impl RoutingSection<'_> {
+    /// Checks every routing field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), RoutingConfigError> {
+        if self.routing.max_buffered_events == 0 {
+            return Err(invalid("routing.max_buffered_events", "must be at least 1"));
+        }
+        for (index, route) in self.routing.routes.iter().enumerate() {
+            if !crate::mqtt::topic::valid_topic_filter(&route.topic_filter)
+                || route.topic_filter.starts_with("$share/")
+            {
+                return Err(invalid(
+                    format!("routing.routes[{index}].topic_filter"),
+                    format!("{:?} is not a valid MQTT topic filter", route.topic_filter),
+                ));
+            }
+            if !self.topics.contains_key(&route.topic) {
+                return Err(invalid(
+                    format!("routing.routes[{index}].topic"),
+                    format!(
+                        "no namespace topic {:?} is declared ([topics.{}])",
+                        route.topic, route.topic
+                    ),
+                ));
+            }
+        }
+        crate::routing::enrich::Enrichments::parse(
+            &self.routing.enrichments.static_,
+            &self.routing.enrichments.dynamic,
+        )
+        .map_err(|error| invalid(error.field.clone(), error.problem.clone()))?;
+        for (name, topic) in self.topics {
+            let path = format!("topics.{name}");
+            crate::access::model::check_resource_name(name).map_err(|p| invalid(&path, p))?;
+            if !(1..=7).contains(&topic.event_retention_in_days) {
+                return Err(invalid(
+                    format!("{path}.eventRetentionInDays"),
+                    format!("must be 1 to 7, found {}", topic.event_retention_in_days),
+                ));
+            }
+            let retention = Duration::from_secs(u64::from(topic.event_retention_in_days) * 86_400);
+            for (sub, config) in &topic.event_subscriptions {
+                config.plan(&format!("{path}.eventSubscriptions.{sub}"), sub, retention)?;
+            }
+        }
+        if let Some(system) = self.system_topic {
+            for (sub, config) in &system.event_subscriptions {
+                let retention = Duration::from_secs(7 * 86_400);
+                config.plan(&format!("systemTopic.eventSubscriptions.{sub}"), sub, retention)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A subscription's settings checked and turned into what the dispatcher runs with.
+pub struct SubscriptionPlan {
+    pub policy: sinks::RetryPolicy,
+    pub filter: crate::routing::filter::Filter,
+}
+
+impl SubscriptionConfig {
+    /// Validates the subscription at `path` and derives its retry policy and filter.
+    pub fn plan(
+        &self,
+        path: &str,
+        name: &str,
+        retention: Duration,
+    ) -> Result<SubscriptionPlan, RoutingConfigError> {
+        crate::access::model::check_resource_name(name).map_err(|p| invalid(path, p))?;
+        let (schedule, max_count, default_attempts, default_ttl) = match &self.destination {
+            Destination::WebHook(webhook) => {
+                webhook
+                    .validate()
+                    .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
+                (sinks::Schedule::Namespace, 10, 10, retention)
+            }
+            Destination::CustomTopic(topic) => {
+                topic
+                    .validate()
+                    .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
+                (sinks::Schedule::CustomTopic, 30, 30, retention.min(Duration::from_secs(86_400)))
+            }
+        };
+        let max_attempts = self.max_delivery_count.unwrap_or(default_attempts);
+        if !(1..=max_count).contains(&max_attempts) {
+            return Err(invalid(
+                format!("{path}.maxDeliveryCount"),
+                format!("must be 1 to {max_count}, found {max_attempts}"),
+            ));
+        }
+        let time_to_live = match &self.event_time_to_live {
+            None => default_ttl,
+            Some(text) => {
+                let field = format!("{path}.eventTimeToLive");
+                let ttl = parse_iso8601_duration(text).map_err(|p| invalid(&field, p))?;
+                if ttl < Duration::from_secs(60) || ttl > retention {
+                    return Err(invalid(
+                        field,
+                        format!(
+                            "must be at least PT1M and at most the topic's retention ({} days), found {text}",
+                            retention.as_secs() / 86_400
+                        ),
+                    ));
+                }
+                ttl
+            }
+        };
+        let delays = match &self.retry_delays_seconds {
+            None => None,
+            Some(delays) => {
+                let field = format!("{path}.retryDelaysSeconds");
+                if delays.is_empty() {
+                    return Err(invalid(field, "must hold at least one delay"));
+                }
+                let mut out = Vec::with_capacity(delays.len());
+                for delay in delays {
+                    if !delay.is_finite() || *delay < 0.0 || *delay > 86_400.0 {
+                        return Err(invalid(
+                            &field,
+                            format!("delays must be 0 to 86400 seconds, found {delay}"),
+                        ));
+                    }
+                    out.push(Duration::from_secs_f64(*delay));
+                }
+                Some(out)
+            }
+        };
+        let filter = self
+            .filters
+            .compile(&format!("{path}.filters"))
+            .map_err(|error| invalid(error.field.clone(), error.problem.clone()))?;
+        let policy = sinks::RetryPolicy { schedule, max_attempts, time_to_live, delays };
+        Ok(SubscriptionPlan { policy, filter })
+    }
+}
+
+/// Parses the ISO 8601 durations Event Grid takes (`P7D`, `PT1M`, `P1DT12H`, `PT30S`); years,
+/// months and weeks are refused because their length is not fixed.
+pub fn parse_iso8601_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not an ISO 8601 duration such as P7D, PT1H or PT30S");
+    let rest = text.strip_prefix('P').ok_or_else(bad)?;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let (date, time) = match rest.split_once('T') {
+        Some((date, time)) if !time.is_empty() => (date, Some(time)),
+        Some(_) => return Err(bad()),
+        None => (rest, None),
+    };
+    let mut total = 0f64;
+    let mut add = |part: &str, units: &[(char, f64)]| -> Result<(), String> {
+        let mut number = String::new();
+        let mut last_unit = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() || c == '.' {
+                number.push(c);
+                continue;
+            }
+            let position = units.iter().position(|(unit, _)| *unit == c).ok_or_else(bad)?;
+            if position < last_unit || number.is_empty() {
+                return Err(bad());
+            }
+            last_unit = position + 1;
+            let value: f64 = number.parse().map_err(|_| bad())?;
+            total += value * units[position].1;
+            number.clear();
+        }
+        if number.is_empty() { Ok(()) } else { Err(bad()) }
+    };
+    add(date, &[('D', 86_400.0)])?;
+    if let Some(time) = time {
+        add(time, &[('H', 3_600.0), ('M', 60.0), ('S', 1.0)])?;
+    }
+    if !total.is_finite() || total > 1e10 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso8601_durations() {
+        let check = |text: &str, secs: Option<u64>| {
+            assert_eq!(parse_iso8601_duration(text).ok().map(|d| d.as_secs()), secs, "{text}");
+        };
+        check("P7D", Some(7 * 86_400));
+        check("PT1M", Some(60));
+        check("PT30S", Some(30));
+        check("P1DT12H", Some(86_400 + 12 * 3_600));
+        check("PT1H30M", Some(5_400));
+        check("P1Y", None);
+        check("P", None);
+        check("PT", None);
+        check("7D", None);
+        check("PT1S1M", None);
+        check("P1W", None);
+    }
+}

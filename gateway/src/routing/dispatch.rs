@@ -1,0 +1,336 @@
+//! One event subscription's delivery loop: take the deliveries that are due, cut them into
+//! requests as the sink says, send at most `max_concurrency` requests at once, and turn each
+//! outcome into the next step through the shared retry policy (delivered, retry at a time, or
+//! dead-letter). Sinks only classify errors; the schedule lives here and in `sinks::retry`.
+//!
+//! Before the first delivery (and again after the endpoint refused it) the sink's
+//! `validate` runs, the webhook abuse-protection handshake. A refusing endpoint is reported in
+//! the log and retried on `VALIDATION_RETRY`, never hammered; its events wait, unattempted.
+//!
+//! After a failed request the whole subscription pauses (Event Grid's "probation"): an endpoint
+//! that is down is tried again after the pause, not once per waiting event.
+//!
+//! **Invariant**: a delivery is either in `Queue::due` or in exactly one request in flight;
+//! every outcome either reschedules it (journaled), or settles it (journaled).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use sinks::{Delivery, DeliveryError, RetryPolicy, Sink, Verdict};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::buffer::{Buffer, BufferedEvent, millis};
+use super::dead_letter::DeadLetters;
+use super::filter::Filter;
+
+/// Pauses between validation attempts of a refusing endpoint; the last one repeats.
+const VALIDATION_RETRY: [Duration; 4] = [
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(300),
+];
+
+/// Most deliveries looked at for one request.
+const MAX_CANDIDATES: usize = 5_000;
+
+/// How often an idle dispatcher looks at its queue anyway.
+const IDLE_RECHECK: Duration = Duration::from_secs(60);
+
+/// A delivery waiting for its next attempt.
+struct Pending {
+    event: Arc<BufferedEvent>,
+    /// Attempts made so far.
+    attempts: u32,
+}
+
+/// An event subscription with a push destination, and its deliveries.
+pub struct Dispatcher {
+    /// `topic/subscription`, the key of its rows in the store.
+    pub key: Arc<str>,
+    pub topic: Arc<str>,
+    pub name: Arc<str>,
+    pub filter: Filter,
+    sink: Arc<dyn Sink>,
+    policy: RetryPolicy,
+    buffer: Arc<Buffer>,
+    dead_letters: Arc<DeadLetters>,
+    /// Due deliveries by (next attempt in ms since the epoch, event seq).
+    due: Mutex<BTreeMap<(u64, u64), Pending>>,
+    wake: Notify,
+    /// The endpoint's validation state, for the API and tests.
+    status: Mutex<Status>,
+    /// No request goes out before this (probation after a failed request).
+    paused_until: Mutex<tokio::time::Instant>,
+}
+
+/// Where a subscription's endpoint validation stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub validated: bool,
+    /// Why the last validation failed, while it does.
+    pub validation_error: Option<String>,
+    pub validation_attempts: u32,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        topic: &str,
+        name: &str,
+        filter: Filter,
+        sink: Arc<dyn Sink>,
+        policy: RetryPolicy,
+        buffer: Arc<Buffer>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> Dispatcher {
+        Dispatcher {
+            key: format!("{topic}/{name}").into(),
+            topic: topic.into(),
+            name: name.into(),
+            filter,
+            sink,
+            policy,
+            buffer,
+            dead_letters,
+            due: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            status: Mutex::new(Status {
+                validated: false,
+                validation_error: None,
+                validation_attempts: 0,
+            }),
+            paused_until: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Queues a delivery of `event` after `attempts` attempts, due at `at`.
+    pub fn enqueue(&self, event: Arc<BufferedEvent>, attempts: u32, at: SystemTime) {
+        self.due.lock().insert((millis(at), event.seq), Pending { event, attempts });
+        self.wake.notify_one();
+    }
+
+    /// Deliveries waiting (not in flight).
+    pub fn waiting(&self) -> usize {
+        self.due.lock().len()
+    }
+
+    /// The endpoint's validation state.
+    pub fn status(&self) -> Status {
+        self.status.lock().clone()
+    }
+
+    /// Delivers until `shutdown`. Requests run as tasks of `tasks`; one cut short by shutdown
+    /// leaves its deliveries in the store, to be sent again after a restart.
+    pub async fn run(self: Arc<Self>, tasks: TaskTracker, shutdown: CancellationToken) {
+        let requests = Arc::new(Semaphore::new(self.sink.max_concurrency().max(1)));
+        loop {
+            if !self.status.lock().validated && !self.validate(&shutdown).await {
+                return;
+            }
+            let paused_until = *self.paused_until.lock();
+            if paused_until > tokio::time::Instant::now() {
+                tokio::select! {
+                    () = tokio::time::sleep_until(paused_until) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+            let permit = tokio::select! {
+                permit = requests.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = shutdown.cancelled() => return,
+            };
+            let batch = self.take_due();
+            if batch.is_empty() {
+                drop(permit);
+                let wait = self.next_due().unwrap_or(IDLE_RECHECK).min(IDLE_RECHECK);
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            let this = self.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let deliveries: Vec<Delivery<'_>> = batch
+                    .iter()
+                    .map(|p| Delivery { event: &p.event.event, delivery_count: p.attempts + 1 })
+                    .collect();
+                let result = tokio::select! {
+                    result = this.sink.send(&deliveries) => result,
+                    () = stop.cancelled() => return,
+                };
+                drop(deliveries);
+                this.complete(batch, result);
+                drop(permit);
+            });
+        }
+    }
+
+    /// Runs the validation handshake until it succeeds; false on shutdown.
+    async fn validate(&self, shutdown: &CancellationToken) -> bool {
+        loop {
+            let result = tokio::select! {
+                result = self.sink.validate() => result,
+                () = shutdown.cancelled() => return false,
+            };
+            let attempts = {
+                let mut status = self.status.lock();
+                status.validation_attempts += 1;
+                match &result {
+                    Ok(()) => {
+                        status.validated = true;
+                        status.validation_error = None;
+                    }
+                    Err(error) => status.validation_error = Some(error.to_string()),
+                }
+                status.validation_attempts
+            };
+            let Err(error) = result else {
+                tracing::info!(subscription = %self.key, "Endpoint validated.");
+                return true;
+            };
+            let index = (attempts as usize - 1).min(VALIDATION_RETRY.len() - 1);
+            let pause = match &self.policy.delays {
+                Some(delays) => delays.iter().copied().find(|d| !d.is_zero()).unwrap_or_default(),
+                None => VALIDATION_RETRY[index],
+            };
+            tracing::error!(
+                subscription = %self.key,
+                %error,
+                attempts,
+                retry_in_secs = pause.as_secs_f64(),
+                "Endpoint refused validation; its events wait."
+            );
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => return false,
+            }
+        }
+    }
+
+    /// Takes the due deliveries that form the next request; dead-letters those past their
+    /// time to live on the way.
+    fn take_due(&self) -> Vec<Pending> {
+        let now = SystemTime::now();
+        let now_ms = millis(now);
+        let mut expired = Vec::new();
+        let mut candidates = Vec::new();
+        {
+            let mut due = self.due.lock();
+            while candidates.len() < MAX_CANDIDATES {
+                let Some(entry) = due.first_entry() else { break };
+                if entry.key().0 > now_ms {
+                    break;
+                }
+                let pending = entry.remove();
+                if self.policy.expired(pending.event.published, now) {
+                    expired.push(pending);
+                } else {
+                    candidates.push(pending);
+                }
+            }
+            if !candidates.is_empty() {
+                let deliveries: Vec<Delivery<'_>> = candidates
+                    .iter()
+                    .map(|p| Delivery { event: &p.event.event, delivery_count: p.attempts + 1 })
+                    .collect();
+                let take = self.sink.batch_len(&deliveries).clamp(1, candidates.len());
+                drop(deliveries);
+                for pending in candidates.drain(take..) {
+                    due.insert((now_ms, pending.event.seq), pending);
+                }
+            }
+        }
+        for pending in expired {
+            self.dead_letter(pending, sinks::DeadLetterReason::MaxRetryDurationExceeded, None);
+        }
+        candidates
+    }
+
+    /// How long until the next delivery is due.
+    fn next_due(&self) -> Option<Duration> {
+        let due = self.due.lock();
+        let (&(at, _), _) = due.first_key_value()?;
+        Some(Duration::from_millis(at.saturating_sub(millis(SystemTime::now()))))
+    }
+
+    /// Applies a request's outcome; a failure pauses the subscription (probation).
+    fn complete(&self, batch: Vec<Pending>, result: Result<(), DeliveryError>) {
+        let error = match result {
+            Ok(()) => {
+                metrics::counter!("gridmq_routing_delivered_total").increment(batch.len() as u64);
+                for pending in batch {
+                    self.buffer.settle(&self.key, &pending.event);
+                }
+                return;
+            }
+            Err(error) => error,
+        };
+        metrics::counter!("gridmq_routing_delivery_failures_total").increment(1);
+        tracing::warn!(subscription = %self.key, events = batch.len(), %error, "Delivery failed.");
+        let now = SystemTime::now();
+        for mut pending in batch {
+            pending.attempts += 1;
+            match self.policy.after_failure(pending.attempts, pending.event.published, now, &error)
+            {
+                Verdict::RetryAt(at) => {
+                    self.buffer.reschedule(&self.key, &pending.event, pending.attempts, at);
+                    self.due.lock().insert((millis(at), pending.event.seq), pending);
+                }
+                Verdict::DeadLetter(reason) => self.dead_letter(pending, reason, Some(&error)),
+            }
+        }
+        *self.paused_until.lock() = tokio::time::Instant::now() + self.probation(&error);
+        self.wake.notify_one();
+    }
+
+    /// How long the subscription rests after a failed request.
+    fn probation(&self, error: &DeliveryError) -> Duration {
+        if let Some(delays) = &self.policy.delays {
+            return delays.iter().copied().find(|d| !d.is_zero()).unwrap_or_default();
+        }
+        if error.is_retriable(self.policy.schedule) {
+            Duration::from_secs(10)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    fn dead_letter(
+        &self,
+        pending: Pending,
+        reason: sinks::DeadLetterReason,
+        error: Option<&DeliveryError>,
+    ) {
+        let now = SystemTime::now();
+        let record = sinks::DeadLetterRecord {
+            event: pending.event.event.clone(),
+            reason,
+            attempts: pending.attempts,
+            last_result: error.map_or("None", |e| e.kind.outcome_name()).to_string(),
+            last_status: error.and_then(|e| e.status),
+            published: sinks::event::format_time(pending.event.published),
+            last_attempt: sinks::event::format_time(now),
+            custom_delivery_properties: BTreeMap::new(),
+        };
+        tracing::warn!(
+            subscription = %self.key,
+            event_id = %pending.event.event.id,
+            reason = reason.as_str(),
+            attempts = pending.attempts,
+            "Event dead-lettered."
+        );
+        self.dead_letters.add(&self.key, record.to_json());
+        self.buffer.settle(&self.key, &pending.event);
+    }
+}

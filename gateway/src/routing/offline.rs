@@ -1,0 +1,91 @@
+//! Dead letters of a stopped gateway, read and re-driven straight from its data directory
+//! (`gridmq deadletters list|redrive --data-dir DIR`). The store allows one process at a time,
+//! so this fails with a clear error while the gateway runs; use the management API then.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use sinks::CloudEvent;
+
+use super::buffer::{encode_delivery, encode_event};
+use crate::store::redb::RedbStore;
+use crate::store::{Op, RoutingTable, Store};
+
+/// One dead-letter record: subscription key (`topic/subscription`), id, record.
+pub type DeadLetterRow = (String, u64, Value);
+
+/// The dead letters stored in `dir`, optionally of one subscription key (`topic/subscription`).
+pub fn list(dir: &Path, key: Option<&str>) -> Result<Vec<DeadLetterRow>, String> {
+    let store = open(dir)?;
+    let snapshot = store.load().map_err(|e| e.to_string())?;
+    let rows = snapshot.routing.get(&RoutingTable::DeadLetters).cloned().unwrap_or_default();
+    rows.into_iter()
+        .filter(|(k, _, _)| key.is_none_or(|key| k == key))
+        .map(|(k, seq, record)| {
+            let record = serde_json::from_slice(&record)
+                .map_err(|e| format!("dead letter {k} #{seq}: unreadable: {e}"))?;
+            Ok((k, seq, record))
+        })
+        .collect()
+}
+
+/// Moves the dead letters of subscription `key` (`ids`, or all) back into the routing buffer
+/// as new deliveries; the gateway sends them at its next start. Returns how many.
+pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, String> {
+    let store = open(dir)?;
+    let snapshot = store.load().map_err(|e| e.to_string())?;
+    let (topic, _) = key
+        .rsplit_once('/')
+        .ok_or_else(|| format!("{key:?} is not a subscription key TOPIC/SUBSCRIPTION"))?;
+    let topic = if topic == "systemTopic" { super::router::SYSTEM_TOPIC } else { topic };
+    let key = format!("{topic}/{}", key.rsplit_once('/').map_or("", |(_, s)| s));
+    let mut next = snapshot
+        .routing
+        .get(&RoutingTable::Events)
+        .and_then(|rows| rows.iter().map(|(_, seq, _)| *seq).max())
+        .unwrap_or(0)
+        + 1;
+    let now = SystemTime::now();
+    let mut ops = Vec::new();
+    let mut count = 0;
+    let rows = snapshot.routing.get(&RoutingTable::DeadLetters).cloned().unwrap_or_default();
+    for (k, seq, record) in rows {
+        if k != key || ids.is_some_and(|ids| !ids.contains(&seq)) {
+            continue;
+        }
+        let record: Value = serde_json::from_slice(&record)
+            .map_err(|e| format!("dead letter {k} #{seq}: unreadable: {e}"))?;
+        let event = record
+            .get("event")
+            .cloned()
+            .ok_or_else(|| format!("dead letter {k} #{seq}: no event"))
+            .and_then(|e| {
+                CloudEvent::from_json(e).map_err(|e| format!("dead letter {k} #{seq}: {e}"))
+            })?;
+        ops.push(Op::PutRouting(
+            RoutingTable::Events,
+            topic.into(),
+            next,
+            encode_event(now, &event).into(),
+        ));
+        ops.push(Op::PutRouting(
+            RoutingTable::Deliveries,
+            key.as_str().into(),
+            next,
+            encode_delivery(0, now).into(),
+        ));
+        ops.push(Op::DeleteRouting(RoutingTable::DeadLetters, k.as_str().into(), seq));
+        next += 1;
+        count += 1;
+    }
+    store.commit(&ops).map_err(|e| e.to_string())?;
+    Ok(count)
+}
+
+fn open(dir: &Path) -> Result<RedbStore, String> {
+    if !dir.join("gridmq.redb").exists() {
+        return Err(format!("{}: no gridmq store here", dir.display()));
+    }
+    RedbStore::open(dir).map_err(|e| format!("{e} (is gridmq running on this data directory?)"))
+}

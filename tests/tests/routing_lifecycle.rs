@@ -1,0 +1,120 @@
+//! Lifecycle events, end to end: connections, disconnections and takeovers of real MQTT clients
+//! become CloudEvents on the system topic, pushed to a webhook.
+
+use std::time::Duration;
+
+use gateway_tests::Gridmq;
+use gateway_tests::clients::{v4, v5};
+use serde_json::Value;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn webhook() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("OPTIONS"))
+        .respond_with(ResponseTemplate::new(200).insert_header("WebHook-Allowed-Origin", "*"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    server
+}
+
+fn config(url: &str) -> String {
+    format!(
+        r#"
+[namespace]
+name = "plant"
+
+[systemTopic.eventSubscriptions.lifecycle.destination]
+endpointType = "WebHook"
+endpointUrl = "{url}/lifecycle"
+"#
+    )
+}
+
+/// The lifecycle events received, in arrival order.
+async fn events(server: &MockServer) -> Vec<Value> {
+    let mut out = Vec::new();
+    for request in server.received_requests().await.unwrap_or_default() {
+        if request.method.as_str() != "POST" {
+            continue;
+        }
+        match serde_json::from_slice(&request.body).expect("JSON body") {
+            Value::Array(events) => out.extend(events),
+            event => out.push(event),
+        }
+    }
+    out
+}
+
+async fn wait_events(server: &MockServer, count: usize) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events = events(server).await;
+        if events.len() >= count {
+            return events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {} of {count} lifecycle events: {events:#?}", events.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (short type, sequence number, disconnection reason) of each event of `client`.
+fn summary(events: &[Value], session: &str) -> Vec<(String, u64, String)> {
+    let mut out: Vec<(String, u64, String)> = events
+        .iter()
+        .filter(|e| e["data"]["clientSessionName"] == session)
+        .map(|e| {
+            let ty = e["type"].as_str().unwrap_or_default().trim_start_matches("Microsoft.EventGrid.MQTTClientSession");
+            (
+                ty.to_string(),
+                e["data"]["sequenceNumber"].as_u64().unwrap_or(0),
+                e["data"]["disconnectionReason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    // Delivery order is not guaranteed; the sequence numbers order them.
+    out.sort_by(|a, b| (a.1, a.0 != "Connected").cmp(&(b.1, b.0 != "Connected")));
+    out
+}
+
+#[tokio::test]
+async fn connect_disconnect_and_takeover() {
+    let server = webhook().await;
+    let gridmq = Gridmq::start_with_config(&config(&server.uri()));
+    let first = v5::Client::connect(gridmq.addr, "car1").await;
+    first.disconnect().await;
+    let second = v4::Client::connect(gridmq.addr, "car1").await;
+    // Same client id again: the second connection is taken over.
+    let third = v5::Client::connect(gridmq.addr, "car1").await;
+    // A connection that just drops.
+    drop(third);
+    let events = wait_events(&server, 6).await;
+    for event in &events {
+        let schema = match event["type"].as_str() {
+            Some("Microsoft.EventGrid.MQTTClientSessionConnected") => "lifecycle-session-connected.schema.json",
+            Some("Microsoft.EventGrid.MQTTClientSessionDisconnected") => "lifecycle-session-disconnected.schema.json",
+            other => panic!("unexpected type {other:?}"),
+        };
+        gateway_tests::schema::validate(schema, event).expect("lifecycle schema");
+        gateway_tests::schema::validate_cloudevent(event).expect("CloudEvents schema");
+        assert_eq!(event["subject"], "clients/car1/sessions/car1");
+        assert_eq!(event["data"]["namespaceName"], "plant");
+        assert_eq!(event["data"]["clientAuthenticationName"], "car1");
+    }
+    let expected: Vec<(String, u64, String)> = [
+        ("Connected", 1, ""),
+        ("Disconnected", 1, "ClientInitiatedDisconnect"),
+        ("Connected", 2, ""),
+        ("Disconnected", 2, "SessionTakenOver"),
+        ("Connected", 3, ""),
+        ("Disconnected", 3, "ConnectionLost"),
+    ]
+    .iter()
+    .map(|(t, n, r)| (t.to_string(), *n, r.to_string()))
+    .collect();
+    assert_eq!(summary(&events, "car1"), expected);
+    drop(second);
+}
