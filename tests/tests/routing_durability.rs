@@ -94,7 +94,15 @@ async fn an_outage_loses_nothing() {
     // Up: the handshake passes and the first events arrive.
     for n in 0..20 {
         let payload = format!("m{n}");
-        client.publish_with("vehicles/car1", v5::QoS::AtLeastOnce, false, payload.as_bytes(), text_payload()).await;
+        client
+            .publish_with(
+                "vehicles/car1",
+                v5::QoS::AtLeastOnce,
+                false,
+                payload.as_bytes(),
+                text_payload(),
+            )
+            .await;
         expected.insert(payload);
     }
     let before = wait_for_all(&server, &expected).await.len();
@@ -103,7 +111,15 @@ async fn an_outage_loses_nothing() {
     drop(server);
     for n in 20..220 {
         let payload = format!("m{n}");
-        client.publish_with("vehicles/car1", v5::QoS::AtLeastOnce, false, payload.as_bytes(), text_payload()).await;
+        client
+            .publish_with(
+                "vehicles/car1",
+                v5::QoS::AtLeastOnce,
+                false,
+                payload.as_bytes(),
+                text_payload(),
+            )
+            .await;
         expected.insert(payload);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -111,7 +127,11 @@ async fn an_outage_loses_nothing() {
     // Back on the same address: everything published meanwhile arrives.
     let listener = std::net::TcpListener::bind(addr).expect("rebind the webhook's port");
     let server = webhook_on(listener, Duration::ZERO).await;
-    let after: BTreeSet<String> = wait_for_all(&server, &(20..220).map(|n| format!("m{n}")).collect()).await.into_iter().collect();
+    let after: BTreeSet<String> =
+        wait_for_all(&server, &(20..220).map(|n| format!("m{n}")).collect())
+            .await
+            .into_iter()
+            .collect();
     assert_eq!(after.len(), 200, "every event sent during the outage arrives");
 }
 
@@ -120,13 +140,22 @@ async fn a_crash_mid_delivery_loses_nothing_acknowledged() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     // A slow endpoint keeps a backlog in the buffer when the gateway dies.
     let server = webhook_on(listener, Duration::from_millis(100)).await;
-    let settings = config(&server.uri(), "").replace("maxEventsPerBatch = 20", "maxEventsPerBatch = 2\nmaxConcurrency = 1");
+    let settings = config(&server.uri(), "")
+        .replace("maxEventsPerBatch = 20", "maxEventsPerBatch = 2\nmaxConcurrency = 1");
     let mut gridmq = Gridmq::start_with_config(&settings);
     let client = v5::Client::connect(gridmq.addr, "car1").await;
     let mut expected = BTreeSet::new();
     for n in 0..300 {
         let payload = format!("m{n}");
-        client.publish_with("vehicles/car1", v5::QoS::AtLeastOnce, false, payload.as_bytes(), text_payload()).await;
+        client
+            .publish_with(
+                "vehicles/car1",
+                v5::QoS::AtLeastOnce,
+                false,
+                payload.as_bytes(),
+                text_payload(),
+            )
+            .await;
         expected.insert(payload);
     }
     // Wait for every PUBACK: acknowledged means committed.

@@ -56,7 +56,11 @@ async fn wait_events(server: &MockServer, count: usize) -> Vec<Value> {
         if events.len() >= count {
             return events;
         }
-        assert!(tokio::time::Instant::now() < deadline, "only {} of {count} lifecycle events: {events:#?}", events.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {count} lifecycle events: {events:#?}",
+            events.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -67,7 +71,10 @@ fn summary(events: &[Value], session: &str) -> Vec<(String, u64, String)> {
         .iter()
         .filter(|e| e["data"]["clientSessionName"] == session)
         .map(|e| {
-            let ty = e["type"].as_str().unwrap_or_default().trim_start_matches("Microsoft.EventGrid.MQTTClientSession");
+            let ty = e["type"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches("Microsoft.EventGrid.MQTTClientSession");
             (
                 ty.to_string(),
                 e["data"]["sequenceNumber"].as_u64().unwrap_or(0),
@@ -76,7 +83,7 @@ fn summary(events: &[Value], session: &str) -> Vec<(String, u64, String)> {
         })
         .collect();
     // Delivery order is not guaranteed; the sequence numbers order them.
-    out.sort_by(|a, b| (a.1, a.0 != "Connected").cmp(&(b.1, b.0 != "Connected")));
+    out.sort_by_key(|e| (e.1, e.0 != "Connected"));
     out
 }
 
@@ -94,8 +101,12 @@ async fn connect_disconnect_and_takeover() {
     let events = wait_events(&server, 6).await;
     for event in &events {
         let schema = match event["type"].as_str() {
-            Some("Microsoft.EventGrid.MQTTClientSessionConnected") => "lifecycle-session-connected.schema.json",
-            Some("Microsoft.EventGrid.MQTTClientSessionDisconnected") => "lifecycle-session-disconnected.schema.json",
+            Some("Microsoft.EventGrid.MQTTClientSessionConnected") => {
+                "lifecycle-session-connected.schema.json"
+            }
+            Some("Microsoft.EventGrid.MQTTClientSessionDisconnected") => {
+                "lifecycle-session-disconnected.schema.json"
+            }
             other => panic!("unexpected type {other:?}"),
         };
         gateway_tests::schema::validate(schema, event).expect("lifecycle schema");

@@ -45,7 +45,8 @@ async fn webhook() -> MockServer {
 async fn accept_handshake(server: &MockServer) {
     Mock::given(method("OPTIONS"))
         .respond_with(
-            ResponseTemplate::new(200).insert_header("WebHook-Allowed-Origin", "eventgrid.azure.net"),
+            ResponseTemplate::new(200)
+                .insert_header("WebHook-Allowed-Origin", "eventgrid.azure.net"),
         )
         .mount(server)
         .await;
@@ -65,7 +66,11 @@ async fn wait_posts(server: &MockServer, count: usize) -> Vec<Request> {
         if posts.len() >= count {
             return posts;
         }
-        assert!(tokio::time::Instant::now() < deadline, "only {} of {count} POSTs arrived", posts.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {count} POSTs arrived",
+            posts.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -145,7 +150,8 @@ async fn bad_request_is_dead_lettered_at_once() {
     assert_eq!(properties["deadletterreason"], NON_RETRIABLE);
     assert_eq!(properties["deliveryresult"], "BadRequest");
     assert_eq!(lines[0]["record"]["event"]["subject"], "vehicles/car1");
-    gateway_tests::schema::validate("dead-letter-record.schema.json", &lines[0]["record"]).expect("dead-letter schema");
+    gateway_tests::schema::validate("dead-letter-record.schema.json", &lines[0]["record"])
+        .expect("dead-letter schema");
 }
 
 #[tokio::test]
@@ -204,10 +210,17 @@ async fn batches_respect_both_limits() {
     let posts = posts(&server).await;
     let mut ids = std::collections::BTreeSet::new();
     for request in &posts {
-        assert_eq!(header(request, "content-type"), "application/cloudevents-batch+json; charset=utf-8");
+        assert_eq!(
+            header(request, "content-type"),
+            "application/cloudevents-batch+json; charset=utf-8"
+        );
         let events = events_of(request);
         assert!(events.len() <= 4, "at most maxEventsPerBatch events: {}", events.len());
-        assert!(request.body.len() <= 2048 || events.len() == 1, "at most 2 KiB: {}", request.body.len());
+        assert!(
+            request.body.len() <= 2048 || events.len() == 1,
+            "at most 2 KiB: {}",
+            request.body.len()
+        );
         for event in events {
             ids.insert(event["id"].as_str().unwrap_or_default().to_string());
         }
@@ -261,7 +274,9 @@ contentMode = "Binary"
     let structured = posts.iter().find(|r| r.url.path() == "/structured").expect("structured");
     let binary = posts.iter().find(|r| r.url.path() == "/binary").expect("binary");
     let event = &events_of(structured)[0];
-    for attribute in ["id", "source", "type", "subject", "time", "site", "clientname", "mqtttopic", "priority"] {
+    for attribute in
+        ["id", "source", "type", "subject", "time", "site", "clientname", "mqtttopic", "priority"]
+    {
         assert_eq!(
             header(binary, &format!("ce-{attribute}")),
             event[attribute].as_str().unwrap_or_default(),
@@ -277,7 +292,8 @@ contentMode = "Binary"
     assert_eq!(event["mqtttopic"], "vehicles/car1");
     assert_eq!(event["priority"], "high");
     assert_eq!(event["source"], "gridmq");
-    gateway_tests::schema::validate("routed-event.schema.json", event).expect("routed-event schema");
+    gateway_tests::schema::validate("routed-event.schema.json", event)
+        .expect("routed-event schema");
     gateway_tests::schema::validate_cloudevent(event).expect("CloudEvents schema");
 }
 
@@ -292,11 +308,14 @@ async fn the_handshake_happens_once() {
     }
     wait_posts(&server, 5).await;
     let requests = server.received_requests().await.unwrap_or_default();
-    let options: Vec<&Request> = requests.iter().filter(|r| r.method.as_str() == "OPTIONS").collect();
+    let options: Vec<&Request> =
+        requests.iter().filter(|r| r.method.as_str() == "OPTIONS").collect();
     assert_eq!(options.len(), 1);
     assert_eq!(header(options[0], "webhook-request-origin"), "eventgrid.azure.net");
-    assert!(requests.iter().position(|r| r.method.as_str() == "OPTIONS")
-        < requests.iter().position(|r| r.method.as_str() == "POST"));
+    assert!(
+        requests.iter().position(|r| r.method.as_str() == "OPTIONS")
+            < requests.iter().position(|r| r.method.as_str() == "POST")
+    );
 }
 
 #[tokio::test]
@@ -305,12 +324,10 @@ async fn a_refusing_endpoint_is_not_hammered() {
     // No WebHook-Allowed-Origin: the endpoint does not consent.
     Mock::given(method("OPTIONS")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
-    let gridmq = Gridmq::start_with_config(&config(
-        &format!("{}/hook", server.uri()),
-        "",
-        "",
-    )
-    .replace("retryDelaysSeconds = [0.2]", "retryDelaysSeconds = [1]"));
+    let gridmq = Gridmq::start_with_config(
+        &config(&format!("{}/hook", server.uri()), "", "")
+            .replace("retryDelaysSeconds = [0.2]", "retryDelaysSeconds = [1]"),
+    );
     let client = publisher(&gridmq, "car1").await;
     client.publish("vehicles/car1", v5::QoS::AtLeastOnce, false, b"x").await;
     tokio::time::sleep(Duration::from_millis(3500)).await;

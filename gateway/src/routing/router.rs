@@ -30,6 +30,9 @@ pub const SYSTEM_TOPIC: &str = "$system";
 /// never wait for lifecycle events.
 const LIFECYCLE_QUEUE: usize = 10_000;
 
+/// A recovered delivery: its subscription, attempts made, next attempt.
+type Owed = (Arc<Dispatcher>, u32, SystemTime);
+
 /// What the router knows of one subscription, for the management API.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -174,8 +177,7 @@ impl Router {
                 }
             }
         }
-        let mut owed: BTreeMap<(String, u64), Vec<(Arc<Dispatcher>, u32, SystemTime)>> =
-            BTreeMap::new();
+        let mut owed: BTreeMap<(String, u64), Vec<Owed>> = BTreeMap::new();
         let mut orphans = 0usize;
         for (key, seq, record) in rows.remove(&RoutingTable::Deliveries).unwrap_or_default() {
             let dispatcher = self.dispatchers.get(key.as_str());
