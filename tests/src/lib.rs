@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod certs;
+pub mod http;
 pub mod clients;
 pub mod raw;
 pub mod schema;
