@@ -30,6 +30,15 @@ pub const SYSTEM_TOPIC: &str = "$system";
 /// never wait for lifecycle events.
 const LIFECYCLE_QUEUE: usize = 10_000;
 
+/// Why events could not be published to a namespace topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("no such namespace topic")]
+    NoSuchTopic,
+    #[error("routing buffer full (routing.max_buffered_events)")]
+    Full,
+}
+
 /// A recovered delivery: its subscription, attempts made, next attempt.
 type Owed = (Arc<Dispatcher>, u32, SystemTime);
 
@@ -326,6 +335,33 @@ impl Router {
         Some(redriven)
     }
 
+    /// Whether namespace topic `topic` exists.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        topic != SYSTEM_TOPIC && self.topics.contains_key(topic)
+    }
+
+    /// Publishes CloudEvents straight to namespace topic `topic` (the HTTP publish API): each
+    /// goes to the subscriptions whose filters take it. Returns the ticket that makes them
+    /// durable; the caller answers once it is committed.
+    pub fn publish_events(
+        &self,
+        topic: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Option<Ticket>, PublishError> {
+        let Some((topic, _)) = self.topics.get_key_value(topic).filter(|_| self.has_topic(topic))
+        else {
+            return Err(PublishError::NoSuchTopic);
+        };
+        let topic = topic.clone();
+        let now = SystemTime::now();
+        let mut ticket = None;
+        for event in events {
+            let admitted = self.admit(&topic, event, now).map_err(|_| PublishError::Full)?;
+            ticket = ticket.max(admitted);
+        }
+        Ok(ticket)
+    }
+
     fn dispatcher(&self, topic: &str, subscription: &str) -> Option<&Arc<Dispatcher>> {
         let topic = if topic == "systemTopic" { SYSTEM_TOPIC } else { topic };
         self.dispatchers.get(format!("{topic}/{subscription}").as_str())
@@ -398,7 +434,7 @@ impl Router {
                 }
                 LifecycleEvent::Disconnected { identity, connection, reason } => {
                     let seq = connections.remove(connection).unwrap_or_else(|| {
-                        self.sequences.lock().get(&identity.client_id).copied().unwrap_or(0)
+                        self.sequences.lock().get(&identity.client_id).copied().unwrap_or(1)
                     });
                     super::lifecycle::session_disconnected(
                         source,
