@@ -29,6 +29,7 @@ pub mod event;
 pub mod filter;
 pub mod lifecycle;
 pub mod offline;
+pub mod queue;
 pub mod router;
 
 pub use router::Router;

@@ -29,6 +29,8 @@ pub enum DeadLetterReason {
     /// The destination answered with a failure retrying cannot fix (400, 401, 403, 413; and
     /// for webhooks 404 and 414).
     NonRetriable,
+    /// A pull consumer rejected the event (queue subscriptions).
+    Rejected,
 }
 
 /// One dead-lettered event with why and when.
@@ -69,12 +71,14 @@ pub enum DeadLetterError {
 
 impl DeadLetterReason {
     /// The `deadletterreason` string. The first two are Event Grid's; Event Grid documents no
-    /// string for a failure that was not retried, so `NonRetriable` is ours.
+    /// string for a failure that was not retried or a rejected event, so `NonRetriable` and
+    /// `Rejected` are ours.
     pub fn as_str(&self) -> &'static str {
         match self {
             DeadLetterReason::MaxDeliveryAttemptsExceeded => "MaxDeliveryAttemptsExceeded",
             DeadLetterReason::MaxRetryDurationExceeded => "MaxRetryDurationExceeded",
             DeadLetterReason::NonRetriable => "NonRetriable",
+            DeadLetterReason::Rejected => "Rejected",
         }
     }
 
@@ -84,6 +88,7 @@ impl DeadLetterReason {
             DeadLetterReason::MaxDeliveryAttemptsExceeded,
             DeadLetterReason::MaxRetryDurationExceeded,
             DeadLetterReason::NonRetriable,
+            DeadLetterReason::Rejected,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == text)

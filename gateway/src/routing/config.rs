@@ -99,10 +99,17 @@ pub struct SystemTopicConfig {
     pub event_subscriptions: BTreeMap<String, SubscriptionConfig>,
 }
 
-/// An event subscription with a push destination.
+/// An event subscription: push to a destination, or a queue for pull delivery over HTTP.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SubscriptionConfig {
+    /// `Push` (default: events go to `destination`) or `Queue` (consumers receive them over
+    /// the data-plane HTTP API).
+    #[serde(default)]
+    pub delivery_mode: DeliveryMode,
+    /// Queue subscriptions: seconds a received event stays locked to its consumer (Event Grid:
+    /// 60–300, default 60; gridmq also takes 1–59).
+    pub receive_lock_duration_in_seconds: Option<u32>,
     /// Most delivery attempts per event (1–10 for webhooks, 1–30 for custom topics); then the
     /// event is dead-lettered.
     pub max_delivery_count: Option<u32>,
@@ -113,11 +120,19 @@ pub struct SubscriptionConfig {
     /// Replaces the retry schedule with these delays in seconds (the last one repeats). For
     /// tests and experiments; Event Grid's schedule applies without it.
     pub retry_delays_seconds: Option<Vec<f64>>,
-    /// Where events are pushed.
-    pub destination: Destination,
+    /// Where events are pushed (push subscriptions only).
+    pub destination: Option<Destination>,
     /// Which events this subscription takes.
     #[serde(default)]
     pub filters: FiltersConfig,
+}
+
+/// How a subscription's events leave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum DeliveryMode {
+    #[default]
+    Push,
+    Queue,
 }
 
 /// A push destination, by Event Grid's `endpointType`.
@@ -205,6 +220,8 @@ impl RoutingSection<'_> {
 pub struct SubscriptionPlan {
     pub policy: sinks::RetryPolicy,
     pub filter: crate::routing::filter::Filter,
+    /// Queue subscriptions: the receive lock.
+    pub lock_duration: Duration,
 }
 
 impl SubscriptionConfig {
@@ -216,14 +233,43 @@ impl SubscriptionConfig {
         retention: Duration,
     ) -> Result<SubscriptionPlan, RoutingConfigError> {
         crate::access::model::check_resource_name(name).map_err(|p| invalid(path, p))?;
+        let lock = self.receive_lock_duration_in_seconds;
+        match (self.delivery_mode, &self.destination, lock) {
+            (DeliveryMode::Push, None, _) => {
+                return Err(invalid(
+                    format!("{path}.destination"),
+                    "a push subscription needs a destination (or deliveryMode = \"Queue\")",
+                ));
+            }
+            (DeliveryMode::Queue, Some(_), _) => {
+                return Err(invalid(
+                    format!("{path}.destination"),
+                    "a queue subscription has no destination: consumers receive over HTTP",
+                ));
+            }
+            (DeliveryMode::Push, Some(_), Some(_)) => {
+                return Err(invalid(
+                    format!("{path}.receiveLockDurationInSeconds"),
+                    "only queue subscriptions have a receive lock",
+                ));
+            }
+            (DeliveryMode::Queue, None, Some(secs)) if !(1..=300).contains(&secs) => {
+                return Err(invalid(
+                    format!("{path}.receiveLockDurationInSeconds"),
+                    format!("must be 1 to 300, found {secs}"),
+                ));
+            }
+            _ => {}
+        }
         let (schedule, max_count, default_attempts, default_ttl) = match &self.destination {
-            Destination::WebHook(webhook) => {
+            None => (sinks::Schedule::Namespace, 10, 10, retention),
+            Some(Destination::WebHook(webhook)) => {
                 webhook
                     .validate()
                     .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
                 (sinks::Schedule::Namespace, 10, 10, retention)
             }
-            Destination::CustomTopic(topic) => {
+            Some(Destination::CustomTopic(topic)) => {
                 topic
                     .validate()
                     .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
@@ -279,7 +325,8 @@ impl SubscriptionConfig {
             .compile(&format!("{path}.filters"))
             .map_err(|error| invalid(error.field.clone(), error.problem.clone()))?;
         let policy = sinks::RetryPolicy { schedule, max_attempts, time_to_live, delays };
-        Ok(SubscriptionPlan { policy, filter })
+        let lock_duration = Duration::from_secs(u64::from(lock.unwrap_or(60)));
+        Ok(SubscriptionPlan { policy, filter, lock_duration })
     }
 }
 

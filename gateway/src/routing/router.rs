@@ -15,7 +15,10 @@ use tokio_util::task::TaskTracker;
 use super::buffer::{Buffer, decode_delivery, decode_event};
 use super::config::{Destination, SubscriptionConfig};
 use super::dead_letter::DeadLetters;
+use super::buffer::BufferedEvent;
 use super::dispatch::{Dispatcher, Status};
+use super::filter::Filter;
+use super::queue::QueueSubscription;
 use super::enrich::Enrichments;
 use crate::config::Config;
 use crate::hooks::{LifecycleEvent, LifecycleObserver, RoutedMessage, RoutingTap, TapRefused};
@@ -30,6 +33,60 @@ pub const SYSTEM_TOPIC: &str = "$system";
 /// never wait for lifecycle events.
 const LIFECYCLE_QUEUE: usize = 10_000;
 
+/// An event subscription: pushed by a dispatcher, or a queue consumers pull from.
+#[derive(Clone)]
+pub enum Subscriber {
+    Push(Arc<Dispatcher>),
+    Queue(Arc<QueueSubscription>),
+}
+
+impl Subscriber {
+    /// `topic/subscription`.
+    pub fn key(&self) -> &Arc<str> {
+        match self {
+            Subscriber::Push(d) => &d.key,
+            Subscriber::Queue(q) => &q.key,
+        }
+    }
+
+    pub fn topic(&self) -> &Arc<str> {
+        match self {
+            Subscriber::Push(d) => &d.topic,
+            Subscriber::Queue(q) => &q.topic,
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Subscriber::Push(d) => &d.name,
+            Subscriber::Queue(q) => &q.name,
+        }
+    }
+
+    pub fn filter(&self) -> &Filter {
+        match self {
+            Subscriber::Push(d) => &d.filter,
+            Subscriber::Queue(q) => &q.filter,
+        }
+    }
+
+    /// Queues a delivery of `event` after `attempts` attempts, due at `at`.
+    pub fn enqueue(&self, event: Arc<BufferedEvent>, attempts: u32, at: SystemTime) {
+        match self {
+            Subscriber::Push(d) => d.enqueue(event, attempts, at),
+            Subscriber::Queue(q) => q.enqueue(event, attempts, at),
+        }
+    }
+
+    /// Deliveries waiting.
+    pub fn waiting(&self) -> usize {
+        match self {
+            Subscriber::Push(d) => d.waiting(),
+            Subscriber::Queue(q) => q.waiting(),
+        }
+    }
+}
+
 /// Why events could not be published to a namespace topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -40,7 +97,7 @@ pub enum PublishError {
 }
 
 /// A recovered delivery: its subscription, attempts made, next attempt.
-type Owed = (Arc<Dispatcher>, u32, SystemTime);
+type Owed = (Subscriber, u32, SystemTime);
 
 /// What the router knows of one subscription, for the management API.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,10 +105,16 @@ type Owed = (Arc<Dispatcher>, u32, SystemTime);
 pub struct SubscriptionInfo {
     pub topic: String,
     pub name: String,
-    /// Deliveries waiting for their next attempt (not counting requests in flight).
+    /// `Push` or `Queue`.
+    pub delivery_mode: &'static str,
+    /// Deliveries waiting for their next attempt or receive (not counting requests in
+    /// flight or locked events).
     pub waiting: usize,
+    /// Queue subscriptions: events under a receive lock.
+    pub locked: usize,
     pub dead_letters: usize,
-    pub endpoint: Status,
+    /// Push subscriptions: the endpoint's validation state.
+    pub endpoint: Option<Status>,
 }
 
 /// The routing pipeline.
@@ -59,8 +122,8 @@ pub struct Router {
     namespace: String,
     routes: Vec<(String, Arc<str>)>,
     enrichments: Enrichments,
-    topics: HashMap<Arc<str>, Vec<Arc<Dispatcher>>>,
-    dispatchers: BTreeMap<Arc<str>, Arc<Dispatcher>>,
+    topics: HashMap<Arc<str>, Vec<Subscriber>>,
+    dispatchers: BTreeMap<Arc<str>, Subscriber>,
     buffer: Arc<Buffer>,
     dead_letters: Arc<DeadLetters>,
     lifecycle: parking_lot::Mutex<Option<mpsc::Receiver<LifecycleEvent>>>,
@@ -89,7 +152,7 @@ impl Router {
         let buffer = Arc::new(Buffer::new(journal.clone(), config.routing.max_buffered_events));
         let dead_letters = Arc::new(DeadLetters::new(journal));
         let client = sinks::http_client().map_err(|e| format!("routing: HTTP client: {e}"))?;
-        let mut topics: HashMap<Arc<str>, Vec<Arc<Dispatcher>>> = HashMap::new();
+        let mut topics: HashMap<Arc<str>, Vec<Subscriber>> = HashMap::new();
         let mut dispatchers = BTreeMap::new();
         let mut add = |topic: &str,
                        path: String,
@@ -102,16 +165,31 @@ impl Router {
                 let plan = sub.plan(&path, name, retention).map_err(|e| e.to_string())?;
                 let problem = |p: sinks::ConfigProblem| format!("{path}.destination.{p}");
                 let sink: Arc<dyn sinks::Sink> = match &sub.destination {
-                    Destination::WebHook(webhook) => Arc::new(
+                    None => {
+                        let queue = Arc::new(QueueSubscription::new(
+                            topic,
+                            name,
+                            plan.filter,
+                            plan.policy,
+                            plan.lock_duration,
+                            buffer.clone(),
+                            dead_letters.clone(),
+                        ));
+                        let subscriber = Subscriber::Queue(queue);
+                        dispatchers.insert(subscriber.key().clone(), subscriber.clone());
+                        entry.push(subscriber);
+                        continue;
+                    }
+                    Some(Destination::WebHook(webhook)) => Arc::new(
                         sinks::WebhookSink::new(webhook.clone(), client.clone(), name)
                             .map_err(problem)?,
                     ),
-                    Destination::CustomTopic(custom) => Arc::new(
+                    Some(Destination::CustomTopic(custom)) => Arc::new(
                         sinks::CustomTopicSink::new(custom.clone(), client.clone())
                             .map_err(problem)?,
                     ),
                 };
-                let dispatcher = Arc::new(Dispatcher::new(
+                let subscriber = Subscriber::Push(Arc::new(Dispatcher::new(
                     topic,
                     name,
                     plan.filter,
@@ -119,9 +197,9 @@ impl Router {
                     plan.policy,
                     buffer.clone(),
                     dead_letters.clone(),
-                ));
-                dispatchers.insert(dispatcher.key.clone(), dispatcher.clone());
-                entry.push(dispatcher);
+                )));
+                dispatchers.insert(subscriber.key().clone(), subscriber.clone());
+                entry.push(subscriber);
             }
             Ok(())
         };
@@ -257,8 +335,10 @@ impl Router {
 
     /// Starts every dispatcher and the lifecycle task; they stop on `shutdown`.
     pub fn start(self: &Arc<Self>, tasks: &TaskTracker, shutdown: &CancellationToken) {
-        for dispatcher in self.dispatchers.values() {
-            tasks.spawn(dispatcher.clone().run(tasks.clone(), shutdown.clone()));
+        for subscriber in self.dispatchers.values() {
+            if let Subscriber::Push(dispatcher) = subscriber {
+                tasks.spawn(dispatcher.clone().run(tasks.clone(), shutdown.clone()));
+            }
         }
         if let Some(receiver) = self.lifecycle.lock().take() {
             tasks.spawn(self.clone().lifecycle_loop(receiver, shutdown.clone()));
@@ -269,12 +349,26 @@ impl Router {
     pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
         self.dispatchers
             .values()
-            .map(|d| SubscriptionInfo {
-                topic: d.topic.to_string(),
-                name: d.name.to_string(),
-                waiting: d.waiting(),
-                dead_letters: self.dead_letters.list(&d.key).len(),
-                endpoint: d.status(),
+            .map(|s| SubscriptionInfo {
+                topic: match s.topic() {
+                    topic if &**topic == SYSTEM_TOPIC => "systemTopic".to_string(),
+                    topic => topic.to_string(),
+                },
+                name: s.name().to_string(),
+                delivery_mode: match s {
+                    Subscriber::Push(_) => "Push",
+                    Subscriber::Queue(_) => "Queue",
+                },
+                waiting: s.waiting(),
+                locked: match s {
+                    Subscriber::Push(_) => 0,
+                    Subscriber::Queue(queue) => queue.locked(),
+                },
+                dead_letters: self.dead_letters.list(s.key()).len(),
+                endpoint: match s {
+                    Subscriber::Push(dispatcher) => Some(dispatcher.status()),
+                    Subscriber::Queue(_) => None,
+                },
             })
             .collect()
     }
@@ -287,8 +381,8 @@ impl Router {
     /// The dead letters of a subscription (`topic` is `systemTopic` for the system topic);
     /// `None` when there is no such subscription.
     pub fn dead_letters(&self, topic: &str, subscription: &str) -> Option<Vec<(u64, Value)>> {
-        let dispatcher = self.dispatcher(topic, subscription)?;
-        Some(self.dead_letters.list(&dispatcher.key))
+        let subscriber = self.dispatcher(topic, subscription)?;
+        Some(self.dead_letters.list(subscriber.key()))
     }
 
     /// Deletes dead letters (`ids`, or all); how many were deleted.
@@ -298,8 +392,8 @@ impl Router {
         subscription: &str,
         ids: Option<&[u64]>,
     ) -> Option<usize> {
-        let dispatcher = self.dispatcher(topic, subscription)?;
-        Some(self.dead_letters.take(&dispatcher.key, ids).len())
+        let subscriber = self.dispatcher(topic, subscription)?;
+        Some(self.dead_letters.take(subscriber.key(), ids).len())
     }
 
     /// Sends dead letters (`ids`, or all) to their subscription again, as new deliveries with
@@ -307,30 +401,31 @@ impl Router {
     /// buffer is full, leaving the rest dead-lettered.
     pub fn redrive(&self, topic: &str, subscription: &str, ids: Option<&[u64]>) -> Option<usize> {
         let dispatcher = self.dispatcher(topic, subscription)?.clone();
+        let key = dispatcher.key().clone();
         let mut redriven = 0;
-        let records = self.dead_letters.take(&dispatcher.key, ids);
+        let records = self.dead_letters.take(&key, ids);
         let mut records = records.into_iter();
         for (seq, record) in records.by_ref() {
             let event = record.get("event").cloned().map(CloudEvent::from_json);
             let Some(Ok(event)) = event else {
-                tracing::error!(subscription = %dispatcher.key, seq, "Dead-letter record without a readable event kept.");
-                self.dead_letters.add(&dispatcher.key, record);
+                tracing::error!(subscription = %key, seq, "Dead-letter record without a readable event kept.");
+                self.dead_letters.add(&key, record);
                 continue;
             };
             let now = SystemTime::now();
-            match self.buffer.admit(&dispatcher.topic, event, now, &[&dispatcher.key]) {
+            match self.buffer.admit(dispatcher.topic(), event, now, &[&key]) {
                 Ok((buffered, _)) => {
                     dispatcher.enqueue(buffered, 0, now);
                     redriven += 1;
                 }
                 Err(_) => {
-                    self.dead_letters.add(&dispatcher.key, record);
+                    self.dead_letters.add(&key, record);
                     break;
                 }
             }
         }
         for (_, record) in records {
-            self.dead_letters.add(&dispatcher.key, record);
+            self.dead_letters.add(&key, record);
         }
         Some(redriven)
     }
@@ -362,7 +457,15 @@ impl Router {
         Ok(ticket)
     }
 
-    fn dispatcher(&self, topic: &str, subscription: &str) -> Option<&Arc<Dispatcher>> {
+    /// The queue subscription `subscription` of namespace topic `topic`, if it is one.
+    pub fn queue(&self, topic: &str, subscription: &str) -> Option<&Arc<QueueSubscription>> {
+        match self.dispatcher(topic, subscription)? {
+            Subscriber::Queue(queue) if topic != SYSTEM_TOPIC => Some(queue),
+            _ => None,
+        }
+    }
+
+    fn dispatcher(&self, topic: &str, subscription: &str) -> Option<&Subscriber> {
         let topic = if topic == "systemTopic" { SYSTEM_TOPIC } else { topic };
         self.dispatchers.get(format!("{topic}/{subscription}").as_str())
     }
@@ -375,13 +478,13 @@ impl Router {
         now: SystemTime,
     ) -> Result<Option<Ticket>, super::buffer::Full> {
         let Some(dispatchers) = self.topics.get(topic) else { return Ok(None) };
-        let takers: Vec<&Arc<Dispatcher>> =
-            dispatchers.iter().filter(|d| d.filter.matches(&event)).collect();
+        let takers: Vec<&Subscriber> =
+            dispatchers.iter().filter(|d| d.filter().matches(&event)).collect();
         if takers.is_empty() {
             metrics::counter!("gridmq_routing_unmatched_total").increment(1);
             return Ok(None);
         }
-        let keys: Vec<&Arc<str>> = takers.iter().map(|d| &d.key).collect();
+        let keys: Vec<&Arc<str>> = takers.iter().map(|d| d.key()).collect();
         let (buffered, ticket) = self.buffer.admit(topic, event, now, &keys)?;
         for dispatcher in takers {
             dispatcher.enqueue(buffered.clone(), 0, now);

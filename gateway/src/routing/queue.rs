@@ -1,0 +1,329 @@
+//! A queue event subscription: events wait until a consumer receives them over HTTP (pull
+//! delivery), under a lock, and are then acknowledged, released, rejected, or redelivered when
+//! the lock expires.
+//!
+//! Event Grid's rules: each receive counts as a delivery (`deliveryCount`, stored, so it
+//! survives a restart); an event whose count would pass `maxDeliveryCount`, or whose time to
+//! live has passed, is dead-lettered instead of delivered; a rejected event is dead-lettered;
+//! a lock can be renewed only within an hour of the first receive. Locks live in memory: after
+//! a restart every locked event is receivable again.
+//!
+//! **Invariant**: an event is either available or held under exactly one lock token, so two
+//! consumers never hold the same event at once.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use sinks::{CloudEvent, DeadLetterReason, RetryPolicy};
+use tokio::sync::Notify;
+
+use super::buffer::{Buffer, BufferedEvent, millis};
+use super::dead_letter::DeadLetters;
+use super::filter::Filter;
+
+/// How long after its first receive an event's lock may still be renewed.
+const RENEW_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Lock tokens remembered after their lock expired, so that late operations on them report
+/// `TokenLost` rather than `BadToken`. The oldest are forgotten past this bound.
+const LOST_TOKENS: usize = 10_000;
+
+/// An event handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub lock_token: String,
+    pub delivery_count: u32,
+    pub event: CloudEvent,
+}
+
+/// A lock token an operation could not apply to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedToken {
+    pub lock_token: String,
+    pub error_code: &'static str,
+    pub error_description: &'static str,
+}
+
+/// The answer to acknowledge, release, reject and renew.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenOutcome {
+    pub succeeded_lock_tokens: Vec<String>,
+    pub failed_lock_tokens: Vec<FailedToken>,
+}
+
+struct Pending {
+    event: Arc<BufferedEvent>,
+    /// Deliveries (receives) so far.
+    attempts: u32,
+}
+
+struct Locked {
+    pending: Pending,
+    expires: SystemTime,
+    first_received: SystemTime,
+}
+
+#[derive(Default)]
+struct State {
+    /// Available events by (when they become receivable, ms since the epoch; event seq).
+    available: BTreeMap<(u64, u64), Pending>,
+    locked: HashMap<String, Locked>,
+    /// First receive time of events that were received before and released back.
+    first_received: HashMap<u64, SystemTime>,
+    lost: VecDeque<String>,
+}
+
+/// A queue event subscription.
+pub struct QueueSubscription {
+    pub key: Arc<str>,
+    pub topic: Arc<str>,
+    pub name: Arc<str>,
+    pub filter: Filter,
+    policy: RetryPolicy,
+    lock_duration: Duration,
+    buffer: Arc<Buffer>,
+    dead_letters: Arc<DeadLetters>,
+    state: Mutex<State>,
+    arrived: Notify,
+}
+
+impl QueueSubscription {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        topic: &str,
+        name: &str,
+        filter: Filter,
+        policy: RetryPolicy,
+        lock_duration: Duration,
+        buffer: Arc<Buffer>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> QueueSubscription {
+        QueueSubscription {
+            key: format!("{topic}/{name}").into(),
+            topic: topic.into(),
+            name: name.into(),
+            filter,
+            policy,
+            lock_duration,
+            buffer,
+            dead_letters,
+            state: Mutex::new(State::default()),
+            arrived: Notify::new(),
+        }
+    }
+
+    /// Makes `event` receivable at `at`, with `attempts` deliveries behind it.
+    pub fn enqueue(&self, event: Arc<BufferedEvent>, attempts: u32, at: SystemTime) {
+        self.state.lock().available.insert((millis(at), event.seq), Pending { event, attempts });
+        self.arrived.notify_waiters();
+    }
+
+    /// Events waiting to be received (not locked).
+    pub fn waiting(&self) -> usize {
+        self.state.lock().available.len()
+    }
+
+    /// Events under a lock.
+    pub fn locked(&self) -> usize {
+        self.state.lock().locked.len()
+    }
+
+    /// Receives up to `max_events`, waiting up to `max_wait` for the first one (long poll).
+    pub async fn receive(&self, max_events: usize, max_wait: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (received, next) = self.take(max_events);
+            if !received.is_empty() || tokio::time::Instant::now() >= deadline {
+                return received;
+            }
+            let wake = next.map_or(deadline, |d| (tokio::time::Instant::now() + d).min(deadline));
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    /// Settles events for good.
+    pub fn acknowledge(&self, tokens: &[String]) -> TokenOutcome {
+        self.apply(tokens, |this, _, locked| {
+            this.buffer.settle(&this.key, &locked.pending.event);
+        })
+    }
+
+    /// Makes events receivable again after `delay`.
+    pub fn release(&self, tokens: &[String], delay: Duration) -> TokenOutcome {
+        let at = SystemTime::now() + delay;
+        self.apply(tokens, |this, state, locked| {
+            let Locked { pending, first_received, .. } = locked;
+            this.buffer.reschedule(&this.key, &pending.event, pending.attempts, at);
+            state.first_received.insert(pending.event.seq, first_received);
+            state.available.insert((millis(at), pending.event.seq), pending);
+            this.arrived.notify_waiters();
+        })
+    }
+
+    /// Dead-letters events.
+    pub fn reject(&self, tokens: &[String]) -> TokenOutcome {
+        self.apply(tokens, |this, _, locked| {
+            this.dead_letter(locked.pending, DeadLetterReason::Rejected);
+        })
+    }
+
+    /// Extends locks by the lock duration, within an hour of the first receive.
+    pub fn renew(&self, tokens: &[String]) -> TokenOutcome {
+        let now = SystemTime::now();
+        let mut state = self.state.lock();
+        self.expire_locks(&mut state, now);
+        let mut outcome = TokenOutcome::default();
+        for token in tokens {
+            match state.locked.get_mut(token) {
+                Some(locked) if now < locked.first_received + RENEW_WINDOW => {
+                    locked.expires = now + self.lock_duration;
+                    outcome.succeeded_lock_tokens.push(token.clone());
+                }
+                Some(_) => outcome.failed_lock_tokens.push(FailedToken {
+                    lock_token: token.clone(),
+                    error_code: "RenewLimitExceeded",
+                    error_description: "Locks can be renewed only within an hour of the first receive.",
+                }),
+                None => outcome.failed_lock_tokens.push(failed(&state, token)),
+            }
+        }
+        outcome
+    }
+
+    fn apply(
+        &self,
+        tokens: &[String],
+        mut action: impl FnMut(&Self, &mut State, Locked),
+    ) -> TokenOutcome {
+        let now = SystemTime::now();
+        let mut state = self.state.lock();
+        self.expire_locks(&mut state, now);
+        let mut outcome = TokenOutcome::default();
+        for token in tokens {
+            match state.locked.remove(token) {
+                Some(locked) => {
+                    action(self, &mut state, locked);
+                    outcome.succeeded_lock_tokens.push(token.clone());
+                }
+                None => outcome.failed_lock_tokens.push(failed(&state, token)),
+            }
+        }
+        outcome
+    }
+
+    /// Locks up to `max` available events; also returns how long until something changes
+    /// (an event becomes available or a lock expires).
+    fn take(&self, max: usize) -> (Vec<Received>, Option<Duration>) {
+        let now = SystemTime::now();
+        let now_ms = millis(now);
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        let next;
+        {
+            let mut state = self.state.lock();
+            self.expire_locks(&mut state, now);
+            while out.len() < max {
+                let Some(entry) = state.available.first_entry() else { break };
+                if entry.key().0 > now_ms {
+                    break;
+                }
+                let mut pending = entry.remove();
+                if self.policy.expired(pending.event.published, now) {
+                    dead.push((pending, DeadLetterReason::MaxRetryDurationExceeded));
+                    continue;
+                }
+                if pending.attempts >= self.policy.max_attempts {
+                    dead.push((pending, DeadLetterReason::MaxDeliveryAttemptsExceeded));
+                    continue;
+                }
+                pending.attempts += 1;
+                self.buffer.reschedule(&self.key, &pending.event, pending.attempts, now);
+                let token = sinks::event::new_id();
+                let first_received = state.first_received.remove(&pending.event.seq).unwrap_or(now);
+                out.push(Received {
+                    lock_token: token.clone(),
+                    delivery_count: pending.attempts,
+                    event: pending.event.event.clone(),
+                });
+                state.locked.insert(
+                    token,
+                    Locked { pending, expires: now + self.lock_duration, first_received },
+                );
+            }
+            let available = state.available.first_key_value().map(|(&(at, _), _)| at);
+            let expiry = state.locked.values().map(|l| millis(l.expires)).min();
+            next = available
+                .into_iter()
+                .chain(expiry)
+                .min()
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms).max(1)));
+        }
+        for (pending, reason) in dead {
+            self.dead_letter(pending, reason);
+        }
+        (out, next)
+    }
+
+    /// Makes events whose lock expired receivable again.
+    fn expire_locks(&self, state: &mut State, now: SystemTime) {
+        let expired: Vec<String> =
+            state.locked.iter().filter(|(_, l)| l.expires <= now).map(|(t, _)| t.clone()).collect();
+        for token in expired {
+            if let Some(Locked { pending, first_received, .. }) = state.locked.remove(&token) {
+                state.first_received.insert(pending.event.seq, first_received);
+                state.available.insert((millis(now), pending.event.seq), pending);
+                state.lost.push_back(token);
+                if state.lost.len() > LOST_TOKENS {
+                    state.lost.pop_front();
+                }
+            }
+        }
+    }
+
+    fn dead_letter(&self, pending: Pending, reason: DeadLetterReason) {
+        let now = SystemTime::now();
+        let record = sinks::DeadLetterRecord {
+            event: pending.event.event.clone(),
+            reason,
+            attempts: pending.attempts,
+            last_result: match reason {
+                DeadLetterReason::Rejected => "Rejected",
+                _ => "",
+            }
+            .to_string(),
+            last_status: None,
+            published: sinks::event::format_time(pending.event.published),
+            last_attempt: sinks::event::format_time(now),
+            custom_delivery_properties: BTreeMap::new(),
+        };
+        tracing::info!(subscription = %self.key, event_id = %pending.event.event.id, reason = reason.as_str(), "Event dead-lettered.");
+        self.dead_letters.add(&self.key, record.to_json());
+        self.buffer.settle(&self.key, &pending.event);
+    }
+}
+
+fn failed(state: &State, token: &str) -> FailedToken {
+    if state.lost.iter().any(|t| t == token) {
+        FailedToken {
+            lock_token: token.to_string(),
+            error_code: "TokenLost",
+            error_description: "Token has expired.",
+        }
+    } else {
+        FailedToken {
+            lock_token: token.to_string(),
+            error_code: "BadToken",
+            error_description: "Token is not valid for this subscription.",
+        }
+    }
+}
