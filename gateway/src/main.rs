@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway::{Config, Gateway, Hooks};
@@ -36,6 +38,13 @@ enum Command {
         #[arg(long)]
         in_memory: bool,
     },
+    /// Namespace topics over the data-plane API: receive, ack, release, reject, renew, publish.
+    Topics {
+        #[command(subcommand)]
+        command: cli::TopicsCommand,
+    },
+    /// Publishes one MQTT message through the data-plane API (HTTP publish).
+    Publish(cli::PublishCommand),
     /// Dead-lettered events of a stopped gateway, read from its data directory. While gridmq
     /// runs, use the management API (`/routing/topics/{topic}/eventSubscriptions/{sub}/deadLetters`).
     Deadletters {
@@ -75,6 +84,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Deadletters { command } => dead_letters(command),
+        Command::Topics { command } => client_runtime()?.block_on(cli::topics(command)),
+        Command::Publish(command) => client_runtime()?.block_on(cli::publish(command)),
         Command::Serve { config, listen, data_dir, in_memory } => {
             let mut config = match config {
                 Some(path) => Config::load(&path)?,
@@ -95,6 +106,14 @@ fn main() -> anyhow::Result<()> {
                 .block_on(serve(config))
         }
     }
+}
+
+/// A small runtime for the client commands.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")
 }
 
 fn dead_letters(command: DeadLetterCommand) -> anyhow::Result<()> {
