@@ -1,14 +1,16 @@
 //! `gridmq-bench`: an MQTT load generator for comparing brokers.
 //!
 //! Scenarios: fan-in, fan-out, pairs, latency (message scenarios, see `messages`), idle
-//! (connection storm, see `idle`). Every payload carries a send timestamp, a publisher id and a
-//! sequence number (`stamp`), so the subscribers measure throughput, latency, loss, duplicates
+//! (connection storm, see `idle`), routed (publishes the broker routes to the tool's own webhook
+//! receiver, see `routed`). Every payload carries a send timestamp, a publisher id and a
+//! sequence number (`stamp`), so the receivers measure throughput, latency, loss, duplicates
 //! and reordering themselves. A run prints exactly one JSON line on stdout (`report`);
 //! diagnostics go to stderr.
 //!
 //! Layout: `settings` (the checked run), `client` (handshake and packet reading with gridmq's
-//! codec), `connect` (many handshakes at once), `publisher`, `subscriber`, `sequence`
-//! (duplicates and reordering), `histogram` (latency percentiles).
+//! codec), `connect` (many handshakes at once), `publisher`, `subscriber`, `webhook` (the
+//! routed scenario's HTTP receiver), `sequence` (duplicates and reordering), `histogram`
+//! (latency percentiles).
 
 mod client;
 mod connect;
@@ -17,10 +19,12 @@ mod idle;
 mod messages;
 mod publisher;
 mod report;
+mod routed;
 mod sequence;
 mod settings;
 mod stamp;
 mod subscriber;
+mod webhook;
 
 use std::net::ToSocketAddrs;
 use std::process::ExitCode;
@@ -58,8 +62,9 @@ struct Args {
     /// Payload bytes (at least 16: the stamp).
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    /// Publishers (fan-in), subscribers (fan-out), pairs (pairs, latency) or connections
-    /// (idle). Defaults: fan-in 100, fan-out 1000, pairs 100, latency 1, idle 5000.
+    /// Publishers (fan-in, routed), subscribers (fan-out), pairs (pairs, latency) or
+    /// connections (idle). Defaults: fan-in 100, fan-out 1000, pairs 100, latency 1, idle 5000,
+    /// routed 10.
     #[arg(long)]
     clients: Option<usize>,
     /// Seconds of publishing.
@@ -76,9 +81,10 @@ struct Args {
     /// broker's Receive Maximum under MQTT 5).
     #[arg(long, default_value_t = 100)]
     inflight: usize,
-    /// Longest wait in seconds, after publishing, for acknowledgements and deliveries.
-    #[arg(long, default_value_t = 5.0)]
-    drain: f64,
+    /// Longest wait in seconds, after publishing, for acknowledgements and deliveries (default
+    /// 5; routed 10, for the events still in the broker's routing buffer).
+    #[arg(long)]
+    drain: Option<f64>,
     /// Seconds the idle scenario holds its connections.
     #[arg(long, default_value_t = 5.0)]
     hold: f64,
@@ -89,6 +95,15 @@ struct Args {
     /// measure a broker's persistent-session (on-disk) QoS 1/2 path.
     #[arg(long, default_value_t = 0)]
     session_expiry: u32,
+    /// Routed: address of the tool's webhook receiver. Fixed rather than picked by the system,
+    /// because the broker's config names it (`endpointUrl = "http://ADDR/hook"`; any path
+    /// is accepted).
+    #[arg(long, default_value = "127.0.0.1:28080")]
+    webhook_listen: std::net::SocketAddr,
+    /// Routed: longest wait in seconds for the broker to accept connections and to send its
+    /// webhook validation handshake (OPTIONS), before publishing starts.
+    #[arg(long, default_value_t = 30.0)]
+    handshake_timeout: f64,
 }
 
 fn main() -> ExitCode {
@@ -126,7 +141,7 @@ fn main() -> ExitCode {
 async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     match settings.scenario {
         Scenario::Idle => idle::run(settings).await,
-        Scenario::Routed => bail!("scenario routed is not yet available: gridmq has no routing"),
+        Scenario::Routed => routed::run(settings).await,
         _ => messages::run(settings).await,
     }
 }
@@ -184,9 +199,14 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         rate,
         // Ids cycle over 65,535 values; a window that large could reuse a live one.
         inflight: args.inflight.min(32_768),
-        drain: seconds("drain", args.drain)?,
+        drain: match args.drain {
+            Some(drain) => seconds("drain", drain)?,
+            None => args.scenario.default_drain(),
+        },
         hold: seconds("hold", args.hold)?,
         connect_concurrency: args.connect_concurrency,
         session_expiry: args.session_expiry,
+        webhook_listen: args.webhook_listen,
+        handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
     })
 }

@@ -1,5 +1,5 @@
 //! The message scenarios (fan-in, fan-out, pairs, latency): who publishes where, who
-//! subscribes to what, and the run itself.
+//! subscribes to what, and the run itself. The publishing half is shared with `routed`.
 //!
 //! Order of a run: every subscriber connects and has its SUBACK; every publisher connects; then
 //! publishing starts for all at one instant. When the publishers are done (duration or message
@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::histogram::Histogram;
@@ -50,10 +51,15 @@ impl Plan {
     }
 }
 
+/// A run id distinct per process, so a broker that kept state from an earlier run stays out of
+/// this one (it goes into topics and client ids).
+pub fn run_id() -> String {
+    format!("{}-{}", std::process::id(), crate::stamp::now_ns() % 1_000_000)
+}
+
 /// Runs one message scenario and reports on it.
 pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
-    // Distinct per process, so a broker that kept state from an earlier run stays out of it.
-    let run_id = format!("{}-{}", std::process::id(), crate::stamp::now_ns() % 1_000_000);
+    let run_id = run_id();
     let plan = Plan::of(&settings, &run_id);
     let (addr, protocol, qos) = (settings.addr, settings.protocol, settings.qos);
 
@@ -71,12 +77,7 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     })
     .await
     .context("connect subscribers")?;
-    let id = run_id.clone();
-    let publishers = connect::many(plan.publishers.len(), settings.connect_concurrency, move |i| {
-        Client::connect(addr, format!("gmqb-{id}-p{i}"), protocol, 0)
-    })
-    .await
-    .context("connect publishers")?;
+    let publishers = connect_publishers(&settings, &run_id, plan.publishers.len()).await?;
 
     let (over_tx, over_rx) = watch::channel(false);
     let sub_tasks: Vec<_> = subscribers
@@ -86,31 +87,11 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
             tokio::spawn(subscriber::run(client, i, over_rx.clone(), settings.drain))
         })
         .collect();
-    let start = Instant::now();
-    let start_ns = crate::stamp::now_ns();
-    let pub_tasks: Vec<_> = publishers
-        .into_iter()
-        .enumerate()
-        .map(|(i, client)| {
-            let topic = plan.publishers[i].clone();
-            tokio::spawn(publisher::run(client, i as u32, topic, settings.clone(), start))
-        })
-        .collect();
+    let publishing = Publishing::start(publishers, &plan.publishers, &settings);
+    let start_ns = publishing.start_ns;
 
     let mut report = Report::new(&settings);
-    for (i, task) in pub_tasks.into_iter().enumerate() {
-        let outcome = task.await.context("publisher task")?;
-        report.published += outcome.published;
-        report.acked += outcome.acked;
-        let counted = match settings.qos {
-            gateway::mqtt::QoS::AtMostOnce => outcome.published,
-            _ => outcome.acked,
-        };
-        report.expected += counted * plan.audience(i);
-        if let Some(error) = outcome.error {
-            report.add_error(error);
-        }
-    }
+    publishing.finish(&settings, &mut report, |i| plan.audience(i)).await?;
     let _ = over_tx.send(true);
 
     let mut latency = Histogram::default();
@@ -126,11 +107,71 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
             report.add_error(error);
         }
     }
-    report.elapsed = (last_ns - start_ns) as f64 / 1e9;
-    if report.elapsed > 0.0 {
-        report.msgs_per_sec = (report.received as f64 / report.elapsed).round();
-    }
-    report.loss = report.expected.saturating_sub(report.received);
-    report.set_latency(&latency);
+    report.finish(start_ns, last_ns, &latency);
     Ok(report)
+}
+
+/// Connects `count` publishers (client ids `gmqb-RUN-pI`).
+pub async fn connect_publishers(
+    settings: &Settings,
+    run_id: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Client>> {
+    let (addr, protocol) = (settings.addr, settings.protocol);
+    let id = run_id.to_owned();
+    connect::many(count, settings.connect_concurrency, move |i| {
+        Client::connect(addr, format!("gmqb-{id}-p{i}"), protocol, 0)
+    })
+    .await
+    .context("connect publishers")
+}
+
+/// Publishers at work, all started at one instant.
+pub struct Publishing {
+    tasks: Vec<JoinHandle<publisher::Outcome>>,
+    /// When publishing started (`stamp::now_ns` scale).
+    pub start_ns: u64,
+}
+
+impl Publishing {
+    /// Starts publisher `i` on `topics[i]`.
+    pub fn start(clients: Vec<Client>, topics: &[Arc<str>], settings: &Arc<Settings>) -> Self {
+        let start = Instant::now();
+        let start_ns = crate::stamp::now_ns();
+        let tasks = clients
+            .into_iter()
+            .enumerate()
+            .map(|(i, client)| {
+                let topic = topics[i].clone();
+                tokio::spawn(publisher::run(client, i as u32, topic, settings.clone(), start))
+            })
+            .collect();
+        Publishing { tasks, start_ns }
+    }
+
+    /// Waits for every publisher (duration, then acknowledgements) and adds what they did to
+    /// `report`: each message a publisher got through counts `audience(i)` times in
+    /// `expected`.
+    pub async fn finish(
+        self,
+        settings: &Settings,
+        report: &mut Report,
+        audience: impl Fn(usize) -> u64,
+    ) -> anyhow::Result<()> {
+        for (i, task) in self.tasks.into_iter().enumerate() {
+            let outcome = task.await.context("publisher task")?;
+            report.published += outcome.published;
+            report.acked += outcome.acked;
+            report.refused += outcome.refused;
+            let counted = match settings.qos {
+                gateway::mqtt::QoS::AtMostOnce => outcome.published,
+                _ => outcome.acked - outcome.refused,
+            };
+            report.expected += counted * audience(i);
+            if let Some(error) = outcome.error {
+                report.add_error(error);
+            }
+        }
+        Ok(())
+    }
 }

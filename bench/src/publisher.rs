@@ -31,6 +31,9 @@ pub struct Outcome {
     pub published: u64,
     /// PUBACK (QoS 1) or PUBCOMP (QoS 2) received; 0 at QoS 0.
     pub acked: u64,
+    /// Of those, acknowledgements with an error reason code (MQTT 5: 0x80 and up, e.g. 0x97
+    /// Quota exceeded): the broker refused the message, so nobody should receive it.
+    pub refused: u64,
     pub error: Option<String>,
 }
 
@@ -38,6 +41,8 @@ pub struct Outcome {
 #[derive(Default)]
 struct Acks {
     done: AtomicU64,
+    /// Of `done`, those with an error reason code.
+    refused: AtomicU64,
     /// Why the reader stopped: the connection is gone.
     ended: OnceLock<String>,
     /// Signalled on every acknowledgement and when the reader stops. `Notify` keeps a permit
@@ -89,6 +94,7 @@ pub async fn run(
     let mut outcome = Outcome {
         published: sender.sequence,
         acked: acks.done.load(Ordering::Acquire),
+        refused: acks.refused.load(Ordering::Acquire),
         error: None,
     };
     reader_task.abort();
@@ -274,7 +280,16 @@ async fn read_acks(
 ) {
     let why = loop {
         match reader.next().await {
-            Ok(Packet::PubAck(_) | Packet::PubComp(_)) => {
+            Ok(Packet::PubAck(ack) | Packet::PubComp(ack)) => {
+                if ack.reason.is_error() {
+                    acks.refused.fetch_add(1, Ordering::Release);
+                }
+                acks.done.fetch_add(1, Ordering::Release);
+                acks.wake.notify_one();
+            }
+            Ok(Packet::PubRec(ack)) if ack.reason.is_error() => {
+                // Refused at PUBREC: the flow ends here, no PUBREL follows (MQTT 5, 4.3.3).
+                acks.refused.fetch_add(1, Ordering::Release);
                 acks.done.fetch_add(1, Ordering::Release);
                 acks.wake.notify_one();
             }

@@ -23,8 +23,11 @@ pub struct Report {
     pub published: u64,
     /// Of those, acknowledged (PUBACK at QoS 1, PUBCOMP at QoS 2); 0 at QoS 0.
     pub acked: u64,
-    /// Deliveries the subscribers should have seen: published (QoS 0) or acknowledged
-    /// (QoS >= 1) messages times the subscribers of their topic.
+    /// Of `acked`, acknowledgements with an error reason code (MQTT 5, e.g. 0x97 Quota
+    /// exceeded): refused messages, not expected anywhere.
+    pub refused: u64,
+    /// Deliveries the subscribers should have seen: published (QoS 0) or acknowledged and not
+    /// refused (QoS >= 1) messages times the subscribers of their topic (routed: the webhook).
     pub expected: u64,
     /// Distinct deliveries seen.
     pub received: u64,
@@ -39,6 +42,12 @@ pub struct Report {
     pub reordered: u64,
     /// Idle scenario: completed handshakes per second.
     pub connects_per_sec: Option<f64>,
+    /// Routed: POST requests the webhook received (each one event, or a batch).
+    pub requests: Option<u64>,
+    /// Routed: events (distinct or not) per POST request.
+    pub events_per_request: Option<f64>,
+    /// Routed: validation handshakes (OPTIONS) the webhook answered.
+    pub handshakes: Option<u64>,
     /// Connections that failed or were closed by the broker mid-run.
     pub errors: usize,
     /// The first of those failures, verbatim.
@@ -66,6 +75,17 @@ impl Report {
         self.p50_us = us(latency.quantile(0.50));
         self.p99_us = us(latency.quantile(0.99));
         self.max_us = us(latency.max());
+    }
+
+    /// Fills the rate, loss and latency fields once the counts are in: `elapsed` runs from
+    /// the start of publishing (`start_ns`) to the last delivery (`last_ns`).
+    pub fn finish(&mut self, start_ns: u64, last_ns: u64, latency: &Histogram) {
+        self.elapsed = last_ns.saturating_sub(start_ns) as f64 / 1e9;
+        if self.elapsed > 0.0 {
+            self.msgs_per_sec = (self.received as f64 / self.elapsed).round();
+        }
+        self.loss = self.expected.saturating_sub(self.received);
+        self.set_latency(latency);
     }
 
     /// Records a failed connection; keeps the first message.

@@ -19,17 +19,28 @@ pub enum Scenario {
     Latency,
     /// N idle connections opened as fast as possible, then held.
     Idle,
-    /// Publishes routed to a webhook sink (needs routing, a later issue).
+    /// N publishers on one topic; the broker routes every message as a CloudEvent to a webhook
+    /// the tool serves itself (`--webhook-listen`).
     Routed,
 }
 
 impl Scenario {
+    /// `--drain` when the command line does not say: routed events take a hop more (a buffer
+    /// and an HTTP request), so they get longer.
+    pub fn default_drain(self) -> Duration {
+        match self {
+            Scenario::Routed => Duration::from_secs(10),
+            _ => Duration::from_secs(5),
+        }
+    }
+
     /// `--clients` when the command line does not say.
     pub fn default_clients(self) -> usize {
         match self {
             Scenario::FanIn | Scenario::Pairs => 100,
             Scenario::FanOut => 1000,
-            Scenario::Latency | Scenario::Routed => 1,
+            Scenario::Routed => 10,
+            Scenario::Latency => 1,
             Scenario::Idle => 5000,
         }
     }
@@ -61,6 +72,12 @@ pub struct Settings {
     /// Session expiry of subscribers (0: clean sessions). Persistent subscribers make a
     /// broker with a store write every QoS 1/2 delivery to disk.
     pub session_expiry: u32,
+    /// Routed: where the tool's webhook receiver listens (the broker's config must point its
+    /// event subscription at it).
+    pub webhook_listen: SocketAddr,
+    /// Routed: longest wait for the broker to accept connections and for its webhook
+    /// validation handshake, before publishing starts.
+    pub handshake_timeout: Duration,
 }
 
 impl Settings {
