@@ -20,7 +20,7 @@ pub mod topic_tree;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use tokio_util::sync::CancellationToken;
@@ -32,8 +32,8 @@ use self::retained_index::RetainedIndex;
 use self::session::{Enqueued, Session, Subscription};
 use self::subscriptions::{FilterSubscribers, Subscriber};
 use self::topic_tree::TopicTree;
-use crate::hooks::{Hooks, LifecycleEvent};
-use crate::mqtt::{QoS, ReasonCode, topic};
+use crate::hooks::{ClientIdentity, Hooks, LifecycleEvent, RoutedMessage, TapRefused};
+use crate::mqtt::{Protocol, QoS, ReasonCode, topic};
 use crate::store::{Journal, Op, Ticket};
 
 /// The state every connection shares.
@@ -42,7 +42,9 @@ pub struct Broker {
     pub hooks: Hooks,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     subscriptions: RwLock<TopicTree<FilterSubscribers>>,
-    retained: RwLock<RetainedIndex<Arc<Message>>>,
+    /// Each retained message with the wall-clock time it was stored (the retained-message HTTP
+    /// API reports it; after a restart it is the time the message was recovered).
+    retained: RwLock<RetainedIndex<(Arc<Message>, SystemTime)>>,
     next_id: AtomicU64,
     /// Sequence numbers of stored deliveries; continues after the highest one recovered.
     next_seq: AtomicU64,
@@ -201,7 +203,7 @@ impl Broker {
             retained.remove(&message.topic).is_some().then_some(())?;
             self.journal_append(|| Op::DeleteRetained(message.topic.clone()))
         } else {
-            retained.insert(&message.topic, message.clone());
+            retained.insert(&message.topic, (message.clone(), SystemTime::now()));
             self.journal_append(|| Op::PutRetained(message.topic.clone(), message.record().into()))
         }
     }
@@ -209,16 +211,22 @@ impl Broker {
     /// Puts a recovered retained message back (no journaling: it came from the store).
     pub(crate) fn restore_retained(&self, message: Arc<Message>) {
         let topic = message.topic.clone();
-        self.retained.write().insert(&topic, message);
+        self.retained.write().insert(&topic, (message, SystemTime::now()));
     }
 
     /// The unexpired retained messages matching `filter`.
     pub fn retained_matching(&self, filter: &str) -> Vec<Arc<Message>> {
+        self.retained_entries(filter).into_iter().map(|(message, _)| message).collect()
+    }
+
+    /// The unexpired retained messages matching `filter` (a topic name matches only itself),
+    /// each with the time it was stored, in no particular order.
+    pub fn retained_entries(&self, filter: &str) -> Vec<(Arc<Message>, SystemTime)> {
         let now = tokio::time::Instant::now();
         let mut found = Vec::new();
-        self.retained.read().for_each_matching(filter, |_, message| {
+        self.retained.read().for_each_matching(filter, |_, (message, modified)| {
             if !message.is_expired(now) {
-                found.push(message.clone());
+                found.push((message.clone(), *modified));
             }
         });
         found
@@ -227,7 +235,40 @@ impl Broker {
     /// Drops retained messages whose expiry has passed.
     pub fn purge_expired_retained(&self) {
         let now = tokio::time::Instant::now();
-        self.retained.write().retain(|_, message| !message.is_expired(now));
+        self.retained.write().retain(|_, (message, _)| !message.is_expired(now));
+    }
+
+    /// Publishes a message that no MQTT connection carried (the HTTP publish API) as an MQTT 5
+    /// PUBLISH from `identity` would be: the routing tap takes it, the retained message of its
+    /// topic is set or cleared, it is fanned out, and the call returns once everything it
+    /// stored is durable, so the caller may acknowledge it. Authorization is the caller's, and
+    /// so is `message.publisher` (0: no session, so No Local never drops it). A congested
+    /// subscriber does not slow this publisher down: there is no socket to stop reading.
+    pub async fn publish_from(
+        &self,
+        identity: &ClientIdentity,
+        message: Arc<Message>,
+    ) -> Result<ReasonCode, TapRefused> {
+        let mut ticket = None;
+        if let Some(tap) = &self.hooks.tap {
+            let routed = RoutedMessage {
+                publisher: identity.clone(),
+                protocol: Protocol::V5,
+                topic: message.topic.clone(),
+                qos: message.qos,
+                retain: message.retain,
+                payload: message.payload.clone(),
+                properties: message.properties.clone(),
+            };
+            ticket = tap.accept(&routed)?;
+        }
+        if message.retain {
+            ticket = ticket.max(self.retain(&message));
+        }
+        let fanout = self.publish(&message);
+        self.durable(ticket.max(fanout.ticket)).await;
+        let matched = fanout.matched > 0;
+        Ok(if matched { ReasonCode::Success } else { ReasonCode::NoMatchingSubscribers })
     }
 
     /// Adds or replaces `session`'s subscription to `filter`; returns whether the session

@@ -23,6 +23,7 @@ use crate::access::model::{
 pub use crate::auth::AuthConfig;
 
 pub use crate::broker::config::MqttConfig;
+pub use crate::dataplane::DataPlaneConfig;
 pub use crate::mgmt::ManagementConfig;
 pub use crate::routing::config::{RoutingConfig, SystemTopicConfig, TopicConfig};
 pub use crate::server::config::{
@@ -47,6 +48,9 @@ pub struct Config {
     /// `[management]`: the REST management API; off unless the table is present, and its
     /// presence turns access control on.
     pub management: Option<ManagementConfig>,
+    /// `[http]`: the data-plane HTTP API (namespace topic publish, HTTP publish into MQTT,
+    /// retained messages); off unless the table is present.
+    pub http: Option<DataPlaneConfig>,
     /// `[namespace]`: namespace-wide settings.
     pub namespace: NamespaceSettings,
     /// `[clients.NAME]`: registered clients.
@@ -145,6 +149,9 @@ impl Config {
         }
         if let Some(management) = &self.management {
             management.validate()?;
+        }
+        if let Some(http) = &self.http {
+            http.validate()?;
         }
         self.resources().validate(&self.access.limits)?;
         crate::routing::config::RoutingSection {

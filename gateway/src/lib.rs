@@ -13,6 +13,8 @@
 //! - [`namespace`]: resources, authorization and authentication assembled into the broker's
 //!   hooks; changes applied to live sessions.
 //! - [`mgmt`]: the REST management API over the namespace's resources.
+//! - [`dataplane`]: the data-plane HTTP API (namespace topic publish, HTTP publish into MQTT,
+//!   retained messages).
 //! - [`startup`] and [`store`]: durable state and recovery at start-up.
 //! - [`config`]: the configuration file, composed of each module's own config.
 
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod dataplane;
 pub mod embed;
 pub mod hooks;
 pub mod mgmt;

@@ -44,6 +44,8 @@ pub struct Gateway {
     listeners: Vec<(ListenerKind, SocketAddr)>,
     /// Where the management API listens, when it runs.
     management: Option<SocketAddr>,
+    /// Where the data-plane API listens, when `[http]` is present.
+    data_plane: Option<SocketAddr>,
     namespace: Option<Arc<crate::namespace::Namespace>>,
     router: Option<Arc<crate::routing::Router>>,
     broker: Arc<Broker>,
@@ -101,6 +103,10 @@ impl Gateway {
             }
             _ => None,
         };
+        let data_plane = match &config.http {
+            Some(http) => Some(crate::dataplane::bind(http).await.map_err(failed)?),
+            None => None,
+        };
         let broker =
             crate::startup::recover_broker(&config, hooks, &storage, snapshot).map_err(failed)?;
         if let Some(namespace) = &namespace {
@@ -116,6 +122,22 @@ impl Gateway {
             broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
             addr
         });
+        let data_plane = match (data_plane, &config.http) {
+            (Some((listener, addr)), Some(http)) => {
+                let admin_token = config.management.as_ref().map(|m| m.token()).transpose();
+                let state = crate::dataplane::DataPlane::new(
+                    http.clone(),
+                    admin_token.map_err(failed)?,
+                    broker.clone(),
+                    router.clone(),
+                )
+                .map_err(failed)?;
+                let app = crate::dataplane::app(Arc::new(state));
+                broker.tasks.spawn(crate::dataplane::serve(listener, app, broker.shutdown.clone()));
+                Some(addr)
+            }
+            _ => None,
+        };
         for listener in bound {
             broker.tasks.spawn(listener.accept_loop(broker.clone()));
         }
@@ -123,6 +145,7 @@ impl Gateway {
         Ok(Gateway {
             listeners,
             management,
+            data_plane,
             namespace,
             router,
             broker,
@@ -152,6 +175,11 @@ impl Gateway {
     /// Where the management API listens, when `[management]` is configured.
     pub fn management_addr(&self) -> Option<SocketAddr> {
         self.management
+    }
+
+    /// Where the data-plane API listens, when `[http]` is configured.
+    pub fn data_plane_addr(&self) -> Option<SocketAddr> {
+        self.data_plane
     }
 
     /// The namespace, when access control applies.
@@ -194,11 +222,16 @@ async fn sweep_retained(broker: Arc<Broker>) {
 /// Logs where the gateway listens, for people and for the end-to-end harness: one line per
 /// listener on stdout, in config order, `gridmq listening <scheme> <address>` with scheme
 /// `mqtt` (tcp), `mqtts` (tls), `ws` or `wss`. The management API, when it runs, comes first,
-/// as `gridmq listening http <address>`.
+/// as `gridmq listening http <address>`, then the data-plane API as `gridmq listening api
+/// <address>`.
 pub fn announce(gateway: &Gateway) {
     if let Some(addr) = gateway.management_addr() {
         info!(%addr, "Management API listening.");
         println!("gridmq listening http {addr}");
+    }
+    if let Some(addr) = gateway.data_plane_addr() {
+        info!(%addr, "Data-plane API listening.");
+        println!("gridmq listening api {addr}");
     }
     for (kind, addr) in gateway.listener_addrs() {
         info!(listener = %kind, %addr, "Listening.");

@@ -1,0 +1,232 @@
+//! `POST /topics/{topic}:publish`: CloudEvents into a namespace topic, as Event Grid takes them.
+//!
+//! Content modes, by `content-type`:
+//! - `application/cloudevents+json`: structured, one event object;
+//! - `application/cloudevents-batch+json`: a JSON array of 1 to `http.max_events_per_request`
+//!   events;
+//! - anything else with a `ce-specversion` header: binary. `ce-id`, `ce-source`, `ce-type` are
+//!   required; other `ce-*` headers are attributes or (names of 1–20 of `[a-z0-9]`) extensions,
+//!   percent-decoded, as strings; `ce-datacontenttype` must not be sent, since `content-type`
+//!   is the data's content type; the body is the data: inline JSON when the content type is
+//!   JSON, bytes otherwise.
+//!
+//! An event larger than `http.max_event_bytes` or a body larger than `http.max_request_bytes`
+//! is 413; a malformed event is 400 naming it (`[3].type: ...` in a batch). The answer, 200
+//! `{}`, comes once the events are durable; an unknown topic is 404, a full routing buffer 503.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Map, Value, json};
+use sinks::{CloudEvent, Data};
+
+use super::{ApiError, DataPlane, percent_decode_utf8, read_body};
+use crate::routing::router::PublishError;
+
+/// CloudEvents attributes a binary-mode request carries in `ce-*` headers, besides extensions.
+const BINARY_ATTRIBUTES: [&str; 7] =
+    ["specversion", "id", "source", "type", "subject", "time", "dataschema"];
+
+/// The longest extension attribute name Event Grid accepts.
+const MAX_EXTENSION_NAME: usize = 20;
+
+pub(super) fn routes() -> Router<Arc<DataPlane>> {
+    // axum cannot match `{topic}:publish` inside one segment: the segment is split here.
+    Router::new().route("/topics/{topic_op}", post(publish))
+}
+
+async fn publish(
+    State(state): State<Arc<DataPlane>>,
+    Path(topic_op): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some((topic, "publish")) = topic_op.rsplit_once(':') else {
+        return Err(ApiError::not_found(format!(
+            "/topics/{topic_op}: the operation is /topics/<topic>:publish"
+        )));
+    };
+    let config = &state.config;
+    let body =
+        read_body(&headers, body, config.max_request_bytes, "http.max_request_bytes").await?;
+    let events = events_of(&headers, body, config.max_event_bytes, config.max_events_per_request)?;
+    let Some(router) = &state.router else {
+        return Err(no_such_topic(topic));
+    };
+    let ticket = match router.publish_events(topic, events) {
+        Ok(ticket) => ticket,
+        Err(PublishError::NoSuchTopic) => return Err(no_such_topic(topic)),
+        Err(PublishError::Full) => {
+            return Err(ApiError::busy(
+                "the routing buffer is full (routing.max_buffered_events); retry later",
+            ));
+        }
+    };
+    state.broker.durable(ticket).await;
+    Ok(axum::Json(json!({})).into_response())
+}
+
+/// The events of a request in whichever content mode it uses.
+pub(super) fn events_of(
+    headers: &HeaderMap,
+    body: Bytes,
+    max_event_bytes: usize,
+    max_events: usize,
+) -> Result<Vec<CloudEvent>, ApiError> {
+    let content_type = header_text(headers, "content-type").unwrap_or_default();
+    let media_type = media_type(content_type);
+    match media_type.as_str() {
+        "application/cloudevents+json" => {
+            if body.len() > max_event_bytes {
+                return Err(ApiError::too_large(
+                    "event",
+                    format!("larger than http.max_event_bytes ({max_event_bytes} bytes)"),
+                ));
+            }
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))?;
+            let event = CloudEvent::from_json(value)
+                .map_err(|error| ApiError::bad_request("body", error))?;
+            Ok(vec![event])
+        }
+        "application/cloudevents-batch+json" => {
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))?;
+            let Value::Array(values) = value else {
+                return Err(ApiError::bad_request("body", "a batch must be a JSON array"));
+            };
+            if values.is_empty() {
+                return Err(ApiError::bad_request("body", "a batch needs at least one event"));
+            }
+            if values.len() > max_events {
+                return Err(ApiError::bad_request(
+                    "body",
+                    format!(
+                        "{} events; at most {max_events} per request \
+                         (http.max_events_per_request)",
+                        values.len()
+                    ),
+                ));
+            }
+            values
+                .into_iter()
+                .enumerate()
+                .map(|(index, value)| {
+                    let field = format!("[{index}]");
+                    // Serializing a `Value` cannot fail: its map keys are strings.
+                    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or_default();
+                    if size > max_event_bytes {
+                        return Err(ApiError::too_large(
+                            &field,
+                            format!("larger than http.max_event_bytes ({max_event_bytes} bytes)"),
+                        ));
+                    }
+                    CloudEvent::from_json(value)
+                        .map_err(|error| ApiError::bad_request(&field, error))
+                })
+                .collect()
+        }
+        _ if headers.contains_key("ce-specversion") => {
+            binary_event(headers, body, max_event_bytes).map(|event| vec![event])
+        }
+        _ => Err(ApiError::bad_request(
+            "content-type",
+            format!(
+                "`{content_type}`: use application/cloudevents+json, \
+                 application/cloudevents-batch+json, or binary mode with ce-* headers"
+            ),
+        )),
+    }
+}
+
+/// A binary-mode event: attributes from `ce-*` headers, data from the body.
+fn binary_event(
+    headers: &HeaderMap,
+    body: Bytes,
+    max_event_bytes: usize,
+) -> Result<CloudEvent, ApiError> {
+    let mut size = body.len();
+    let mut object = Map::new();
+    for (name, value) in headers {
+        let Some(attribute) = name.as_str().strip_prefix("ce-") else { continue };
+        let field = name.as_str();
+        size += name.as_str().len() + value.len();
+        if attribute == "datacontenttype" {
+            return Err(ApiError::bad_request(
+                field,
+                "must not be sent in binary mode: content-type is the data's content type",
+            ));
+        }
+        let known = BINARY_ATTRIBUTES.contains(&attribute);
+        let valid_extension = !attribute.is_empty()
+            && attribute.len() <= MAX_EXTENSION_NAME
+            && attribute.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !known && !valid_extension {
+            return Err(ApiError::bad_request(
+                field,
+                format!("an extension name is 1 to {MAX_EXTENSION_NAME} of [a-z0-9]"),
+            ));
+        }
+        let text = value
+            .to_str()
+            .ok()
+            .and_then(percent_decode_utf8)
+            .ok_or_else(|| ApiError::bad_request(field, "not UTF-8 once percent-decoded"))?;
+        if object.insert(attribute.to_string(), Value::from(text)).is_some() {
+            return Err(ApiError::bad_request(field, "sent more than once"));
+        }
+    }
+    if size > max_event_bytes {
+        return Err(ApiError::too_large(
+            "event",
+            format!("larger than http.max_event_bytes ({max_event_bytes} bytes)"),
+        ));
+    }
+    for required in ["id", "source", "type"] {
+        if !object.contains_key(required) {
+            return Err(ApiError::bad_request(
+                &format!("ce-{required}"),
+                "required in binary mode",
+            ));
+        }
+    }
+    let content_type = header_text(headers, "content-type").map(str::to_string);
+    let mut event = CloudEvent::from_json(Value::Object(object))
+        .map_err(|error| ApiError::bad_request("ce-* headers", error))?;
+    event.data = match &content_type {
+        _ if body.is_empty() => Data::None,
+        Some(content_type) if is_json(content_type) => {
+            let value: Value = serde_json::from_slice(&body).map_err(|error| {
+                ApiError::bad_request("body", format!("not JSON though content-type is: {error}"))
+            })?;
+            Data::Json(value)
+        }
+        _ => Data::Binary(body),
+    };
+    event.datacontenttype = content_type;
+    Ok(event)
+}
+
+fn no_such_topic(topic: &str) -> ApiError {
+    ApiError::not_found(format!("namespace topic `{topic}` not found"))
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// The media type of a content type, lowercase, without parameters.
+fn media_type(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// Whether data of `content_type` is JSON: `application/json`, `text/json` or `*/*+json`.
+fn is_json(content_type: &str) -> bool {
+    let media = media_type(content_type);
+    media == "application/json" || media == "text/json" || media.ends_with("+json")
+}
