@@ -267,7 +267,8 @@ for r in rows:
     rate = r.get("msgs_per_sec")
     ratio = "-"
     if off and off.get("msgs_per_sec") and rate is not None:
-        ratio = f"{rate / off['msgs_per_sec']:.2f}x"
+        x = rate / off["msgs_per_sec"]
+        ratio = f"{x:.2f}x" if x >= 0.1 else f"{x:.3f}x"
     accepted = r.get("expected")
     store = "in-memory" if r.get("store") == "memory" else "data dir"
     cells = [store, names.get(r.get("mode"), r.get("mode")), fmt(rate), ratio,
