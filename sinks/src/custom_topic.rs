@@ -124,6 +124,10 @@ impl Sink for CustomTopicSink {
         self.limits.batch_len(events)
     }
 
+    fn max_batch_events(&self) -> usize {
+        self.limits.max_events
+    }
+
     /// Topics need no handshake.
     fn validate(&self) -> BoxFuture<'_, Result<(), DeliveryError>> {
         Box::pin(std::future::ready(Ok(())))

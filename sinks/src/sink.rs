@@ -36,6 +36,12 @@ pub trait Sink: Send + Sync + 'static {
     /// oversize single event still goes alone; never waits to fill.
     fn batch_len(&self, events: &[Delivery<'_>]) -> usize;
 
+    /// The most events one request can hold, so that the caller offers `batch_len` no more
+    /// than that.
+    fn max_batch_events(&self) -> usize {
+        usize::MAX
+    }
+
     /// The abuse-protection handshake (webhooks) before the first delivery; Ok at once for
     /// sinks that need none. The gateway calls it before the first send and again after a
     /// failure, never per event.

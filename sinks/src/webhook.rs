@@ -100,6 +100,10 @@ impl Sink for WebhookSink {
         self.limits.batch_len(events)
     }
 
+    fn max_batch_events(&self) -> usize {
+        self.limits.max_events
+    }
+
     fn validate(&self) -> BoxFuture<'_, Result<(), DeliveryError>> {
         Box::pin(handshake::validate(&self.http, &self.endpoint, &self.origin, self.timeout))
     }

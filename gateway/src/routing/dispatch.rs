@@ -219,15 +219,17 @@ impl Dispatcher {
     }
 
     /// Takes the due deliveries that form the next request; dead-letters those past their
-    /// time to live on the way.
+    /// time to live on the way. Looks at no more deliveries than one request can hold, so a
+    /// large backlog costs nothing per request.
     fn take_due(&self) -> Vec<Pending> {
         let now = SystemTime::now();
         let now_ms = millis(now);
+        let limit = self.sink.max_batch_events().clamp(1, MAX_CANDIDATES);
         let mut expired = Vec::new();
         let mut candidates = Vec::new();
         {
             let mut due = self.due.lock();
-            while candidates.len() < MAX_CANDIDATES {
+            while candidates.len() < limit {
                 let Some(entry) = due.first_entry() else { break };
                 if entry.key().0 > now_ms {
                     break;
@@ -239,7 +241,7 @@ impl Dispatcher {
                     candidates.push(pending);
                 }
             }
-            if !candidates.is_empty() {
+            if candidates.len() > 1 {
                 let deliveries: Vec<Delivery<'_>> = candidates
                     .iter()
                     .map(|p| Delivery { event: &p.event.event, delivery_count: p.attempts + 1 })

@@ -130,6 +130,8 @@ pub struct Router {
     lifecycle_sender: Option<mpsc::Sender<LifecycleEvent>>,
     /// Lifecycle sequence numbers by client id, as last stored.
     sequences: parking_lot::Mutex<HashMap<Arc<str>, u64>>,
+    /// Whether the last publish was refused for a full buffer (to log once per episode).
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl Router {
@@ -233,6 +235,7 @@ impl Router {
             lifecycle: parking_lot::Mutex::new(receiver),
             lifecycle_sender: sender,
             sequences: parking_lot::Mutex::new(HashMap::new()),
+            full: std::sync::atomic::AtomicBool::new(false),
         })))
     }
 
@@ -596,10 +599,19 @@ impl RoutingTap for Router {
                 event
             });
             match self.admit(topic, event.clone(), now) {
-                Ok(admitted) => ticket = ticket.max(admitted),
+                Ok(admitted) => {
+                    if self.full.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.full.store(false, std::sync::atomic::Ordering::Relaxed);
+                        tracing::info!("Routing buffer has room again.");
+                    }
+                    ticket = ticket.max(admitted)
+                }
                 Err(_) => {
                     metrics::counter!("gridmq_routing_refused_total").increment(1);
-                    tracing::warn!(topic = %message.topic, "Routing buffer full; publish refused.");
+                    // One line per episode, not per refused publish.
+                    if !self.full.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(topic = %message.topic, buffered = self.buffer.len(), "Routing buffer full; publishes are refused until deliveries catch up.");
+                    }
                     return Err(TapRefused {
                         code: ReasonCode::QuotaExceeded,
                         reason: "routing buffer full (routing.max_buffered_events)".into(),
