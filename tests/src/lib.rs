@@ -13,6 +13,7 @@ use std::time::Duration;
 
 pub mod certs;
 pub mod http;
+pub mod http_raw;
 pub mod clients;
 pub mod raw;
 pub mod schema;
@@ -24,6 +25,8 @@ pub struct Gridmq {
     pub addr: SocketAddr,
     /// The address of its management API, when the config has a `[management]` table.
     pub http: Option<SocketAddr>,
+    /// The address of its data-plane API, when the config has an `[http]` table.
+    pub api: Option<SocketAddr>,
     _config: Option<tempfile::NamedTempFile>,
     data: Arc<tempfile::TempDir>,
 }
@@ -64,8 +67,10 @@ impl Gridmq {
             .expect("spawn gridmq");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        // The management API, when it runs, is announced before the MQTT listeners.
+        // The management and data-plane APIs, when they run, are announced before the MQTT
+        // listeners.
         let mut http = None;
+        let mut api = None;
         let addr = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
@@ -74,13 +79,16 @@ impl Gridmq {
             if let Some(rest) = line.strip_prefix("gridmq listening http ") {
                 http = Some(rest.trim().parse().expect("management address"));
             }
+            if let Some(rest) = line.strip_prefix("gridmq listening api ") {
+                api = Some(rest.trim().parse().expect("data-plane address"));
+            }
             if let Some(rest) = line.strip_prefix("gridmq listening mqtt ") {
                 break rest.trim().parse().expect("listener address");
             }
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gridmq { child, addr, http, _config: file, data }
+        Gridmq { child, addr, http, api, _config: file, data }
     }
 
     /// The directory holding this broker's durable state.
