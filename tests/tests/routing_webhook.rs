@@ -336,3 +336,38 @@ async fn a_refusing_endpoint_is_not_hammered() {
     assert!((1..=5).contains(&options), "validation retried with pauses, not hammered: {options}");
     assert_eq!(posts(&server).await.len(), 0, "no event goes to an endpoint that did not consent");
 }
+
+#[tokio::test]
+async fn custom_topic_destination_gets_batches_with_the_key() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/api/events"))
+        .and(wiremock::matchers::query_param("api-version", "2018-01-01"))
+        .and(wiremock::matchers::header("aeg-sas-key", "c2VjcmV0"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let gridmq = Gridmq::start_with_config(&format!(
+        r#"
+[[routing.routes]]
+topic = "telemetry"
+
+[topics.telemetry.eventSubscriptions.forward.destination]
+endpointType = "CustomTopic"
+endpoint = "{}"
+sasKey = "c2VjcmV0"
+"#,
+        server.uri()
+    ));
+    let client = publisher(&gridmq, "car1").await;
+    client.publish("vehicles/car1", v5::QoS::AtLeastOnce, false, b"x").await;
+    let posts = wait_posts(&server, 1).await;
+    assert_eq!(
+        header(&posts[0], "content-type"),
+        "application/cloudevents-batch+json; charset=utf-8"
+    );
+    let events = events_of(&posts[0]);
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["subject"], "vehicles/car1");
+    assert!(posts[0].body.starts_with(b"["), "custom topics always get an array");
+}
