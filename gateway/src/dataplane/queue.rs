@@ -56,13 +56,14 @@ async fn operation(
         "acknowledge" => tokens(&body).map(|t| queue.acknowledge(&t)),
         "reject" => tokens(&body).map(|t| queue.reject(&t)),
         "renewLock" => tokens(&body).map(|t| queue.renew(&t)),
-        "release" => release_delay(&query).and_then(|delay| {
-            tokens(&body).map(|t| queue.release(&t, Duration::from_secs(delay)))
-        }),
+        "release" => release_delay(&query)
+            .and_then(|delay| tokens(&body).map(|t| queue.release(&t, Duration::from_secs(delay)))),
         other => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
-            format!("unknown operation {other:?}: receive, acknowledge, release, reject or renewLock"),
+            format!(
+                "unknown operation {other:?}: receive, acknowledge, release, reject or renewLock"
+            ),
         )),
     };
     match result {
@@ -74,7 +75,10 @@ async fn operation(
 async fn receive(queue: &Arc<QueueSubscription>, query: &str) -> Response {
     let max_events = match number(query, "maxEvents", 1) {
         Ok(n) if (1..=MAX_EVENTS as u64).contains(&n) => n as usize,
-        Ok(n) => return bad("maxEvents", format!("must be 1 to {MAX_EVENTS}, found {n}")).into_response(),
+        Ok(n) => {
+            return bad("maxEvents", format!("must be 1 to {MAX_EVENTS}, found {n}"))
+                .into_response();
+        }
         Err(error) => return error.into_response(),
     };
     let max_wait = match number(query, "maxWaitTime", 60) {
@@ -99,11 +103,12 @@ async fn receive(queue: &Arc<QueueSubscription>, query: &str) -> Response {
 }
 
 fn outcome_response(outcome: TokenOutcome) -> Response {
-    let status = if outcome.succeeded_lock_tokens.is_empty() && !outcome.failed_lock_tokens.is_empty() {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
+    let status =
+        if outcome.succeeded_lock_tokens.is_empty() && !outcome.failed_lock_tokens.is_empty() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
     (status, axum::Json(outcome)).into_response()
 }
 
@@ -126,7 +131,10 @@ fn release_delay(query: &str) -> Result<u64, ApiError> {
     if RELEASE_DELAYS.contains(&delay) {
         Ok(delay)
     } else {
-        Err(bad("releaseDelayInSeconds", format!("must be one of 0, 10, 60, 600, 3600; found {delay}")))
+        Err(bad(
+            "releaseDelayInSeconds",
+            format!("must be one of 0, 10, 60, 600, 3600; found {delay}"),
+        ))
     }
 }
 
@@ -135,7 +143,9 @@ fn number(query: &str, name: &str, default: u64) -> Result<u64, ApiError> {
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if key == name {
-            return value.parse().map_err(|_| bad(name, format!("{value:?} is not a whole number")));
+            return value
+                .parse()
+                .map_err(|_| bad(name, format!("{value:?} is not a whole number")));
         }
     }
     Ok(default)

@@ -12,14 +12,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::buffer::BufferedEvent;
 use super::buffer::{Buffer, decode_delivery, decode_event};
 use super::config::{Destination, SubscriptionConfig};
 use super::dead_letter::DeadLetters;
-use super::buffer::BufferedEvent;
 use super::dispatch::{Dispatcher, Status};
+use super::enrich::Enrichments;
 use super::filter::Filter;
 use super::queue::QueueSubscription;
-use super::enrich::Enrichments;
 use crate::config::Config;
 use crate::hooks::{LifecycleEvent, LifecycleObserver, RoutedMessage, RoutingTap, TapRefused};
 use crate::mqtt::ReasonCode;
@@ -136,14 +136,16 @@ pub struct Router {
 
 impl Router {
     /// Builds the router `config` asks for, over `journal` (`None`: in-memory). `None` when
-    /// the config routes nothing and has no system topic subscription.
+    /// the config has no route and no event subscription (namespace topics without routes
+    /// still take events from the data-plane publish API).
     pub fn build(
         config: &Config,
         journal: Option<Arc<Journal>>,
     ) -> Result<Option<Arc<Router>>, String> {
         let system = config.system_topic.as_ref().map(|s| &s.event_subscriptions);
         let lifecycle_on = system.is_some_and(|subs| !subs.is_empty());
-        if config.routing.routes.is_empty() && !lifecycle_on {
+        let has_subscriptions = config.topics.values().any(|t| !t.event_subscriptions.is_empty());
+        if config.routing.routes.is_empty() && !lifecycle_on && !has_subscriptions {
             return Ok(None);
         }
         let enrichments = Enrichments::parse(
