@@ -14,6 +14,7 @@
 //! - [`dead_letter`]: dead-letter records in Event Grid's shape.
 //! - [`webhook`]: CloudEvents over HTTP to webhooks, with the abuse-protection handshake.
 //! - [`custom_topic`]: publishing to Event Grid custom topics with SAS keys or tokens.
+//! - [`event_hubs`]: CloudEvents over AMQP to Event Hubs, in batches by partition key.
 //! - [`delivery_property`]: custom delivery headers, static or read from the event.
 //! - [`batch`], [`http`], [`config`]: batching limits, the shared HTTP client, config problems.
 //!
@@ -27,6 +28,7 @@ pub mod dead_letter;
 pub mod delivery_property;
 pub mod error;
 pub mod event;
+pub mod event_hubs;
 pub mod http;
 pub mod retry;
 pub mod sink;
@@ -38,6 +40,7 @@ pub use dead_letter::{DeadLetterReason, DeadLetterRecord};
 pub use delivery_property::DeliveryProperty;
 pub use error::{DeliveryError, FailureKind};
 pub use event::{CloudEvent, Data};
+pub use event_hubs::{EventHubsConfig, EventHubsSink};
 pub use http::http_client;
 pub use retry::{RetryPolicy, Schedule, Verdict};
 pub use sink::{BoxFuture, Delivery, Sink};
