@@ -141,6 +141,7 @@ pub enum DeliveryMode {
 pub enum Destination {
     WebHook(sinks::WebhookConfig),
     CustomTopic(sinks::CustomTopicConfig),
+    EventHub(sinks::EventHubsConfig),
 }
 
 /// The routing part of the config file, checked together because routes name topics.
@@ -266,6 +267,11 @@ impl SubscriptionConfig {
             Some(Destination::WebHook(webhook)) => {
                 webhook
                     .validate()
+                    .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
+                (sinks::Schedule::Namespace, 10, 10, retention)
+            }
+            Some(Destination::EventHub(hub)) => {
+                hub.validate()
                     .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
                 (sinks::Schedule::Namespace, 10, 10, retention)
             }

@@ -188,6 +188,9 @@ impl Router {
                         sinks::WebhookSink::new(webhook.clone(), client.clone(), name)
                             .map_err(problem)?,
                     ),
+                    Some(Destination::EventHub(hub)) => Arc::new(
+                        sinks::EventHubsSink::new(hub.clone(), name.as_str()).map_err(problem)?,
+                    ),
                     Some(Destination::CustomTopic(custom)) => Arc::new(
                         sinks::CustomTopicSink::new(custom.clone(), client.clone())
                             .map_err(problem)?,
