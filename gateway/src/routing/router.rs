@@ -28,6 +28,9 @@ use crate::store::{Journal, Op, RoutingTable, Ticket};
 /// The name under which the system topic's rows are stored (`$` cannot start a topic name).
 pub const SYSTEM_TOPIC: &str = "$system";
 
+/// Least time between two log lines about a full routing buffer.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Lifecycle events waiting to be turned into CloudEvents. When full, a lifecycle event is
 /// dropped, logged and counted in `gridmq_lifecycle_events_dropped_total`: connection tasks
 /// never wait for lifecycle events.
@@ -130,8 +133,8 @@ pub struct Router {
     lifecycle_sender: Option<mpsc::Sender<LifecycleEvent>>,
     /// Lifecycle sequence numbers by client id, as last stored.
     sequences: parking_lot::Mutex<HashMap<Arc<str>, u64>>,
-    /// Whether the last publish was refused for a full buffer (to log once per episode).
-    full: std::sync::atomic::AtomicBool,
+    /// When a full buffer was last logged (ms since the epoch).
+    full_logged: std::sync::atomic::AtomicU64,
 }
 
 impl Router {
@@ -240,7 +243,7 @@ impl Router {
             lifecycle: parking_lot::Mutex::new(receiver),
             lifecycle_sender: sender,
             sequences: parking_lot::Mutex::new(HashMap::new()),
-            full: std::sync::atomic::AtomicBool::new(false),
+            full_logged: std::sync::atomic::AtomicU64::new(0),
         })))
     }
 
@@ -604,18 +607,24 @@ impl RoutingTap for Router {
                 event
             });
             match self.admit(topic, event.clone(), now) {
-                Ok(admitted) => {
-                    if self.full.load(std::sync::atomic::Ordering::Relaxed) {
-                        self.full.store(false, std::sync::atomic::Ordering::Relaxed);
-                        tracing::info!("Routing buffer has room again.");
-                    }
-                    ticket = ticket.max(admitted)
-                }
+                Ok(admitted) => ticket = ticket.max(admitted),
                 Err(_) => {
                     metrics::counter!("gridmq_routing_refused_total").increment(1);
-                    // One line per episode, not per refused publish.
-                    if !self.full.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        tracing::warn!(topic = %message.topic, buffered = self.buffer.len(), "Routing buffer full; publishes are refused until deliveries catch up.");
+                    // At most one line per LOG_EVERY, not one per refused publish.
+                    let now_ms = super::buffer::millis(now);
+                    let last = self.full_logged.load(std::sync::atomic::Ordering::Relaxed);
+                    if now_ms.saturating_sub(last) >= LOG_EVERY.as_millis() as u64
+                        && self
+                            .full_logged
+                            .compare_exchange(
+                                last,
+                                now_ms,
+                                std::sync::atomic::Ordering::Relaxed,
+                                std::sync::atomic::Ordering::Relaxed,
+                            )
+                            .is_ok()
+                    {
+                        tracing::warn!(topic = %message.topic, buffered = self.buffer.len(), "Routing buffer full; publishes are refused until deliveries catch up (see gridmq_routing_refused_total).");
                     }
                     return Err(TapRefused {
                         code: ReasonCode::QuotaExceeded,
