@@ -26,6 +26,15 @@ const MAX_DETAIL_CHARS: usize = 300;
 /// sets no timeout of its own; each sink sets its configured timeout on every request, so
 /// sinks with different timeouts share one connection pool.
 pub fn http_client() -> Result<reqwest::Client, String> {
+    http_client_builder()?
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// The TLS set-up of [`http_client`] (rustls on ring, the platform's roots) on a builder, for
+/// the gateway's other HTTP clients (authentication webhook, JWKS) to add their own settings.
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
         .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
@@ -35,11 +44,7 @@ pub fn http_client() -> Result<reqwest::Client, String> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(tls))
 }
 
 /// Sends `request` and sorts the answer: Ok for 200..=204, otherwise the failure with the

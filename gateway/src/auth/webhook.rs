@@ -107,17 +107,7 @@ fn default_timeout_ms() -> u64 {
 /// An HTTP/1.1 client on rustls with ring, verifying servers against the platform's roots,
 /// with `timeout` on every request.
 pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-        .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
+    sinks::http_client_builder()?
         .timeout(timeout)
         .connect_timeout(timeout)
         .build()
