@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod certs;
+pub mod clients;
 pub mod http;
 pub mod http_raw;
-pub mod clients;
 pub mod raw;
 pub mod schema;
 

@@ -322,7 +322,11 @@ impl Dispatcher {
             last_result: error.map_or("", |e| e.kind.outcome_name()).to_string(),
             last_status: error.and_then(|e| e.status),
             published: sinks::event::format_time(pending.event.published),
-            last_attempt: if error.is_some() { sinks::event::format_time(now) } else { String::new() },
+            last_attempt: if error.is_some() {
+                sinks::event::format_time(now)
+            } else {
+                String::new()
+            },
             custom_delivery_properties: BTreeMap::new(),
         };
         tracing::warn!(
