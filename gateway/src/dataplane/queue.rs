@@ -52,7 +52,7 @@ async fn operation(
     };
     let query = query.unwrap_or_default();
     let result = match op {
-        "receive" => return receive(queue, &query).await,
+        "receive" => return receive(queue, &query, &state.broker.shutdown).await,
         "acknowledge" => tokens(&body).map(|t| queue.acknowledge(&t)),
         "reject" => tokens(&body).map(|t| queue.reject(&t)),
         "renewLock" => tokens(&body).map(|t| queue.renew(&t)),
@@ -72,7 +72,11 @@ async fn operation(
     }
 }
 
-async fn receive(queue: &Arc<QueueSubscription>, query: &str) -> Response {
+async fn receive(
+    queue: &Arc<QueueSubscription>,
+    query: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Response {
     let max_events = match number(query, "maxEvents", 1) {
         Ok(n) if (1..=MAX_EVENTS as u64).contains(&n) => n as usize,
         Ok(n) => {
@@ -89,7 +93,11 @@ async fn receive(queue: &Arc<QueueSubscription>, query: &str) -> Response {
         }
         Err(error) => return error.into_response(),
     };
-    let received = queue.receive(max_events, Duration::from_secs(max_wait)).await;
+    // A long poll ends with shutdown (empty), so that it never holds the grace period.
+    let received = tokio::select! {
+        received = queue.receive(max_events, Duration::from_secs(max_wait)) => received,
+        () = shutdown.cancelled() => Vec::new(),
+    };
     let value: Vec<_> = received
         .into_iter()
         .map(|r| {
