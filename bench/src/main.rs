@@ -2,15 +2,16 @@
 //!
 //! Scenarios: fan-in, fan-out, pairs, latency (message scenarios, see `messages`), idle
 //! (connection storm, see `idle`), routed (publishes the broker routes to the tool's own webhook
-//! receiver, see `routed`). Every payload carries a send timestamp, a publisher id and a
-//! sequence number (`stamp`), so the receivers measure throughput, latency, loss, duplicates
-//! and reordering themselves. A run prints exactly one JSON line on stdout (`report`);
-//! diagnostics go to stderr.
+//! receiver, see `routed`), pull (events preloaded into a queue event subscription, then
+//! received and acknowledged over the data-plane API, see `pull`). Every MQTT payload carries a
+//! send timestamp, a publisher id and a sequence number (`stamp`), so the receivers measure
+//! throughput, latency, loss, duplicates and reordering themselves. A run prints exactly one
+//! JSON line on stdout (`report`); diagnostics go to stderr.
 //!
 //! Layout: `settings` (the checked run), `client` (handshake and packet reading with gridmq's
 //! codec), `connect` (many handshakes at once), `publisher`, `subscriber`, `webhook` (the
-//! routed scenario's HTTP receiver), `sequence` (duplicates and reordering), `histogram`
-//! (latency percentiles).
+//! routed scenario's HTTP receiver), `pull` (the pull scenario's preload and receivers),
+//! `sequence` (duplicates and reordering), `histogram` (latency percentiles).
 
 mod client;
 mod connect;
@@ -18,6 +19,7 @@ mod histogram;
 mod idle;
 mod messages;
 mod publisher;
+mod pull;
 mod report;
 mod routed;
 mod sequence;
@@ -36,7 +38,7 @@ use clap::Parser;
 use gateway::mqtt::{Protocol, QoS};
 
 use crate::report::Report;
-use crate::settings::{Scenario, Settings};
+use crate::settings::{PullSettings, Scenario, Settings};
 
 #[derive(Parser, Debug)]
 #[command(name = "gridmq-bench", version, about = "MQTT load generator: one JSON line per run")]
@@ -62,10 +64,10 @@ struct Args {
     /// Payload bytes (at least 16: the stamp).
     #[arg(long, default_value_t = 64)]
     payload: usize,
-    /// Publishers (fan-in, routed), subscribers (fan-out), pairs (pairs, latency) or
-    /// connections (idle). Defaults: fan-in 100, fan-out 1000, pairs 100, latency 1, idle 5000,
-    /// routed 10.
-    #[arg(long)]
+    /// Publishers (fan-in, routed), subscribers (fan-out), pairs (pairs, latency),
+    /// connections (idle) or receivers (pull; `--receivers` is the same flag). Defaults: fan-in
+    /// 100, fan-out 1000, pairs 100, latency 1, idle 5000, routed 10, pull 1.
+    #[arg(long, visible_alias = "receivers")]
     clients: Option<usize>,
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10.0)]
@@ -101,9 +103,39 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:28080")]
     webhook_listen: std::net::SocketAddr,
     /// Routed: longest wait in seconds for the broker to accept connections and to send its
-    /// webhook validation handshake (OPTIONS), before publishing starts.
+    /// webhook validation handshake (OPTIONS), before publishing starts. Pull: longest wait for
+    /// the data-plane API to accept connections.
     #[arg(long, default_value_t = 30.0)]
     handshake_timeout: f64,
+    /// Pull: the broker's data-plane API address (`[http] listen`).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    api: String,
+    /// Pull: access key sent as `aeg-sas-key` (one of `[http] access_keys`).
+    #[arg(long, env = "GRIDMQ_BENCH_ACCESS_KEY")]
+    access_key: Option<String>,
+    /// Pull: namespace topic the events are published to.
+    #[arg(long, default_value = "orders")]
+    topic: String,
+    /// Pull: the topic's queue event subscription (`deliveryMode = "Queue"`) to drain.
+    #[arg(long, default_value = "worker")]
+    subscription: String,
+    /// Pull: events preloaded (over HTTP batch publish) before the receivers start.
+    #[arg(long, default_value_t = 200_000)]
+    events: u64,
+    /// Pull: `maxEvents` of each receive, 1 to 100.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100))]
+    max_events: u64,
+    /// Pull: `maxWaitTime` of each receive in seconds, 1 to 120. A receiver stops at its first
+    /// empty receive, which takes this long.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=120))]
+    max_wait: u64,
+    /// Pull: preload requests (up to 1,000 events each) in flight at once.
+    #[arg(long, default_value_t = 4)]
+    preload_concurrency: usize,
+    /// Pull: the broker's pid; when given, the report has its CPU time over the receive phase
+    /// (from `/proc/PID/stat`, Linux).
+    #[arg(long)]
+    broker_pid: Option<u32>,
 }
 
 fn main() -> ExitCode {
@@ -142,6 +174,7 @@ async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     match settings.scenario {
         Scenario::Idle => idle::run(settings).await,
         Scenario::Routed => routed::run(settings).await,
+        Scenario::Pull => pull::run(settings).await,
         _ => messages::run(settings).await,
     }
 }
@@ -186,6 +219,18 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     if args.inflight == 0 {
         bail!("--inflight must be at least 1");
     }
+    if args.events == 0 {
+        bail!("--events must be at least 1");
+    }
+    if args.preload_concurrency == 0 {
+        bail!("--preload-concurrency must be at least 1");
+    }
+    let api = args
+        .api
+        .to_socket_addrs()
+        .with_context(|| format!("resolve --api {}", args.api))?
+        .next()
+        .with_context(|| format!("--api {} has no address", args.api))?;
     Ok(Settings {
         scenario: args.scenario,
         label: args.label.clone(),
@@ -208,5 +253,17 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         session_expiry: args.session_expiry,
         webhook_listen: args.webhook_listen,
         handshake_timeout: seconds("handshake-timeout", args.handshake_timeout)?,
+        pull: PullSettings {
+            api,
+            access_key: args.access_key.clone(),
+            topic: args.topic.clone(),
+            subscription: args.subscription.clone(),
+            events: args.events,
+            // Both checked to be 1..=100 and 1..=120 by clap.
+            max_events: usize::try_from(args.max_events).unwrap_or(100),
+            max_wait: args.max_wait,
+            preload_concurrency: args.preload_concurrency,
+            broker_pid: args.broker_pid,
+        },
     })
 }

@@ -42,12 +42,30 @@ pub struct Report {
     pub reordered: u64,
     /// Idle scenario: completed handshakes per second.
     pub connects_per_sec: Option<f64>,
-    /// Routed: POST requests the webhook received (each one event, or a batch).
+    /// Routed: POST requests the webhook received (each one event, or a batch). Pull: receive
+    /// requests that returned events.
     pub requests: Option<u64>,
-    /// Routed: events (distinct or not) per POST request.
+    /// Routed: events (distinct or not) per POST request. Pull: events per non-empty receive.
     pub events_per_request: Option<f64>,
     /// Routed: validation handshakes (OPTIONS) the webhook answered.
     pub handshakes: Option<u64>,
+    /// Pull: seconds the preload took (all events published and answered 200).
+    pub preload_s: Option<f64>,
+    /// Pull: preloaded events per second.
+    pub preload_per_sec: Option<f64>,
+    /// Pull: preload requests answered 503 (routing buffer full) and sent again.
+    pub preload_retries: Option<u64>,
+    /// Pull: acknowledge round trips, microseconds (`p50_us`/`p99_us`/`max_us` are the
+    /// non-empty receives').
+    pub ack_p50_us: Option<f64>,
+    pub ack_p99_us: Option<f64>,
+    /// Pull: events received with `deliveryCount` above 1 (a lock that expired or was lost).
+    pub redelivered: Option<u64>,
+    /// Pull: lock tokens the broker listed in `failedLockTokens` of an acknowledge.
+    pub failed_tokens: Option<u64>,
+    /// Pull: the broker's CPU time (user + system) over the receive phase, seconds, when
+    /// `--broker-pid` was given.
+    pub broker_receive_cpu_s: Option<f64>,
     /// Connections that failed or were closed by the broker mid-run.
     pub errors: usize,
     /// The first of those failures, verbatim.
@@ -71,10 +89,9 @@ impl Report {
 
     /// Fills the latency fields from nanosecond samples.
     pub fn set_latency(&mut self, latency: &Histogram) {
-        let us = |ns: u64| (ns as f64 / 100.0).round() / 10.0;
-        self.p50_us = us(latency.quantile(0.50));
-        self.p99_us = us(latency.quantile(0.99));
-        self.max_us = us(latency.max());
+        self.p50_us = micros(latency.quantile(0.50));
+        self.p99_us = micros(latency.quantile(0.99));
+        self.max_us = micros(latency.max());
     }
 
     /// Fills the rate, loss and latency fields once the counts are in: `elapsed` runs from
@@ -95,4 +112,9 @@ impl Report {
             self.first_error = Some(error);
         }
     }
+}
+
+/// Nanoseconds as microseconds with one decimal.
+pub fn micros(ns: u64) -> f64 {
+    (ns as f64 / 100.0).round() / 10.0
 }

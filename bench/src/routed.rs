@@ -95,7 +95,7 @@ async fn drive(settings: &Arc<Settings>, receiver: &Receiver) -> anyhow::Result<
 }
 
 /// Waits until `addr` accepts a TCP connection (the connection is dropped at once).
-async fn wait_for_broker(addr: SocketAddr, deadline: Instant) -> anyhow::Result<()> {
+pub async fn wait_for_broker(addr: SocketAddr, deadline: Instant) -> anyhow::Result<()> {
     loop {
         let attempt = tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await;
         match attempt {

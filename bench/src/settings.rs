@@ -22,6 +22,9 @@ pub enum Scenario {
     /// N publishers on one topic; the broker routes every message as a CloudEvent to a webhook
     /// the tool serves itself (`--webhook-listen`).
     Routed,
+    /// `--events` CloudEvents preloaded over HTTP into a queue event subscription, then N
+    /// receivers receive and acknowledge them over the data-plane API until it is empty.
+    Pull,
 }
 
 impl Scenario {
@@ -40,7 +43,7 @@ impl Scenario {
             Scenario::FanIn | Scenario::Pairs => 100,
             Scenario::FanOut => 1000,
             Scenario::Routed => 10,
-            Scenario::Latency => 1,
+            Scenario::Latency | Scenario::Pull => 1,
             Scenario::Idle => 5000,
         }
     }
@@ -78,6 +81,32 @@ pub struct Settings {
     /// Routed: longest wait for the broker to accept connections and for its webhook
     /// validation handshake, before publishing starts.
     pub handshake_timeout: Duration,
+    /// Pull: what the receivers talk to.
+    pub pull: PullSettings,
+}
+
+/// The pull scenario's part of a run.
+#[derive(Debug, Clone)]
+pub struct PullSettings {
+    /// The broker's data-plane API (`[http] listen`).
+    pub api: SocketAddr,
+    /// Sent as `aeg-sas-key` when set.
+    pub access_key: Option<String>,
+    /// Namespace topic the events are published to.
+    pub topic: String,
+    /// Its queue event subscription the receivers drain.
+    pub subscription: String,
+    /// Events preloaded before the receivers start.
+    pub events: u64,
+    /// `maxEvents` of each receive (1 to 100).
+    pub max_events: usize,
+    /// `maxWaitTime` of each receive, seconds (1 to 120): how long the last, empty receive of
+    /// each receiver waits before the receiver stops.
+    pub max_wait: u64,
+    /// Preload requests in flight at once.
+    pub preload_concurrency: usize,
+    /// The broker's pid, to read its CPU time over the receive phase from `/proc`.
+    pub broker_pid: Option<u32>,
 }
 
 impl Settings {
