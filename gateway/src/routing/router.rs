@@ -592,48 +592,44 @@ impl Router {
 
 impl RoutingTap for Router {
     fn accept(&self, message: &RoutedMessage) -> Result<Option<Ticket>, TapRefused> {
-        let mut ticket = None;
-        let mut event: Option<CloudEvent> = None;
-        let mut done: Vec<&Arc<str>> = Vec::new();
-        let now = SystemTime::now();
+        let mut topics: Vec<&Arc<str>> = Vec::new();
         for (filter, topic) in &self.routes {
-            if done.contains(&topic) || !crate::mqtt::topic::matches(filter, &message.topic) {
-                continue;
-            }
-            done.push(topic);
-            let event = event.get_or_insert_with(|| {
-                let mut event = super::event::to_cloud_event(&self.namespace, message, now);
-                self.enrichments.apply(message, &mut event);
-                event
-            });
-            match self.admit(topic, event.clone(), now) {
-                Ok(admitted) => ticket = ticket.max(admitted),
-                Err(_) => {
-                    metrics::counter!("gridmq_routing_refused_total").increment(1);
-                    // At most one line per LOG_EVERY, not one per refused publish.
-                    let now_ms = super::buffer::millis(now);
-                    let last = self.full_logged.load(std::sync::atomic::Ordering::Relaxed);
-                    if now_ms.saturating_sub(last) >= LOG_EVERY.as_millis() as u64
-                        && self
-                            .full_logged
-                            .compare_exchange(
-                                last,
-                                now_ms,
-                                std::sync::atomic::Ordering::Relaxed,
-                                std::sync::atomic::Ordering::Relaxed,
-                            )
-                            .is_ok()
-                    {
-                        tracing::warn!(topic = %message.topic, buffered = self.buffer.len(), "Routing buffer full; publishes are refused until deliveries catch up (see gridmq_routing_refused_total).");
-                    }
-                    return Err(TapRefused {
-                        code: ReasonCode::QuotaExceeded,
-                        reason: "routing buffer full (routing.max_buffered_events)".into(),
-                    });
-                }
+            if !topics.contains(&topic) && crate::mqtt::topic::matches(filter, &message.topic) {
+                topics.push(topic);
             }
         }
+        let Some((last, others)) = topics.split_last() else { return Ok(None) };
+        let now = SystemTime::now();
+        let mut event = super::event::to_cloud_event(&self.namespace, message, now);
+        self.enrichments.apply(message, &mut event);
+        // The event is built once; only a message routed to several topics is copied.
+        let mut ticket = None;
+        for topic in others {
+            ticket = ticket
+                .max(self.admit(topic, event.clone(), now).map_err(|_| self.refuse(message, now))?);
+        }
+        ticket = ticket.max(self.admit(last, event, now).map_err(|_| self.refuse(message, now))?);
         Ok(ticket)
+    }
+}
+
+impl Router {
+    /// The refusal of a publish the full buffer cannot take; logged at most every
+    /// `LOG_EVERY`, not once per refused publish.
+    fn refuse(&self, message: &RoutedMessage, now: SystemTime) -> TapRefused {
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics::counter!("gridmq_routing_refused_total").increment(1);
+        let now_ms = super::buffer::millis(now);
+        let last = self.full_logged.load(Relaxed);
+        if now_ms.saturating_sub(last) >= LOG_EVERY.as_millis() as u64
+            && self.full_logged.compare_exchange(last, now_ms, Relaxed, Relaxed).is_ok()
+        {
+            tracing::warn!(topic = %message.topic, buffered = self.buffer.len(), "Routing buffer full; publishes are refused until deliveries catch up (see gridmq_routing_refused_total).");
+        }
+        TapRefused {
+            code: ReasonCode::QuotaExceeded,
+            reason: "routing buffer full (routing.max_buffered_events)".into(),
+        }
     }
 }
 
