@@ -160,7 +160,7 @@ impl DeliveryError {
 
 /// An error and its sources in one line: reqwest's own message rarely names the cause
 /// ("error sending request"), its sources do ("Connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

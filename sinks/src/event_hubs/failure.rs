@@ -29,7 +29,7 @@ use crate::error::{DeliveryError, FailureKind};
 /// The outcome of a failed SDK call, with the error chain as detail.
 pub(super) fn classify(error: &EventHubsError) -> DeliveryError {
     let kind = kind_of(error);
-    DeliveryError { kind, status: None, detail: chain(error) }
+    DeliveryError { kind, status: None, detail: crate::error::error_chain(error) }
 }
 
 /// Whether the connection should be dropped and opened afresh before the next attempt: after
@@ -51,7 +51,7 @@ fn kind_of(error: &EventHubsError) -> FailureKind {
     }
     // The chain named nothing we know: look for a condition in its text (the transport's own
     // errors carry the peer's condition in messages only).
-    let text = chain(error);
+    let text = crate::error::error_chain(error);
     for (symbol, kind) in TEXT_CONDITIONS {
         if text.contains(symbol) {
             return kind;
@@ -169,18 +169,3 @@ const TEXT_CONDITIONS: [(&str, FailureKind); 16] = [
     ("Connection reset", FailureKind::SocketError),
     ("Broken pipe", FailureKind::SocketError),
 ];
-
-/// An error and its sources in one line.
-fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
