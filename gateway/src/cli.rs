@@ -134,16 +134,7 @@ pub async fn topics(command: TopicsCommand) -> anyhow::Result<()> {
 pub async fn publish(command: PublishCommand) -> anyhow::Result<()> {
     use base64::Engine as _;
     let client = sinks::http_client().map_err(anyhow::Error::msg)?;
-    let topic: String = command
-        .topic
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect();
+    let topic = gateway::dataplane::percent_encode(&command.topic);
     let url = format!("{}/mqtt/messages?topic={topic}", command.endpoint.url.trim_end_matches('/'));
     let mut request = client
         .post(url)

@@ -219,7 +219,7 @@ pub(crate) fn percent_decode_utf8(text: &str) -> Option<String> {
 
 /// Percent-encodes every byte but unreserved ones (RFC 3986: letters, digits, `-._~`) and `/`,
 /// so that a topic stays readable in a header or a link.
-pub(crate) fn percent_encode(text: &str) -> String {
+pub fn percent_encode(text: &str) -> String {
     let mut encoded = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {

@@ -49,14 +49,7 @@ async fn redrive(
     Path((topic, sub)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let ids = match ids_of(&body) {
-        Ok(ids) => ids,
-        Err(error) => return error.into_response(),
-    };
-    match api.router.as_ref().and_then(|r| r.redrive(&topic, &sub, ids.as_deref())) {
-        Some(count) => axum::Json(json!({ "redriven": count })).into_response(),
-        None => unknown(&topic, &sub),
-    }
+    with_ids(&api, &topic, &sub, &body, "redriven", |router, ids| router.redrive(&topic, &sub, ids))
 }
 
 async fn delete(
@@ -64,13 +57,27 @@ async fn delete(
     Path((topic, sub)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let ids = match ids_of(&body) {
+    with_ids(&api, &topic, &sub, &body, "deleted", |router, ids| {
+        router.delete_dead_letters(&topic, &sub, ids)
+    })
+}
+
+/// Runs a dead-letter operation over the body's ids and answers `{"<answer>": count}`.
+fn with_ids(
+    api: &Api,
+    topic: &str,
+    sub: &str,
+    body: &[u8],
+    answer: &str,
+    operation: impl FnOnce(&crate::routing::Router, Option<&[u64]>) -> Option<usize>,
+) -> Response {
+    let ids = match ids_of(body) {
         Ok(ids) => ids,
         Err(error) => return error.into_response(),
     };
-    match api.router.as_ref().and_then(|r| r.delete_dead_letters(&topic, &sub, ids.as_deref())) {
-        Some(count) => axum::Json(json!({ "deleted": count })).into_response(),
-        None => unknown(&topic, &sub),
+    match api.router.as_deref().and_then(|router| operation(router, ids.as_deref())) {
+        Some(count) => axum::Json(json!({ answer: count })).into_response(),
+        None => unknown(topic, sub),
     }
 }
 
