@@ -1,4 +1,4 @@
-//! gridmq's gateway: an MQTT 3.1.1/5.0 broker whose messages will be routed as CloudEvents.
+//! gridmq's gateway: an MQTT 3.1.1/5.0 broker whose messages are routed as CloudEvents.
 //!
 //! # Layout
 //! - [`mqtt`]: the wire protocol (packets, properties, reason codes, the pure codec, topics).
@@ -13,8 +13,11 @@
 //! - [`namespace`]: resources, authorization and authentication assembled into the broker's
 //!   hooks; changes applied to live sessions.
 //! - [`mgmt`]: the REST management API over the namespace's resources.
+//! - [`routing`]: every publish and lifecycle event as a CloudEvent, durably buffered and
+//!   delivered to event subscriptions (push through `sinks`, or queues for pull delivery).
 //! - [`dataplane`]: the data-plane HTTP API (namespace topic publish, HTTP publish into MQTT,
-//!   retained messages).
+//!   retained messages, pull delivery).
+//! - [`embed`]: a whole gateway in-process from a config string, for users' routing tests.
 //! - [`startup`] and [`store`]: durable state and recovery at start-up.
 //! - [`config`]: the configuration file, composed of each module's own config.
 
