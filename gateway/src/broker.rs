@@ -506,10 +506,7 @@ impl Broker {
                 seq: 0,
             };
             last = last.max(self.offer(&target.session, delivery));
-            if congested.is_none()
-                && delivery_qos_needs_room(target.qos)
-                && target.session.is_congested(&self.config)
-            {
+            if congested.is_none() && target.session.is_congested(&self.config) {
                 congested = Some(target.session);
             }
         }
@@ -533,9 +530,4 @@ fn split(filter: &str) -> (Option<&str>, &str) {
         Ok(Some((group, inner))) => (Some(group), inner),
         _ => (None, filter),
     }
-}
-
-/// Only QoS 1/2 deliveries hold publishers back; QoS 0 may be dropped under load by design.
-fn delivery_qos_needs_room(qos: QoS) -> bool {
-    qos != QoS::AtMostOnce
 }

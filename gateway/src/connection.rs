@@ -163,6 +163,9 @@ where
             if let Some(target) = &self.congested
                 && (!target.is_congested(&self.broker.config) || Instant::now() >= self.pause_until)
             {
+                if Instant::now() >= self.pause_until && target.is_congested(&self.broker.config) {
+                    target.mark_stalled();
+                }
                 self.congested = None;
                 // Packets held back while congested are still in the read buffer.
                 if let Some(ending) = Box::pin(self.process_input()).await {

@@ -40,11 +40,13 @@ pub struct MqttConfig {
     pub max_queued_bytes: usize,
     /// What happens when either queue bound is reached.
     pub queue_full: QueueFull,
-    /// Longest pause, in milliseconds, imposed on a publisher whose QoS 1/2 message went to a
-    /// connected subscriber whose queue is past half its bound: the publisher's next packets
+    /// Longest pause, in milliseconds, imposed on a publisher whose message (any QoS) went to
+    /// a connected subscriber whose queue is past half its bound: the publisher's next packets
     /// are not read until the subscriber drains, so a slow subscriber slows its publishers
-    /// instead of losing acknowledged messages. After the pause the bound and `queue_full`
-    /// apply, so a stuck subscriber cannot stall publishers for longer. 0 turns pausing off.
+    /// instead of losing messages. A subscriber that does not drain during a whole pause is
+    /// marked stalled: publishers stop waiting for it until it drains again, and its queue
+    /// bound and `queue_full` apply, so a stuck subscriber costs each publisher at most one
+    /// pause. 0 turns pausing off.
     pub max_publisher_pause_ms: u64,
     /// Most QoS 1/2 messages in flight towards one client, whatever its Receive Maximum says.
     pub max_inflight: u16,

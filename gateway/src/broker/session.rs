@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{Notify, mpsc};
@@ -33,6 +34,10 @@ pub struct Session {
     /// Wakes publishers held back by this session's congestion when its queue has drained
     /// below the soft limit.
     pub(crate) space: Notify,
+    /// Set when a publisher's whole pause (`mqtt.max_publisher_pause_ms`) passed without this
+    /// session draining below its soft limit: the client is not reading, so publishers stop
+    /// waiting for it (its queue bound applies instead) until it drains again.
+    stalled: AtomicBool,
     /// Held by the attached connection; see the module invariant.
     pub(crate) attach: Arc<tokio::sync::Mutex<()>>,
 }
@@ -136,16 +141,36 @@ impl Session {
             }),
             wake: Notify::new(),
             space: Notify::new(),
+            stalled: AtomicBool::new(false),
             attach: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// Whether publishers should pause: the session is attached (it drains) and its queue is
-    /// past half of either bound. Pausing publishers, instead of letting the queue reach its
-    /// bound, is what keeps a connected slow subscriber from losing acknowledged messages.
+    /// Whether publishers should pause: the session is attached (it drains), its queue is
+    /// past half of either bound, and it has not stalled. Pausing publishers, instead of
+    /// letting the queue reach its bound, is what keeps a connected slow subscriber from
+    /// losing messages.
     pub fn is_congested(&self, config: &MqttConfig) -> bool {
+        if self.stalled.load(Ordering::Relaxed) {
+            return false;
+        }
         let state = self.state.lock();
         state.attached.is_some() && state.over_soft_limit(config)
+    }
+
+    /// Records that a publisher waited a whole pause for this session in vain (see `stalled`).
+    pub fn mark_stalled(&self) {
+        if !self.stalled.swap(true, Ordering::Relaxed) {
+            metrics::counter!("gridmq_session_stalls_total").increment(1);
+            tracing::debug!(client_id = %self.client_id, "Subscriber stalled; publishers no longer wait for it.");
+        }
+    }
+
+    /// Called when the session's queue is below its soft limit: publishers wait for it again.
+    pub fn mark_draining(&self) {
+        if self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Locks the session state. Never hold the guard across an await.

@@ -81,6 +81,7 @@ impl Outbound {
         let relieved = !state.over_soft_limit(config);
         drop(state);
         if relieved {
+            session.mark_draining();
             session.space.notify_waiters();
         }
         barrier
