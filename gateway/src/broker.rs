@@ -516,10 +516,7 @@ impl Broker {
     /// The `end-session` queue policy: kick the client with 0x97 and discard the session.
     fn overflow(&self, session: &Arc<Session>) {
         metrics::counter!("gridmq_session_overflows_total").increment(1);
-        let kick = session.lock().attached.as_ref().map(|a| a.kick.clone());
-        if let Some(kick) = kick {
-            let _ = kick.try_send(ReasonCode::QuotaExceeded);
-        }
+        session.kick(ReasonCode::QuotaExceeded);
         self.end_session(session);
     }
 }

@@ -14,13 +14,17 @@ mod inbound;
 mod outbound;
 
 use std::collections::HashMap;
+use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedMutexGuard, mpsc};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -33,15 +37,19 @@ use crate::mqtt::{Codec, Disconnect, Packet, Properties, Protocol, ReasonCode};
 use crate::store::Ticket;
 use crate::store::record::now_ms;
 
-/// The initial capacity of each connection's read and write buffers. Small on purpose: an
-/// idle connection should cost little; the buffers grow with traffic.
+/// The initial capacity of the buffer a CONNECT is read into and of the CONNACK's write
+/// buffer; both are let go once the connection is idle.
 const INITIAL_BUFFER: usize = 512;
 
+/// How much a quiet connection reads at once, through a buffer on the stack: an idle
+/// connection then keeps no read buffer at all, only the bytes of a partial packet.
+const QUIET_READ: usize = 2048;
+
 /// The most a busy connection reads at once. A connection whose last read filled the space it
-/// had gets this much room for the next one: reading a whole burst of publishes at once lets
-/// them share one store commit and one write of acknowledgements. Without it, tokio reads into
-/// a full `BytesMut` 64 bytes at a time.
-const BUSY_READ: usize = 64 * 1024;
+/// had reads into a heap buffer with this much room: reading a whole burst of publishes at
+/// once lets them share one store commit and one write of acknowledgements. It is also the
+/// bound: the buffer never holds more than one such read beyond a partial packet.
+const BUSY_READ: usize = 32 * 1024;
 
 /// How long a publisher held back by a congested subscriber waits before it looks again,
 /// in case the wake-up was missed. Short: it bounds the stall, not the throughput.
@@ -111,7 +119,6 @@ struct Connection<S> {
     problem_information: bool,
     inbound_aliases: HashMap<u16, Arc<str>>,
     outbound: Outbound,
-    kicks: mpsc::Receiver<ReasonCode>,
     /// A subscriber session whose queue is past its soft limit because of our publishes: we
     /// read nothing more from this client until it drains (or `CONGESTION_RECHECK` passes),
     /// so the publisher slows to the subscriber's pace instead of the subscriber losing
@@ -144,7 +151,14 @@ where
         {
             return ending;
         }
+        if self.read_buf.is_empty() {
+            // The CONNECT's buffer is not kept: reads from here on allocate what they need.
+            self.read_buf = BytesMut::new();
+        }
         loop {
+            if let Some(reason) = session.kicked() {
+                return Ending::kicked(reason);
+            }
             let drained = self.outbound.drain(
                 &session,
                 &mut self.write_buf,
@@ -159,7 +173,13 @@ where
                 debug!(%error, "Write failed.");
                 return Ending::lost();
             }
-            let deadline = self.keep_alive.map(|k| self.last_packet + k.mul_f32(1.5));
+            let keep_alive_ends = self.keep_alive.map(|k| self.last_packet + k.mul_f32(1.5));
+            // One timer for both deadlines: each one in a connection's future costs every idle
+            // connection its size.
+            let deadline = match (keep_alive_ends, self.credentials_expire) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Some(target) = &self.congested
                 && (!target.is_congested(&self.broker.config) || Instant::now() >= self.pause_until)
             {
@@ -174,14 +194,8 @@ where
                 continue;
             }
             let congested = self.congested.clone();
-            self.read_buf.reserve(if self.busy { BUSY_READ } else { INITIAL_BUFFER });
-            let room = self.read_buf.capacity() - self.read_buf.len();
             tokio::select! {
                 biased;
-                reason = self.kicks.recv() => {
-                    let reason = reason.unwrap_or(ReasonCode::AdministrativeAction);
-                    return Ending::kicked(reason);
-                }
                 () = shutdown.cancelled() => {
                     return Ending {
                         reason: DisconnectReason::ServerShutdown,
@@ -189,37 +203,44 @@ where
                         publish_will: false,
                     };
                 }
-                () = wait_for_space(congested.as_deref()), if congested.is_some() => {
+                () = wait_for_space(congested.as_ref()), if congested.is_some() => {
                     // We are the ones not reading: the client's PINGREQs wait in the socket.
                     self.last_packet = Instant::now();
                 }
-                read = self.stream.read_buf(&mut self.read_buf), if congested.is_none() => {
+                read = read_some(&mut self.stream, &mut self.read_buf, self.busy), if congested.is_none() => {
                     match read {
-                        Ok(0) | Err(_) => return Ending::lost(),
-                        Ok(read) => {
-                            self.busy = read == room;
+                        Ok((0, _)) | Err(_) => return Ending::lost(),
+                        Ok((_, filled)) => {
+                            self.busy = filled;
                             if let Some(ending) = Box::pin(self.process_input()).await {
                                 return ending;
+                            }
+                            if self.read_buf.is_empty() && !self.busy {
+                                // Nothing partial is left: a quiet connection holds no buffer.
+                                self.read_buf = BytesMut::new();
                             }
                         }
                     }
                 }
                 () = session.wake.notified() => {}
-                () = sleep_until(self.credentials_expire) => {
-                    // MQTT 5 has no "credentials expired" code; 0xA0 (maximum connect time) says
-                    // the time this connection was authorized for is over.
-                    return Ending {
-                        reason: DisconnectReason::Administrative(ReasonCode::MaximumConnectTime),
-                        notify: Some(Disconnect::new(ReasonCode::MaximumConnectTime)),
-                        publish_will: true,
-                    };
-                }
                 () = sleep_until(deadline) => {
-                    return Ending {
-                        reason: DisconnectReason::KeepAliveTimeout,
-                        notify: Some(Disconnect::new(ReasonCode::KeepAliveTimeout)),
-                        publish_will: true,
-                    };
+                    let now = Instant::now();
+                    if self.credentials_expire.is_some_and(|at| at <= now) {
+                        // MQTT 5 has no "credentials expired" code; 0xA0 (maximum connect time)
+                        // says the time this connection was authorized for is over.
+                        return Ending {
+                            reason: DisconnectReason::Administrative(ReasonCode::MaximumConnectTime),
+                            notify: Some(Disconnect::new(ReasonCode::MaximumConnectTime)),
+                            publish_will: true,
+                        };
+                    }
+                    if keep_alive_ends.is_some_and(|at| at <= now) {
+                        return Ending {
+                            reason: DisconnectReason::KeepAliveTimeout,
+                            notify: Some(Disconnect::new(ReasonCode::KeepAliveTimeout)),
+                            publish_will: true,
+                        };
+                    }
                 }
             }
         }
@@ -361,10 +382,46 @@ impl Ending {
     }
 }
 
-/// Waits until `session` signals queue space, or `CONGESTION_RECHECK` at most.
-async fn wait_for_space(session: Option<&Session>) {
+/// Reads what the client sent into `buf`: with `busy`, straight into `buf` with `BUSY_READ`
+/// of room; otherwise through `QUIET_READ` bytes on the stack, so that `buf` is only
+/// allocated, to the size read, when something arrives. Returns the bytes read and whether
+/// they filled the room there was (the next read should then be a busy one).
+async fn read_some<S>(stream: &mut S, buf: &mut BytesMut, busy: bool) -> io::Result<(usize, bool)>
+where
+    S: AsyncRead + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        if busy {
+            buf.reserve(BUSY_READ);
+            let mut room = (&mut *buf).limit(BUSY_READ);
+            let read = std::task::ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut *stream),
+                cx,
+                &mut room
+            ))?;
+            Poll::Ready(Ok((read, read == BUSY_READ)))
+        } else {
+            let mut space = [MaybeUninit::<u8>::uninit(); QUIET_READ];
+            let mut room = ReadBuf::uninit(&mut space);
+            std::task::ready!(Pin::new(&mut *stream).poll_read(cx, &mut room))?;
+            let read = room.filled().len();
+            buf.extend_from_slice(room.filled());
+            Poll::Ready(Ok((read, read == QUIET_READ)))
+        }
+    })
+    .await
+}
+
+/// Waits until `session` signals queue space, or `CONGESTION_RECHECK` at most. The wait is
+/// boxed, and only made when there is a congested session: its timer and waiter would
+/// otherwise be part of every idle connection's future.
+async fn wait_for_space(session: Option<&Arc<Session>>) {
     if let Some(session) = session {
-        let _ = tokio::time::timeout(CONGESTION_RECHECK, session.space.notified()).await;
+        let session = session.clone();
+        Box::pin(async move {
+            let _ = tokio::time::timeout(CONGESTION_RECHECK, session.space.notified()).await;
+        })
+        .await;
     }
 }
 

@@ -290,12 +290,10 @@ impl Namespace {
             let name = identity.authentication_name.to_lowercase();
             let unregistered =
                 registered_before.contains(&name) && !registered_after.contains(&name);
-            if permissions.is_disabled() || unregistered {
-                let kick = session.lock().attached.as_ref().map(|a| a.kick.clone());
-                if let Some(kick) = kick {
-                    info!(client_id = %identity.client_id, "Disconnecting a client that lost its access.");
-                    let _ = kick.try_send(ReasonCode::AdministrativeAction);
-                }
+            if (permissions.is_disabled() || unregistered)
+                && session.kick(ReasonCode::AdministrativeAction)
+            {
+                info!(client_id = %identity.client_id, "Disconnecting a client that lost its access.");
             }
             revoke_subscriptions(&broker, &session, &permissions);
         }

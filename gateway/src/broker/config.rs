@@ -48,6 +48,12 @@ pub struct MqttConfig {
     /// bound and `queue_full` apply, so a stuck subscriber costs each publisher at most one
     /// pause. 0 turns pausing off.
     pub max_publisher_pause_ms: u64,
+    /// Queued messages at which a connected subscriber holds its publishers back (see
+    /// `max_publisher_pause_ms`); half of `max_queued_messages` or `max_queued_bytes` does so
+    /// too, whichever comes first. Low enough that a fan-out to many slow subscribers keeps
+    /// little queued (each queued delivery holds its message), high enough that a subscriber
+    /// always has a full write batch waiting.
+    pub publisher_pause_queue: usize,
     /// Most QoS 1/2 messages in flight towards one client, whatever its Receive Maximum says.
     pub max_inflight: u16,
     /// Seconds a new connection has to send CONNECT.
@@ -67,6 +73,7 @@ impl Default for MqttConfig {
             queue_full: QueueFull::DropOldest,
             max_inflight: 100,
             max_publisher_pause_ms: 1000,
+            publisher_pause_queue: 128,
             connect_timeout_secs: 10,
         }
     }
@@ -93,6 +100,9 @@ impl MqttConfig {
         }
         if self.max_queued_messages == 0 {
             return Err(invalid("mqtt.max_queued_messages", "must be at least 1"));
+        }
+        if self.publisher_pause_queue == 0 {
+            return Err(invalid("mqtt.publisher_pause_queue", "must be at least 1"));
         }
         if self.connect_timeout_secs == 0 {
             return Err(invalid("mqtt.connect_timeout_secs", "must be at least 1"));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
 use super::config::{MqttConfig, QueueFull};
 use super::message::Delivery;
@@ -72,8 +72,9 @@ pub struct Inflight {
 #[derive(Debug, Clone)]
 pub struct Attachment {
     pub connection_id: u64,
-    /// Asks the connection to close with this reason (takeover, overflow, shutdown).
-    pub kick: mpsc::Sender<ReasonCode>,
+    /// Set when the connection must close with this reason (takeover, overflow, lost access);
+    /// see `Session::kick`. The first reason stays.
+    pub kicked: Option<ReasonCode>,
     /// How many QoS 1/2 deliveries may be in flight at once (client's Receive Maximum, capped).
     pub window: usize,
 }
@@ -158,6 +159,24 @@ impl Session {
         state.attached.is_some() && state.over_soft_limit(config)
     }
 
+    /// Asks the attached connection, if any, to close with `reason`: the reason is left in
+    /// the attachment and the connection woken, which looks there before anything else. A
+    /// field and the existing wake-up, rather than a channel per connection, because every
+    /// idle connection would carry that channel. Must not be called with the session locked.
+    pub fn kick(&self, reason: ReasonCode) -> bool {
+        let mut state = self.state.lock();
+        let Some(attachment) = state.attached.as_mut() else { return false };
+        attachment.kicked.get_or_insert(reason);
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// The reason the attached connection was asked to close for, if it was.
+    pub fn kicked(&self) -> Option<ReasonCode> {
+        self.state.lock().attached.as_ref().and_then(|a| a.kicked)
+    }
+
     /// Records that a publisher waited a whole pause for this session in vain (see `stalled`).
     pub fn mark_stalled(&self) {
         if !self.stalled.swap(true, Ordering::Relaxed) {
@@ -236,9 +255,9 @@ impl Session {
 }
 
 impl SessionState {
-    /// Past half of either queue bound.
+    /// At `publisher_pause_queue` messages, or past half of either queue bound.
     pub fn over_soft_limit(&self, config: &MqttConfig) -> bool {
-        self.queue.len() >= config.max_queued_messages.div_ceil(2)
+        self.queue.len() >= config.max_queued_messages.div_ceil(2).min(config.publisher_pause_queue)
             || self.queued_bytes >= config.max_queued_bytes / 2
     }
 

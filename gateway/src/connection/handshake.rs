@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedMutexGuard, mpsc};
+use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -91,9 +91,8 @@ where
     let window = usize::from(
         connect.properties.receive_maximum.unwrap_or(u16::MAX).min(config.max_inflight),
     );
-    let (kick, kicks) = mpsc::channel(4);
     let connection_id = broker.next_id();
-    let attachment = Attachment { connection_id, kick, window };
+    let attachment = Attachment { connection_id, kicked: None, window };
     let (session, session_present, guard) =
         attach(&broker, &client_id, connect.clean_start, protocol, attachment).await?;
     let cancelled_will = {
@@ -173,7 +172,6 @@ where
         problem_information: connect.properties.request_problem_information != Some(0),
         inbound_aliases: HashMap::new(),
         outbound: Outbound::new(protocol, max_packet_size, alias_maximum),
-        kicks,
         barrier: None,
         credentials_expire: expires_in.map(|left| Instant::now() + left),
         congested: None,
@@ -365,10 +363,7 @@ async fn attach(
 ) -> Option<(Arc<Session>, bool, OwnedMutexGuard<()>)> {
     loop {
         if let Some(existing) = broker.session(client_id) {
-            let kick = existing.lock().attached.as_ref().map(|a| a.kick.clone());
-            if let Some(kick) = kick {
-                let _ = kick.try_send(ReasonCode::SessionTakenOver);
-            }
+            existing.kick(ReasonCode::SessionTakenOver);
             let guard = tokio::time::timeout(TAKEOVER_WAIT, existing.attach.clone().lock_owned())
                 .await
                 .ok()?;

@@ -17,6 +17,9 @@ use crate::mqtt::{
 };
 use crate::store::{Op, Ticket};
 
+/// Payloads up to this size are copied out of the read buffer (see `admit`).
+const COPY_PAYLOAD_MAX: usize = 1024;
+
 impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -228,12 +231,20 @@ where
         let mut properties = publish.properties.clone();
         properties.message_expiry_interval = None;
         properties.subscription_identifiers.clear();
+        // A small payload is copied out of the read buffer: as a slice it would keep the whole
+        // buffer (up to `BUSY_READ` bytes) allocated for as long as the message is queued for
+        // any subscriber, and the connection would need a fresh buffer for its next read.
+        let payload = if publish.payload.len() <= COPY_PAYLOAD_MAX {
+            bytes::Bytes::copy_from_slice(&publish.payload)
+        } else {
+            publish.payload.clone()
+        };
         let message = Arc::new(Message {
             topic: publish.topic.as_str().into(),
-            payload: publish.payload.clone(),
+            payload,
             qos: publish.qos,
             retain: publish.retain,
-            properties: Arc::new(properties),
+            properties: properties.into_shared(),
             expires_at: expiry.map(|secs| Instant::now() + Duration::from_secs(u64::from(secs))),
             publisher: self.session.id,
             record: std::sync::OnceLock::new(),

@@ -183,7 +183,7 @@ fn message_of(
         payload,
         qos,
         retain,
-        properties: Arc::new(properties),
+        properties: properties.into_shared(),
         expires_at: expiry.map(|secs| Instant::now() + Duration::from_secs(u64::from(secs))),
         publisher: 0,
         record: OnceLock::new(),

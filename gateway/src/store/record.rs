@@ -121,7 +121,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
         payload: publish.payload,
         qos: publish.qos,
         retain: publish.retain,
-        properties: Arc::new(publish.properties),
+        properties: publish.properties.into_shared(),
         expires_at: (expires_at_ms != 0).then(|| ms_to_instant(expires_at_ms)),
         publisher: 0,
         record: std::sync::OnceLock::new(),
