@@ -12,6 +12,9 @@
 #   BENCH_SCENARIOS  scenario:qos list (default: fan-in, fan-out, pairs at QoS 0 and 1, idle)
 #   BENCH_ARGS       extra gridmq-bench flags for every run (e.g. "--mqtt 5 --payload 256")
 #   GRIDMQ_CONFIG    config file for gridmq (default: none, its embedded defaults)
+#   GRIDMQ_BASELINE  another gridmq binary (an older build, say); add "baseline" to BENCH_BROKERS
+#                    to run it with the same config, so a change is measured against its base
+#                    in one run rather than against a figure from another day
 #   RUMQTTD_ROOT     where rumqttd is installed (default ~/.cache/gridmq-bench/rumqttd)
 #   BENCH_PORT       first of the four loopback ports used (default 21883)
 # Needs: cargo, python3, and root (or a mosquitto already installed) for apt-get.
@@ -140,9 +143,13 @@ EOF
 start_broker() {
     local broker=$1 log=$WORK/$1.log
     case $broker in
-    gridmq)
+    gridmq | baseline)
         BROKER_PORT=$GRIDMQ_PORT
-        "$GRIDMQ" serve --listen "127.0.0.1:$BROKER_PORT" ${GRIDMQ_CONFIG:+--config "$GRIDMQ_CONFIG"} \
+        local binary=$GRIDMQ
+        if [[ $broker == baseline ]]; then
+            binary=${GRIDMQ_BASELINE:?set GRIDMQ_BASELINE to the baseline gridmq binary}
+        fi
+        "$binary" serve --listen "127.0.0.1:$BROKER_PORT" ${GRIDMQ_CONFIG:+--config "$GRIDMQ_CONFIG"} \
             >>"$log" 2>&1 &
         ;;
     mosquitto)
@@ -238,7 +245,7 @@ import json, sys
 
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 duration = sys.argv[2]
-brokers = [b for b in ("gridmq", "mosquitto", "rumqttd") if any(r.get("label") == b for r in rows)]
+brokers = [b for b in ("gridmq", "baseline", "mosquitto", "rumqttd") if any(r.get("label") == b for r in rows)]
 keys = []
 for r in rows:
     key = (r.get("scenario"), r.get("qos"), r.get("clients"))
@@ -266,7 +273,7 @@ def ratio(a, b):
 title = {"fan-in": "fan-in {c}->1", "fan-out": "fan-out 1->{c}", "pairs": "pairs {c}",
          "latency": "latency {c} pairs", "idle": "idle {c}"}
 header = ["scenario", "metric"] + brokers
-others = [b for b in ("mosquitto", "rumqttd") if b in brokers and "gridmq" in brokers]
+others = [b for b in ("baseline", "mosquitto", "rumqttd") if b in brokers and "gridmq" in brokers]
 header += [f"gridmq/{b}" for b in others]
 print(f"Payload 64 B unless noted, {duration} s per scenario, one broker at a time.\n")
 print("| " + " | ".join(header) + " |")

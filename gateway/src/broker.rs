@@ -152,6 +152,19 @@ impl Broker {
         true
     }
 
+    /// Starts the broker's shutdown: cancels its token (accept loops and timers stop) and asks
+    /// every attached connection to close with 0x8B. Connections learn of it through their
+    /// session, as they do of a takeover, rather than each waiting on the token: a waiter in
+    /// every connection's future would be memory every idle connection keeps. A connection
+    /// attached after this sees the cancelled token before it waits for anything.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        for session in sessions {
+            session.kick(ReasonCode::ServerShuttingDown);
+        }
+    }
+
     /// The number of live sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()
@@ -501,7 +514,7 @@ impl Broker {
                 message: message.clone(),
                 qos: target.qos,
                 retain: target.retain,
-                subscription_ids: ids,
+                subscription_ids: ids.into_boxed_slice(),
                 shared: target.shared,
                 seq: 0,
             };

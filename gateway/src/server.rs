@@ -200,7 +200,7 @@ impl Gateway {
     /// Stops accepting, disconnects every client and waits for all tasks, at most the grace
     /// period. Returns false when the grace period ran out.
     pub async fn shutdown(self) -> bool {
-        self.broker.shutdown.cancel();
+        self.broker.begin_shutdown();
         self.broker.tasks.close();
         let drained = tokio::time::timeout(self.grace, self.broker.tasks.wait()).await.is_ok();
         // Connections and timers are done appending; the journal commits the rest and stops.

@@ -67,8 +67,10 @@ pub struct Delivery {
     /// The RETAIN flag to send: set for retained messages sent at subscribe time, and kept
     /// from the publish only under Retain As Published.
     pub retain: bool,
-    /// Identifiers of every subscription of this session that matched.
-    pub subscription_ids: Vec<u32>,
+    /// Identifiers of every subscription of this session that matched. A boxed slice rather
+    /// than a `Vec`: queues hold many deliveries, and it is a word shorter (nothing is
+    /// allocated when it is empty, as it almost always is).
+    pub subscription_ids: Box<[u32]>,
     /// Set when the delivery came through a shared subscription: if this member leaves before
     /// acknowledging it, the message goes to another member of the group.
     pub shared: Option<Arc<SharedKey>>,

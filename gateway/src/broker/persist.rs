@@ -21,7 +21,7 @@ pub fn entry_op(client_id: &Arc<str>, delivery: &Delivery, stage: Option<(Stage,
         packet_id,
         qos: delivery.qos as u8,
         retain: delivery.retain,
-        subscription_ids: delivery.subscription_ids.clone(),
+        subscription_ids: delivery.subscription_ids.to_vec(),
         shared: delivery.shared.as_ref().map(|key| (key.group.clone(), key.filter.clone())),
     };
     let bytes = record::encode_with_message(&header, delivery.message.record());

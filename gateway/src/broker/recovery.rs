@@ -97,7 +97,7 @@ pub fn recover(broker: &Arc<Broker>, snapshot: Snapshot) -> Result<Recovered, St
             message,
             qos: QoS::from_u8(entry.qos).unwrap_or(QoS::AtLeastOnce),
             retain: entry.retain,
-            subscription_ids: entry.subscription_ids,
+            subscription_ids: entry.subscription_ids.into(),
             shared: entry.shared.map(|(group, filter)| Arc::new(SharedKey { group, filter })),
             seq,
         };

@@ -1,7 +1,6 @@
 //! From a fresh socket to a connected session: CONNECT, authentication (with the MQTT 5 AUTH
 //! exchange), session takeover or resumption, and CONNACK.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,7 +169,7 @@ where
         auth_method,
         peer,
         problem_information: connect.properties.request_problem_information != Some(0),
-        inbound_aliases: HashMap::new(),
+        inbound_aliases: None,
         outbound: Outbound::new(protocol, max_packet_size, alias_maximum),
         barrier: None,
         credentials_expire: expires_in.map(|left| Instant::now() + left),

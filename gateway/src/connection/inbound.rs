@@ -117,12 +117,14 @@ where
                 return Some(Ending::violation(ReasonCode::TopicAliasInvalid));
             }
             if publish.topic.is_empty() {
-                match self.inbound_aliases.get(&alias) {
+                match self.inbound_aliases.as_ref().and_then(|aliases| aliases.get(&alias)) {
                     Some(topic) => publish.topic = topic.to_string(),
                     None => return Some(Ending::violation(ReasonCode::ProtocolError)),
                 }
             } else {
-                self.inbound_aliases.insert(alias, publish.topic.as_str().into());
+                self.inbound_aliases
+                    .get_or_insert_default()
+                    .insert(alias, publish.topic.as_str().into());
             }
         } else if publish.topic.is_empty() {
             // An empty topic name without an alias is a Protocol Error (MQTT 5 3.3.2.1).

@@ -1,0 +1,29 @@
+//! The size of a connection's future: what every idle connection keeps for its whole life.
+
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{Peer, serve};
+use crate::broker::Broker;
+use crate::broker::config::MqttConfig;
+use crate::hooks::Hooks;
+
+/// The bound on the future `serve` returns for a plain TCP connection. The handshake, the
+/// teardown and packet handling are boxed, and the congestion wait is made only when needed,
+/// so that this stays the connection state plus one wait for the socket, the wake-up and one
+/// timer. A change that makes it grow should be a deliberate one (ARCHITECTURE.md, "Hot path").
+const SERVE_FUTURE_MAX: usize = 1024;
+
+#[tokio::test]
+async fn a_connection_future_stays_small() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _client = TcpStream::connect(addr).await.expect("connect");
+    let (stream, peer) = listener.accept().await.expect("accept");
+    let broker: Arc<Broker> = Broker::new(MqttConfig::default(), Hooks::allow_all(), None);
+    let future = serve(stream, Peer { addr: peer, certificates: Vec::new() }, broker);
+    let size = std::mem::size_of_val(&future);
+    eprintln!("connection future: {size} bytes");
+    assert!(size <= SERVE_FUTURE_MAX, "a connection's future is {size} bytes");
+}
