@@ -120,6 +120,16 @@ pub enum Enqueued {
     Overflow,
 }
 
+/// What `Session::enqueue` did with a delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct Offered {
+    pub outcome: Enqueued,
+    /// Durable once the delivery's store entry is.
+    pub ticket: Option<Ticket>,
+    /// Whether the session's publishers should now pause (see `Session::is_congested`).
+    pub congested: bool,
+}
+
 impl Session {
     pub fn new(client_id: Arc<str>, id: u64, protocol: Protocol) -> Session {
         Session {
@@ -155,8 +165,14 @@ impl Session {
         if self.stalled.load(Ordering::Relaxed) {
             return false;
         }
-        let state = self.state.lock();
-        state.attached.is_some() && state.over_soft_limit(config)
+        self.congested_in(&self.state.lock(), config)
+    }
+
+    /// `is_congested`, for a caller that holds the lock.
+    fn congested_in(&self, state: &SessionState, config: &MqttConfig) -> bool {
+        state.attached.is_some()
+            && state.over_soft_limit(config)
+            && !self.stalled.load(Ordering::Relaxed)
     }
 
     /// Asks the attached connection, if any, to close with `reason`: the reason is left in
@@ -199,17 +215,17 @@ impl Session {
 
     /// Offers a delivery to this session, applying the queue bounds of `config`. A QoS 1/2
     /// delivery to a session that outlives its connection is journaled; the ticket says when
-    /// it is durable.
+    /// it is durable. Whether the session is congested afterwards is read under the same lock.
     pub fn enqueue(
         &self,
         mut delivery: Delivery,
         config: &MqttConfig,
         journal: Option<&Journal>,
         next_seq: impl FnOnce() -> u64,
-    ) -> (Enqueued, Option<Ticket>) {
+    ) -> Offered {
         let mut state = self.state.lock();
         if state.ended || (state.attached.is_none() && delivery.qos == QoS::AtMostOnce) {
-            return (Enqueued::Skipped, None);
+            return Offered { outcome: Enqueued::Skipped, ticket: None, congested: false };
         }
         let size = delivery.size();
         let mut outcome = Enqueued::Queued;
@@ -218,10 +234,13 @@ impl Session {
         {
             if delivery.qos == QoS::AtMostOnce {
                 metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
-                return (Enqueued::Dropped, None);
+                let congested = self.congested_in(&state, config);
+                return Offered { outcome: Enqueued::Dropped, ticket: None, congested };
             }
             match config.queue_full {
-                QueueFull::EndSession => return (Enqueued::Overflow, None),
+                QueueFull::EndSession => {
+                    return Offered { outcome: Enqueued::Overflow, ticket: None, congested: false };
+                }
                 QueueFull::DropOldest => {
                     if let Some(old) = state.queue.pop_front() {
                         state.queued_bytes -= old.size();
@@ -246,11 +265,12 @@ impl Session {
         state.queued_bytes += size;
         state.queue.push_back(delivery);
         let attached = state.attached.is_some();
+        let congested = self.congested_in(&state, config);
         drop(state);
         if attached {
             self.wake.notify_one();
         }
-        (outcome, ticket)
+        Offered { outcome, ticket, congested }
     }
 }
 

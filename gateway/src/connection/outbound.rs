@@ -66,22 +66,22 @@ impl Outbound {
                 }
                 continue;
             }
-            let packet_id = match delivery.qos {
-                QoS::AtMostOnce => None,
-                _ => {
-                    let id = state.start_inflight(delivery.clone());
-                    if let (true, Some(journal)) = (stored, journal) {
-                        let stage = state.inflight.back().map(|entry| (entry.stage, id));
-                        let ticket =
-                            journal.append(persist::entry_op(&session.client_id, &delivery, stage));
-                        if delivery.qos == QoS::ExactlyOnce {
-                            barrier = Some(ticket);
-                        }
-                    }
-                    Some(id)
+            if delivery.qos == QoS::AtMostOnce {
+                self.write(&delivery, None, false, now, buf);
+                continue;
+            }
+            // Moved into the in-flight window, then written from there: no copy of it.
+            let id = state.start_inflight(delivery);
+            let Some(entry) = state.inflight.back() else { continue };
+            if let (true, Some(journal)) = (stored, journal) {
+                let op =
+                    persist::entry_op(&session.client_id, &entry.delivery, Some((entry.stage, id)));
+                let ticket = journal.append(op);
+                if entry.delivery.qos == QoS::ExactlyOnce {
+                    barrier = Some(ticket);
                 }
-            };
-            self.write(&delivery, packet_id, false, now, buf);
+            }
+            self.write(&entry.delivery, Some(id), false, now, buf);
         }
         let under = !state.over_soft_limit(config);
         drop(state);
@@ -113,6 +113,10 @@ impl Outbound {
 
     /// Whether the delivery, written without an alias, fits the client's maximum packet size.
     fn fits(&self, delivery: &Delivery, now: Instant) -> bool {
+        if self.max_packet_size == usize::MAX {
+            // The client set no maximum (every 3.1.1 client): no need to size the packet.
+            return true;
+        }
         let message = &delivery.message;
         let publish = OutboundPublish {
             dup: false,
