@@ -1,10 +1,11 @@
 //! One task per client connection: it reads packets, acts on them, and writes whatever the
 //! session has queued for the client.
 //!
-//! The task owns the socket and both buffers. Reading, queue wake-ups, the keep-alive deadline,
-//! kick requests (takeover, overflow) and server shutdown are one `select!`; everything that a
-//! wake-up produces is appended to the write buffer and written with one `write_all`, so a burst
-//! of deliveries costs one syscall rather than one per packet.
+//! The task owns the socket and both buffers. Reading, queue wake-ups (which also carry kicks:
+//! takeover, overflow, lost access, shutdown) and one timer (keep-alive and credentials' expiry)
+//! are one `select!`; everything that a wake-up produces is appended to the write buffer and
+//! written with one `write_all`, so a burst of deliveries costs one syscall rather than one per
+//! packet. What an idle connection keeps is kept small on purpose (ARCHITECTURE.md, "Hot path").
 //!
 //! Invariant: the connection holds its session's `attach` lock from CONNACK until it has
 //! detached, so no two connections ever drive one session.
