@@ -15,7 +15,7 @@ mod subscribe;
 use bytes::{Buf, BytesMut};
 
 use super::read::Reader;
-use crate::mqtt::{DecodeError, Packet, Protocol, ReasonCode};
+use crate::mqtt::{Ack, DecodeError, Packet, Protocol, ReasonCode};
 
 /// Packet type names by their four-bit type number, for errors.
 const NAMES: [&str; 16] = [
@@ -39,6 +39,10 @@ const NAMES: [&str; 16] = [
 
 const CONNECT: u8 = 1;
 const PUBLISH: u8 = 3;
+const PUBACK: u8 = 4;
+const PUBREC: u8 = 5;
+const PUBREL: u8 = 6;
+const PUBCOMP: u8 = 7;
 
 /// Decodes one packet from the front of `buf`; see `Codec::decode`.
 pub(super) fn packet(
@@ -60,6 +64,24 @@ pub(super) fn packet(
     }
     if buf.len() < size {
         return Ok(None);
+    }
+    if (PUBACK..=PUBCOMP).contains(&kind) && size == 4 && protocol.is_some() {
+        // A bare acknowledgement (the packet id alone: every one a 3.1.1 client sends, and a
+        // 5.0 success) is read in place. A fan-out to a thousand QoS 1 subscribers reads a
+        // thousand of them per message; splitting off and freezing each 4-byte frame cost
+        // more than decoding it.
+        let id = u16::from_be_bytes([buf[2], buf[3]]);
+        buf.advance(size);
+        if id == 0 {
+            return Err(DecodeError::ZeroPacketId);
+        }
+        let ack = Ack::new(id);
+        return Ok(Some(match kind {
+            PUBACK => Packet::PubAck(ack),
+            PUBREC => Packet::PubRec(ack),
+            PUBREL => Packet::PubRel(ack),
+            _ => Packet::PubComp(ack),
+        }));
     }
     let mut body = buf.split_to(size).freeze();
     body.advance(1 + len_bytes);
