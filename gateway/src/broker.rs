@@ -50,8 +50,12 @@ pub struct Broker {
     next_seq: AtomicU64,
     /// Where durable changes go; `None` in in-memory mode.
     journal: Option<Arc<Journal>>,
-    /// Cancelled when the server shuts down; timers and connections watch it.
+    /// Cancelled when the server shuts down (`begin_shutdown`); timers and accept loops watch
+    /// it, connections are kicked.
     pub shutdown: CancellationToken,
+    /// Set with `shutdown`, for the connections' check on every turn: asking the token takes
+    /// a lock, reading this does not.
+    stopping: std::sync::atomic::AtomicBool,
     /// Tracks connection tasks and timers, so shutdown can wait for them.
     pub tasks: TaskTracker,
 }
@@ -89,6 +93,7 @@ impl Broker {
             next_seq: AtomicU64::new(1),
             journal,
             shutdown: CancellationToken::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
         })
     }
@@ -158,11 +163,17 @@ impl Broker {
     /// every connection's future would be memory every idle connection keeps. A connection
     /// attached after this sees the cancelled token before it waits for anything.
     pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.shutdown.cancel();
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         for session in sessions {
             session.kick(ReasonCode::ServerShuttingDown);
         }
+    }
+
+    /// Whether `begin_shutdown` was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// The number of live sessions.

@@ -168,7 +168,7 @@ where
         let timer = tokio::time::sleep_until(self.next_deadline());
         tokio::pin!(timer);
         loop {
-            if self.broker.shutdown.is_cancelled() {
+            if self.broker.is_stopping() {
                 return Ending::kicked(ReasonCode::ServerShuttingDown);
             }
             if let Some(reason) = session.kicked() {

@@ -145,7 +145,7 @@ where
             }
         }
 
-        let verdict = self.admit(&publish);
+        let verdict = self.admit(&mut publish);
         let code = match verdict {
             Err(Refused::Close(code)) => return Some(Ending::violation(code)),
             Err(Refused::Nack(code, reason)) => {
@@ -212,7 +212,9 @@ where
 
     /// Checks, authorizes and routes a publish: the message to fan out and the routing
     /// buffer's ticket to hold the acknowledgement on, or why not.
-    fn admit(&self, publish: &Publish) -> Result<(Arc<Message>, Option<Ticket>), Refused> {
+    /// The publish's properties are taken into the message (what is left in `publish` is what
+    /// the acknowledgement needs).
+    fn admit(&self, publish: &mut Publish) -> Result<(Arc<Message>, Option<Ticket>), Refused> {
         if publish.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(&publish.payload).is_err()
         {
@@ -230,7 +232,7 @@ where
             return Err(Refused::Nack(denied.code, Some(denied.reason)));
         }
         let expiry = publish.properties.message_expiry_interval;
-        let mut properties = publish.properties.clone();
+        let mut properties = std::mem::take(&mut publish.properties);
         properties.message_expiry_interval = None;
         properties.subscription_identifiers.clear();
         // A small payload is copied out of the read buffer: as a slice it would keep the whole
