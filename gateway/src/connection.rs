@@ -54,10 +54,6 @@ const QUIET_READ: usize = 2048;
 /// bound: the buffer never holds more than one such read beyond a partial packet.
 const BUSY_READ: usize = 32 * 1024;
 
-/// How long a publisher held back by a congested subscriber waits before it looks again,
-/// in case the wake-up was missed. Short: it bounds the stall, not the throughput.
-const CONGESTION_RECHECK: Duration = Duration::from_millis(10);
-
 /// Where the transport came from, as the authenticator sees it.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -126,8 +122,8 @@ struct Connection<S> {
     inbound_aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     outbound: Outbound,
     /// A subscriber session whose queue is past its soft limit because of our publishes: we
-    /// read nothing more from this client until it drains (or `CONGESTION_RECHECK` passes),
-    /// so the publisher slows to the subscriber's pace instead of the subscriber losing
+    /// read nothing more from this client until it drains (or `pause_until` passes), so the
+    /// publisher slows to the subscriber's pace instead of the subscriber losing
     /// messages that were acknowledged.
     congested: Option<Arc<Session>>,
     /// When the current pause must end at the latest (`mqtt.max_publisher_pause_ms`).
@@ -193,6 +189,11 @@ where
             {
                 timer.as_mut().reset(expiry);
             }
+            if self.congested.is_some() && self.pause_until < timer.deadline() {
+                // The pause's bound rides on the same timer: when it fires early, it is moved
+                // back to the next real deadline, and the check above ends the pause.
+                timer.as_mut().reset(self.pause_until);
+            }
             if let Some(target) = &self.congested
                 && (!target.is_congested(&self.broker.config) || Instant::now() >= self.pause_until)
             {
@@ -209,7 +210,7 @@ where
             let congested = self.congested.clone();
             tokio::select! {
                 biased;
-                () = wait_for_space(congested.as_ref()), if congested.is_some() => {
+                () = wait_for_space(congested.as_ref(), &self.broker), if congested.is_some() => {
                     // We are the ones not reading: the client's PINGREQs wait in the socket.
                     self.last_packet = Instant::now();
                 }
@@ -317,6 +318,8 @@ where
             state.attached = None;
             (state.generation, state.expiry_interval, state.take_shared())
         };
+        // A detached session congests nobody: publishers paused for it go on at once.
+        self.session.space.notify_waiters();
         self.broker.redistribute(shared, &self.session);
         self.broker.persist_session(&self.session, Some(now_ms()));
         let shutting_down = self.broker.shutdown.is_cancelled();
@@ -439,14 +442,22 @@ where
     .await
 }
 
-/// Waits until `session` signals queue space, or `CONGESTION_RECHECK` at most. The wait is
-/// boxed, and only made when there is a congested session: its timer and waiter would
-/// otherwise be part of every idle connection's future.
-async fn wait_for_space(session: Option<&Arc<Session>>) {
+/// Waits until `session` is no longer congested: its drain signals queue space, or it
+/// detaches. The waiter is registered before the session is looked at, so a drain between
+/// the two cannot be missed; the pause's time bound is the connection's timer. The wait is
+/// boxed, and only made when there is a congested session: its waiter would otherwise be part
+/// of every idle connection's future.
+async fn wait_for_space(session: Option<&Arc<Session>>, broker: &Arc<Broker>) {
     if let Some(session) = session {
         let session = session.clone();
+        let broker = broker.clone();
         Box::pin(async move {
-            let _ = tokio::time::timeout(CONGESTION_RECHECK, session.space.notified()).await;
+            let space = session.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            if session.is_congested(&broker.config) {
+                space.await;
+            }
         })
         .await;
     }
