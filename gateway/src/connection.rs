@@ -13,8 +13,6 @@
 mod handshake;
 mod inbound;
 mod outbound;
-#[cfg(test)]
-mod tests;
 
 use std::collections::HashMap;
 use std::io;

@@ -1,18 +1,18 @@
 //! The size of a connection's future: what every idle connection keeps for its whole life.
+//! In-process, on a loopback socket: the future's type is the one a plain TCP listener spawns.
 
 use std::sync::Arc;
 
+use gateway::broker::Broker;
+use gateway::broker::config::MqttConfig;
+use gateway::connection::{Peer, serve};
+use gateway::hooks::Hooks;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Peer, serve};
-use crate::broker::Broker;
-use crate::broker::config::MqttConfig;
-use crate::hooks::Hooks;
-
 /// The bound on the future `serve` returns for a plain TCP connection. The handshake, the
-/// teardown and packet handling are boxed, and the congestion wait is made only when needed,
-/// so that this stays the connection state plus one wait for the socket, the wake-up and one
-/// timer. A change that makes it grow should be a deliberate one (ARCHITECTURE.md, "Hot path").
+/// teardown, packet handling and the congestion wait are boxed, so that this stays the
+/// connection state plus one wait for the socket, the wake-up and one timer. A change that
+/// makes it grow should be a deliberate one (ARCHITECTURE.md, "Hot path").
 const SERVE_FUTURE_MAX: usize = 1024;
 
 #[tokio::test]
@@ -24,6 +24,5 @@ async fn a_connection_future_stays_small() {
     let broker: Arc<Broker> = Broker::new(MqttConfig::default(), Hooks::allow_all(), None);
     let future = serve(stream, Peer { addr: peer, certificates: Vec::new() }, broker);
     let size = std::mem::size_of_val(&future);
-    eprintln!("connection future: {size} bytes");
     assert!(size <= SERVE_FUTURE_MAX, "a connection's future is {size} bytes");
 }
