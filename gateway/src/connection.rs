@@ -121,8 +121,7 @@ struct Connection<S> {
     outbound: Outbound,
     /// A subscriber session whose queue is past its soft limit because of our publishes: we
     /// read nothing more from this client until it drains (or `pause_until` passes), so the
-    /// publisher slows to the subscriber's pace instead of the subscriber losing
-    /// messages that were acknowledged.
+    /// publisher slows to the subscriber's pace instead of the subscriber losing messages.
     congested: Option<Arc<Session>>,
     /// When the current pause must end at the latest (`mqtt.max_publisher_pause_ms`).
     pause_until: Instant,
@@ -192,18 +191,20 @@ where
                 // back to the next real deadline, and the check above ends the pause.
                 timer.as_mut().reset(self.pause_until);
             }
-            if let Some(target) = &self.congested
-                && (!target.is_congested(&self.broker.config) || Instant::now() >= self.pause_until)
-            {
-                if Instant::now() >= self.pause_until && target.is_congested(&self.broker.config) {
-                    target.mark_stalled();
+            if let Some(target) = &self.congested {
+                let still_congested = target.is_congested(&self.broker.config);
+                let pause_over = Instant::now() >= self.pause_until;
+                if !still_congested || pause_over {
+                    if still_congested {
+                        target.mark_stalled();
+                    }
+                    self.congested = None;
+                    // Packets held back while congested are still in the read buffer.
+                    if let Some(ending) = Box::pin(self.process_input()).await {
+                        return ending;
+                    }
+                    continue;
                 }
-                self.congested = None;
-                // Packets held back while congested are still in the read buffer.
-                if let Some(ending) = Box::pin(self.process_input()).await {
-                    return ending;
-                }
-                continue;
             }
             let congested = self.congested.clone();
             tokio::select! {
