@@ -123,11 +123,19 @@ pub struct StoreConfig {
     /// Most ops in one commit. Everything appended while a commit runs goes into the next one
     /// (group commit); 1 makes every op its own commit and fsync, for comparison only.
     pub max_batch_ops: usize,
+    /// Under load, the least time in milliseconds from one commit's start to the next (see
+    /// `store/journal.rs`, "Linger"); 0 commits as soon as the previous commit ends.
+    pub commit_linger_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { data_dir: "gridmq-data".into(), in_memory: false, max_batch_ops: 10_000 }
+        StoreConfig {
+            data_dir: "gridmq-data".into(),
+            in_memory: false,
+            max_batch_ops: 10_000,
+            commit_linger_ms: 5,
+        }
     }
 }
 
@@ -137,6 +145,16 @@ impl StoreConfig {
             return Err(crate::config::ConfigError::Invalid {
                 field: "store.max_batch_ops",
                 problem: "must be at least 1".into(),
+            });
+        }
+        if self.commit_linger_ms > 1_000 {
+            return Err(crate::config::ConfigError::Invalid {
+                field: "store.commit_linger_ms",
+                problem: format!(
+                    "{} ms is more than 1,000 ms: every busy publisher would wait that long for \
+                     each acknowledgement",
+                    self.commit_linger_ms
+                ),
             });
         }
         Ok(())
@@ -159,7 +177,11 @@ impl Storage {
         }
         let store = Arc::new(self::redb::RedbStore::open(&config.data_dir)?);
         let snapshot = store.load()?;
-        let (journal, writer) = Journal::start(store, config.max_batch_ops);
+        let (journal, writer) = Journal::start(
+            store,
+            config.max_batch_ops,
+            std::time::Duration::from_millis(config.commit_linger_ms),
+        );
         Ok(Storage { journal: Some(journal), writer: Some(writer), snapshot: Some(snapshot) })
     }
 

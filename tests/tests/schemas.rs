@@ -478,6 +478,7 @@ queue_full = "end-session"
 [store]
 data_dir = "/var/lib/gridmq"
 max_batch_ops = 1000
+commit_linger_ms = 2
 
 [access.limits]
 clients = 100

@@ -34,9 +34,12 @@ impl Outbound {
     }
 
     /// Moves queued deliveries into the in-flight window and encodes them into `buf`, until
-    /// the queue is empty or the window is full. Stored deliveries get their packet id
-    /// journaled; the ticket returned covers QoS 2 ones, whose packet id must be on disk before
-    /// the PUBLISH leaves, or a restart could deliver them twice under two ids.
+    /// the queue is empty or the window is full. Stored QoS 2 deliveries get their packet id
+    /// journaled, and the ticket returned covers them: it must be on disk before the PUBLISH
+    /// leaves, or a restart could deliver them twice under two ids. A QoS 1 delivery's packet
+    /// id is not journaled: its entry stays "queued" on disk until the PUBACK deletes it, so a
+    /// restart re-sends it under a new id, a duplicate that QoS 1 allows. Journaling the id cost
+    /// a third B-tree write per persistent delivery (see ARCHITECTURE.md, "Durable QoS 1").
     pub fn drain(
         &mut self,
         session: &Session,
@@ -73,13 +76,10 @@ impl Outbound {
             // Moved into the in-flight window, then written from there: no copy of it.
             let id = state.start_inflight(delivery);
             let Some(entry) = state.inflight.back() else { continue };
-            if let (true, Some(journal)) = (stored, journal) {
+            if let (true, Some(journal), QoS::ExactlyOnce) = (stored, journal, entry.delivery.qos) {
                 let op =
                     persist::entry_op(&session.client_id, &entry.delivery, Some((entry.stage, id)));
-                let ticket = journal.append(op);
-                if entry.delivery.qos == QoS::ExactlyOnce {
-                    barrier = Some(ticket);
-                }
+                barrier = Some(journal.append(op));
             }
             self.write(&entry.delivery, Some(id), false, now, buf);
         }

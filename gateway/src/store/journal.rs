@@ -27,6 +27,13 @@
 //! by the next commit: its promise is kept, the message has reached the subscriber. Once the
 //! first PutEntry has been taken by the writer, deletes are written as usual.
 //!
+//! Linger: under load, the writer waits until `commit_linger` has passed since its previous
+//! commit started before it takes the next batch, but only when that previous batch was busy
+//! (at least `LINGER_MIN_OPS` ops). A busy broker then commits fewer, larger batches, and more
+//! deliveries are acknowledged while their PutEntry is still pending, so ack elision removes
+//! them from the disk's work altogether. A lone publisher's batches are small, so it never
+//! waits: its latency stays one commit. The linger ends early at `max_batch_ops` or on close.
+//!
 //! A commit that fails (disk full, I/O error) is logged and retried every second; waiting
 //! callers keep waiting, so nothing is acknowledged that is not on disk.
 
@@ -49,7 +56,11 @@ pub struct Journal {
     wake: Condvar,
     committed: watch::Sender<u64>,
     max_batch_ops: usize,
+    linger: Duration,
 }
+
+/// A batch at least this large marks the broker busy enough that the next commit lingers.
+pub const LINGER_MIN_OPS: usize = 64;
 
 struct Pending {
     ops: Vec<Op>,
@@ -60,6 +71,8 @@ struct Pending {
     /// Deliveries whose first PutEntry is still pending: key → positions of their pending
     /// PutEntry ops, first one first (ack elision).
     fresh: std::collections::HashMap<(Arc<str>, u64), Vec<u64>>,
+    /// The writer lingers: appends do not wake it unless the batch is full.
+    lingering: bool,
     closed: bool,
 }
 
@@ -70,19 +83,26 @@ pub struct Group(u64);
 
 impl Journal {
     /// Starts the writer thread over `store`. `max_batch_ops` caps one commit (1 means one
-    /// commit per op, which the benchmarks use as the baseline).
-    pub fn start(store: Arc<dyn Store>, max_batch_ops: usize) -> (Arc<Journal>, JoinHandle<()>) {
+    /// commit per op, which the benchmarks use as the baseline); `linger` is the least time
+    /// from one busy commit's start to the next (zero: never wait).
+    pub fn start(
+        store: Arc<dyn Store>,
+        max_batch_ops: usize,
+        linger: Duration,
+    ) -> (Arc<Journal>, JoinHandle<()>) {
         let journal = Arc::new(Journal {
             pending: Mutex::new(Pending {
                 ops: Vec::new(),
                 appended: 0,
                 groups: std::collections::BTreeMap::new(),
                 fresh: std::collections::HashMap::new(),
+                lingering: false,
                 closed: false,
             }),
             wake: Condvar::new(),
             committed: watch::Sender::new(0),
             max_batch_ops: max_batch_ops.max(1),
+            linger,
         });
         let writer = journal.clone();
         let handle = std::thread::Builder::new()
@@ -117,8 +137,11 @@ impl Journal {
             _ => {}
         }
         let ticket = pending.push(op);
+        let wake = !pending.lingering || pending.ops.len() >= self.max_batch_ops;
         drop(pending);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         ticket
     }
 
@@ -131,8 +154,11 @@ impl Journal {
             pending.fresh.insert((client_id.clone(), *seq), vec![position]);
         }
         let ticket = pending.push(op);
+        let wake = !pending.lingering || pending.ops.len() >= self.max_batch_ops;
         drop(pending);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         ticket
     }
 
@@ -172,11 +198,23 @@ impl Journal {
     }
 
     fn write_loop(&self, store: &dyn Store) {
+        // When the previous commit started, and whether its batch was busy.
+        let mut previous: Option<std::time::Instant> = None;
         loop {
             let (ops, upto) = {
                 let mut pending = self.pending.lock();
                 while pending.committable() == 0 && !(pending.closed && pending.groups.is_empty()) {
                     self.wake.wait(&mut pending);
+                }
+                if let Some(started) = previous {
+                    let until = started + self.linger;
+                    pending.lingering = true;
+                    while !pending.closed && pending.ops.len() < self.max_batch_ops {
+                        if self.wake.wait_until(&mut pending, until).timed_out() {
+                            break;
+                        }
+                    }
+                    pending.lingering = false;
                 }
                 let committable = pending.committable();
                 if committable == 0 {
@@ -195,6 +233,7 @@ impl Journal {
                 (ops, upto)
             };
             let started = std::time::Instant::now();
+            previous = (ops.len() >= LINGER_MIN_OPS && !self.linger.is_zero()).then_some(started);
             while let Err(error) = store.commit(&ops) {
                 tracing::error!(%error, ops = ops.len(), "Store commit failed; retrying.");
                 std::thread::sleep(Duration::from_secs(1));

@@ -17,7 +17,7 @@ fn put(topic: &str) -> Op {
 #[tokio::test]
 async fn appended_ops_are_on_disk_once_their_ticket_is_durable() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000);
+    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
     journal.append(put("a"));
     let ticket = journal.append(put("b"));
     journal.durable(ticket).await;
@@ -31,7 +31,7 @@ async fn appended_ops_are_on_disk_once_their_ticket_is_durable() {
 #[tokio::test]
 async fn an_open_group_holds_back_what_follows_it() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000);
+    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
     let before = journal.append(put("before"));
     journal.durable(before).await;
     let group = journal.begin_group();
@@ -49,7 +49,7 @@ async fn an_open_group_holds_back_what_follows_it() {
 #[tokio::test]
 async fn close_commits_what_is_pending() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 1);
+    let (journal, writer) = Journal::start(store.clone(), 1, Duration::ZERO);
     for i in 0..50 {
         journal.append(put(&format!("t{i}")));
     }
@@ -61,7 +61,7 @@ async fn close_commits_what_is_pending() {
 #[tokio::test]
 async fn delete_session_removes_its_queue_only() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000);
+    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
     let record: Arc<[u8]> = Arc::from(&b"r"[..]);
     journal.append(Op::PutSession("a".into(), record.clone()));
     journal.append(Op::PutSession("ab".into(), record.clone()));
@@ -81,7 +81,7 @@ async fn delete_session_removes_its_queue_only() {
 #[tokio::test]
 async fn a_delivery_acknowledged_before_its_commit_never_reaches_the_disk() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000);
+    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
     let record: Arc<[u8]> = Arc::from(&b"r"[..]);
     // Hold the writer back with an open group so the put is still pending when the ack comes.
     let group = journal.begin_group();
@@ -103,4 +103,42 @@ async fn a_delivery_acknowledged_before_its_commit_never_reaches_the_disk() {
     assert!(store.load().expect("load").entries.is_empty());
     journal.close();
     writer.join().expect("writer stops");
+}
+
+#[tokio::test]
+async fn a_lone_op_after_a_small_batch_does_not_linger() {
+    let (_dir, store) = open();
+    // An hour's linger: were it applied, the second op would not be committed within the bound.
+    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::from_secs(3600));
+    let first = journal.append(put("first"));
+    journal.durable(first).await;
+    let second = journal.append(put("second"));
+    tokio::time::timeout(Duration::from_secs(30), journal.durable(second))
+        .await
+        .expect("a small batch must not make the next commit linger");
+    journal.close();
+    writer.join().expect("writer stops");
+}
+
+#[tokio::test]
+async fn close_ends_a_linger_and_commits_what_is_pending() {
+    let (_dir, store) = open();
+    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::from_secs(3600));
+    // A busy batch: the group makes the writer take all of it in one commit.
+    let group = journal.begin_group();
+    let mut last = None;
+    for i in 0..LINGER_MIN_OPS {
+        last = Some(journal.append(put(&format!("busy{i}"))));
+    }
+    journal.end_group(group);
+    if let Some(last) = last {
+        journal.durable(last).await;
+    }
+    // The next op waits out the linger, until close.
+    journal.append(put("after"));
+    journal.close();
+    tokio::task::spawn_blocking(move || writer.join()).await.expect("join").expect("writer stops");
+    let retained = store.load().expect("load").retained;
+    assert_eq!(retained.len(), LINGER_MIN_OPS + 1);
+    assert!(retained.iter().any(|(topic, _)| topic == "after"));
 }
