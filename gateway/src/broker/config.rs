@@ -73,7 +73,7 @@ impl Default for MqttConfig {
             queue_full: QueueFull::DropOldest,
             max_inflight: 100,
             max_publisher_pause_ms: 1000,
-            publisher_pause_queue: 128,
+            publisher_pause_queue: 64,
             connect_timeout_secs: 10,
         }
     }
