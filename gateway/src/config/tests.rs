@@ -116,6 +116,7 @@ fn listeners_parse_with_their_defaults() {
         kind = "ws"
         address = "0.0.0.0:8080"
         max_connections = 10
+        backlog = 16
         [[server.listeners]]
         kind = "wss"
         address = "0.0.0.0:8443"
@@ -134,11 +135,13 @@ fn listeners_parse_with_their_defaults() {
     assert_eq!(kinds, [Tcp, Tls, Ws, Wss]);
     let [tcp, tls, ws, wss] = &config.server.listeners[..] else { panic!("four listeners") };
     assert_eq!(tcp.max_connections, 100_000);
+    assert_eq!(tcp.backlog, 4096);
     assert_eq!(tls.client_auth, Some(ClientAuth::Required));
     assert_eq!(tls.min_tls_version, Some(TlsVersion::Tls13));
     assert_eq!(tls.handshake_timeout(), std::time::Duration::from_secs(10));
     assert_eq!(ws.ws_path(), "/mqtt");
     assert_eq!(ws.max_connections, 10);
+    assert_eq!(ws.backlog, 16);
     assert_eq!(wss.ws_path(), "/ws");
     assert_eq!(wss.handshake_timeout(), std::time::Duration::from_secs(3));
 }
@@ -177,6 +180,10 @@ fn bad_listeners_name_the_field() {
         "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\nmax_connections = 0\n",
     );
     assert!(error.contains("server.listeners[0].max_connections"), "{error}");
+    let error = listener_error(
+        "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:1\"\nbacklog = 0\n",
+    );
+    assert!(error.contains("server.listeners[0].backlog"), "{error}");
     let error =
         listener_error("[[server.listeners]]\nkind = \"quic\"\naddress = \"127.0.0.1:1\"\n");
     assert!(error.contains("quic"), "{error}");

@@ -80,6 +80,12 @@ pub struct ListenerConfig {
     /// included); further connections wait in the accept backlog. Default 100000.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections the kernel may hold completed or half-open before gridmq accepts them
+    /// (`listen(2)` backlog; the kernel caps it at `net.core.somaxconn`). Default 4096: a
+    /// storm of reconnecting devices past a short backlog has its SYNs dropped and retried a
+    /// second later.
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
     /// `tls`, `ws`, `wss`: seconds a new connection has for its TLS and WebSocket handshakes,
     /// so a silent client cannot hold a connection slot. Default 10. (The MQTT CONNECT has its
     /// own `mqtt.connect_timeout_secs` after that.)
@@ -116,8 +122,15 @@ pub const DEFAULT_WS_PATH: &str = "/mqtt";
 /// The default TLS / WebSocket handshake timeout.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The default accept backlog of a listener.
+pub const DEFAULT_BACKLOG: u32 = 4096;
+
 fn default_max_connections() -> usize {
     DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_backlog() -> u32 {
+    DEFAULT_BACKLOG
 }
 
 impl Default for ServerConfig {
@@ -181,6 +194,7 @@ impl ListenerConfig {
             kind,
             address,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            backlog: DEFAULT_BACKLOG,
             handshake_timeout_secs: None,
             path: None,
             certificate: None,
@@ -206,6 +220,9 @@ impl ListenerConfig {
         let invalid = |field, problem: &str| Err(ConfigError::listener(index, field, problem));
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
+        }
+        if self.backlog == 0 {
+            return invalid("backlog", "must be at least 1");
         }
         if self.handshake_timeout_secs == Some(0) {
             return invalid("handshake_timeout_secs", "must be at least 1");

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, warn};
@@ -77,7 +77,14 @@ impl Prepared {
         let error = |e: std::io::Error| {
             ConfigError::listener(self.index, "address", format!("cannot listen on {address}: {e}"))
         };
-        let listener = TcpListener::bind(address).await.map_err(error)?;
+        let socket = if address.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
+        let socket = socket.map_err(error)?;
+        // As `TcpListener::bind` does, SO_REUSEADDR lets a restart rebind at once while old
+        // connections linger in TIME_WAIT; unlike it, the backlog is the configured one.
+        #[cfg(unix)]
+        socket.set_reuseaddr(true).map_err(error)?;
+        socket.bind(address).map_err(error)?;
+        let listener = socket.listen(self.config.backlog).map_err(error)?;
         let addr = listener.local_addr().map_err(error)?;
         Ok(Bound {
             kind: self.config.kind,
