@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use gateway::broker::Broker;
 use gateway::broker::config::MqttConfig;
-use gateway::connection::{Peer, serve};
+use gateway::connection::{Peer, Start, serve};
 use gateway::hooks::Hooks;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -22,7 +22,8 @@ async fn a_connection_future_stays_small() {
     let _client = TcpStream::connect(addr).await.expect("connect");
     let (stream, peer) = listener.accept().await.expect("accept");
     let broker: Arc<Broker> = Broker::new(MqttConfig::default(), Hooks::allow_all(), None);
-    let future = serve(stream, Peer { addr: peer, certificates: Vec::new() }, broker);
+    let peer = Peer { addr: peer, certificates: Vec::new() };
+    let future = serve(Box::new(Start { stream, peer, broker, slot: None }));
     let size = std::mem::size_of_val(&future);
     assert!(size <= SERVE_FUTURE_MAX, "a connection's future is {size} bytes");
 }

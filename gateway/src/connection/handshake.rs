@@ -177,6 +177,7 @@ where
         pause_until: Instant::now(),
         busy: false,
         _attached: guard,
+        _slot: None,
     };
     connection.send(Packet::ConnAck(ConnAck {
         session_present,

@@ -118,16 +118,28 @@ impl Bound {
             match accepted {
                 Ok((stream, addr)) => {
                     backoff = Duration::from_millis(10);
-                    let broker = broker.clone();
-                    let transport = transport.clone();
+                    // MQTT packets are small and latency-sensitive; batching happens in our
+                    // write buffer.
+                    let _ = stream.set_nodelay(true);
+                    let start = Box::new(connection::Start {
+                        stream,
+                        peer: Peer { addr, certificates: Vec::new() },
+                        broker: broker.clone(),
+                        slot: Some(permit),
+                    });
                     let span = tracing::debug_span!("connection", peer = %addr, listener = %kind);
-                    broker.tasks.clone().spawn(
-                        async move {
-                            serve(&transport, stream, addr, broker).await;
-                            drop(permit);
-                        }
-                        .instrument(span),
-                    );
+                    // A plain TCP connection's task is the connection itself, with no layer
+                    // of ours around it: every byte of that future is kept by every idle
+                    // connection. The other transports' handshakes come first, boxed.
+                    if let Transport::Tcp = *transport {
+                        broker.tasks.spawn(connection::serve(start).instrument(span));
+                    } else {
+                        let transport = transport.clone();
+                        broker.tasks.spawn(
+                            async move { Box::pin(serve_secured(&transport, start)).await }
+                                .instrument(span),
+                        );
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors and similar: back off rather than spin.
@@ -140,38 +152,22 @@ impl Bound {
     }
 }
 
-/// Runs the transport's handshakes (bounded by the handshake timeout, and cut short by
-/// shutdown), then hands the byte stream to the connection task.
-///
-/// The TLS and WebSocket paths are boxed: an async fn's state is as large as its largest
-/// branch, and a rustls handshake is tens of kilobytes, which every idle plain-TCP connection
-/// would otherwise carry for its whole life.
-async fn serve(transport: &Transport, stream: TcpStream, addr: SocketAddr, broker: Arc<Broker>) {
-    // MQTT packets are small and latency-sensitive; batching happens in our write buffer.
-    let _ = stream.set_nodelay(true);
-    let peer = Peer { addr, certificates: Vec::new() };
+/// Runs the TLS and WebSocket handshakes (bounded by the handshake timeout, and cut short by
+/// shutdown), then serves the connection over the resulting byte stream. Boxed by its caller:
+/// a rustls handshake is tens of kilobytes.
+async fn serve_secured(transport: &Transport, start: Box<connection::Start<TcpStream>>) {
+    let connection::Start { stream, mut peer, broker, slot } = *start;
     match transport {
-        Transport::Tcp => connection::serve(stream, peer, broker).await,
-        other => Box::pin(serve_secured(other, stream, peer, broker)).await,
-    }
-}
-
-/// The TLS and WebSocket transports of `serve`.
-async fn serve_secured(
-    transport: &Transport,
-    stream: TcpStream,
-    mut peer: Peer,
-    broker: Arc<Broker>,
-) {
-    match transport {
-        Transport::Tcp => connection::serve(stream, peer, broker).await,
+        Transport::Tcp => {
+            connection::serve(Box::new(connection::Start { stream, peer, broker, slot })).await
+        }
         Transport::Tls { acceptor, timeout } => {
             let handshake = acceptor.accept(stream);
             let Some(stream) = handshake_within(*timeout, &broker, "TLS", handshake).await else {
                 return;
             };
             peer.certificates = tls::peer_certificates(stream.get_ref().1);
-            connection::serve(stream, peer, broker).await;
+            connection::serve(Box::new(connection::Start { stream, peer, broker, slot })).await;
         }
         Transport::Ws { path, max_message, timeout } => {
             let handshake = ws::accept(stream, path, *max_message);
@@ -179,7 +175,7 @@ async fn serve_secured(
             else {
                 return;
             };
-            connection::serve(stream, peer, broker).await;
+            connection::serve(Box::new(connection::Start { stream, peer, broker, slot })).await;
         }
         Transport::Wss { acceptor, path, max_message, timeout } => {
             let handshake = async {
@@ -196,7 +192,7 @@ async fn serve_secured(
                 return;
             };
             peer.certificates = certificates;
-            connection::serve(stream, peer, broker).await;
+            connection::serve(Box::new(connection::Start { stream, peer, broker, slot })).await;
         }
     }
 }

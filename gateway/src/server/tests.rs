@@ -113,3 +113,48 @@ async fn start_names_the_unreadable_certificate() {
     assert!(message.contains("server.listeners[1].certificate"), "{message}");
     assert!(message.contains("cannot read /nonexistent/server.pem"), "{message}");
 }
+
+/// A fresh TCP connection that has sent a 3.1.1 CONNECT with a one-byte client id.
+async fn connect_tcp(addr: SocketAddr, id: u8) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let connect = [0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, id];
+    tcp.write_all(&connect).await.expect("CONNECT");
+    tcp
+}
+
+/// `max_connections` bounds the connections a listener serves at once; the slot is given
+/// back when a connection ends, and the client waiting for it is then served.
+#[tokio::test]
+async fn a_full_listener_serves_the_next_client_when_one_leaves() {
+    let mut config = Config::default();
+    config.store.in_memory = true;
+    let mut listener =
+        ListenerConfig::new(ListenerKind::Tcp, SocketAddr::from(([127, 0, 0, 1], 0)));
+    listener.max_connections = 1;
+    config.server.listeners = vec![listener];
+    let gateway = Gateway::start(config, Hooks::allow_all()).await.expect("start");
+    let addr = gateway.mqtt_addr();
+
+    let mut first = connect_tcp(addr, b'a').await;
+    let mut connack = [0u8; 4];
+    first.read_exact(&mut connack).await.expect("first CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+
+    // The second waits in the kernel's backlog: no CONNACK while the first holds the slot.
+    let mut second = connect_tcp(addr, b'b').await;
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        second.read_exact(&mut connack),
+    )
+    .await;
+    assert!(early.is_err(), "a second client was served past max_connections = 1");
+
+    // DISCONNECT ends the first connection; its slot goes to the second.
+    first.write_all(&[0xE0, 0]).await.expect("DISCONNECT");
+    tokio::time::timeout(std::time::Duration::from_secs(10), second.read_exact(&mut connack))
+        .await
+        .expect("the second client is served once the first leaves")
+        .expect("second CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0]);
+    assert!(gateway.shutdown().await);
+}
