@@ -41,8 +41,9 @@ pub struct MqttConfig {
     /// What happens when either queue bound is reached.
     pub queue_full: QueueFull,
     /// Longest pause, in milliseconds, imposed on a publisher whose message (any QoS) went to
-    /// a connected subscriber whose queue is past half its bound: the publisher's next packets
-    /// are not read until the subscriber drains, so a slow subscriber slows its publishers
+    /// a connected subscriber whose queue reached `publisher_pause_queue`: the publisher's next
+    /// packets are not read until the subscriber's queue is down to half of that, so a slow
+    /// subscriber slows its publishers
     /// instead of losing messages. A subscriber that does not drain during a whole pause is
     /// marked stalled: publishers stop waiting for it until it drains again, and its queue
     /// bound and `queue_full` apply, so a stuck subscriber costs each publisher at most one

@@ -87,6 +87,9 @@ pub struct SessionState {
     pub subscriptions: HashMap<String, Subscription>,
     pub queue: VecDeque<Delivery>,
     pub queued_bytes: usize,
+    /// Whether a publish found this session congested since publishers were last woken: the
+    /// drain that reaches the low-water mark wakes them (see `under_low_water`).
+    pub publishers_waiting: bool,
     /// In the order the PUBLISH packets were first sent.
     pub inflight: VecDeque<Inflight>,
     next_packet_id: u16,
@@ -140,6 +143,7 @@ impl Session {
                 subscriptions: HashMap::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                publishers_waiting: false,
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
                 inbound_qos2: HashSet::new(),
@@ -235,6 +239,7 @@ impl Session {
             if delivery.qos == QoS::AtMostOnce {
                 metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
                 let congested = self.congested_in(&state, config);
+                state.publishers_waiting |= congested;
                 return Offered { outcome: Enqueued::Dropped, ticket: None, congested };
             }
             match config.queue_full {
@@ -266,6 +271,7 @@ impl Session {
         state.queue.push_back(delivery);
         let attached = state.attached.is_some();
         let congested = self.congested_in(&state, config);
+        state.publishers_waiting |= congested;
         drop(state);
         if attached {
             self.wake.notify_one();
@@ -277,8 +283,21 @@ impl Session {
 impl SessionState {
     /// At `publisher_pause_queue` messages, or past half of either queue bound.
     pub fn over_soft_limit(&self, config: &MqttConfig) -> bool {
-        self.queue.len() >= config.max_queued_messages.div_ceil(2).min(config.publisher_pause_queue)
+        self.queue.len() >= Self::soft_limit(config)
             || self.queued_bytes >= config.max_queued_bytes / 2
+    }
+
+    /// At or under half the soft limit, by count and by bytes: where a drain wakes the
+    /// publishers that paused for this session. Waking them as soon as the queue dipped under
+    /// the soft limit let each push one message and pause again; with a thousand subscribers
+    /// behind one publisher, the publisher went from one barely drained queue to the next.
+    pub fn under_low_water(&self, config: &MqttConfig) -> bool {
+        self.queue.len() <= Self::soft_limit(config) / 2
+            && self.queued_bytes <= config.max_queued_bytes / 4
+    }
+
+    fn soft_limit(config: &MqttConfig) -> usize {
+        config.max_queued_messages.div_ceil(2).min(config.publisher_pause_queue)
     }
 
     /// Takes the next queued delivery, if the in-flight window has room for it.
@@ -365,3 +384,6 @@ impl SessionState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

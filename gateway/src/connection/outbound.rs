@@ -50,9 +50,6 @@ impl Outbound {
         let now = Instant::now();
         let mut barrier = None;
         let mut state = session.lock();
-        // Publishers wait on `space` only while the queue is over its soft limit, so only a
-        // drain that brings it under wakes them: `notify_waiters` takes a lock every time.
-        let was_over = state.over_soft_limit(config);
         while let Some(delivery) = state.next_delivery() {
             let stored = delivery.seq != 0;
             if delivery.message.is_expired(now) || !self.fits(&delivery, now) {
@@ -83,13 +80,19 @@ impl Outbound {
             }
             self.write(&entry.delivery, Some(id), false, now, buf);
         }
+        // Publishers that paused for this session are woken once, when the queue reaches
+        // its low-water mark (`notify_waiters` takes a lock every time, so not on every drain).
+        let wake_publishers = state.publishers_waiting && state.under_low_water(config);
+        if wake_publishers {
+            state.publishers_waiting = false;
+        }
         let under = !state.over_soft_limit(config);
         drop(state);
         if under {
             session.mark_draining();
-            if was_over {
-                session.space.notify_waiters();
-            }
+        }
+        if wake_publishers {
+            session.space.notify_waiters();
         }
         barrier
     }
