@@ -32,7 +32,7 @@ use tracing::debug;
 use self::outbound::Outbound;
 use crate::broker::Broker;
 use crate::broker::message::Message;
-use crate::broker::session::Session;
+use crate::broker::session::{Session, Stage};
 use crate::hooks::{ClientIdentity, DisconnectReason, LifecycleEvent};
 use crate::mqtt::{Codec, Disconnect, Packet, Properties, Protocol, ReasonCode};
 use crate::store::Ticket;
@@ -51,6 +51,9 @@ const QUIET_READ: usize = 2048;
 /// once lets them share one store commit and one write of acknowledgements. It is also the
 /// bound: the buffer never holds more than one such read beyond a partial packet.
 const BUSY_READ: usize = 32 * 1024;
+
+/// Most PUBACKs finished under one lock of the session (see `process_input`).
+const PUBACK_RUN: usize = 64;
 
 /// Where the transport came from, as the authenticator sees it.
 #[derive(Debug, Clone)]
@@ -293,11 +296,29 @@ where
         // byte at a time cannot hold its connection open. One clock reading serves every
         // packet of a read.
         let mut now = None;
+        // Consecutive PUBACKs are finished together, under one lock of the session: a busy
+        // subscriber sends them in runs, and its publishers contend for that lock.
+        let mut acks = [0u16; PUBACK_RUN];
+        let mut pending = 0;
         loop {
             if self.congested.is_some() {
+                self.finish_deliveries(&acks[..pending], Stage::AwaitingPubAck);
                 return None;
             }
-            match self.codec.decode(&mut self.read_buf, Some(self.protocol)) {
+            let decoded = self.codec.decode(&mut self.read_buf, Some(self.protocol));
+            if let Ok(Some(Packet::PubAck(ack))) = &decoded {
+                self.last_packet = *now.get_or_insert_with(Instant::now);
+                if pending == PUBACK_RUN {
+                    self.finish_deliveries(&acks, Stage::AwaitingPubAck);
+                    pending = 0;
+                }
+                acks[pending] = ack.packet_id;
+                pending += 1;
+                continue;
+            }
+            self.finish_deliveries(&acks[..pending], Stage::AwaitingPubAck);
+            pending = 0;
+            match decoded {
                 Ok(Some(packet)) => {
                     self.last_packet = *now.get_or_insert_with(Instant::now);
                     if let Some(ending) = self.handle(packet).await {

@@ -570,6 +570,16 @@ pub mod framed {
             self.stream.write_all(&out).await.expect("write packet");
         }
 
+        /// Writes several packets with one write, as a client that batches its acknowledgements
+        /// does, so the broker reads them together.
+        pub async fn send_all(&mut self, packets: Vec<p5::Packet>) {
+            let mut out = BytesMut::new();
+            for packet in packets {
+                packet.write(&mut out, None).expect("encode packet");
+            }
+            self.stream.write_all(&out).await.expect("write packets");
+        }
+
         /// Sends DISCONNECT with `reason` and optional session expiry interval.
         pub async fn disconnect(&mut self, reason: p5::DisconnectReasonCode, expiry: Option<u32>) {
             let properties = expiry.map(|expiry| p5::DisconnectProperties {

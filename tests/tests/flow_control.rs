@@ -117,3 +117,67 @@ async fn a_subscriber_that_never_reads_holds_publishers_back_only_once() {
     let expected: Vec<u32> = (0..MESSAGES).collect();
     assert_eq!(seen, expected);
 }
+
+/// A subscriber whose in-flight window (100, `mqtt.max_inflight`) is full acknowledges all of it
+/// in one write, followed by a PINGREQ. The broker reads the 100 PUBACKs together (it finishes
+/// runs of them under one lock) and must free the whole window: the next 100 messages arrive
+/// without any further acknowledgement, in order, and so does the PINGRESP.
+#[tokio::test]
+async fn a_run_of_pubacks_in_one_read_frees_the_whole_window() {
+    let broker = Gridmq::start();
+    let (mut sub, _) =
+        Framed5::connect(broker.addr, Framed5::connect_packet("acks-sub", 60, true, None), None)
+            .await;
+    let mut subscribe =
+        p5::Subscribe::new(p5::Filter::new("acks/t".to_string(), QoS::AtLeastOnce), None);
+    subscribe.pkid = 1;
+    sub.send(Packet::Subscribe(subscribe)).await;
+    assert!(matches!(sub.next(TIMEOUT).await, Next::Packet(Packet::SubAck(_))));
+
+    let (mut publisher, _) =
+        Framed5::connect(broker.addr, Framed5::connect_packet("acks-pub", 60, true, None), None)
+            .await;
+    let mut publishes = Vec::new();
+    for seq in 0..200u16 {
+        let mut publish = p5::Publish::new(
+            "acks/t",
+            QoS::AtLeastOnce,
+            Bytes::from(seq.to_be_bytes().to_vec()),
+            None,
+        );
+        publish.pkid = seq + 1;
+        publishes.push(Packet::Publish(publish));
+    }
+    publisher.send_all(publishes).await;
+
+    let mut seen = Vec::new();
+    let mut ids = Vec::new();
+    while seen.len() < 100 {
+        match sub.next(TIMEOUT).await {
+            Next::Packet(Packet::Publish(publish)) => {
+                seen.push(u16::from_be_bytes([publish.payload[0], publish.payload[1]]));
+                ids.push(publish.pkid);
+            }
+            other => panic!("expected the first 100 messages, got {other:?}"),
+        }
+    }
+    let mut acks: Vec<Packet> =
+        ids.iter().map(|&pkid| Packet::PubAck(p5::PubAck::new(pkid, None))).collect();
+    acks.push(Packet::PingReq(p5::PingReq));
+    sub.send_all(acks).await;
+
+    let mut pong = false;
+    while seen.len() < 200 || !pong {
+        match sub.next(TIMEOUT).await {
+            Next::Packet(Packet::Publish(publish)) => {
+                seen.push(u16::from_be_bytes([publish.payload[0], publish.payload[1]]));
+            }
+            Next::Packet(Packet::PingResp(_)) => pong = true,
+            other => panic!(
+                "expected 100 more messages and PINGRESP, got {other:?} after {}",
+                seen.len()
+            ),
+        }
+    }
+    assert_eq!(seen, (0..200).collect::<Vec<u16>>());
+}

@@ -452,13 +452,23 @@ where
     /// QoS 1 message is re-sent with DUP, which QoS 1 allows, and a QoS 2 entry (already at the
     /// released stage) only makes the broker re-send PUBREL, which the client answers again.
     fn finish_delivery(&mut self, packet_id: u16, stage: Stage) {
+        self.finish_deliveries(&[packet_id], stage);
+    }
+
+    /// `finish_delivery` for several packet ids, under one lock of the session.
+    pub(super) fn finish_deliveries(&mut self, packet_ids: &[u16], stage: Stage) {
+        if packet_ids.is_empty() {
+            return;
+        }
         let mut state = self.session.lock();
-        if let Some(entry) = state.finish_inflight(packet_id, stage)
-            && entry.delivery.seq != 0
-        {
-            self.broker.journal_append(|| {
-                Op::DeleteEntry(self.session.client_id.clone(), entry.delivery.seq)
-            });
+        for &packet_id in packet_ids {
+            if let Some(entry) = state.finish_inflight(packet_id, stage)
+                && entry.delivery.seq != 0
+            {
+                self.broker.journal_append(|| {
+                    Op::DeleteEntry(self.session.client_id.clone(), entry.delivery.seq)
+                });
+            }
         }
     }
 }
