@@ -149,8 +149,11 @@ start_broker() {
         if [[ $broker == baseline ]]; then
             binary=${GRIDMQ_BASELINE:?set GRIDMQ_BASELINE to the baseline gridmq binary}
         fi
-        "$binary" serve --listen "127.0.0.1:$BROKER_PORT" ${GRIDMQ_CONFIG:+--config "$GRIDMQ_CONFIG"} \
-            >>"$log" 2>&1 &
+        # A fresh data directory per run, in the run's temp dir: gridmq runs with its default
+        # durable store, as a user's would, without leaving files where the script was started.
+        rm -rf "$WORK/gridmq-data"
+        "$binary" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$WORK/gridmq-data" \
+            ${GRIDMQ_CONFIG:+--config "$GRIDMQ_CONFIG"} >>"$log" 2>&1 &
         ;;
     mosquitto)
         BROKER_PORT=$MOSQUITTO_PORT
