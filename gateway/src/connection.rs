@@ -31,6 +31,7 @@ use tracing::debug;
 
 use self::outbound::Outbound;
 use crate::broker::Broker;
+use crate::broker::config::MqttConfig;
 use crate::broker::message::Message;
 use crate::broker::session::{Session, Stage};
 use crate::hooks::{ClientIdentity, DisconnectReason, LifecycleEvent};
@@ -229,7 +230,7 @@ where
             let congested = self.congested.clone();
             tokio::select! {
                 biased;
-                () = wait_for_space(congested.as_ref(), &self.broker), if congested.is_some() => {
+                () = wait_for_space(congested.as_ref(), &self.broker.config), if congested.is_some() => {
                     // We are the ones not reading: the client's PINGREQs wait in the socket.
                     self.last_packet = Instant::now();
                 }
@@ -484,15 +485,13 @@ where
 /// the two cannot be missed; the pause's time bound is the connection's timer. The wait is
 /// boxed, and only made when there is a congested session: its waiter would otherwise be part
 /// of every idle connection's future.
-async fn wait_for_space(session: Option<&Arc<Session>>, broker: &Arc<Broker>) {
+async fn wait_for_space(session: Option<&Arc<Session>>, config: &MqttConfig) {
     if let Some(session) = session {
-        let session = session.clone();
-        let broker = broker.clone();
         Box::pin(async move {
             let space = session.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            if session.is_congested(&broker.config) {
+            if session.is_congested(config) {
                 space.await;
             }
         })

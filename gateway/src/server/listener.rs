@@ -156,11 +156,13 @@ impl Bound {
 /// shutdown), then serves the connection over the resulting byte stream. Boxed by its caller:
 /// a rustls handshake is tens of kilobytes.
 async fn serve_secured(transport: &Transport, start: Box<connection::Start<TcpStream>>) {
+    if let Transport::Tcp = transport {
+        return connection::serve(start).await;
+    }
     let connection::Start { stream, mut peer, broker, slot } = *start;
     match transport {
-        Transport::Tcp => {
-            connection::serve(Box::new(connection::Start { stream, peer, broker, slot })).await
-        }
+        // Served above, without the handshake layer.
+        Transport::Tcp => {}
         Transport::Tls { acceptor, timeout } => {
             let handshake = acceptor.accept(stream);
             let Some(stream) = handshake_within(*timeout, &broker, "TLS", handshake).await else {
