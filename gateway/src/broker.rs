@@ -458,7 +458,8 @@ impl Broker {
             let at = crate::store::record::now_ms() + delay.as_millis() as u64;
             let header = crate::store::WillRecord { publish_at_ms: at };
             self.journal_append(|| {
-                let bytes = crate::store::record::encode_with_message(&header, will.record());
+                let bytes: Arc<[u8]> =
+                    crate::store::record::encode_with_message(&header, will.record()).into();
                 Op::PutWill(session.client_id.clone(), bytes)
             });
         }

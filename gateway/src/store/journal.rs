@@ -69,11 +69,24 @@ struct Pending {
     /// Start positions of open atomic groups (a position may be open more than once).
     groups: std::collections::BTreeMap<u64, usize>,
     /// Deliveries whose first PutEntry is still pending: key → positions of their pending
-    /// PutEntry ops, first one first (ack elision).
-    fresh: std::collections::HashMap<(Arc<str>, u64), Vec<u64>>,
+    /// PutEntry ops (ack elision).
+    fresh: std::collections::HashMap<(Arc<str>, u64), Positions>,
     /// The writer lingers: appends do not wake it unless the batch is full.
     lingering: bool,
     closed: bool,
+}
+
+/// Where a fresh delivery's PutEntry ops are in the journal. Almost every delivery has one,
+/// so the first is kept inline: a fresh delivery costs no allocation of its own.
+struct Positions {
+    first: u64,
+    later: Vec<u64>,
+}
+
+impl Positions {
+    fn new(first: u64) -> Positions {
+        Positions { first, later: Vec::new() }
+    }
 }
 
 /// An open atomic group; end it with `Journal::end_group`.
@@ -119,7 +132,7 @@ impl Journal {
             Op::DeleteEntry(client_id, seq) => {
                 if let Some(positions) = pending.fresh.remove(&(client_id.clone(), *seq)) {
                     let base = pending.appended - pending.ops.len() as u64;
-                    for position in positions {
+                    for position in std::iter::once(positions.first).chain(positions.later) {
                         if let Some(slot) = pending.ops.get_mut((position - base) as usize) {
                             *slot = Op::Nop;
                         }
@@ -131,7 +144,7 @@ impl Journal {
             Op::PutEntry(client_id, seq, _) => {
                 let position = pending.appended;
                 if let Some(positions) = pending.fresh.get_mut(&(client_id.clone(), *seq)) {
-                    positions.push(position);
+                    positions.later.push(position);
                 }
             }
             _ => {}
@@ -151,7 +164,7 @@ impl Journal {
         let mut pending = self.pending.lock();
         if let Op::PutEntry(client_id, seq, _) = &op {
             let position = pending.appended;
-            pending.fresh.insert((client_id.clone(), *seq), vec![position]);
+            pending.fresh.insert((client_id.clone(), *seq), Positions::new(position));
         }
         let ticket = pending.push(op);
         let wake = !pending.lingering || pending.ops.len() >= self.max_batch_ops;
@@ -228,7 +241,7 @@ impl Journal {
                 if pending.ops.is_empty() {
                     pending.fresh.clear();
                 } else {
-                    pending.fresh.retain(|_, positions| positions[0] >= upto);
+                    pending.fresh.retain(|_, positions| positions.first >= upto);
                 }
                 (ops, upto)
             };

@@ -128,14 +128,26 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
     })
 }
 
-/// Encodes a header record followed by a message record.
-pub fn encode_with_message<H: Serialize>(header: &H, message: &[u8]) -> Arc<[u8]> {
-    let head = postcard::to_allocvec(header).unwrap_or_default();
+/// Encodes a header record followed by a message record. One allocation, as this is made for
+/// every persistent delivery: a header of up to `HEADER_ON_STACK` bytes (all but one with many
+/// subscription identifiers) is encoded on the stack, and the record is built at its exact
+/// size, so that the box takes the vector's buffer as it is.
+pub fn encode_with_message<H: Serialize>(header: &H, message: &[u8]) -> Box<[u8]> {
+    const HEADER_ON_STACK: usize = 128;
+    let mut stack = [0u8; HEADER_ON_STACK];
+    let heap;
+    let head: &[u8] = match postcard::to_slice(header, &mut stack) {
+        Ok(head) => head,
+        Err(_) => {
+            heap = postcard::to_allocvec(header).unwrap_or_default();
+            &heap
+        }
+    };
     let mut out = Vec::with_capacity(4 + head.len() + message.len());
     out.extend_from_slice(&(head.len() as u32).to_le_bytes());
-    out.extend_from_slice(&head);
+    out.extend_from_slice(head);
     out.extend_from_slice(message);
-    out.into()
+    out.into_boxed_slice()
 }
 
 /// Decodes a header record and the message record after it.

@@ -2,7 +2,10 @@
 //!
 //! Tables (keys → values, values are `store/record.rs` encodings):
 //! - `sessions`: client id → session record
-//! - `entries`: (client id, sequence number) → delivery record
+//! - `entry_runs`, `entry_run_acks`: queued deliveries, a run per client per commit, and the
+//!   sequence numbers of each run that are done (`redb/runs.rs`)
+//! - `entries`: (client id, sequence number) → delivery record, for versions of a delivery
+//!   that override its run's copy (and the queues of databases written before runs)
 //! - `inbound`: (client id, packet id) → ()
 //! - `retained`: topic → message record
 //! - `wills`: client id → will record
@@ -15,8 +18,12 @@
 
 use std::path::Path;
 
+mod runs;
+
+use parking_lot::Mutex;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use self::runs::{Batch, RUN_ACKS, RUNS, RunIndex, RunTables};
 use super::{Op, RoutingTable, Snapshot, Store, StoreError};
 
 const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
@@ -39,6 +46,9 @@ fn routing_table(table: RoutingTable) -> RoutingDefinition {
 /// A store in one redb file.
 pub struct RedbStore {
     db: Database,
+    /// The committed runs, as the writer needs them; `None` after a failed commit, until the
+    /// next commit reads it again (see `redb/runs.rs`).
+    runs: Mutex<Option<RunIndex>>,
 }
 
 impl RedbStore {
@@ -49,19 +59,87 @@ impl RedbStore {
         let path = dir.join("gridmq.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Backend(format!("open {}: {e}", path.display())))?;
-        let store = RedbStore { db };
+        let store = RedbStore { db, runs: Mutex::new(None) };
         // Create the tables up front so that reads of a fresh database find them.
-        store.commit(&[])?;
+        store.apply(&[], &mut RunIndex::default())?;
+        *store.runs.lock() = Some(store.read_runs()?);
         Ok(store)
     }
 }
 
 impl Store for RedbStore {
     fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        let mut guard = self.runs.lock();
+        let index = match &mut *guard {
+            Some(index) => index,
+            None => guard.insert(self.read_runs()?),
+        };
+        let applied = self.apply(ops, index);
+        if applied.is_err() {
+            *guard = None;
+        }
+        applied
+    }
+
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let mut snapshot = Snapshot::default();
+        for row in txn.open_table(SESSIONS).map_err(backend)?.iter().map_err(backend)? {
+            let (key, value) = row.map_err(backend)?;
+            snapshot.sessions.push((key.value().to_string(), value.value().to_vec()));
+        }
+        snapshot.entries = runs::read_entries(&txn)?
+            .into_iter()
+            .map(|((id, seq), record)| (id, seq, record))
+            .collect();
+        for row in txn.open_table(INBOUND).map_err(backend)?.iter().map_err(backend)? {
+            let (key, _) = row.map_err(backend)?;
+            let (id, packet_id) = key.value();
+            snapshot.inbound.push((id.to_string(), packet_id));
+        }
+        for row in txn.open_table(RETAINED).map_err(backend)?.iter().map_err(backend)? {
+            let (key, value) = row.map_err(backend)?;
+            snapshot.retained.push((key.value().to_string(), value.value().to_vec()));
+        }
+        for row in txn.open_table(WILLS).map_err(backend)?.iter().map_err(backend)? {
+            let (key, value) = row.map_err(backend)?;
+            snapshot.wills.push((key.value().to_string(), value.value().to_vec()));
+        }
+        for row in txn.open_table(RESOURCES).map_err(backend)?.iter().map_err(backend)? {
+            let (key, value) = row.map_err(backend)?;
+            let (kind, name) = key.value();
+            snapshot.resources.push((kind.to_string(), name.to_string(), value.value().to_vec()));
+        }
+        for table in RoutingTable::ALL {
+            let rows = snapshot.routing.entry(table).or_default();
+            for row in
+                txn.open_table(routing_table(table)).map_err(backend)?.iter().map_err(backend)?
+            {
+                let (key, value) = row.map_err(backend)?;
+                let (name, seq) = key.value();
+                rows.push((name.to_string(), seq, value.value().to_vec()));
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+impl RedbStore {
+    /// The run index as committed.
+    fn read_runs(&self) -> Result<RunIndex, StoreError> {
+        RunIndex::read(&self.db.begin_read().map_err(backend)?)
+    }
+
+    fn apply(&self, ops: &[Op], index: &mut RunIndex) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(backend)?;
         {
             let mut sessions = txn.open_table(SESSIONS).map_err(backend)?;
             let mut entries = txn.open_table(ENTRIES).map_err(backend)?;
+            let mut runs = txn.open_table(RUNS).map_err(backend)?;
+            let mut done = txn.open_table(RUN_ACKS).map_err(backend)?;
+            let mut run_tables =
+                RunTables { entries: &mut entries, runs: &mut runs, done: &mut done };
+            let mut batch = Batch::default();
             let mut inbound = txn.open_table(INBOUND).map_err(backend)?;
             let mut retained = txn.open_table(RETAINED).map_err(backend)?;
             let mut wills = txn.open_table(WILLS).map_err(backend)?;
@@ -78,8 +156,10 @@ impl Store for RedbStore {
                     Op::DeleteSession(id) => {
                         sessions.remove(&**id).map_err(backend)?;
                         wills.remove(&**id).map_err(backend)?;
+                        index.delete_client(&mut run_tables, id)?;
                         let id: &str = id;
-                        entries
+                        run_tables
+                            .entries
                             .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)
                             .map_err(backend)?;
                         inbound
@@ -87,10 +167,10 @@ impl Store for RedbStore {
                             .map_err(backend)?;
                     }
                     Op::PutEntry(id, seq, record) => {
-                        entries.insert((&**id, *seq), &**record).map_err(backend)?;
+                        index.put(&mut batch, &mut run_tables, id, *seq, record)?;
                     }
                     Op::DeleteEntry(id, seq) => {
-                        entries.remove((&**id, *seq)).map_err(backend)?;
+                        index.delete(&mut batch, &mut run_tables, id, *seq)?;
                     }
                     Op::PutInbound(id, packet_id) => {
                         inbound.insert((&**id, *packet_id), ()).map_err(backend)?;
@@ -127,51 +207,9 @@ impl Store for RedbStore {
                     Op::Nop => {}
                 }
             }
+            index.finish(batch, &mut run_tables)?;
         }
         txn.commit().map_err(backend)
-    }
-
-    fn load(&self) -> Result<Snapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        let mut snapshot = Snapshot::default();
-        for row in txn.open_table(SESSIONS).map_err(backend)?.iter().map_err(backend)? {
-            let (key, value) = row.map_err(backend)?;
-            snapshot.sessions.push((key.value().to_string(), value.value().to_vec()));
-        }
-        for row in txn.open_table(ENTRIES).map_err(backend)?.iter().map_err(backend)? {
-            let (key, value) = row.map_err(backend)?;
-            let (id, seq) = key.value();
-            snapshot.entries.push((id.to_string(), seq, value.value().to_vec()));
-        }
-        for row in txn.open_table(INBOUND).map_err(backend)?.iter().map_err(backend)? {
-            let (key, _) = row.map_err(backend)?;
-            let (id, packet_id) = key.value();
-            snapshot.inbound.push((id.to_string(), packet_id));
-        }
-        for row in txn.open_table(RETAINED).map_err(backend)?.iter().map_err(backend)? {
-            let (key, value) = row.map_err(backend)?;
-            snapshot.retained.push((key.value().to_string(), value.value().to_vec()));
-        }
-        for row in txn.open_table(WILLS).map_err(backend)?.iter().map_err(backend)? {
-            let (key, value) = row.map_err(backend)?;
-            snapshot.wills.push((key.value().to_string(), value.value().to_vec()));
-        }
-        for row in txn.open_table(RESOURCES).map_err(backend)?.iter().map_err(backend)? {
-            let (key, value) = row.map_err(backend)?;
-            let (kind, name) = key.value();
-            snapshot.resources.push((kind.to_string(), name.to_string(), value.value().to_vec()));
-        }
-        for table in RoutingTable::ALL {
-            let rows = snapshot.routing.entry(table).or_default();
-            for row in
-                txn.open_table(routing_table(table)).map_err(backend)?.iter().map_err(backend)?
-            {
-                let (key, value) = row.map_err(backend)?;
-                let (name, seq) = key.value();
-                rows.push((name.to_string(), seq, value.value().to_vec()));
-            }
-        }
-        Ok(snapshot)
     }
 }
 

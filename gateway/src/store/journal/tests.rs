@@ -62,9 +62,9 @@ async fn close_commits_what_is_pending() {
 async fn delete_session_removes_its_queue_only() {
     let (_dir, store) = open();
     let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
-    let record: Arc<[u8]> = Arc::from(&b"r"[..]);
-    journal.append(Op::PutSession("a".into(), record.clone()));
-    journal.append(Op::PutSession("ab".into(), record.clone()));
+    let record: Box<[u8]> = b"r"[..].into();
+    journal.append(Op::PutSession("a".into(), record.clone().into()));
+    journal.append(Op::PutSession("ab".into(), record.clone().into()));
     journal.append(Op::PutEntry("a".into(), 1, record.clone()));
     journal.append(Op::PutEntry("ab".into(), 2, record.clone()));
     journal.append(Op::PutInbound("a".into(), 7));
@@ -82,7 +82,7 @@ async fn delete_session_removes_its_queue_only() {
 async fn a_delivery_acknowledged_before_its_commit_never_reaches_the_disk() {
     let (_dir, store) = open();
     let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
-    let record: Arc<[u8]> = Arc::from(&b"r"[..]);
+    let record: Box<[u8]> = b"r"[..].into();
     // Hold the writer back with an open group so the put is still pending when the ack comes.
     let group = journal.begin_group();
     let queued = journal.append_new_entry(Op::PutEntry("s".into(), 1, record.clone()));
