@@ -323,7 +323,7 @@ async fn partly_acknowledged_queues_come_back_without_the_acknowledged_messages(
                 received += 1;
                 let payload = std::str::from_utf8(&p.payload)?.to_string();
                 let number: u16 = payload.trim_start_matches('m').parse()?;
-                if number % 2 == 0 {
+                if number.is_multiple_of(2) {
                     sub.ack(&p).await?;
                 } else {
                     unacked.insert(payload);
