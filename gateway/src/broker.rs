@@ -377,7 +377,9 @@ impl Broker {
     pub fn redistribute(&self, deliveries: Vec<Delivery>, leaving: &Session) {
         for delivery in deliveries {
             if delivery.seq != 0 {
-                self.journal_append(|| Op::DeleteEntry(leaving.client_id.clone(), delivery.seq));
+                if let Some(journal) = &self.journal {
+                    journal.delete_entry(&leaving.client_id, delivery.seq, delivery.elidable);
+                }
             }
             let Some(key) = delivery.shared.clone() else { continue };
             let target = {
@@ -393,6 +395,7 @@ impl Broker {
                         qos: granted.min(delivery.message.qos),
                         subscription_ids: identifier.into_iter().collect(),
                         seq: 0,
+                        elidable: None,
                         ..delivery
                     };
                     self.offer(&session, redelivery);
@@ -540,6 +543,7 @@ impl Broker {
                 subscription_ids: ids.into_boxed_slice(),
                 shared: target.shared,
                 seq: 0,
+                elidable: None,
             };
             let offered = self.offer(&target.session, delivery);
             last = last.max(offered.ticket);

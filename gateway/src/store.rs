@@ -35,8 +35,9 @@ pub enum Op {
     PutSession(Arc<str>, Arc<[u8]>),
     /// Removes a session with its queue, inbound QoS 2 ids and pending will.
     DeleteSession(Arc<str>),
-    /// Creates or replaces a queued or in-flight delivery.
-    PutEntry(Arc<str>, u64, Arc<[u8]>),
+    /// Creates or replaces a queued or in-flight delivery. Its record is made for this op
+    /// alone (one per delivery), so it is boxed rather than shared.
+    PutEntry(Arc<str>, u64, Box<[u8]>),
     /// Removes a delivery (acknowledged, dropped or expired).
     DeleteEntry(Arc<str>, u64),
     /// An inbound QoS 2 packet id that got PUBREC.

@@ -77,6 +77,10 @@ pub struct Delivery {
     /// The delivery's key in the store; 0 when it is not stored (QoS 0, or a session that
     /// does not outlive its connection).
     pub seq: u64,
+    /// The ticket of the delivery's PutEntry while an acknowledgement could still cancel it
+    /// (see `store/journal.rs`, "Ack elision"); `None` when it is not stored, or once a later
+    /// version of it was appended.
+    pub elidable: Option<crate::store::Ticket>,
 }
 
 impl Delivery {

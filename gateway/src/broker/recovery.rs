@@ -100,6 +100,7 @@ pub fn recover(broker: &Arc<Broker>, snapshot: Snapshot) -> Result<Recovered, St
             subscription_ids: entry.subscription_ids.into(),
             shared: entry.shared.map(|(group, filter)| Arc::new(SharedKey { group, filter })),
             seq,
+            elidable: None,
         };
         let mut state = session.lock();
         let stage = match entry.stage {

@@ -20,7 +20,7 @@ use super::config::{MqttConfig, QueueFull};
 use super::message::Delivery;
 use super::persist;
 use crate::mqtt::{Protocol, QoS, ReasonCode, SubscriptionOptions};
-use crate::store::{Journal, Op, Ticket};
+use crate::store::{Journal, Ticket};
 
 /// A client's session.
 #[derive(Debug)]
@@ -250,7 +250,7 @@ impl Session {
                     if let Some(old) = state.queue.pop_front() {
                         state.queued_bytes -= old.size();
                         if let (Some(journal), true) = (journal, old.seq != 0) {
-                            journal.append(Op::DeleteEntry(self.client_id.clone(), old.seq));
+                            journal.delete_entry(&self.client_id, old.seq, old.elidable);
                         }
                     }
                     metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
@@ -264,8 +264,9 @@ impl Session {
             && delivery.qos != QoS::AtMostOnce
         {
             delivery.seq = next_seq();
-            ticket =
-                Some(journal.append_new_entry(persist::entry_op(&self.client_id, &delivery, None)));
+            let put = journal.append(persist::entry_op(&self.client_id, &delivery, None));
+            delivery.elidable = Some(put);
+            ticket = Some(put);
         }
         state.queued_bytes += size;
         state.queue.push_back(delivery);

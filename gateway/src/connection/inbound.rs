@@ -43,9 +43,11 @@ where
                     let known = state.mark_released(ack.packet_id);
                     // The released stage must be durable before PUBREL goes out: after a
                     // restart the broker then re-sends PUBREL, never the message again.
-                    let entry = state.inflight.iter().find(|e| e.packet_id == ack.packet_id);
+                    let entry = state.inflight.iter_mut().find(|e| e.packet_id == ack.packet_id);
                     let ticket = match (entry, self.broker.journal()) {
                         (Some(entry), Some(journal)) if entry.delivery.seq != 0 => {
+                            // A later version is appended: the delivery is no longer elidable.
+                            entry.delivery.elidable = None;
                             Some(journal.append(persist::entry_op(
                                 &self.session.client_id,
                                 &entry.delivery,
@@ -335,6 +337,7 @@ where
                         subscription_ids: identifier.into_iter().collect(),
                         shared: None,
                         seq: 0,
+                        elidable: None,
                     });
                 }
             }
@@ -465,9 +468,10 @@ where
             if let Some(entry) = state.finish_inflight(packet_id, stage)
                 && entry.delivery.seq != 0
             {
-                self.broker.journal_append(|| {
-                    Op::DeleteEntry(self.session.client_id.clone(), entry.delivery.seq)
-                });
+                if let Some(journal) = self.broker.journal() {
+                    let delivery = &entry.delivery;
+                    journal.delete_entry(&self.session.client_id, delivery.seq, delivery.elidable);
+                }
             }
         }
     }

@@ -59,10 +59,7 @@ impl Outbound {
                     metrics::counter!("gridmq_messages_too_large_total").increment(1);
                 }
                 if let (true, Some(journal)) = (stored, journal) {
-                    journal.append(crate::store::Op::DeleteEntry(
-                        session.client_id.clone(),
-                        delivery.seq,
-                    ));
+                    journal.delete_entry(&session.client_id, delivery.seq, delivery.elidable);
                 }
                 continue;
             }
@@ -72,8 +69,10 @@ impl Outbound {
             }
             // Moved into the in-flight window, then written from there: no copy of it.
             let id = state.start_inflight(delivery);
-            let Some(entry) = state.inflight.back() else { continue };
+            let Some(entry) = state.inflight.back_mut() else { continue };
             if let (true, Some(journal), QoS::ExactlyOnce) = (stored, journal, entry.delivery.qos) {
+                // A later version is appended: the delivery is no longer elidable.
+                entry.delivery.elidable = None;
                 let op =
                     persist::entry_op(&session.client_id, &entry.delivery, Some((entry.stage, id)));
                 barrier = Some(journal.append(op));

@@ -20,12 +20,15 @@
 //! (one fan-out), so the writer is never held for long.
 //!
 //! Ack elision: a delivery that is acknowledged by its subscriber before its PutEntry was
-//! committed never needs to reach the disk. When the DeleteEntry for a delivery comes while the
-//! delivery's first PutEntry (the one `append_new_entry` made) is still pending, that PutEntry
-//! and any later pending PutEntry of the same key become `Op::Nop` and the delete is dropped.
-//! Tickets keep their positions, so a publisher waiting for the cancelled PutEntry is released
-//! by the next commit: its promise is kept, the message has reached the subscriber. Once the
-//! first PutEntry has been taken by the writer, deletes are written as usual.
+//! committed never needs to reach the disk. The delivery keeps the ticket of its PutEntry
+//! (`Delivery::elidable`); when its DeleteEntry comes (`delete_entry`) while that op is still
+//! pending, the PutEntry becomes `Op::Nop` and the delete is dropped. The ticket is the op's
+//! position, so this costs no lookup table: an earlier design kept one, keyed by client id and
+//! sequence number, and paid a hash insert for every persistent delivery. Tickets keep their
+//! positions, so a publisher waiting for the cancelled PutEntry is released by the next commit:
+//! its promise is kept, the message has reached the subscriber. A delivery with a later
+//! version (a QoS 2 stage) is not elidable, and once the PutEntry has been taken by the
+//! writer, deletes are written as usual.
 //!
 //! Linger: under load, the writer waits until `commit_linger` has passed since its previous
 //! commit started before it takes the next batch, but only when that previous batch was busy
@@ -46,9 +49,11 @@ use tokio::sync::watch;
 
 use super::{Op, Store};
 
-/// Marks a point in the journal: durable once every op up to it is committed.
+/// Marks a point in the journal: durable once every op up to it is committed. The number of
+/// ops appended up to and including the one it was handed out for, so never zero (which
+/// makes an `Option<Ticket>` one word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Ticket(u64);
+pub struct Ticket(std::num::NonZeroU64);
 
 /// The ordered log of changes and its writer.
 pub struct Journal {
@@ -68,25 +73,9 @@ struct Pending {
     appended: u64,
     /// Start positions of open atomic groups (a position may be open more than once).
     groups: std::collections::BTreeMap<u64, usize>,
-    /// Deliveries whose first PutEntry is still pending: key → positions of their pending
-    /// PutEntry ops (ack elision).
-    fresh: std::collections::HashMap<(Arc<str>, u64), Positions>,
     /// The writer lingers: appends do not wake it unless the batch is full.
     lingering: bool,
     closed: bool,
-}
-
-/// Where a fresh delivery's PutEntry ops are in the journal. Almost every delivery has one,
-/// so the first is kept inline: a fresh delivery costs no allocation of its own.
-struct Positions {
-    first: u64,
-    later: Vec<u64>,
-}
-
-impl Positions {
-    fn new(first: u64) -> Positions {
-        Positions { first, later: Vec::new() }
-    }
 }
 
 /// An open atomic group; end it with `Journal::end_group`.
@@ -108,7 +97,6 @@ impl Journal {
                 ops: Vec::new(),
                 appended: 0,
                 groups: std::collections::BTreeMap::new(),
-                fresh: std::collections::HashMap::new(),
                 lingering: false,
                 closed: false,
             }),
@@ -128,27 +116,6 @@ impl Journal {
     /// Appends one op and returns the ticket that is durable once it is committed.
     pub fn append(&self, op: Op) -> Ticket {
         let mut pending = self.pending.lock();
-        match &op {
-            Op::DeleteEntry(client_id, seq) => {
-                if let Some(positions) = pending.fresh.remove(&(client_id.clone(), *seq)) {
-                    let base = pending.appended - pending.ops.len() as u64;
-                    for position in std::iter::once(positions.first).chain(positions.later) {
-                        if let Some(slot) = pending.ops.get_mut((position - base) as usize) {
-                            *slot = Op::Nop;
-                        }
-                    }
-                    metrics::counter!("gridmq_store_elided_total").increment(1);
-                    return Ticket(pending.appended);
-                }
-            }
-            Op::PutEntry(client_id, seq, _) => {
-                let position = pending.appended;
-                if let Some(positions) = pending.fresh.get_mut(&(client_id.clone(), *seq)) {
-                    positions.later.push(position);
-                }
-            }
-            _ => {}
-        }
         let ticket = pending.push(op);
         let wake = !pending.lingering || pending.ops.len() >= self.max_batch_ops;
         drop(pending);
@@ -158,15 +125,24 @@ impl Journal {
         ticket
     }
 
-    /// Appends the first PutEntry of a new delivery, which a quick acknowledgement may cancel
-    /// before it reaches the disk (ack elision).
-    pub fn append_new_entry(&self, op: Op) -> Ticket {
+    /// Appends the DeleteEntry of a delivery, unless the PutEntry that `elidable` (the
+    /// delivery's ticket of it) names is still pending: then that op becomes `Op::Nop` and
+    /// nothing is appended (ack elision). The op at the position is checked to be that
+    /// delivery's PutEntry before it is cancelled.
+    pub fn delete_entry(&self, client_id: &Arc<str>, seq: u64, elidable: Option<Ticket>) -> Ticket {
         let mut pending = self.pending.lock();
-        if let Op::PutEntry(client_id, seq, _) = &op {
-            let position = pending.appended;
-            pending.fresh.insert((client_id.clone(), *seq), Positions::new(position));
+        if let Some(put) = elidable {
+            let base = pending.appended - pending.ops.len() as u64;
+            if let Some(index) = (put.0.get() - 1).checked_sub(base)
+                && let Some(slot) = pending.ops.get_mut(index as usize)
+                && matches!(slot, Op::PutEntry(client, s, _) if *s == seq && client == client_id)
+            {
+                *slot = Op::Nop;
+                metrics::counter!("gridmq_store_elided_total").increment(1);
+                return put;
+            }
         }
-        let ticket = pending.push(op);
+        let ticket = pending.push(Op::DeleteEntry(client_id.clone(), seq));
         let wake = !pending.lingering || pending.ops.len() >= self.max_batch_ops;
         drop(pending);
         if wake {
@@ -201,7 +177,7 @@ impl Journal {
     pub async fn durable(&self, ticket: Ticket) {
         let mut committed = self.committed.subscribe();
         // The sender lives as long as the journal, so this cannot fail while we hold `self`.
-        let _ = committed.wait_for(|done| *done >= ticket.0).await;
+        let _ = committed.wait_for(|done| *done >= ticket.0.get()).await;
     }
 
     /// Tells the writer to commit what is pending and stop.
@@ -237,12 +213,6 @@ impl Journal {
                 let rest = pending.ops.split_off(take);
                 let ops = std::mem::replace(&mut pending.ops, rest);
                 let upto = pending.appended - pending.ops.len() as u64;
-                // Deliveries whose first PutEntry goes out now can no longer be elided.
-                if pending.ops.is_empty() {
-                    pending.fresh.clear();
-                } else {
-                    pending.fresh.retain(|_, positions| positions.first >= upto);
-                }
                 (ops, upto)
             };
             let started = std::time::Instant::now();
@@ -267,7 +237,8 @@ impl Pending {
     fn push(&mut self, op: Op) -> Ticket {
         self.ops.push(op);
         self.appended += 1;
-        Ticket(self.appended)
+        // 1 + (appended - 1): exact, as `appended` was just incremented from at least 0.
+        Ticket(std::num::NonZeroU64::MIN.saturating_add(self.appended - 1))
     }
     /// How many pending ops may be committed now: all of them, or those before the start of
     /// the oldest open group.

@@ -22,6 +22,7 @@ fn delivery() -> Delivery {
         subscription_ids: Box::new([]),
         shared: None,
         seq: 0,
+        elidable: None,
     }
 }
 

@@ -83,24 +83,44 @@ async fn a_delivery_acknowledged_before_its_commit_never_reaches_the_disk() {
     let (_dir, store) = open();
     let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
     let record: Box<[u8]> = b"r"[..].into();
+    let client: Arc<str> = "s".into();
     // Hold the writer back with an open group so the put is still pending when the ack comes.
     let group = journal.begin_group();
-    let queued = journal.append_new_entry(Op::PutEntry("s".into(), 1, record.clone()));
-    journal.append(Op::PutEntry("s".into(), 1, record.clone()));
-    journal.append(Op::DeleteEntry("s".into(), 1));
+    let queued = journal.append(Op::PutEntry(client.clone(), 1, record.clone()));
+    journal.delete_entry(&client, 1, Some(queued));
     journal.end_group(group);
     journal.durable(queued).await;
-    let ticket = journal.append(put("sync"));
-    journal.durable(ticket).await;
     assert!(store.load().expect("load").entries.is_empty());
 
-    // Once the first put is committed, the delete must be written.
-    let committed = journal.append_new_entry(Op::PutEntry("s".into(), 2, record.clone()));
+    // Once the put is committed, the delete must be written.
+    let committed = journal.append(Op::PutEntry(client.clone(), 2, record.clone()));
     journal.durable(committed).await;
     assert_eq!(store.load().expect("load").entries.len(), 1);
-    let deleted = journal.append(Op::DeleteEntry("s".into(), 2));
+    let deleted = journal.delete_entry(&client, 2, Some(committed));
     journal.durable(deleted).await;
     assert!(store.load().expect("load").entries.is_empty());
+    journal.close();
+    writer.join().expect("writer stops");
+}
+
+#[tokio::test]
+async fn a_ticket_that_names_another_op_cancels_nothing() {
+    let (_dir, store) = open();
+    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
+    let client: Arc<str> = "s".into();
+    let group = journal.begin_group();
+    let other = journal.append(put("other"));
+    journal.append(Op::PutEntry(client.clone(), 3, b"r"[..].into()));
+    // A stale ticket (naming a retained message) and a wrong sequence number.
+    journal.delete_entry(&client, 3, Some(other));
+    let put4 = journal.append(Op::PutEntry(client.clone(), 4, b"r"[..].into()));
+    journal.delete_entry(&client, 5, Some(put4));
+    journal.end_group(group);
+    let done = journal.append(put("sync"));
+    journal.durable(done).await;
+    let snapshot = store.load().expect("load");
+    assert_eq!(snapshot.entries.iter().map(|e| e.1).collect::<Vec<_>>(), [4]);
+    assert!(snapshot.retained.iter().any(|(topic, _)| topic == "other"));
     journal.close();
     writer.join().expect("writer stops");
 }
