@@ -376,10 +376,10 @@ impl Broker {
     /// another member of the same group. With no other member they are dropped, counted.
     pub fn redistribute(&self, deliveries: Vec<Delivery>, leaving: &Session) {
         for delivery in deliveries {
-            if delivery.seq != 0 {
-                if let Some(journal) = &self.journal {
-                    journal.delete_entry(&leaving.client_id, delivery.seq, delivery.elidable);
-                }
+            if delivery.seq != 0
+                && let Some(journal) = &self.journal
+            {
+                journal.delete_entry(&leaving.client_id, delivery.seq, delivery.elidable);
             }
             let Some(key) = delivery.shared.clone() else { continue };
             let target = {

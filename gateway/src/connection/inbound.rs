@@ -467,11 +467,10 @@ where
         for &packet_id in packet_ids {
             if let Some(entry) = state.finish_inflight(packet_id, stage)
                 && entry.delivery.seq != 0
+                && let Some(journal) = self.broker.journal()
             {
-                if let Some(journal) = self.broker.journal() {
-                    let delivery = &entry.delivery;
-                    journal.delete_entry(&self.session.client_id, delivery.seq, delivery.elidable);
-                }
+                let delivery = &entry.delivery;
+                journal.delete_entry(&self.session.client_id, delivery.seq, delivery.elidable);
             }
         }
     }
