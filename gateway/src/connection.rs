@@ -153,6 +153,9 @@ struct Connection<S> {
     /// The journal point that must be durable before the write buffer goes out: an
     /// acknowledgement must never promise what a crash could still lose.
     barrier: Option<Ticket>,
+    /// QoS 0 publishes already read, held back by a pause (see `process_input`); boxed, as
+    /// it is rare and every idle connection carries the field.
+    held: Option<Box<inbound::Run>>,
     _attached: OwnedMutexGuard<()>,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -301,10 +304,19 @@ where
         // subscriber sends them in runs, and its publishers contend for that lock.
         let mut acks = [0u16; PUBACK_RUN];
         let mut pending = 0;
-        loop {
+        // QoS 0 publishes fanned out together (see `Broker::publish_run`), starting with what
+        // a pause held back.
+        let mut run = self.held.take().map(|held| *held).unwrap_or_default();
+        let ending = loop {
+            if run.is_empty() {
+                // Nothing to hold.
+            } else if self.congested.is_none() && !inbound::joins_run(&self.read_buf) {
+                // What comes next must not overtake the run, or the buffer is read out.
+                self.flush_run(&mut run, false);
+            }
             if self.congested.is_some() {
                 self.finish_deliveries(&acks[..pending], Stage::AwaitingPubAck);
-                return None;
+                break None;
             }
             let decoded = self.codec.decode(&mut self.read_buf, Some(self.protocol));
             if let Ok(Some(Packet::PubAck(ack))) = &decoded {
@@ -322,17 +334,29 @@ where
             match decoded {
                 Ok(Some(packet)) => {
                     self.last_packet = *now.get_or_insert_with(Instant::now);
-                    if let Some(ending) = self.handle(packet).await {
-                        return Some(ending);
+                    if let Some(ending) = self.handle(packet, &mut run).await {
+                        break Some(ending);
                     }
                 }
-                Ok(None) => return None,
+                Ok(None) => {
+                    self.flush_run(&mut run, false);
+                    if run.is_empty() {
+                        break None;
+                    }
+                }
                 Err(error) => {
                     debug!(%error, client_id = %self.session.client_id, "Malformed packet.");
-                    return Some(Ending::violation(error.reason_code()));
+                    break Some(Ending::violation(error.reason_code()));
                 }
             }
+        };
+        if ending.is_some() {
+            // What the client published before it broke the protocol or left still goes out.
+            self.flush_run(&mut run, true);
+        } else if !run.is_empty() {
+            self.held = Some(Box::new(run));
         }
+        ending
     }
 
     /// Detaches from the session and applies what the ending implies: DISCONNECT, will,

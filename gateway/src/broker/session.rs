@@ -90,6 +90,9 @@ pub struct SessionState {
     /// Whether a publish found this session congested since publishers were last woken: the
     /// drain that reaches the low-water mark wakes them (see `under_low_water`).
     pub publishers_waiting: bool,
+    /// Room below the soft limit that publishers have claimed for QoS 0 runs they are about
+    /// to queue (`Session::reserve_run`), so that two publishers do not both count it.
+    pub reserved: usize,
     /// In the order the PUBLISH packets were first sent.
     pub inflight: VecDeque<Inflight>,
     next_packet_id: u16,
@@ -144,6 +147,7 @@ impl Session {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 publishers_waiting: false,
+                reserved: 0,
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
                 inbound_qos2: HashSet::new(),
@@ -278,6 +282,76 @@ impl Session {
             self.wake.notify_one();
         }
         Offered { outcome, ticket, congested }
+    }
+}
+
+/// What `Session::reserve_run` granted a QoS 0 run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRoom {
+    /// How many deliveries the session takes before it passes its soft limit: as many as
+    /// asked when it does not hold publishers back (detached, stalled).
+    pub room: usize,
+    /// The part of `room` claimed from the session, given back by `enqueue_run`.
+    pub reserved: usize,
+}
+
+impl Session {
+    /// First half of queueing a QoS 0 run (see `Broker::publish_run`): how many of `wanted`
+    /// deliveries fit, claimed until `enqueue_run` so that concurrent publishers do not count
+    /// the same room twice. The room is up to twice the soft limit (and within the queue
+    /// bound); a session already past half its byte bound has none. A run may so carry a
+    /// subscriber past its soft limit, by at most the soft limit, and then its publishers
+    /// pause as after any publish: a subscriber that keeps reading loses nothing to runs.
+    pub fn reserve_run(&self, wanted: usize, config: &MqttConfig) -> RunRoom {
+        let mut state = self.state.lock();
+        if state.ended || state.attached.is_none() || self.stalled.load(Ordering::Relaxed) {
+            return RunRoom { room: wanted, reserved: 0 };
+        }
+        let cap = config.max_queued_messages.min(2 * SessionState::soft_limit(config));
+        let room = if state.queued_bytes >= config.max_queued_bytes / 2 {
+            0
+        } else {
+            cap.saturating_sub(state.queue.len() + state.reserved).min(wanted)
+        };
+        state.reserved += room;
+        RunRoom { room, reserved: room }
+    }
+
+    /// Queues a run of QoS 0 deliveries under one lock, with one wake-up, and gives back what
+    /// `reserve_run` claimed. The bounds are those of `enqueue`: a QoS 0 delivery that finds
+    /// the queue full is dropped and counted, as there. Returns whether the session is
+    /// congested afterwards.
+    pub fn enqueue_run(
+        &self,
+        deliveries: impl Iterator<Item = Delivery>,
+        reserved: usize,
+        config: &MqttConfig,
+    ) -> bool {
+        let mut state = self.state.lock();
+        state.reserved = state.reserved.saturating_sub(reserved);
+        if state.ended || state.attached.is_none() {
+            return false;
+        }
+        let mut dropped = 0;
+        for delivery in deliveries {
+            let size = delivery.size();
+            if state.queue.len() >= config.max_queued_messages
+                || (state.queued_bytes + size > config.max_queued_bytes && !state.queue.is_empty())
+            {
+                dropped += 1;
+                continue;
+            }
+            state.queued_bytes += size;
+            state.queue.push_back(delivery);
+        }
+        let congested = self.congested_in(&state, config);
+        state.publishers_waiting |= congested;
+        drop(state);
+        if dropped > 0 {
+            metrics::counter!("gridmq_session_messages_dropped_total").increment(dropped);
+        }
+        self.wake.notify_one();
+        congested
     }
 }
 

@@ -176,6 +176,7 @@ where
         congested: None,
         pause_until: Instant::now(),
         busy: false,
+        held: None,
         _attached: guard,
         _slot: None,
     };

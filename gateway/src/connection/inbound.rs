@@ -7,6 +7,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::{Connection, Ending};
+use crate::broker::config::MqttConfig;
 use crate::broker::message::{Delivery, Message};
 use crate::broker::persist;
 use crate::broker::session::{Stage, Subscription};
@@ -20,14 +21,51 @@ use crate::store::{Op, Ticket};
 /// Payloads up to this size are copied out of the read buffer (see `admit`).
 const COPY_PAYLOAD_MAX: usize = 1024;
 
+/// Most QoS 0 messages fanned out as one run (see `Broker::publish_run`).
+const RUN_MAX: usize = 64;
+
+/// QoS 0 publishes waiting to be fanned out together, and their size as queues count it.
+#[derive(Debug, Default)]
+pub(super) struct Run {
+    messages: Vec<Arc<Message>>,
+    bytes: usize,
+}
+
+impl Run {
+    pub(super) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Whether `message` may join `run`: runs are bounded by count and by bytes (half of a
+/// session's byte bound, the room between its soft limit and its bound), so that what a
+/// publisher holds while paused stays small.
+fn run_fits(run: &Run, message: &Message, config: &MqttConfig) -> bool {
+    let size = message.payload.len() + message.topic.len();
+    run.messages.len() < RUN_MAX
+        && (run.messages.is_empty() || run.bytes + size <= config.max_queued_bytes / 2)
+}
+
+/// Whether the packet at the head of `buf` may be read while a run waits: a QoS 0 PUBLISH
+/// without RETAIN (it joins the run) or a PUBACK (acknowledgements of our deliveries, in no
+/// order with what the client publishes). Anything else must not overtake the run.
+pub(super) fn joins_run(buf: &[u8]) -> bool {
+    buf.first().is_some_and(|&byte| byte >> 4 == 4 || (byte >> 4 == 3 && byte & 0x07 == 0))
+}
+
 impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    /// Acts on one packet; `Some` when the connection must end.
-    pub(super) async fn handle(&mut self, packet: Packet) -> Option<Ending> {
+    /// Acts on one packet; `Some` when the connection must end. QoS 0 publishes may be left
+    /// in `run`, to be fanned out together; any other packet fans out the run first, so that
+    /// what the client sent takes effect in order.
+    pub(super) async fn handle(&mut self, packet: Packet, run: &mut Run) -> Option<Ending> {
+        if !matches!(packet, Packet::Publish(_)) {
+            self.flush_run(run, false);
+        }
         match packet {
-            Packet::Publish(publish) => self.on_publish(publish).await,
+            Packet::Publish(publish) => self.on_publish(publish, run).await,
             Packet::PubAck(ack) => {
                 self.finish_delivery(ack.packet_id, Stage::AwaitingPubAck);
                 None
@@ -108,7 +146,7 @@ where
         }
     }
 
-    async fn on_publish(&mut self, mut publish: Publish) -> Option<Ending> {
+    async fn on_publish(&mut self, mut publish: Publish, run: &mut Run) -> Option<Ending> {
         if !publish.properties.subscription_identifiers.is_empty() {
             // Only the server sends subscription identifiers (MQTT 5 3.3.4).
             return Some(Ending::violation(ReasonCode::ProtocolError));
@@ -165,6 +203,16 @@ where
                 return None;
             }
             Ok((message, routed)) => {
+                if publish.qos == QoS::AtMostOnce && !message.retain {
+                    // Nothing to acknowledge and nothing to store: the message joins the run.
+                    if !run_fits(run, &message, &self.broker.config) {
+                        self.flush_run(run, false);
+                    }
+                    run.bytes += message.payload.len() + message.topic.len();
+                    run.messages.push(message);
+                    return None;
+                }
+                self.flush_run(run, false);
                 if publish.qos != QoS::AtMostOnce {
                     self.hold(routed);
                 }
@@ -277,6 +325,24 @@ where
             }
         }
         Ok((message, None))
+    }
+
+    /// Fans out the QoS 0 messages waiting in `run`, a run at a time, until it is empty or a
+    /// subscriber is congested: then this publisher pauses, as after any publish, and what is
+    /// left waits in `run` until the pause is over. With `force` (the connection is ending)
+    /// everything goes, congested or not, as the queues' bounds allow.
+    pub(super) fn flush_run(&mut self, run: &mut Run, force: bool) {
+        let pause = self.broker.config.max_publisher_pause_ms;
+        while !run.messages.is_empty() && (force || self.congested.is_none()) {
+            let (taken, congested) = self.broker.publish_run(&run.messages);
+            let bytes: usize =
+                run.messages.drain(..taken).map(|m| m.payload.len() + m.topic.len()).sum();
+            run.bytes -= bytes;
+            if congested.is_some() && pause > 0 && !force {
+                self.congested = congested;
+                self.pause_until = Instant::now() + Duration::from_millis(pause);
+            }
+        }
     }
 
     fn acknowledge(&mut self, publish: &Publish, code: ReasonCode, reason: Option<String>) {
