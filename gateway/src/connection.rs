@@ -5,7 +5,7 @@
 //! takeover, overflow, lost access, shutdown) and one timer (keep-alive and credentials' expiry)
 //! are one `select!`; everything that a wake-up produces is appended to the write buffer and
 //! written with one `write_all`, so a burst of deliveries costs one syscall rather than one per
-//! packet. What an idle connection keeps is kept small on purpose (ARCHITECTURE.md, "Hot path").
+//! packet. In the other direction, a burst of QoS 0 publishes is fanned out in runs. What an idle connection keeps is kept small on purpose (ARCHITECTURE.md, "Hot path").
 //!
 //! Invariant: the connection holds its session's `attach` lock from CONNACK until it has
 //! detached, so no two connections ever drive one session.
@@ -294,7 +294,9 @@ where
     }
 
     /// Decodes and handles every whole packet in the read buffer, stopping early when a
-    /// publish congested a subscriber.
+    /// publish congested a subscriber. QoS 0 publishes are gathered into runs and fanned out
+    /// together (ARCHITECTURE.md, "QoS 0 runs"); what a pause leaves of a run is `held` and
+    /// goes first when this is called again.
     async fn process_input(&mut self) -> Option<Ending> {
         // Keep-alive counts whole control packets (MQTT 5 3.1.2.10), so a client trickling one
         // byte at a time cannot hold its connection open. One clock reading serves every
