@@ -66,6 +66,21 @@ struct Run {
     done: Vec<u64>,
 }
 
+impl ClientRuns {
+    /// Puts the client on the batch's list of clients to finish, once.
+    fn join(&mut self, batch: &mut Batch<'_>, client: &Arc<str>) {
+        if !self.in_batch {
+            self.in_batch = true;
+            batch.clients.push(client.clone());
+        }
+    }
+
+    /// Whether nothing of the client is left on disk: its maps can go, with their capacity.
+    fn is_empty(&self) -> bool {
+        self.seqs.is_empty() && self.runs.is_empty() && self.rows.is_empty()
+    }
+}
+
 /// The clients one commit changed, to be finished at its end, and the records of the runs it
 /// builds, borrowed from the ops.
 #[derive(Default)]
@@ -174,10 +189,7 @@ impl RunIndex {
                 deliveries.push((seq, batch.records.len()));
                 batch.records.push(record);
                 runs.seqs.insert(seq, *run);
-                if !runs.in_batch {
-                    runs.in_batch = true;
-                    batch.clients.push(client.clone());
-                }
+                runs.join(batch, client);
             }
         }
         Ok(())
@@ -214,10 +226,7 @@ impl RunIndex {
             if !runs.touched.contains(&run_id) {
                 runs.touched.push(run_id);
             }
-            if !runs.in_batch {
-                runs.in_batch = true;
-                batch.clients.push(client.clone());
-            }
+            runs.join(batch, client);
         }
         Ok(())
     }
@@ -261,6 +270,10 @@ impl RunIndex {
                     .insert((&*client, run_id), &*encode_run(&deliveries, &batch.records))
                     .map_err(super::backend)?;
                 runs.runs.insert(run_id, Run { live: deliveries.len(), done: Vec::new() });
+            }
+            if runs.is_empty() {
+                // A client whose queue was large once would otherwise keep that capacity.
+                self.clients.remove(&client);
             }
         }
         Ok(())
