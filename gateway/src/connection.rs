@@ -310,9 +310,7 @@ where
         // a pause held back.
         let mut run = self.held.take().map(|held| *held).unwrap_or_default();
         let ending = loop {
-            if run.is_empty() {
-                // Nothing to hold.
-            } else if self.congested.is_none() && !inbound::joins_run(&self.read_buf) {
+            if !run.is_empty() && self.congested.is_none() && !inbound::joins_run(&self.read_buf) {
                 // What comes next must not overtake the run, or the buffer is read out.
                 self.flush_run(&mut run, false);
             }

@@ -30,6 +30,11 @@ pub struct Message {
 }
 
 impl Message {
+    /// The bytes one delivery of this message counts against a session's queue bound.
+    pub fn queued_size(&self) -> usize {
+        self.payload.len() + self.topic.len()
+    }
+
     /// The store record of this message (`store/record.rs`), encoded on first use.
     pub fn record(&self) -> &[u8] {
         self.record.get_or_init(|| crate::store::record::encode_message(self))
@@ -86,6 +91,6 @@ pub struct Delivery {
 impl Delivery {
     /// The bytes this delivery counts against its session's queue bound.
     pub fn size(&self) -> usize {
-        self.message.payload.len() + self.message.topic.len()
+        self.message.queued_size()
     }
 }

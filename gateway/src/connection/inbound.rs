@@ -41,9 +41,9 @@ impl Run {
 /// session's byte bound, the room between its soft limit and its bound), so that what a
 /// publisher holds while paused stays small.
 fn run_fits(run: &Run, message: &Message, config: &MqttConfig) -> bool {
-    let size = message.payload.len() + message.topic.len();
     run.messages.len() < RUN_MAX
-        && (run.messages.is_empty() || run.bytes + size <= config.max_queued_bytes / 2)
+        && (run.messages.is_empty()
+            || run.bytes + message.queued_size() <= config.max_queued_bytes / 2)
 }
 
 /// Whether the packet at the head of `buf` may be read while a run waits: a QoS 0 PUBLISH
@@ -208,7 +208,7 @@ where
                     if !run_fits(run, &message, &self.broker.config) {
                         self.flush_run(run, false);
                     }
-                    run.bytes += message.payload.len() + message.topic.len();
+                    run.bytes += message.queued_size();
                     run.messages.push(message);
                     return None;
                 }
@@ -335,8 +335,7 @@ where
         let pause = self.broker.config.max_publisher_pause_ms;
         while !run.messages.is_empty() && (force || self.congested.is_none()) {
             let (taken, congested) = self.broker.publish_run(&run.messages);
-            let bytes: usize =
-                run.messages.drain(..taken).map(|m| m.payload.len() + m.topic.len()).sum();
+            let bytes: usize = run.messages.drain(..taken).map(|m| m.queued_size()).sum();
             run.bytes -= bytes;
             if congested.is_some() && pause > 0 && !force {
                 self.congested = congested;
