@@ -13,6 +13,12 @@
 mod handshake;
 mod inbound;
 mod outbound;
+mod parked;
+mod parker;
+mod socket;
+
+pub use self::parker::Parker;
+pub use self::socket::{Park, Socket};
 
 use std::collections::HashMap;
 use std::io;
@@ -40,8 +46,10 @@ use crate::store::Ticket;
 use crate::store::record::now_ms;
 
 /// The initial capacity of the buffer a CONNECT is read into and of the CONNACK's write
-/// buffer; both are let go once the connection is idle.
-const INITIAL_BUFFER: usize = 512;
+/// buffer; both grow when they must, and are let go once the connection is idle. Small,
+/// because a connection storm holds one of each per handshake in flight, and a CONNECT
+/// without a long token, like a CONNACK, fits.
+const INITIAL_BUFFER: usize = 256;
 
 /// How much a quiet connection reads at once, through a buffer on the stack: an idle
 /// connection then keeps no read buffer at all, only the bytes of a partial packet.
@@ -60,8 +68,9 @@ const PUBACK_RUN: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// DER certificates the client presented over TLS, leaf first.
-    pub certificates: Vec<Bytes>,
+    /// DER certificates the client presented over TLS, leaf first (a boxed slice: every
+    /// connection keeps its peer, most without certificates).
+    pub certificates: Box<[Bytes]>,
 }
 
 /// What a connection task starts from: the byte stream after the transport's handshakes.
@@ -76,30 +85,60 @@ pub struct Start<S> {
     /// The listener's connection slot (`max_connections`), given back when the connection
     /// ends; `None` outside a listener.
     pub slot: Option<OwnedSemaphorePermit>,
+    /// Where the connection parks when idle; `None` keeps it a task for its whole life.
+    pub parker: Option<Arc<Parker>>,
 }
 
 /// Serves one client until it disconnects, breaks the protocol, or the server shuts down.
 pub async fn serve<S>(start: Box<Start<S>>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
 {
-    let Start { stream, peer, broker, slot } = *start;
+    let Start { stream, peer, broker, slot, parker } = *start;
     // The handshake and the teardown are boxed so that their (large, short-lived) states are
     // not part of the task every idle connection keeps for its whole life.
     let Some(mut connection) = Box::pin(handshake::accept(stream, peer, broker)).await else {
         return;
     };
     connection._slot = slot;
-    let reason = connection.run().await;
-    Box::pin(connection.finish(reason)).await;
+    connection.parker = parker;
+    drive(connection).await;
+}
+
+/// Runs a connection until it ends or parks. A parked connection's task ends here; when
+/// something wakes it, `resume` gives it a new one that continues here.
+async fn drive<S>(mut connection: Box<Connection<S>>)
+where
+    S: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
+{
+    loop {
+        match connection.run().await {
+            Step::End(ending) => {
+                Box::pin(connection.finish(ending)).await;
+                return;
+            }
+            Step::Park => match connection.park() {
+                Ok(()) => return,
+                Err(back) => connection = back,
+            },
+        }
+    }
+}
+
+/// What the event loop stopped for.
+enum Step {
+    End(Ending),
+    /// Nothing to do: give up the task until the socket, the session or a deadline wakes us.
+    Park,
 }
 
 /// How a connected session ends.
 #[derive(Debug)]
 struct Ending {
     reason: DisconnectReason,
-    /// A DISCONNECT to send before closing (5.0 only).
-    notify: Option<Disconnect>,
+    /// A DISCONNECT to send before closing (5.0 only); boxed, as its properties would
+    /// otherwise make every `Ending` (and the futures that return one) 300 bytes larger.
+    notify: Option<Box<Disconnect>>,
     /// Whether the will is published.
     publish_will: bool,
 }
@@ -123,13 +162,15 @@ struct Connection<S> {
     identity: ClientIdentity,
     /// This connection's number in lifecycle events.
     number: u64,
-    /// Keep-alive as negotiated; `None` when off.
-    keep_alive: Option<Duration>,
+    /// Keep-alive as negotiated, in seconds; never 0 (a client asking for none gets
+    /// `mqtt.max_keep_alive`).
+    keep_alive: u16,
     last_packet: Instant,
     will: Option<Will>,
     /// Whether CONNECT set Session Expiry 0, which DISCONNECT may then not change.
     expiry_was_zero: bool,
-    auth_method: Option<String>,
+    /// The 5.0 authentication method, for re-authentication.
+    auth_method: Option<Box<str>>,
     peer: Peer,
     /// Whether reason strings and user properties may go in acknowledgements (5.0
     /// Request Problem Information).
@@ -156,22 +197,31 @@ struct Connection<S> {
     /// QoS 0 publishes already read, held back by a pause (see `process_input`); boxed, as
     /// it is rare and every idle connection carries the field.
     held: Option<Box<inbound::Run>>,
+    parker: Option<Arc<Parker>>,
+    /// Whether to park at the next moment with nothing to do: at once after CONNACK (so a
+    /// connection storm never holds a task per connection), then after `Parker::after`
+    /// without traffic.
+    park_due: bool,
+    /// Whether anything was read or woken since `park_check` was set.
+    active: bool,
+    /// When to look whether the connection was quiet since the last look.
+    park_check: Instant,
     _attached: OwnedMutexGuard<()>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> Connection<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
 {
-    /// The connection's event loop; returns why it ended.
-    async fn run(&mut self) -> Ending {
+    /// The connection's event loop; returns why it ended, or that it should park.
+    async fn run(&mut self) -> Step {
         let session = self.session.clone();
         // Packets that arrived in the same read as CONNECT are already buffered.
         if !self.read_buf.is_empty()
             && let Some(ending) = Box::pin(self.process_input()).await
         {
-            return ending;
+            return Step::End(ending);
         }
         if self.read_buf.is_empty() {
             // The CONNECT's buffer is not kept: reads from here on allocate what they need.
@@ -182,14 +232,14 @@ where
         // forward. The keep-alive deadline moves later with every packet; re-arming the timer
         // on every turn put a timer-wheel removal and insertion, under the time driver's lock,
         // on every read: about a fifth of the CPU of a QoS 1 fan-in.
-        let timer = tokio::time::sleep_until(self.next_deadline());
+        let timer = tokio::time::sleep_until(self.timer_deadline());
         tokio::pin!(timer);
         loop {
             if self.broker.is_stopping() {
-                return Ending::kicked(ReasonCode::ServerShuttingDown);
+                return Step::End(Ending::kicked(ReasonCode::ServerShuttingDown));
             }
             if let Some(reason) = session.kicked() {
-                return Ending::kicked(reason);
+                return Step::End(Ending::kicked(reason));
             }
             let drained = self.outbound.drain(
                 &session,
@@ -203,7 +253,7 @@ where
             }
             if let Err(error) = self.flush().await {
                 debug!(%error, "Write failed.");
-                return Ending::lost();
+                return Step::End(Ending::lost());
             }
             if let Some(expiry) = self.credentials_expire
                 && expiry < timer.deadline()
@@ -225,10 +275,13 @@ where
                     self.congested = None;
                     // Packets held back while congested are still in the read buffer.
                     if let Some(ending) = Box::pin(self.process_input()).await {
-                        return ending;
+                        return Step::End(ending);
                     }
                     continue;
                 }
+            }
+            if self.park_due && self.parker.is_some() && self.is_quiet() {
+                return Step::Park;
             }
             let congested = self.congested.clone();
             tokio::select! {
@@ -239,11 +292,12 @@ where
                 }
                 read = read_some(&mut self.stream, &mut self.read_buf, self.busy), if congested.is_none() => {
                     match read {
-                        Ok((0, _)) | Err(_) => return Ending::lost(),
+                        Ok((0, _)) | Err(_) => return Step::End(Ending::lost()),
                         Ok((_, filled)) => {
                             self.busy = filled;
+                            self.active = true;
                             if let Some(ending) = Box::pin(self.process_input()).await {
-                                return ending;
+                                return Step::End(ending);
                             }
                             if self.read_buf.is_empty() && !self.busy {
                                 // Nothing partial is left: a quiet connection holds no buffer.
@@ -252,26 +306,36 @@ where
                         }
                     }
                 }
-                () = session.wake.notified() => {}
+                () = session.wake.notified() => self.active = true,
                 () = &mut timer => {
                     let now = Instant::now();
                     if self.credentials_expire.is_some_and(|at| at <= now) {
                         // MQTT 5 has no "credentials expired" code; 0xA0 (maximum connect time)
                         // says the time this connection was authorized for is over.
-                        return Ending {
+                        return Step::End(Ending {
                             reason: DisconnectReason::Administrative(ReasonCode::MaximumConnectTime),
-                            notify: Some(Disconnect::new(ReasonCode::MaximumConnectTime)),
+                            notify: Some(Box::new(Disconnect::new(ReasonCode::MaximumConnectTime))),
                             publish_will: true,
-                        };
+                        });
                     }
-                    if self.keep_alive_ends().is_some_and(|at| at <= now) {
-                        return Ending {
+                    if self.keep_alive_ends() <= now {
+                        return Step::End(Ending {
                             reason: DisconnectReason::KeepAliveTimeout,
-                            notify: Some(Disconnect::new(ReasonCode::KeepAliveTimeout)),
+                            notify: Some(Box::new(Disconnect::new(ReasonCode::KeepAliveTimeout))),
                             publish_will: true,
-                        };
+                        });
                     }
-                    timer.as_mut().reset(self.next_deadline());
+                    if let Some(parker) = &self.parker
+                        && self.park_check <= now
+                    {
+                        if self.active {
+                            self.active = false;
+                            self.park_check = now + parker.after();
+                        } else {
+                            self.park_due = true;
+                        }
+                    }
+                    timer.as_mut().reset(self.timer_deadline());
                 }
             }
         }
@@ -279,18 +343,79 @@ where
 
     /// When the keep-alive runs out unless a packet arrives: 1.5 times the negotiated value
     /// after the last whole packet.
-    fn keep_alive_ends(&self) -> Option<Instant> {
-        self.keep_alive.map(|k| self.last_packet + k.mul_f32(1.5))
+    fn keep_alive_ends(&self) -> Instant {
+        keep_alive_ends(self.last_packet, self.keep_alive)
     }
 
-    /// The earlier of the keep-alive's end and the credentials' expiry, or a day from now
-    /// when there is neither (the timer then only wakes to look again).
+    /// The earlier of the keep-alive's end and the credentials' expiry.
     fn next_deadline(&self) -> Instant {
-        let deadline = match (self.keep_alive_ends(), self.credentials_expire) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        deadline(self.last_packet, self.keep_alive, self.credentials_expire)
+    }
+
+    /// The connection's timer: `next_deadline`, or earlier the next look at whether it is
+    /// quiet enough to park.
+    fn timer_deadline(&self) -> Instant {
+        let deadline = self.next_deadline();
+        if self.parker.is_some() && !self.park_due {
+            deadline.min(self.park_check)
+        } else {
+            deadline
+        }
+    }
+
+    /// Whether the connection holds nothing that a parked connection could not: no partial
+    /// packet, nothing to write or wait for, no pause.
+    fn is_quiet(&self) -> bool {
+        self.read_buf.is_empty()
+            && self.write_buf.is_empty()
+            && !self.busy
+            && self.congested.is_none()
+            && self.held.is_none()
+            && self.barrier.is_none()
+    }
+
+    /// Parks the connection with its session (ARCHITECTURE.md, "Parked connections"), or
+    /// gives it back when something already waits for it or its socket cannot park.
+    fn park(mut self: Box<Self>) -> Result<(), Box<Self>> {
+        let Some(parker) = self.parker.clone() else { return Err(self) };
+        let Some(fd) = self.stream.park() else {
+            // A transport that does not park (or a socket lost on the way, which the next
+            // read reports) goes on as a task.
+            self.park_due = false;
+            self.park_check = Instant::now() + Duration::from_secs(86_400 * 365);
+            return Err(self);
         };
-        deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400))
+        let session = self.session.clone();
+        let deadline = self.next_deadline();
+        let parked = match self.into_parked() {
+            Ok(parked) => parked,
+            Err(mut this) => {
+                this.stream.unpark();
+                this.awake();
+                return Err(this);
+            }
+        };
+        match session.park(parked, || parker.watch(fd, &session)) {
+            Ok(()) => {
+                parker.schedule(deadline, fd);
+                Ok(())
+            }
+            Err(parked) => {
+                let mut this = (*parked).into_connection();
+                this.stream.unpark();
+                Err(this)
+            }
+        }
+    }
+
+    /// Starts a new wait for quiet: a connection that was just woken parks again only after
+    /// `Parker::after` without traffic.
+    fn awake(&mut self) {
+        self.park_due = false;
+        self.active = false;
+        if let Some(parker) = &self.parker {
+            self.park_check = Instant::now() + parker.after();
+        }
     }
 
     /// Decodes and handles every whole packet in the read buffer, stopping early when a
@@ -361,12 +486,12 @@ where
 
     /// Detaches from the session and applies what the ending implies: DISCONNECT, will,
     /// session expiry or removal, lifecycle event.
-    async fn finish(mut self, ending: Ending) {
+    async fn finish(mut self: Box<Self>, ending: Ending) {
         if let Some(disconnect) = &ending.notify
             && self.protocol == Protocol::V5
         {
             Codec::encode(
-                &Packet::Disconnect(disconnect.clone()),
+                &Packet::Disconnect((**disconnect).clone()),
                 self.protocol,
                 &mut self.write_buf,
             );
@@ -456,7 +581,7 @@ impl Ending {
     fn violation(code: ReasonCode) -> Ending {
         Ending {
             reason: DisconnectReason::ProtocolViolation(code),
-            notify: Some(Disconnect::new(code)),
+            notify: Some(Box::new(Disconnect::new(code))),
             publish_will: true,
         }
     }
@@ -470,8 +595,20 @@ impl Ending {
         };
         // A server going down is not the client's failure: its will is not published.
         let publish_will = code != ReasonCode::ServerShuttingDown;
-        Ending { reason, notify: Some(Disconnect::new(code)), publish_will }
+        Ending { reason, notify: Some(Box::new(Disconnect::new(code))), publish_will }
     }
+}
+
+/// When the keep-alive runs out: 1.5 times the negotiated seconds after the last packet.
+fn keep_alive_ends(last_packet: Instant, keep_alive: u16) -> Instant {
+    last_packet + Duration::from_millis(u64::from(keep_alive) * 1500)
+}
+
+/// What a connection must look at even if nothing wakes it: the earlier of the keep-alive's
+/// end and the credentials' expiry.
+fn deadline(last_packet: Instant, keep_alive: u16, credentials_expire: Option<Instant>) -> Instant {
+    let keep_alive = keep_alive_ends(last_packet, keep_alive);
+    credentials_expire.map_or(keep_alive, |expiry| expiry.min(keep_alive))
 }
 
 /// Reads what the client sent into `buf`: with `busy`, straight into `buf` with `BUSY_READ`

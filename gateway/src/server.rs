@@ -138,8 +138,16 @@ impl Gateway {
             }
             _ => None,
         };
+        let parker = match config.mqtt.park_after_ms {
+            0 => None,
+            ms => Some(crate::connection::Parker::start(
+                Duration::from_millis(ms),
+                &broker.tasks,
+                broker.shutdown.clone(),
+            )?),
+        };
         for listener in bound {
-            broker.tasks.spawn(listener.accept_loop(broker.clone()));
+            broker.tasks.spawn(listener.accept_loop(broker.clone(), parker.clone()));
         }
         broker.tasks.spawn(sweep_retained(broker.clone()));
         Ok(Gateway {

@@ -59,6 +59,11 @@ pub struct MqttConfig {
     pub max_inflight: u16,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
+    /// Milliseconds without traffic after which a plain TCP connection is parked: it gives up
+    /// its task and its timer, and one shared loop watches its socket and keep-alive until
+    /// something arrives for it (ARCHITECTURE.md, "Parked connections"). A connection with
+    /// nothing to do right after CONNACK parks at once. 0 turns parking off.
+    pub park_after_ms: u64,
 }
 
 impl Default for MqttConfig {
@@ -76,6 +81,7 @@ impl Default for MqttConfig {
             max_publisher_pause_ms: 1000,
             publisher_pause_queue: 64,
             connect_timeout_secs: 10,
+            park_after_ms: 1000,
         }
     }
 }

@@ -97,7 +97,7 @@ pub struct SessionState {
     pub inflight: VecDeque<Inflight>,
     next_packet_id: u16,
     /// Inbound QoS 2 packet ids that got PUBREC and wait for PUBREL.
-    pub inbound_qos2: HashSet<u16>,
+    pub inbound_qos2: PacketIds,
     pub attached: Option<Attachment>,
     /// Seconds the session outlives its connection; `u32::MAX` means never expires.
     pub expiry_interval: u32,
@@ -110,6 +110,58 @@ pub struct SessionState {
     pub stored: bool,
     /// Whether a delayed will waits; a client that comes back cancels it (and its record).
     pub will_pending: bool,
+    /// The attached connection while it is parked (ARCHITECTURE.md, "Parked connections"):
+    /// whatever would wake it takes it out and resumes it.
+    parked: Option<Box<dyn Parked>>,
+}
+
+/// Packet ids, as a set made on first use: most clients never publish at QoS 2, and every
+/// session would otherwise carry an empty hash set's 48 bytes.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection, reason = "8 bytes inline instead of 48 for every session")]
+pub struct PacketIds(Option<Box<HashSet<u16>>>);
+
+impl PacketIds {
+    pub fn insert(&mut self, id: u16) -> bool {
+        self.0.get_or_insert_default().insert(id)
+    }
+
+    pub fn remove(&mut self, id: &u16) -> bool {
+        self.0.as_mut().is_some_and(|ids| ids.remove(id))
+    }
+
+    pub fn contains(&self, id: &u16) -> bool {
+        self.0.as_ref().is_some_and(|ids| ids.contains(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |ids| ids.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+/// An idle connection kept without a task of its own, waiting for its socket, its session
+/// or its deadline. The session holds it because the session is what every wake-up goes
+/// through: queueing a delivery or kicking takes it out (under the session lock, so exactly
+/// one waker gets it) and resumes it.
+pub trait Parked: Send {
+    /// Gives the connection a task again.
+    fn resume(self: Box<Self>);
+    /// When the connection must look at its keep-alive or credentials even if nothing wakes it.
+    fn deadline(&self) -> tokio::time::Instant;
+}
+
+impl std::fmt::Debug for dyn Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked").field("deadline", &self.deadline()).finish()
+    }
 }
 
 /// What became of a delivery offered to a session.
@@ -150,13 +202,14 @@ impl Session {
                 reserved: 0,
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
-                inbound_qos2: HashSet::new(),
+                inbound_qos2: PacketIds::default(),
                 attached: None,
                 expiry_interval: 0,
                 generation: 0,
                 ended: false,
                 stored: false,
                 will_pending: false,
+                parked: None,
             }),
             wake: Notify::new(),
             space: Notify::new(),
@@ -191,9 +244,59 @@ impl Session {
         let mut state = self.state.lock();
         let Some(attachment) = state.attached.as_mut() else { return false };
         attachment.kicked.get_or_insert(reason);
+        let parked = state.parked.take();
         drop(state);
         self.wake.notify_one();
+        if let Some(parked) = parked {
+            parked.resume();
+        }
         true
+    }
+
+    /// Parks the attached connection with the session, unless something already waits for it
+    /// (a kick, queued deliveries) or `watch` fails; `watch` starts watching its socket and
+    /// runs under the session lock, so no wake-up falls between the check and the parking.
+    /// Gives the connection back when it must go on running.
+    pub fn park<P: Parked + 'static>(
+        &self,
+        connection: Box<P>,
+        watch: impl FnOnce() -> bool,
+    ) -> Result<(), Box<P>> {
+        let mut state = self.state.lock();
+        let waiting = state.attached.as_ref().is_none_or(|a| a.kicked.is_some())
+            || !state.queue.is_empty()
+            || state.ended;
+        if waiting || state.parked.is_some() || !watch() {
+            return Err(connection);
+        }
+        state.parked = Some(connection);
+        Ok(())
+    }
+
+    /// Resumes the parked connection, if there is one: its socket has something, or the
+    /// parking loop found it (or the connection it replaced) due.
+    pub fn unpark(&self) {
+        let parked = self.state.lock().parked.take();
+        if let Some(parked) = parked {
+            parked.resume();
+        }
+    }
+
+    /// Resumes the parked connection if its deadline has come.
+    pub fn unpark_if_due(&self, now: tokio::time::Instant) {
+        let mut state = self.state.lock();
+        if state.parked.as_ref().is_some_and(|p| p.deadline() <= now) {
+            let parked = state.parked.take();
+            drop(state);
+            if let Some(parked) = parked {
+                parked.resume();
+            }
+        }
+    }
+
+    /// The parked connection's deadline, if one is parked.
+    pub fn parked_deadline(&self) -> Option<tokio::time::Instant> {
+        self.state.lock().parked.as_ref().map(|p| p.deadline())
     }
 
     /// The reason the attached connection was asked to close for, if it was.
@@ -277,9 +380,13 @@ impl Session {
         let attached = state.attached.is_some();
         let congested = self.congested_in(&state, config);
         state.publishers_waiting |= congested;
+        let parked = state.parked.take();
         drop(state);
         if attached {
             self.wake.notify_one();
+        }
+        if let Some(parked) = parked {
+            parked.resume();
         }
         Offered { outcome, ticket, congested }
     }
@@ -346,11 +453,15 @@ impl Session {
         }
         let congested = self.congested_in(&state, config);
         state.publishers_waiting |= congested;
+        let parked = state.parked.take();
         drop(state);
         if dropped > 0 {
             metrics::counter!("gridmq_session_messages_dropped_total").increment(dropped);
         }
         self.wake.notify_one();
+        if let Some(parked) = parked {
+            parked.resume();
+        }
         congested
     }
 }

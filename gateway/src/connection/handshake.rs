@@ -30,9 +30,9 @@ pub(super) async fn accept<S>(
     mut stream: S,
     peer: Peer,
     broker: Arc<Broker>,
-) -> Option<Connection<S>>
+) -> Option<Box<Connection<S>>>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + super::Park + Unpin + Send + 'static,
 {
     let codec = Codec::new(broker.config.max_packet_size as usize);
     let mut read_buf = BytesMut::with_capacity(INITIAL_BUFFER);
@@ -148,8 +148,7 @@ where
         delay: will.properties.will_delay_interval.unwrap_or(0),
     });
 
-    let max_packet_size =
-        connect.properties.maximum_packet_size.map_or(usize::MAX, |size| size as usize);
+    let max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
     let alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
     let number = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut connection = Connection {
@@ -162,11 +161,11 @@ where
         session: session.clone(),
         identity: identity.clone(),
         number,
-        keep_alive: Some(Duration::from_secs(u64::from(keep_alive))),
+        keep_alive,
         last_packet: Instant::now(),
         will,
         expiry_was_zero: expiry == 0,
-        auth_method,
+        auth_method: auth_method.map(String::into_boxed_str),
         peer,
         problem_information: connect.properties.request_problem_information != Some(0),
         inbound_aliases: None,
@@ -177,6 +176,10 @@ where
         pause_until: Instant::now(),
         busy: false,
         held: None,
+        parker: None,
+        park_due: true,
+        active: false,
+        park_check: Instant::now(),
         _attached: guard,
         _slot: None,
     };
@@ -190,7 +193,7 @@ where
     }
     debug!(client_id = %client_id, ?protocol, session_present, "Client connected.");
     broker.hooks.emit(LifecycleEvent::Connected { identity, connection: number, session_present });
-    Some(connection)
+    Some(Box::new(connection))
 }
 
 /// Numbers network connections for lifecycle events.
@@ -274,7 +277,7 @@ async fn authenticate<S>(
     codec: &Codec,
     broker: &Broker,
     connect: &Connect,
-    client_id: &str,
+    client_id: &Arc<str>,
     peer: &Peer,
 ) -> Option<(ClientIdentity, Option<String>, Option<Duration>)>
 where
@@ -298,7 +301,12 @@ where
         };
         match broker.hooks.authenticator.authenticate(request).await {
             AuthDecision::Allow { mut identity, expires_in } => {
-                identity.client_id = client_id.into();
+                // The session's string serves the identity too, and the authentication name
+                // when it is the same (anonymous clients): every idle connection keeps these.
+                identity.client_id = client_id.clone();
+                if *identity.authentication_name == **client_id {
+                    identity.authentication_name = client_id.clone();
+                }
                 return Some((identity, method, expires_in));
             }
             AuthDecision::Deny { code, reason } => {

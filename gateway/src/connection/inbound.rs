@@ -55,7 +55,7 @@ pub(super) fn joins_run(buf: &[u8]) -> bool {
 
 impl<S> Connection<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + super::Park + Unpin + Send + 'static,
 {
     /// Acts on one packet; `Some` when the connection must end. QoS 0 publishes may be left
     /// in `run`, to be fanned out together; any other packet fans out the run first, so that
@@ -462,7 +462,9 @@ where
             ReasonCode::ContinueAuthentication => AuthStep::Continue,
             _ => return Some(Ending::violation(ReasonCode::ProtocolError)),
         };
-        if self.auth_method.is_none() || auth.properties.authentication_method != self.auth_method {
+        if self.auth_method.is_none()
+            || auth.properties.authentication_method.as_deref() != self.auth_method.as_deref()
+        {
             return Some(Ending::violation(ReasonCode::ProtocolError));
         }
         let request = AuthRequest {
@@ -488,13 +490,13 @@ where
             AuthDecision::Deny { code, .. } => {
                 return Some(Ending {
                     reason: DisconnectReason::Administrative(code),
-                    notify: Some(Disconnect::new(code)),
+                    notify: Some(Box::new(Disconnect::new(code))),
                     publish_will: true,
                 });
             }
         };
         let properties = Properties {
-            authentication_method: self.auth_method.clone(),
+            authentication_method: self.auth_method.as_deref().map(String::from),
             authentication_data: data,
             ..Properties::default()
         };
@@ -513,7 +515,7 @@ enum Refused {
 
 impl<S> Connection<S>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + super::Park + Unpin + Send + 'static,
 {
     /// Completes an outbound delivery (PUBACK, PUBCOMP, or a refusing PUBREC) and forgets its
     /// stored entry. The deletion need not be durable before anything: if a crash loses it, a

@@ -19,8 +19,9 @@ use crate::store::{Journal, Ticket};
 #[derive(Debug)]
 pub struct Outbound {
     pub protocol: Protocol,
-    /// The client's Maximum Packet Size (5.0); larger messages are skipped for this client.
-    pub max_packet_size: usize,
+    /// The client's Maximum Packet Size (5.0; `u32::MAX` when it set none); larger messages
+    /// are skipped for this client. The protocol's field is 4 bytes, and so is this.
+    pub max_packet_size: u32,
     /// The client's Topic Alias Maximum (5.0); 0 means no outbound aliases.
     pub alias_maximum: u16,
     /// Boxed and made on first use, like the inbound table (see `Connection`).
@@ -29,7 +30,7 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    pub fn new(protocol: Protocol, max_packet_size: usize, alias_maximum: u16) -> Outbound {
+    pub fn new(protocol: Protocol, max_packet_size: u32, alias_maximum: u16) -> Outbound {
         Outbound { protocol, max_packet_size, alias_maximum, aliases: None }
     }
 
@@ -115,7 +116,7 @@ impl Outbound {
 
     /// Whether the delivery, written without an alias, fits the client's maximum packet size.
     fn fits(&self, delivery: &Delivery, now: Instant) -> bool {
-        if self.max_packet_size == usize::MAX {
+        if self.max_packet_size == u32::MAX {
             // The client set no maximum (every 3.1.1 client): no need to size the packet.
             return true;
         }
@@ -132,7 +133,7 @@ impl Outbound {
             subscription_identifiers: &delivery.subscription_ids,
             message_expiry_interval: message.remaining_expiry(now),
         };
-        Codec::publish_len(&publish, self.protocol) <= self.max_packet_size
+        Codec::publish_len(&publish, self.protocol) <= self.max_packet_size as usize
     }
 
     fn write(

@@ -13,7 +13,7 @@ use super::config::{ListenerConfig, ListenerKind};
 use super::{tls, ws};
 use crate::broker::Broker;
 use crate::config::ConfigError;
-use crate::connection::{self, Peer};
+use crate::connection::{self, Parker, Peer, Socket};
 
 /// A listener whose TLS material is loaded, ready to bind.
 pub(crate) struct Prepared {
@@ -99,7 +99,7 @@ impl Prepared {
 impl Bound {
     /// Accepts connections until shutdown, at most `max_connections` at a time, each served
     /// by its own task in the broker's task tracker.
-    pub(crate) async fn accept_loop(self, broker: Arc<Broker>) {
+    pub(crate) async fn accept_loop(self, broker: Arc<Broker>, parker: Option<Arc<Parker>>) {
         let Bound { kind, listener, transport, limit, .. } = self;
         let limit = Arc::new(Semaphore::new(limit));
         let mut backoff = Duration::from_millis(10);
@@ -121,19 +121,28 @@ impl Bound {
                     // MQTT packets are small and latency-sensitive; batching happens in our
                     // write buffer.
                     let _ = stream.set_nodelay(true);
-                    let start = Box::new(connection::Start {
-                        stream,
-                        peer: Peer { addr, certificates: Vec::new() },
-                        broker: broker.clone(),
-                        slot: Some(permit),
-                    });
+                    let peer = Peer { addr, certificates: Box::default() };
                     let span = tracing::debug_span!("connection", peer = %addr, listener = %kind);
                     // A plain TCP connection's task is the connection itself, with no layer
-                    // of ours around it: every byte of that future is kept by every idle
-                    // connection. The other transports' handshakes come first, boxed.
+                    // of ours around it, and it parks when idle. The other transports'
+                    // handshakes come first, boxed.
                     if let Transport::Tcp = *transport {
+                        let start = Box::new(connection::Start {
+                            stream: Socket::new(stream),
+                            peer,
+                            broker: broker.clone(),
+                            slot: Some(permit),
+                            parker: parker.clone(),
+                        });
                         broker.tasks.spawn(connection::serve(start).instrument(span));
                     } else {
+                        let start = Box::new(connection::Start {
+                            stream,
+                            peer,
+                            broker: broker.clone(),
+                            slot: Some(permit),
+                            parker: None,
+                        });
                         let transport = transport.clone();
                         broker.tasks.spawn(
                             async move { Box::pin(serve_secured(&transport, start)).await }
@@ -156,20 +165,23 @@ impl Bound {
 /// shutdown), then serves the connection over the resulting byte stream. Boxed by its caller:
 /// a rustls handshake is tens of kilobytes.
 async fn serve_secured(transport: &Transport, start: Box<connection::Start<TcpStream>>) {
-    if let Transport::Tcp = transport {
-        return connection::serve(start).await;
-    }
-    let connection::Start { stream, mut peer, broker, slot } = *start;
+    let connection::Start { stream, mut peer, broker, slot, .. } = *start;
+    let parker = None;
     match transport {
-        // Served above, without the handshake layer.
-        Transport::Tcp => {}
+        // Served by the accept loop, without this layer; here it would not park.
+        Transport::Tcp => {
+            let stream = Socket::new(stream);
+            connection::serve(Box::new(connection::Start { stream, peer, broker, slot, parker }))
+                .await;
+        }
         Transport::Tls { acceptor, timeout } => {
             let handshake = acceptor.accept(stream);
             let Some(stream) = handshake_within(*timeout, &broker, "TLS", handshake).await else {
                 return;
             };
-            peer.certificates = tls::peer_certificates(stream.get_ref().1);
-            connection::serve(Box::new(connection::Start { stream, peer, broker, slot })).await;
+            peer.certificates = tls::peer_certificates(stream.get_ref().1).into();
+            connection::serve(Box::new(connection::Start { stream, peer, broker, slot, parker }))
+                .await;
         }
         Transport::Ws { path, max_message, timeout } => {
             let handshake = ws::accept(stream, path, *max_message);
@@ -177,7 +189,8 @@ async fn serve_secured(transport: &Transport, start: Box<connection::Start<TcpSt
             else {
                 return;
             };
-            connection::serve(Box::new(connection::Start { stream, peer, broker, slot })).await;
+            connection::serve(Box::new(connection::Start { stream, peer, broker, slot, parker }))
+                .await;
         }
         Transport::Wss { acceptor, path, max_message, timeout } => {
             let handshake = async {
@@ -193,8 +206,9 @@ async fn serve_secured(transport: &Transport, start: Box<connection::Start<TcpSt
             else {
                 return;
             };
-            peer.certificates = certificates;
-            connection::serve(Box::new(connection::Start { stream, peer, broker, slot })).await;
+            peer.certificates = certificates.into();
+            connection::serve(Box::new(connection::Start { stream, peer, broker, slot, parker }))
+                .await;
         }
     }
 }

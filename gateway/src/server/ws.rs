@@ -201,3 +201,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
         Poll::Ready(Ok(()))
     }
 }
+
+/// A WebSocket connection keeps its framing state around the socket: it is not parked.
+impl<S> crate::connection::Park for WsStream<S> {}

@@ -49,3 +49,62 @@ fn publishers_pause_at_the_soft_limit_and_resume_at_half_of_it() {
     state.next_delivery();
     assert!(state.under_low_water(&config), "4 of 8 is the low-water mark");
 }
+
+/// A stand-in for a parked connection that counts how often it was resumed.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Parked for Counted {
+    fn resume(self: Box<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + std::time::Duration::from_secs(60)
+    }
+}
+
+fn attached() -> Session {
+    let session = Session::new("parked".into(), 1, Protocol::V5);
+    session.lock().attached = Some(Attachment { connection_id: 1, kicked: None, window: 100 });
+    session
+}
+
+/// Whatever would wake a connection resumes it when it is parked, exactly once; and a
+/// connection with something already waiting for it is not parked at all, so no wake-up
+/// falls between its last look and its parking.
+#[test]
+fn a_parked_connection_is_resumed_by_a_delivery_or_a_kick_and_never_parks_over_work() {
+    let config = MqttConfig::default();
+    let resumed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let parked = || Box::new(Counted(resumed.clone()));
+
+    let session = attached();
+    assert!(session.park(parked(), || true).is_ok());
+    assert!(session.parked_deadline().is_some());
+    session.enqueue(delivery(), &config, None, || 0);
+    session.enqueue(delivery(), &config, None, || 0);
+    assert_eq!(
+        resumed.load(Ordering::SeqCst),
+        1,
+        "one delivery resumes it, the next finds it running"
+    );
+    assert!(session.parked_deadline().is_none());
+
+    assert!(session.park(parked(), || true).is_err(), "deliveries wait: it must not park");
+
+    let session = attached();
+    assert!(session.park(parked(), || true).is_ok());
+    assert!(session.kick(ReasonCode::SessionTakenOver));
+    assert_eq!(resumed.load(Ordering::SeqCst), 2, "a kick resumes it");
+    assert!(session.park(parked(), || true).is_err(), "kicked: it must not park");
+
+    let session = attached();
+    assert!(session.park(parked(), || false).is_err(), "its socket could not be watched");
+    assert!(session.parked_deadline().is_none());
+    session.unpark_if_due(tokio::time::Instant::now());
+    assert!(session.park(parked(), || true).is_ok());
+    session.unpark_if_due(tokio::time::Instant::now());
+    assert_eq!(resumed.load(Ordering::SeqCst), 2, "not due for a minute");
+    session.unpark();
+    assert_eq!(resumed.load(Ordering::SeqCst), 3, "its socket woke it");
+}
