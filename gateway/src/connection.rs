@@ -1,11 +1,13 @@
-//! One task per client connection: it reads packets, acts on them, and writes whatever the
-//! session has queued for the client.
+//! One task per busy client connection: it reads packets, acts on them, and writes whatever
+//! the session has queued for the client. An idle plain TCP connection gives its task up and
+//! is parked with its session until its socket, its session or its deadline wakes it
+//! (`parker.rs`, `parked.rs`; ARCHITECTURE.md, "Parked connections").
 //!
 //! The task owns the socket and both buffers. Reading, queue wake-ups (which also carry kicks:
 //! takeover, overflow, lost access, shutdown) and one timer (keep-alive and credentials' expiry)
 //! are one `select!`; everything that a wake-up produces is appended to the write buffer and
 //! written with one `write_all`, so a burst of deliveries costs one syscall rather than one per
-//! packet. In the other direction, a burst of QoS 0 publishes is fanned out in runs. What an idle connection keeps is kept small on purpose (ARCHITECTURE.md, "Hot path").
+//! packet. In the other direction, a burst of QoS 0 publishes is fanned out in runs.
 //!
 //! Invariant: the connection holds its session's `attach` lock from CONNACK until it has
 //! detached, so no two connections ever drive one session.
