@@ -191,7 +191,14 @@ impl Parker {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 ready = poll.readable_mut() => {
-                    let Ok(mut guard) = ready else { return };
+                    let mut guard = match ready {
+                        Ok(guard) => guard,
+                        Err(error) => {
+                            // Only when the runtime's reactor is gone, that is at exit.
+                            warn!(%error, "The parking loop lost its reactor.");
+                            return;
+                        }
+                    };
                     // Our epoll set is itself watched edge-triggered: take every event it
                     // holds before saying it is drained.
                     loop {
