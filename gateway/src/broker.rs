@@ -68,9 +68,9 @@ pub struct Fanout {
     pub matched: usize,
     /// Durable once every stored delivery of the message is.
     pub ticket: Option<Ticket>,
-    /// An attached session whose queue is past its soft limit: the publisher should pause
-    /// until it drains (see `Session::is_congested`).
-    pub congested: Option<Arc<Session>>,
+    /// The attached sessions whose queues are past their soft limit: the publisher should
+    /// pause until every one of them has drained (see `Session::is_congested`).
+    pub congested: Vec<Arc<Session>>,
 }
 
 struct Target {
@@ -237,10 +237,10 @@ impl Broker {
     /// and only as many messages as all have room for (at least one) are queued; the caller
     /// keeps the rest until its pause is over. A topic that a shared subscription or more than one filter matches goes one
     /// message at a time through `publish`, which handles group picks and overlapping
-    /// subscriptions. Returns how many messages were fanned out and a congested session, as
+    /// subscriptions. Returns how many messages were fanned out and the congested sessions, as
     /// `publish` does.
-    pub fn publish_run(&self, messages: &[Arc<Message>]) -> (usize, Option<Arc<Session>>) {
-        let Some(first) = messages.first() else { return (0, None) };
+    pub fn publish_run(&self, messages: &[Arc<Message>]) -> (usize, Vec<Arc<Session>>) {
+        let Some(first) = messages.first() else { return (0, Vec::new()) };
         let run = messages.iter().take_while(|m| m.topic == first.topic).count();
         if run == 1 {
             return (1, self.publish(first).congested);
@@ -264,7 +264,7 @@ impl Broker {
         let rooms: Vec<RunRoom> =
             targets.iter().map(|(session, _)| session.reserve_run(run, &self.config)).collect();
         let take = rooms.iter().map(|r| r.room).min().unwrap_or(run).clamp(1, run);
-        let mut congested = None;
+        let mut congested = Vec::new();
         for ((session, identifier), room) in targets.into_iter().zip(rooms) {
             let deliveries = messages[..take].iter().map(|message| Delivery {
                 message: message.clone(),
@@ -275,8 +275,8 @@ impl Broker {
                 seq: 0,
                 elidable: None,
             });
-            if session.enqueue_run(deliveries, room.reserved, &self.config) && congested.is_none() {
-                congested = Some(session);
+            if session.enqueue_run(deliveries, room.reserved, &self.config) {
+                congested.push(session);
             }
         }
         (take, congested)
@@ -573,9 +573,9 @@ impl Broker {
         message: &Arc<Message>,
         mut targets: Vec<Target>,
         may_overlap: bool,
-    ) -> (Option<Ticket>, Option<Arc<Session>>) {
+    ) -> (Option<Ticket>, Vec<Arc<Session>>) {
         let mut last = None;
-        let mut congested = None;
+        let mut congested = Vec::new();
         if may_overlap && targets.len() > 1 {
             targets
                 .sort_unstable_by_key(|t| (t.shared.is_some(), Arc::as_ptr(&t.session) as usize));
@@ -603,8 +603,8 @@ impl Broker {
             };
             let offered = self.offer(&target.session, delivery);
             last = last.max(offered.ticket);
-            if congested.is_none() && offered.congested {
-                congested = Some(target.session);
+            if offered.congested {
+                congested.push(target.session);
             }
         }
         (last, congested)

@@ -182,10 +182,12 @@ struct Connection<S> {
     #[allow(clippy::box_collection, reason = "8 bytes inline instead of 48 for every connection")]
     inbound_aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     outbound: Outbound,
-    /// A subscriber session whose queue is past its soft limit because of our publishes: we
-    /// read nothing more from this client until it drains (or `pause_until` passes), so the
-    /// publisher slows to the subscriber's pace instead of the subscriber losing messages.
-    congested: Option<Arc<Session>>,
+    /// The subscriber sessions whose queues our last publish left past their soft limit: we
+    /// read nothing more from this client until every one of them has drained (or
+    /// `pause_until` passes), so the publisher slows to the slowest subscriber's pace instead
+    /// of a subscriber losing messages. One that drains first must not end the pause: another
+    /// may still be at its bound, where the next message would be dropped.
+    congested: Vec<Arc<Session>>,
     /// When the current pause must end at the latest (`mqtt.max_publisher_pause_ms`).
     pause_until: Instant,
     /// Whether the last read filled all the room the read buffer had (see `BUSY_READ`).
@@ -262,19 +264,24 @@ where
             {
                 timer.as_mut().reset(expiry);
             }
-            if self.congested.is_some() && self.pause_until < timer.deadline() {
+            if !self.congested.is_empty() && self.pause_until < timer.deadline() {
                 // The pause's bound rides on the same timer: when it fires early, it is moved
                 // back to the next real deadline, and the check above ends the pause.
                 timer.as_mut().reset(self.pause_until);
             }
-            if let Some(target) = &self.congested {
-                let still_congested = target.is_congested(&self.broker.config);
+            if !self.congested.is_empty() {
                 let pause_over = Instant::now() >= self.pause_until;
-                if !still_congested || pause_over {
+                while let Some(target) = self.congested.last() {
+                    let still_congested = target.is_congested(&self.broker.config);
+                    if still_congested && !pause_over {
+                        break;
+                    }
                     if still_congested {
                         target.mark_stalled();
                     }
-                    self.congested = None;
+                    self.congested.pop();
+                }
+                if self.congested.is_empty() {
                     // Packets held back while congested are still in the read buffer.
                     if let Some(ending) = Box::pin(self.process_input()).await {
                         return Step::End(ending);
@@ -285,7 +292,7 @@ where
             if self.park_due && self.parker.is_some() && self.is_quiet() {
                 return Step::Park;
             }
-            let congested = self.congested.clone();
+            let congested = self.congested.last().cloned();
             tokio::select! {
                 biased;
                 () = wait_for_space(congested.as_ref(), &self.broker.config), if congested.is_some() => {
@@ -371,7 +378,7 @@ where
         self.read_buf.is_empty()
             && self.write_buf.is_empty()
             && !self.busy
-            && self.congested.is_none()
+            && self.congested.is_empty()
             && self.held.is_none()
             && self.barrier.is_none()
     }
@@ -437,11 +444,11 @@ where
         // a pause held back.
         let mut run = self.held.take().map(|held| *held).unwrap_or_default();
         let ending = loop {
-            if !run.is_empty() && self.congested.is_none() && !inbound::joins_run(&self.read_buf) {
+            if !run.is_empty() && self.congested.is_empty() && !inbound::joins_run(&self.read_buf) {
                 // What comes next must not overtake the run, or the buffer is read out.
                 self.flush_run(&mut run, false);
             }
-            if self.congested.is_some() {
+            if !self.congested.is_empty() {
                 self.finish_deliveries(&acks[..pending], Stage::AwaitingPubAck);
                 break None;
             }

@@ -172,7 +172,7 @@ where
         outbound: Outbound::new(protocol, max_packet_size, alias_maximum),
         barrier: None,
         credentials_expire: expires_in.map(|left| Instant::now() + left),
-        congested: None,
+        congested: Vec::new(),
         pause_until: Instant::now(),
         busy: false,
         held: None,

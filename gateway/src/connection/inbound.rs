@@ -245,7 +245,7 @@ where
                     self.hold(fanout.ticket);
                 }
                 let pause = self.broker.config.max_publisher_pause_ms;
-                if fanout.congested.is_some() && pause > 0 {
+                if !fanout.congested.is_empty() && pause > 0 {
                     self.congested = fanout.congested;
                     self.pause_until = Instant::now() + Duration::from_millis(pause);
                 }
@@ -333,11 +333,11 @@ where
     /// everything goes, congested or not, as the queues' bounds allow.
     pub(super) fn flush_run(&mut self, run: &mut Run, force: bool) {
         let pause = self.broker.config.max_publisher_pause_ms;
-        while !run.messages.is_empty() && (force || self.congested.is_none()) {
+        while !run.messages.is_empty() && (force || self.congested.is_empty()) {
             let (taken, congested) = self.broker.publish_run(&run.messages);
             let bytes: usize = run.messages.drain(..taken).map(|m| m.queued_size()).sum();
             run.bytes -= bytes;
-            if congested.is_some() && pause > 0 && !force {
+            if !congested.is_empty() && pause > 0 && !force {
                 self.congested = congested;
                 self.pause_until = Instant::now() + Duration::from_millis(pause);
             }

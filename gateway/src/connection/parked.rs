@@ -48,7 +48,7 @@ impl<S> Connection<S> {
     /// hold nothing. Gives the connection back when it has no parker.
     pub(super) fn into_parked(self: Box<Self>) -> Result<Box<ParkedConnection<S>>, Box<Self>> {
         debug_assert!(self.read_buf.is_empty() && self.write_buf.is_empty());
-        debug_assert!(self.congested.is_none() && self.held.is_none() && self.barrier.is_none());
+        debug_assert!(self.congested.is_empty() && self.held.is_none() && self.barrier.is_none());
         let Some(parker) = self.parker.clone() else { return Err(self) };
         let Connection {
             broker,
@@ -152,7 +152,7 @@ impl<S> ParkedConnection<S> {
             problem_information,
             inbound_aliases,
             outbound,
-            congested: None,
+            congested: Vec::new(),
             pause_until: now,
             busy: false,
             credentials_expire,
