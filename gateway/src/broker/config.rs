@@ -81,7 +81,7 @@ impl Default for MqttConfig {
             max_publisher_pause_ms: 1000,
             publisher_pause_queue: 64,
             connect_timeout_secs: 10,
-            park_after_ms: 1000,
+            park_after_ms: 10_000,
         }
     }
 }
