@@ -37,21 +37,22 @@ where
     let codec = Codec::new(broker.config.max_packet_size as usize);
     let mut read_buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
-    let connect =
-        match tokio::time::timeout(timeout, read_connect(&mut stream, &mut read_buf, &codec)).await
-        {
-            Ok(Ok(connect)) => connect,
-            Ok(Err(Refusal { protocol, code })) => {
-                if let Some(protocol) = protocol {
-                    refuse(&mut stream, protocol, code, None).await;
-                }
-                return None;
+    // Each step's future is boxed while it runs, so that this one stays small: a connection
+    // storm holds one per handshake in flight, most of them waiting for their CONNECT.
+    let reading = tokio::time::timeout(timeout, read_connect(&mut stream, &mut read_buf, &codec));
+    let connect = match Box::pin(reading).await {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(Refusal { protocol, code })) => {
+            if let Some(protocol) = protocol {
+                refuse(&mut stream, protocol, code, None).await;
             }
-            Err(_) => {
-                debug!(peer = %peer.addr, "No CONNECT within the connect timeout.");
-                return None;
-            }
-        };
+            return None;
+        }
+        Err(_) => {
+            debug!(peer = %peer.addr, "No CONNECT within the connect timeout.");
+            return None;
+        }
+    };
     let protocol = connect.protocol;
     let config = &broker.config;
 
@@ -70,9 +71,16 @@ where
         connect.client_id.as_str().into()
     };
 
-    let (identity, auth_method, expires_in) =
-        authenticate(&mut stream, &mut read_buf, &codec, &broker, &connect, &client_id, &peer)
-            .await?;
+    let (identity, auth_method, expires_in) = Box::pin(authenticate(
+        &mut stream,
+        &mut read_buf,
+        &codec,
+        &broker,
+        &connect,
+        &client_id,
+        &peer,
+    ))
+    .await?;
 
     // Session expiry: 3.1.1 persistent sessions live as long as the configured maximum.
     let requested_expiry = match protocol {
@@ -93,7 +101,7 @@ where
     let connection_id = broker.next_id();
     let attachment = Attachment { connection_id, kicked: None, window };
     let (session, session_present, guard) =
-        attach(&broker, &client_id, connect.clean_start, protocol, attachment).await?;
+        Box::pin(attach(&broker, &client_id, connect.clean_start, protocol, attachment)).await?;
     let cancelled_will = {
         let mut state = session.lock();
         state.expiry_interval = expiry;
