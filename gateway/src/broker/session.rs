@@ -375,14 +375,18 @@ impl Session {
             delivery.elidable = Some(put);
             ticket = Some(put);
         }
+        // Only a queue that was empty needs a wake-up: the connection drains on every turn of
+        // its loop, so a non-empty queue means it was woken already and has not run since, or
+        // its in-flight window is full and the next acknowledgement it reads starts a drain.
+        // Waking it per message cost a lock in `Notify` and a task wake-up per delivery.
+        let wake = state.attached.is_some() && state.queue.is_empty();
         state.queued_bytes += size;
         state.queue.push_back(delivery);
-        let attached = state.attached.is_some();
         let congested = self.congested_in(&state, config);
         state.publishers_waiting |= congested;
         let parked = state.parked.take();
         drop(state);
-        if attached {
+        if wake {
             self.wake.notify_one();
         }
         if let Some(parked) = parked {
@@ -440,6 +444,7 @@ impl Session {
             return false;
         }
         let mut dropped = 0;
+        let wake = state.queue.is_empty();
         for delivery in deliveries {
             let size = delivery.size();
             if state.queue.len() >= config.max_queued_messages
@@ -458,7 +463,10 @@ impl Session {
         if dropped > 0 {
             metrics::counter!("gridmq_session_messages_dropped_total").increment(dropped);
         }
-        self.wake.notify_one();
+        // As in `enqueue`: a queue that was not empty has its wake-up coming.
+        if wake {
+            self.wake.notify_one();
+        }
         if let Some(parked) = parked {
             parked.resume();
         }

@@ -93,7 +93,7 @@ impl<V> TopicTree<V> {
     /// Calls `f(filter, value)` for the value of every stored filter that matches topic name
     /// `topic` (each matching filter once), honouring `+`, `#` (incl. parent match: `a/#` matches
     /// `a`) and the `$` rule.
-    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&str, &V)) {
+    pub fn for_each_match<'a>(&'a self, topic: &str, mut f: impl FnMut(&'a str, &'a V)) {
         // A walk is a depth-first search over (node, rest of the topic after that node's level).
         // The literal child is followed at once and the `+` child is left pending. A node is
         // reached by one path of levels only, so each filter is reported at most once.
@@ -233,7 +233,7 @@ impl<V> Node<V> {
         self.children.len() + usize::from(self.plus.is_some()) + usize::from(self.hash.is_some())
     }
 
-    fn report(&self, f: &mut impl FnMut(&str, &V)) {
+    fn report<'a>(&'a self, f: &mut impl FnMut(&'a str, &'a V)) {
         if let Some((filter, value)) = &self.value {
             f(filter, value);
         }
@@ -249,22 +249,23 @@ impl<V> Default for Node<V> {
 // === helpers ===
 
 /// A node still to visit and the topic left after its level (`None` once the topic is used up).
-type Frame<'a, V> = (&'a Node<V>, Option<&'a str>);
+/// Nodes live as long as the tree (`'a`), topic slices as long as the topic (`'t`).
+type Frame<'a, 't, V> = (&'a Node<V>, Option<&'t str>);
 
 /// The stack of pending `+` branches: the first `INLINE_PENDING` live in an array on the call
 /// stack, the rest in a `Vec` that only allocates once it is pushed to.
-struct Pending<'a, V> {
-    inline: [Option<Frame<'a, V>>; INLINE_PENDING],
+struct Pending<'a, 't, V> {
+    inline: [Option<Frame<'a, 't, V>>; INLINE_PENDING],
     inline_len: usize,
-    spill: Vec<Frame<'a, V>>,
+    spill: Vec<Frame<'a, 't, V>>,
 }
 
-impl<'a, V> Pending<'a, V> {
+impl<'a, 't, V> Pending<'a, 't, V> {
     fn new() -> Self {
         Self { inline: [None; INLINE_PENDING], inline_len: 0, spill: Vec::new() }
     }
 
-    fn push(&mut self, frame: Frame<'a, V>) {
+    fn push(&mut self, frame: Frame<'a, 't, V>) {
         match self.inline.get_mut(self.inline_len) {
             Some(slot) => {
                 *slot = Some(frame);
@@ -275,7 +276,7 @@ impl<'a, V> Pending<'a, V> {
     }
 
     /// Pops the newest frame: the spill only fills while the array is full, so it is newer.
-    fn pop(&mut self) -> Option<Frame<'a, V>> {
+    fn pop(&mut self) -> Option<Frame<'a, 't, V>> {
         if let Some(frame) = self.spill.pop() {
             return Some(frame);
         }
