@@ -243,26 +243,28 @@ impl Broker {
         Fanout { matched, ticket: delivered.ticket, congested: delivered.congested }
     }
 
-    /// Fans out the start of a run of QoS 0 messages that one client published, none of them
-    /// retained: what a burst read from a telemetry publisher usually is. The messages at the
-    /// head of `messages` that share its topic are a run: the subscription tree is walked
-    /// once, and each subscriber takes the run under one lock of its session and one wake-up,
-    /// instead of one of each per message. In a fan-out to a thousand subscribers those were
-    /// most of the publisher's time (rumqttd batches the same way).
+    /// Fans out the start of a run of QoS 0 or QoS 1 messages that one client published, none
+    /// of them retained: what a burst read from a telemetry publisher usually is. The messages
+    /// at the head of `messages` that share its topic and QoS are a run: the subscription tree
+    /// is walked once, and each subscriber takes the run under one lock of its session and one
+    /// wake-up, instead of one of each per message. In a fan-out to a thousand subscribers
+    /// those were most of the publisher's time (rumqttd batches the same way).
     ///
     /// Flow control: first every subscriber says how much room it has (`Session::reserve_run`),
     /// and only as many messages as all have room for (at least one) are queued; the caller
-    /// keeps the rest until its pause is over. A topic that a shared subscription or more than one filter matches goes one
-    /// message at a time through `publish`, which handles group picks and overlapping
-    /// subscriptions. Returns how many messages were fanned out and the congested sessions, as
-    /// `publish` does.
-    pub fn publish_run(&self, messages: &[Arc<Message>]) -> (usize, Vec<Arc<Session>>) {
-        let Some(first) = messages.first() else { return (0, Vec::new()) };
-        let run = messages.iter().take_while(|m| m.topic == first.topic).count();
+    /// keeps the rest until its pause is over. A topic that a shared subscription or more than
+    /// one filter matches goes one message at a time through `publish`, which handles group
+    /// picks and overlapping subscriptions. Returns how many messages were fanned out, with
+    /// what `publish` returns for each of them: every message of a run has the same
+    /// subscribers.
+    pub fn publish_run(&self, messages: &[Arc<Message>]) -> (usize, Fanout) {
+        let Some(first) = messages.first() else { return (0, Fanout::default()) };
+        let run =
+            messages.iter().take_while(|m| m.topic == first.topic && m.qos == first.qos).count();
         if run == 1 {
-            return (1, self.publish(first).congested);
+            return (1, self.publish(first));
         }
-        let mut targets: Vec<(&Arc<Session>, Option<u32>)> = Vec::new();
+        let mut targets: Vec<(&Arc<Session>, QoS, Option<u32>)> = Vec::new();
         let mut filters = 0;
         let mut shared = false;
         // Held while the run is queued, for the reason given at `Target`.
@@ -273,33 +275,50 @@ impl Broker {
             targets.reserve(subscribers.direct.len());
             for s in &subscribers.direct {
                 if !(s.options.no_local && s.session.id == first.publisher) {
-                    targets.push((&s.session, s.identifier));
+                    targets.push((&s.session, s.options.qos.min(first.qos), s.identifier));
                 }
             }
         });
         if shared || filters > 1 {
             drop(tree);
-            return (1, self.publish(first).congested);
+            return (1, self.publish(first));
         }
         let rooms: Vec<RunRoom> =
-            targets.iter().map(|(session, _)| session.reserve_run(run, &self.config)).collect();
+            targets.iter().map(|(session, ..)| session.reserve_run(run, &self.config)).collect();
         let take = rooms.iter().map(|r| r.room).min().unwrap_or(run).clamp(1, run);
-        let mut congested = Vec::new();
-        for ((session, identifier), room) in targets.into_iter().zip(rooms) {
+        let mut fanout = Fanout { matched: targets.len(), ..Fanout::default() };
+        let mut overflowed = Vec::new();
+        for ((session, qos, identifier), room) in targets.into_iter().zip(rooms) {
             let deliveries = messages[..take].iter().map(|message| Delivery {
                 message: message.clone(),
-                qos: QoS::AtMostOnce,
+                qos,
                 retain: false,
                 subscription_ids: identifier.into_iter().collect(),
                 shared: None,
                 seq: 0,
                 elidable: None,
             });
-            if session.enqueue_run(deliveries, room.reserved, &self.config) {
-                congested.push(session.clone());
+            let next_seq = || self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let offered = session.enqueue_run(
+                deliveries,
+                room.reserved,
+                &self.config,
+                self.journal.as_deref(),
+                next_seq,
+            );
+            fanout.ticket = fanout.ticket.max(offered.ticket);
+            if offered.congested {
+                fanout.congested.push(session.clone());
+            }
+            if offered.overflow {
+                overflowed.push(session.clone());
             }
         }
-        (take, congested)
+        drop(tree);
+        for session in &overflowed {
+            self.overflow(session);
+        }
+        (take, fanout)
     }
 
     /// Sets, replaces or (empty payload) clears the retained message of its topic.

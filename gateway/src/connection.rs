@@ -7,7 +7,7 @@
 //! takeover, overflow, lost access, shutdown) and one timer (keep-alive and credentials' expiry)
 //! are one `select!`; everything that a wake-up produces is appended to the write buffer and
 //! written with one `write_all`, so a burst of deliveries costs one syscall rather than one per
-//! packet. In the other direction, a burst of QoS 0 publishes is fanned out in runs.
+//! packet. In the other direction, a burst of QoS 0 and QoS 1 publishes is fanned out in runs.
 //!
 //! Invariant: the connection holds its session's `attach` lock from CONNACK until it has
 //! detached, so no two connections ever drive one session.
@@ -198,7 +198,8 @@ struct Connection<S> {
     /// The journal point that must be durable before the write buffer goes out: an
     /// acknowledgement must never promise what a crash could still lose.
     barrier: Option<Ticket>,
-    /// QoS 0 publishes already read, held back by a pause (see `process_input`); boxed, as
+    /// QoS 0 and QoS 1 publishes already read, held back by a pause (see `process_input`; a
+    /// held QoS 1 publish is not acknowledged until it is fanned out); boxed, as
     /// it is rare and every idle connection carries the field.
     held: Option<Box<inbound::Run>>,
     parker: Option<Arc<Parker>>,
@@ -428,8 +429,8 @@ where
     }
 
     /// Decodes and handles every whole packet in the read buffer, stopping early when a
-    /// publish congested a subscriber. QoS 0 publishes are gathered into runs and fanned out
-    /// together (ARCHITECTURE.md, "QoS 0 runs"); what a pause leaves of a run is `held` and
+    /// publish congested a subscriber. QoS 0 and QoS 1 publishes are gathered into runs and fanned
+    /// out together (ARCHITECTURE.md, "Runs"); what a pause leaves of a run is `held` and
     /// goes first when this is called again.
     async fn process_input(&mut self) -> Option<Ending> {
         // Keep-alive counts whole control packets (MQTT 5 3.1.2.10), so a client trickling one
@@ -440,7 +441,7 @@ where
         // subscriber sends them in runs, and its publishers contend for that lock.
         let mut acks = [0u16; PUBACK_RUN];
         let mut pending = 0;
-        // QoS 0 publishes fanned out together (see `Broker::publish_run`), starting with what
+        // QoS 0 and 1 publishes fanned out together (see `Broker::publish_run`), starting with what
         // a pause held back.
         let mut run = self.held.take().map(|held| *held).unwrap_or_default();
         let ending = loop {

@@ -329,64 +329,29 @@ impl Session {
     /// it is durable. Whether the session is congested afterwards is read under the same lock.
     pub fn enqueue(
         &self,
-        mut delivery: Delivery,
+        delivery: Delivery,
         config: &MqttConfig,
         journal: Option<&Journal>,
-        next_seq: impl FnOnce() -> u64,
+        mut next_seq: impl FnMut() -> u64,
     ) -> Offered {
         let mut state = self.state.lock();
-        if state.ended || (state.attached.is_none() && delivery.qos == QoS::AtMostOnce) {
-            return Offered { outcome: Enqueued::Skipped, ticket: None, congested: false };
-        }
-        let size = delivery.size();
-        let mut outcome = Enqueued::Queued;
-        while state.queue.len() >= config.max_queued_messages
-            || (state.queued_bytes + size > config.max_queued_bytes && !state.queue.is_empty())
-        {
-            if delivery.qos == QoS::AtMostOnce {
-                metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
-                let congested = self.congested_in(&state, config);
-                state.publishers_waiting |= congested;
-                return Offered { outcome: Enqueued::Dropped, ticket: None, congested };
-            }
-            match config.queue_full {
-                QueueFull::EndSession => {
-                    return Offered { outcome: Enqueued::Overflow, ticket: None, congested: false };
-                }
-                QueueFull::DropOldest => {
-                    if let Some(old) = state.queue.pop_front() {
-                        state.queued_bytes -= old.size();
-                        if let (Some(journal), true) = (journal, old.seq != 0) {
-                            journal.delete_entry(&self.client_id, old.seq, old.elidable);
-                        }
-                    }
-                    metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
-                    outcome = Enqueued::Dropped;
-                }
-            }
-        }
-        let mut ticket = None;
-        if let Some(journal) = journal
-            && state.expiry_interval != 0
-            && delivery.qos != QoS::AtMostOnce
-        {
-            delivery.seq = next_seq();
-            let put = journal.append(persist::entry_op(&self.client_id, &delivery, None));
-            delivery.elidable = Some(put);
-            ticket = Some(put);
-        }
         // Only a queue that was empty needs a wake-up: the connection drains on every turn of
         // its loop, so a non-empty queue means it was woken already and has not run since, or
         // its in-flight window is full and the next acknowledgement it reads starts a drain.
         // Waking it per message cost a lock in `Notify` and a task wake-up per delivery.
         let wake = state.attached.is_some() && state.queue.is_empty();
-        state.queued_bytes += size;
-        state.queue.push_back(delivery);
+        let mut ticket = None;
+        let outcome =
+            state.push(delivery, &self.client_id, config, journal, &mut next_seq, &mut ticket);
+        if matches!(outcome, Enqueued::Skipped | Enqueued::Overflow) {
+            return Offered { outcome, ticket, congested: false };
+        }
         let congested = self.congested_in(&state, config);
         state.publishers_waiting |= congested;
         let parked = state.parked.take();
+        let queued = !state.queue.is_empty();
         drop(state);
-        if wake {
+        if wake && queued {
             self.wake.notify_one();
         }
         if let Some(parked) = parked {
@@ -428,53 +393,119 @@ impl Session {
         RunRoom { room, reserved: room }
     }
 
-    /// Queues a run of QoS 0 deliveries under one lock, with one wake-up, and gives back what
-    /// `reserve_run` claimed. The bounds are those of `enqueue`: a QoS 0 delivery that finds
-    /// the queue full is dropped and counted, as there. Returns whether the session is
-    /// congested afterwards.
+    /// Queues a run of deliveries (see `Broker::publish_run`) under one lock, with one
+    /// wake-up, and gives back what `reserve_run` claimed. Each delivery meets the bounds and
+    /// the journal as in `enqueue`; under `end-session` the first that overflows stops the run,
+    /// and the caller must end the session.
     pub fn enqueue_run(
         &self,
         deliveries: impl Iterator<Item = Delivery>,
         reserved: usize,
         config: &MqttConfig,
-    ) -> bool {
+        journal: Option<&Journal>,
+        mut next_seq: impl FnMut() -> u64,
+    ) -> RunOffered {
         let mut state = self.state.lock();
         state.reserved = state.reserved.saturating_sub(reserved);
-        if state.ended || state.attached.is_none() {
-            return false;
-        }
-        let mut dropped = 0;
-        let wake = state.queue.is_empty();
-        for delivery in deliveries {
-            let size = delivery.size();
-            if state.queue.len() >= config.max_queued_messages
-                || (state.queued_bytes + size > config.max_queued_bytes && !state.queue.is_empty())
-            {
-                dropped += 1;
-                continue;
-            }
-            state.queued_bytes += size;
-            state.queue.push_back(delivery);
-        }
-        let congested = self.congested_in(&state, config);
-        state.publishers_waiting |= congested;
-        let parked = state.parked.take();
-        drop(state);
-        if dropped > 0 {
-            metrics::counter!("gridmq_session_messages_dropped_total").increment(dropped);
-        }
         // As in `enqueue`: a queue that was not empty has its wake-up coming.
-        if wake {
+        let wake = state.attached.is_some() && state.queue.is_empty();
+        let mut offered = RunOffered::default();
+        for delivery in deliveries {
+            match state.push(
+                delivery,
+                &self.client_id,
+                config,
+                journal,
+                &mut next_seq,
+                &mut offered.ticket,
+            ) {
+                Enqueued::Queued | Enqueued::Skipped | Enqueued::Dropped => {}
+                Enqueued::Overflow => {
+                    offered.overflow = true;
+                    break;
+                }
+            }
+        }
+        offered.congested = self.congested_in(&state, config);
+        state.publishers_waiting |= offered.congested;
+        let parked = state.parked.take();
+        let queued = !state.queue.is_empty();
+        drop(state);
+        if wake && queued {
             self.wake.notify_one();
         }
         if let Some(parked) = parked {
             parked.resume();
         }
-        congested
+        offered
     }
 }
 
+/// What `Session::enqueue_run` did with a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOffered {
+    /// Durable once every stored delivery of the run is.
+    pub ticket: Option<Ticket>,
+    /// Whether the session's publishers should now pause (see `Session::is_congested`).
+    pub congested: bool,
+    /// The queue overflowed under `end-session`: the caller must end the session.
+    pub overflow: bool,
+}
+
 impl SessionState {
+    /// Queues one delivery within the bounds of `config`: a QoS 0 delivery is skipped when
+    /// nobody is attached and dropped when the queue is full; a QoS 1/2 one makes room under
+    /// `drop-oldest` or reports the overflow under `end-session`, and is journaled when the
+    /// session outlives its connection (`ticket` then covers it).
+    fn push(
+        &mut self,
+        mut delivery: Delivery,
+        client_id: &Arc<str>,
+        config: &MqttConfig,
+        journal: Option<&Journal>,
+        next_seq: &mut impl FnMut() -> u64,
+        ticket: &mut Option<Ticket>,
+    ) -> Enqueued {
+        if self.ended || (self.attached.is_none() && delivery.qos == QoS::AtMostOnce) {
+            return Enqueued::Skipped;
+        }
+        let size = delivery.size();
+        let mut outcome = Enqueued::Queued;
+        while self.queue.len() >= config.max_queued_messages
+            || (self.queued_bytes + size > config.max_queued_bytes && !self.queue.is_empty())
+        {
+            if delivery.qos == QoS::AtMostOnce {
+                metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
+                return Enqueued::Dropped;
+            }
+            match config.queue_full {
+                QueueFull::EndSession => return Enqueued::Overflow,
+                QueueFull::DropOldest => {
+                    if let Some(old) = self.queue.pop_front() {
+                        self.queued_bytes -= old.size();
+                        if let (Some(journal), true) = (journal, old.seq != 0) {
+                            journal.delete_entry(client_id, old.seq, old.elidable);
+                        }
+                    }
+                    metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
+                    outcome = Enqueued::Dropped;
+                }
+            }
+        }
+        if let Some(journal) = journal
+            && self.expiry_interval != 0
+            && delivery.qos != QoS::AtMostOnce
+        {
+            delivery.seq = next_seq();
+            let put = journal.append(persist::entry_op(client_id, &delivery, None));
+            delivery.elidable = Some(put);
+            *ticket = (*ticket).max(Some(put));
+        }
+        self.queued_bytes += size;
+        self.queue.push_back(delivery);
+        outcome
+    }
+
     /// At `publisher_pause_queue` messages, or past half of either queue bound.
     pub fn over_soft_limit(&self, config: &MqttConfig) -> bool {
         self.queue.len() >= Self::soft_limit(config)

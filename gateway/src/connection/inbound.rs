@@ -21,13 +21,17 @@ use crate::store::{Op, Ticket};
 /// Payloads up to this size are copied out of the read buffer (see `admit`).
 const COPY_PAYLOAD_MAX: usize = 1024;
 
-/// Most QoS 0 messages fanned out as one run (see `Broker::publish_run`).
+/// Most messages fanned out as one run (see `Broker::publish_run`).
 const RUN_MAX: usize = 64;
 
-/// QoS 0 publishes waiting to be fanned out together, and their size as queues count it.
+/// QoS 0 and QoS 1 publishes waiting to be fanned out together, and their size as queues
+/// count it.
 #[derive(Debug, Default)]
 pub(super) struct Run {
     messages: Vec<Arc<Message>>,
+    /// The packet id of each message in `messages` that is owed a PUBACK once it is fanned
+    /// out (QoS 1), or 0 (QoS 0; MQTT never uses packet id 0).
+    packet_ids: Vec<u16>,
     bytes: usize,
 }
 
@@ -46,18 +50,21 @@ fn run_fits(run: &Run, message: &Message, config: &MqttConfig) -> bool {
             || run.bytes + message.queued_size() <= config.max_queued_bytes / 2)
 }
 
-/// Whether the packet at the head of `buf` may be read while a run waits: a QoS 0 PUBLISH
-/// without RETAIN (it joins the run) or a PUBACK (acknowledgements of our deliveries, in no
-/// order with what the client publishes). Anything else must not overtake the run.
+/// Whether the packet at the head of `buf` may be read while a run waits: a QoS 0 or QoS 1
+/// PUBLISH without RETAIN (it joins the run; DUP does not matter) or a PUBACK
+/// (acknowledgements of our deliveries, in no order with what the client publishes).
+/// Anything else must not overtake the run.
 pub(super) fn joins_run(buf: &[u8]) -> bool {
-    buf.first().is_some_and(|&byte| byte >> 4 == 4 || (byte >> 4 == 3 && byte & 0x07 == 0))
+    buf.first().is_some_and(|&byte| {
+        byte >> 4 == 4 || (byte >> 4 == 3 && (byte & 0x07 == 0 || byte & 0x07 == 0x02))
+    })
 }
 
 impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + super::Park + Unpin + Send + 'static,
 {
-    /// Acts on one packet; `Some` when the connection must end. QoS 0 publishes may be left
+    /// Acts on one packet; `Some` when the connection must end. QoS 0 and 1 publishes may be left
     /// in `run`, to be fanned out together; any other packet fans out the run first, so that
     /// what the client sent takes effect in order.
     pub(super) async fn handle(&mut self, packet: Packet, run: &mut Run) -> Option<Ending> {
@@ -189,6 +196,11 @@ where
         let code = match verdict {
             Err(Refused::Close(code)) => return Some(Ending::violation(code)),
             Err(Refused::Nack(code, reason)) => {
+                if publish.qos != QoS::AtMostOnce {
+                    // Acknowledgements go in the order the publishes came (MQTT-4.6.0-2):
+                    // the run's first, even past a pause.
+                    self.flush_run(run, true);
+                }
                 if publish.qos == QoS::AtMostOnce || self.protocol == Protocol::V311 {
                     // 3.1.1 has no negative acknowledgement: the message is dropped and, so the
                     // client's flow continues, acknowledged as usual.
@@ -203,13 +215,18 @@ where
                 return None;
             }
             Ok((message, routed)) => {
-                if publish.qos == QoS::AtMostOnce && !message.retain {
-                    // Nothing to acknowledge and nothing to store: the message joins the run.
+                if publish.qos != QoS::ExactlyOnce && !message.retain {
+                    // The message joins the run; a QoS 1 one is acknowledged once the run is
+                    // fanned out, after what routing holds it on is durable.
                     if !run_fits(run, &message, &self.broker.config) {
                         self.flush_run(run, false);
                     }
+                    if publish.qos == QoS::AtLeastOnce {
+                        self.hold(routed);
+                    }
                     run.bytes += message.queued_size();
                     run.messages.push(message);
+                    run.packet_ids.push(packet_id);
                     return None;
                 }
                 self.flush_run(run, false);
@@ -327,18 +344,29 @@ where
         Ok((message, None))
     }
 
-    /// Fans out the QoS 0 messages waiting in `run`, a run at a time, until it is empty or a
-    /// subscriber is congested: then this publisher pauses, as after any publish, and what is
-    /// left waits in `run` until the pause is over. With `force` (the connection is ending)
+    /// Fans out the messages waiting in `run`, a run at a time, and acknowledges the QoS 1
+    /// ones, until it is empty or a subscriber is congested: then this publisher pauses, as
+    /// after any publish, and what is left waits in `run` until the pause is over. With
+    /// `force` (the connection is ending, or an acknowledgement must not overtake the run)
     /// everything goes, congested or not, as the queues' bounds allow.
     pub(super) fn flush_run(&mut self, run: &mut Run, force: bool) {
         let pause = self.broker.config.max_publisher_pause_ms;
         while !run.messages.is_empty() && (force || self.congested.is_empty()) {
-            let (taken, congested) = self.broker.publish_run(&run.messages);
+            let (taken, fanout) = self.broker.publish_run(&run.messages);
             let bytes: usize = run.messages.drain(..taken).map(|m| m.queued_size()).sum();
             run.bytes -= bytes;
-            if !congested.is_empty() && pause > 0 && !force {
-                self.congested = congested;
+            self.hold(fanout.ticket);
+            let reason = if fanout.matched == 0 {
+                ReasonCode::NoMatchingSubscribers
+            } else {
+                ReasonCode::Success
+            };
+            for packet_id in run.packet_ids.drain(..taken).filter(|&id| id != 0) {
+                let properties = Properties::default();
+                self.send(Packet::PubAck(Ack { packet_id, reason, properties }));
+            }
+            if !fanout.congested.is_empty() && pause > 0 && !force {
+                self.congested = fanout.congested;
                 self.pause_until = Instant::now() + Duration::from_millis(pause);
             }
         }
