@@ -469,7 +469,11 @@ where
             match decoded {
                 Ok(Some(packet)) => {
                     self.last_packet = *now.get_or_insert_with(Instant::now);
-                    if let Some(ending) = self.handle(packet, &mut run).await {
+                    let ending = match packet {
+                        Packet::Publish(publish) => self.on_publish(publish, &mut run),
+                        packet => self.handle(packet, &mut run).await,
+                    };
+                    if let Some(ending) = ending {
                         break Some(ending);
                     }
                 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::mqtt::{Properties, Protocol, QoS, ReasonCode};
+use crate::mqtt::{Protocol, QoS, ReasonCode, SharedProperties};
 
 /// A boxed future, so the hook traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -106,7 +106,7 @@ pub struct RoutedMessage {
     pub retain: bool,
     pub payload: Bytes,
     /// The publish's MQTT 5 properties (topic alias removed).
-    pub properties: Arc<Properties>,
+    pub properties: SharedProperties,
 }
 
 /// Why the routing tap could not take a message; the publisher gets this reason code.

@@ -15,5 +15,5 @@ pub mod topic;
 pub use codec::Codec;
 pub use error::DecodeError;
 pub use packet::*;
-pub use properties::Properties;
+pub use properties::{Properties, SharedProperties};
 pub use reason::ReasonCode;

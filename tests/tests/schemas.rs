@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use gateway::hooks::{ClientIdentity, DisconnectReason, RoutedMessage};
 use gateway::mqtt::{Properties, Protocol, QoS, ReasonCode};
@@ -191,7 +190,7 @@ fn message(protocol: Protocol, payload: &'static [u8], properties: Properties) -
         qos: QoS::AtLeastOnce,
         retain: false,
         payload: payload.into(),
-        properties: Arc::new(properties),
+        properties: properties.into_shared(),
     }
 }
 

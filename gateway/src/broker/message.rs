@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::mqtt::{Properties, QoS};
+use crate::mqtt::{QoS, SharedProperties};
 
 /// A published message. Immutable once built and shared by every delivery through an `Arc`, so
 /// fan-out to many subscribers copies neither payload nor properties.
@@ -19,7 +19,7 @@ pub struct Message {
     pub retain: bool,
     /// The publisher's properties, without topic alias, subscription identifiers and message
     /// expiry interval: those are written per delivery.
-    pub properties: Arc<Properties>,
+    pub properties: SharedProperties,
     /// When the message expires (from its Message Expiry Interval).
     pub expires_at: Option<Instant>,
     /// The publishing session's id, for No Local; 0 for messages no session published.

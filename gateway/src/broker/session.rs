@@ -90,7 +90,7 @@ pub struct SessionState {
     /// Whether a publish found this session congested since publishers were last woken: the
     /// drain that reaches the low-water mark wakes them (see `under_low_water`).
     pub publishers_waiting: bool,
-    /// Room below the soft limit that publishers have claimed for QoS 0 runs they are about
+    /// Room below the soft limit that publishers have claimed for runs they are about
     /// to queue (`Session::reserve_run`), so that two publishers do not both count it.
     pub reserved: usize,
     /// In the order the PUBLISH packets were first sent.
@@ -361,7 +361,7 @@ impl Session {
     }
 }
 
-/// What `Session::reserve_run` granted a QoS 0 run.
+/// What `Session::reserve_run` granted a run.
 #[derive(Debug, Clone, Copy)]
 pub struct RunRoom {
     /// How many deliveries the session takes before it passes its soft limit: as many as
@@ -372,7 +372,7 @@ pub struct RunRoom {
 }
 
 impl Session {
-    /// First half of queueing a QoS 0 run (see `Broker::publish_run`): how many of `wanted`
+    /// First half of queueing a run (see `Broker::publish_run`): how many of `wanted`
     /// deliveries fit, claimed until `enqueue_run` so that concurrent publishers do not count
     /// the same room twice. The room is up to twice the soft limit (and within the queue
     /// bound); a session already past half its byte bound has none. A run may so carry a

@@ -145,11 +145,12 @@ where
                 .properties
                 .message_expiry_interval
                 .map(|secs| Instant::now() + Duration::from_secs(u64::from(secs))),
-            properties: Arc::new(Properties {
+            properties: Properties {
                 will_delay_interval: None,
                 message_expiry_interval: None,
                 ..will.properties.clone()
-            }),
+            }
+            .into_shared(),
             publisher: session.id,
             record: std::sync::OnceLock::new(),
         }),

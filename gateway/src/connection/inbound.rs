@@ -72,7 +72,7 @@ where
             self.flush_run(run, false);
         }
         match packet {
-            Packet::Publish(publish) => self.on_publish(publish, run).await,
+            Packet::Publish(publish) => self.on_publish(publish, run),
             Packet::PubAck(ack) => {
                 self.finish_delivery(ack.packet_id, Stage::AwaitingPubAck);
                 None
@@ -153,7 +153,9 @@ where
         }
     }
 
-    async fn on_publish(&mut self, mut publish: Publish, run: &mut Run) -> Option<Ending> {
+    /// Not async, and called straight from `process_input`: a `Publish` is a few hundred
+    /// bytes (mostly its `Properties`), and every async frame it passed through copied it.
+    pub(super) fn on_publish(&mut self, mut publish: Publish, run: &mut Run) -> Option<Ending> {
         if !publish.properties.subscription_identifiers.is_empty() {
             // Only the server sends subscription identifiers (MQTT 5 3.3.4).
             return Some(Ending::violation(ReasonCode::ProtocolError));

@@ -4,6 +4,8 @@
 //! is what enforces which properties each packet may carry, and rejects a property that appears
 //! twice where the specification allows it once.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// Property identifiers, as the specification numbers them.
@@ -72,17 +74,133 @@ pub struct Properties {
 }
 
 impl Properties {
-    /// True when no property is set, so the encoder writes a zero property length.
+    /// The empty set, as a constant: `Default` is not `const`, and comparing against a fresh
+    /// default built a few hundred bytes of `None`s on every call.
+    pub const EMPTY: Properties = Properties {
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        subscription_identifiers: Vec::new(),
+        session_expiry_interval: None,
+        assigned_client_identifier: None,
+        server_keep_alive: None,
+        authentication_method: None,
+        authentication_data: None,
+        request_problem_information: None,
+        will_delay_interval: None,
+        request_response_information: None,
+        response_information: None,
+        server_reference: None,
+        reason_string: None,
+        receive_maximum: None,
+        topic_alias_maximum: None,
+        topic_alias: None,
+        maximum_qos: None,
+        retain_available: None,
+        user_properties: Vec::new(),
+        maximum_packet_size: None,
+        wildcard_subscription_available: None,
+        subscription_identifier_available: None,
+        shared_subscription_available: None,
+    };
+
+    /// True when no property is set, so the encoder writes a zero property length. Field by
+    /// field: it runs for every message, and the derived comparison with an empty set was a
+    /// `memcmp` of the whole struct.
     pub fn is_empty(&self) -> bool {
-        *self == Properties::default()
+        let Properties {
+            payload_format_indicator,
+            message_expiry_interval,
+            content_type,
+            response_topic,
+            correlation_data,
+            subscription_identifiers,
+            session_expiry_interval,
+            assigned_client_identifier,
+            server_keep_alive,
+            authentication_method,
+            authentication_data,
+            request_problem_information,
+            will_delay_interval,
+            request_response_information,
+            response_information,
+            server_reference,
+            reason_string,
+            receive_maximum,
+            topic_alias_maximum,
+            topic_alias,
+            maximum_qos,
+            retain_available,
+            user_properties,
+            maximum_packet_size,
+            wildcard_subscription_available,
+            subscription_identifier_available,
+            shared_subscription_available,
+        } = self;
+        payload_format_indicator.is_none()
+            && message_expiry_interval.is_none()
+            && content_type.is_none()
+            && response_topic.is_none()
+            && correlation_data.is_none()
+            && subscription_identifiers.is_empty()
+            && session_expiry_interval.is_none()
+            && assigned_client_identifier.is_none()
+            && server_keep_alive.is_none()
+            && authentication_method.is_none()
+            && authentication_data.is_none()
+            && request_problem_information.is_none()
+            && will_delay_interval.is_none()
+            && request_response_information.is_none()
+            && response_information.is_none()
+            && server_reference.is_none()
+            && reason_string.is_none()
+            && receive_maximum.is_none()
+            && topic_alias_maximum.is_none()
+            && topic_alias.is_none()
+            && maximum_qos.is_none()
+            && retain_available.is_none()
+            && user_properties.is_empty()
+            && maximum_packet_size.is_none()
+            && wildcard_subscription_available.is_none()
+            && subscription_identifier_available.is_none()
+            && shared_subscription_available.is_none()
     }
 
-    /// Wraps `self` for sharing between a message's deliveries. Most messages have no
-    /// properties (every 3.1.1 message among them); they all share one empty set, so a queued
-    /// message does not carry a few hundred bytes of `None`s of its own.
-    pub fn into_shared(self) -> std::sync::Arc<Properties> {
-        static EMPTY: std::sync::LazyLock<std::sync::Arc<Properties>> =
-            std::sync::LazyLock::new(|| std::sync::Arc::new(Properties::default()));
-        if self.is_empty() { EMPTY.clone() } else { std::sync::Arc::new(self) }
+    /// Wraps `self` for sharing between a message's deliveries (see `SharedProperties`).
+    pub fn into_shared(self) -> SharedProperties {
+        if self.is_empty() {
+            SharedProperties(None)
+        } else {
+            SharedProperties(Some(Arc::new(self)))
+        }
     }
 }
+
+/// A message's properties, shared by all its deliveries. Most messages have none (every
+/// 3.1.1 message among them): those hold no allocation, and reading them gives a static empty
+/// set. One shared empty `Arc` did that before, but every message cloned and dropped it, and
+/// its reference count was one cache line that every core wrote for every message.
+#[derive(Debug, Clone, Default)]
+pub struct SharedProperties(Option<Arc<Properties>>);
+
+/// What an empty `SharedProperties` reads as.
+static EMPTY: Properties = Properties::EMPTY;
+
+impl std::ops::Deref for SharedProperties {
+    type Target = Properties;
+
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl PartialEq for SharedProperties {
+    fn eq(&self, other: &SharedProperties) -> bool {
+        **self == **other
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use bytes::Bytes;
 use serde_json::json;
 use sinks::Data;
@@ -34,7 +32,7 @@ fn message(protocol: Protocol, properties: Properties) -> RoutedMessage {
         qos: QoS::AtMostOnce,
         retain: false,
         payload: Bytes::new(),
-        properties: Arc::new(properties),
+        properties: properties.into_shared(),
     }
 }
 

@@ -1,4 +1,3 @@
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::json;
@@ -33,7 +32,7 @@ fn message(protocol: Protocol, properties: Properties, payload: &[u8]) -> Routed
         qos: QoS::AtLeastOnce,
         retain: false,
         payload: Bytes::copy_from_slice(payload),
-        properties: Arc::new(properties),
+        properties: properties.into_shared(),
     }
 }
 

@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::*;
@@ -11,11 +9,12 @@ fn message(expiry: Option<Duration>) -> Message {
         payload: Bytes::from_static(b"payload"),
         qos: QoS::ExactlyOnce,
         retain: true,
-        properties: Arc::new(Properties {
+        properties: Properties {
             content_type: Some("text/plain".into()),
             user_properties: vec![("k".into(), "v".into())],
             ..Properties::default()
-        }),
+        }
+        .into_shared(),
         expires_at: expiry.map(|d| Instant::now() + d),
         publisher: 7,
         record: std::sync::OnceLock::new(),
