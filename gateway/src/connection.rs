@@ -199,8 +199,8 @@ struct Connection<S> {
     /// acknowledgement must never promise what a crash could still lose.
     barrier: Option<Ticket>,
     /// QoS 0 and QoS 1 publishes already read, held back by a pause (see `process_input`; a
-    /// held QoS 1 publish is not acknowledged until it is fanned out); boxed, as
-    /// it is rare and every idle connection carries the field.
+    /// held QoS 1 publish is not acknowledged until it is fanned out); boxed, as it is rare
+    /// and every idle connection carries the field.
     held: Option<Box<inbound::Run>>,
     parker: Option<Arc<Parker>>,
     /// Whether to park at the next moment with nothing to do: at once after CONNACK (so a
@@ -429,9 +429,9 @@ where
     }
 
     /// Decodes and handles every whole packet in the read buffer, stopping early when a
-    /// publish congested a subscriber. QoS 0 and QoS 1 publishes are gathered into runs and fanned
-    /// out together (ARCHITECTURE.md, "Runs"); what a pause leaves of a run is `held` and
-    /// goes first when this is called again.
+    /// publish congested a subscriber. QoS 0 and QoS 1 publishes are gathered into runs and
+    /// fanned out together (ARCHITECTURE.md, "Runs"); what a pause leaves of a run is `held`
+    /// and goes first when this is called again.
     async fn process_input(&mut self) -> Option<Ending> {
         // Keep-alive counts whole control packets (MQTT 5 3.1.2.10), so a client trickling one
         // byte at a time cannot hold its connection open. One clock reading serves every
@@ -441,8 +441,8 @@ where
         // subscriber sends them in runs, and its publishers contend for that lock.
         let mut acks = [0u16; PUBACK_RUN];
         let mut pending = 0;
-        // QoS 0 and 1 publishes fanned out together (see `Broker::publish_run`), starting with what
-        // a pause held back.
+        // QoS 0 and 1 publishes fanned out together (see `Broker::publish_run`), starting with
+        // what a pause held back.
         let mut run = self.held.take().map(|held| *held).unwrap_or_default();
         let ending = loop {
             if !run.is_empty() && self.congested.is_empty() && !inbound::joins_run(&self.read_buf) {

@@ -64,9 +64,9 @@ impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + super::Park + Unpin + Send + 'static,
 {
-    /// Acts on one packet; `Some` when the connection must end. QoS 0 and 1 publishes may be left
-    /// in `run`, to be fanned out together; any other packet fans out the run first, so that
-    /// what the client sent takes effect in order.
+    /// Acts on one packet; `Some` when the connection must end. QoS 0 and 1 publishes may be
+    /// left in `run`, to be fanned out together; any other packet fans out the run first, so
+    /// that what the client sent takes effect in order.
     pub(super) async fn handle(&mut self, packet: Packet, run: &mut Run) -> Option<Ending> {
         if !matches!(packet, Packet::Publish(_)) {
             self.flush_run(run, false);
