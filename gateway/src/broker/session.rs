@@ -349,9 +349,10 @@ impl Session {
         let congested = self.congested_in(&state, config);
         state.publishers_waiting |= congested;
         let parked = state.parked.take();
-        let queued = !state.queue.is_empty();
         drop(state);
-        if wake && queued {
+        // Queued or Dropped: a queue that was empty now holds this delivery (a full one is
+        // never empty, so a QoS 0 delivery dropped there never asks for a wake-up).
+        if wake {
             self.wake.notify_one();
         }
         if let Some(parked) = parked {
