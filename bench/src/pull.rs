@@ -247,8 +247,9 @@ impl Api {
         let body = serde_json::to_vec(&json!({ "lockTokens": tokens }))?;
         let (status, body) =
             self.post(&self.acknowledge, "application/json", body, REQUEST_TIMEOUT).await?;
-        // 400 with an outcome: every token failed; 400 without one: a bad request.
-        if status != 200 && status != 400 {
+        // Settle operations answer 200 with an outcome even when every token failed; anything
+        // else is a bad request or a broken broker.
+        if status != 200 {
             bail!("acknowledge answered {status}: {}", snippet(&body));
         }
         serde_json::from_slice(&body)
@@ -324,9 +325,16 @@ struct Outcome {
 #[serde(rename_all = "camelCase")]
 struct FailedToken {
     #[serde(default)]
-    error_code: String,
+    error: TokenError,
+}
+
+/// Event Grid's `{"code", "message"}` of a failed lock token.
+#[derive(Debug, Default, Deserialize)]
+struct TokenError {
     #[serde(default)]
-    error_description: String,
+    code: String,
+    #[serde(default)]
+    message: String,
 }
 
 // --- preload --------------------------------------------------------------------------------
@@ -482,8 +490,7 @@ async fn receive_loop(api: Api, prefix: Arc<str>, max_events: usize) -> Tally {
         }
         tally.failed_tokens += outcome.failed_lock_tokens.len() as u64;
         if let (None, Some(failed)) = (&tally.first_failed, outcome.failed_lock_tokens.first()) {
-            tally.first_failed =
-                Some(format!("{}: {}", failed.error_code, failed.error_description));
+            tally.first_failed = Some(format!("{}: {}", failed.error.code, failed.error.message));
         }
     }
 }

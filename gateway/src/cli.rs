@@ -127,7 +127,19 @@ pub async fn topics(command: TopicsCommand) -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    println!("{}", post(&endpoint, &path, None, body).await?);
+    let answer = post(&endpoint, &path, None, body).await?;
+    println!("{answer}");
+    // Settle operations answer 200 even when tokens failed; the command fails when any did,
+    // so scripts notice.
+    let failed: Vec<String> = answer["failedLockTokens"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| format!("{} ({})", f["lockToken"], f["error"]["code"].as_str().unwrap_or("?")))
+        .collect();
+    if !failed.is_empty() {
+        bail!("{} lock token(s) failed: {}", failed.len(), failed.join(", "));
+    }
     Ok(())
 }
 

@@ -11,14 +11,18 @@
 //! - the pull delivery operations of queue subscriptions (`queue.rs`).
 //! - `GET /healthz`, the only route without a credential.
 //!
-//! The `api-version` query parameter is accepted and ignored everywhere.
+//! The `api-version` query parameter may be left out; when present it must be a version of
+//! Event Grid's namespace data plane ([`api_version::SUPPORTED`]), or the answer is Event
+//! Grid's 400 `UnsupportedApiVersion`.
 //!
 //! # Credentials
 //! Everything else needs an access key, a SAS token signed with one, or the management API's
 //! admin token ([`auth`]); these are namespace-wide credentials, trusted like an administrator:
 //! an HTTP publish is not checked against permission bindings (Event Grid checks it against
-//! the caller's namespace role, which a key holder has). Errors use Event Grid's body,
-//! `{"error": {"code": "...", "message": "..."}}`, whose message names what is wrong.
+//! the caller's namespace role, which a key holder has). Every 4xx and 5xx answer uses Event
+//! Grid's body, `{"error": {"code": "...", "message": "..."}}`, whose message names what is
+//! wrong; axum's own answers (unknown path, wrong method, rejected body) are rewritten to it
+//! ([`error_body`]).
 //!
 //! # Query strings
 //! Parameters are percent-decoded as RFC 3986 says, so `+` stays `+` (topic filters need it);
@@ -26,8 +30,10 @@
 //!
 //! Handlers are tested in process with `app(..).oneshot(request)` (`dataplane/tests.rs`).
 
+mod api_version;
 mod auth;
 mod config;
+mod error_body;
 mod mqtt_publish;
 mod publish;
 mod queue;
@@ -92,8 +98,11 @@ pub fn app(state: Arc<DataPlane>) -> Router {
         .merge(mqtt_publish::routes())
         .merge(retained::routes())
         .merge(queue::routes())
+        .route_layer(middleware::from_fn(api_version::check))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_credential))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
+        .fallback(error_body::not_found)
+        .layer(middleware::map_response(error_body::rewrite))
         .with_state(state)
 }
 

@@ -66,7 +66,7 @@ async fn http_publish_reaches_an_mqtt5_subscriber_with_every_property() {
         ("mqtt-payload-format-indicator", "1"),
     ];
     // The query's qos=1 overrides the header's 0.
-    let target = "/mqtt/messages?topic=vehicles%2Fcar1%2Fcommand%2Funlock&qos=1&api-version=2025";
+    let target = "/mqtt/messages?topic=vehicles%2Fcar1%2Fcommand%2Funlock&qos=1&api-version=2025-02-15-preview";
     let answer = call(api(&gridmq), "POST", target, &headers, br#"{"when":"now"}"#).await;
     assert_eq!(answer.status, 200, "{}", answer.error_message());
 

@@ -1,6 +1,7 @@
 //! Data-plane credentials, as Event Grid accepts them on a namespace:
 //!
-//! - an access key, in the `aeg-sas-key` header or the `aeg-sas-key` query parameter;
+//! - an access key, in the `aeg-sas-key` header, the `aeg-sas-key` query parameter, or as
+//!   `Authorization: SharedAccessKey <key>` (what the Azure SDKs' `AzureKeyCredential` sends);
 //! - a shared access signature, in the `aeg-sas-token` header or as
 //!   `Authorization: SharedAccessSignature <token>`: `r=<url-encoded resource>&e=<url-encoded
 //!   expiry>&s=<url-encoded signature>`, the signature being base64(HMAC-SHA256(decoded access
@@ -58,6 +59,9 @@ impl Credentials {
             if scheme.eq_ignore_ascii_case("SharedAccessSignature") {
                 return self.check_token(credential.trim(), uri, now);
             }
+            if scheme.eq_ignore_ascii_case("SharedAccessKey") {
+                return self.check_key(credential.trim(), "SharedAccessKey credential");
+            }
             if scheme.eq_ignore_ascii_case("Bearer") {
                 return match &self.admin_token {
                     Some(token)
@@ -72,7 +76,8 @@ impl Credentials {
             return Err(format!("unsupported Authorization scheme `{scheme}`"));
         }
         Err("a credential is required: aeg-sas-key, aeg-sas-token, \
-             Authorization: SharedAccessSignature <token> or Authorization: Bearer <admin token>"
+             Authorization: SharedAccessKey <key>, Authorization: SharedAccessSignature <token> \
+             or Authorization: Bearer <admin token>"
             .into())
     }
 

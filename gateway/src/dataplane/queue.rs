@@ -2,9 +2,10 @@
 //! `POST /topics/{topic}/eventsubscriptions/{subscription}:{operation}` with operation
 //! `receive` (`?maxEvents=1..100&maxWaitTime=SECONDS`, long poll), `acknowledge`, `release`
 //! (`?releaseDelayInSeconds=0|10|60|600|3600`), `reject` and `renewLock`, the last four with a
-//! body `{"lockTokens": [...]}` and the answer `{"succeededLockTokens": [...],
-//! "failedLockTokens": [{"lockToken", "errorCode", "errorDescription"}]}` (200 when at least
-//! one token succeeded, 400 otherwise).
+//! body `{"lockTokens": [...]}` and always the answer 200 `{"succeededLockTokens": [...],
+//! "failedLockTokens": [{"lockToken": "...", "error": {"code", "message"}}]}`, even when no
+//! token succeeded, as Event Grid and its SDKs do; the codes are `BadToken` (never issued by
+//! this subscription) and `TokenLost` (expired, or past the hour a lock can be renewed for).
 //!
 //! `maxWaitTime` is 10–120 s in Event Grid; gridmq takes 1–120 s (default 60).
 
@@ -111,13 +112,7 @@ async fn receive(
 }
 
 fn outcome_response(outcome: TokenOutcome) -> Response {
-    let status =
-        if outcome.succeeded_lock_tokens.is_empty() && !outcome.failed_lock_tokens.is_empty() {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::OK
-        };
-    (status, axum::Json(outcome)).into_response()
+    (StatusCode::OK, axum::Json(outcome)).into_response()
 }
 
 /// The `{"lockTokens": [...]}` body.

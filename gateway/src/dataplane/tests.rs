@@ -619,3 +619,140 @@ async fn retained_messages_are_listed_in_pages() {
         assert!(answer.message().contains(expected), "{uri}: {}", answer.message());
     }
 }
+
+// === what the Azure SDKs send and expect ===
+
+#[tokio::test]
+async fn a_shared_access_key_authorization_is_an_access_key() {
+    let state = state();
+    let sdk = format!("SharedAccessKey {KEY}");
+    let answer = send(&state, unauthenticated(LIST, &[("authorization", &sdk)])).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.message());
+    let other =
+        format!("SharedAccessKey {}", base64::engine::general_purpose::STANDARD.encode("x"));
+    let answer = send(&state, unauthenticated(LIST, &[("authorization", &other)])).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.message().contains("SharedAccessKey"), "{}", answer.message());
+}
+
+#[tokio::test]
+async fn every_ga_api_version_and_none_are_accepted_and_others_get_400() {
+    let state = state();
+    for version in ["", "&api-version=2023-11-01", "&api-version=2024-06-01"] {
+        let answer = send(&state, request(Method::GET, &format!("{LIST}{version}"), &[], "")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{version}: {}", answer.message());
+    }
+    for version in ["2018-01-01", "2024-06-02", "latest", ""] {
+        let uri = format!("{LIST}&api-version={version}");
+        let answer = send(&state, request(Method::GET, &uri, &[], "")).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{version}");
+        assert_eq!(answer.json()["error"]["code"], "UnsupportedApiVersion");
+        assert!(answer.message().contains(&format!("'{version}'")), "{}", answer.message());
+        assert!(answer.message().contains("2024-06-01"), "{}", answer.message());
+    }
+}
+
+#[tokio::test]
+async fn axums_own_error_answers_use_event_grids_body() {
+    let state = state();
+    let expect = |answer: &Answer, status: StatusCode, code: &str| {
+        assert_eq!(answer.status, status, "{:?}", String::from_utf8_lossy(&answer.body));
+        assert!(answer.header("content-type").starts_with("application/json"));
+        assert_eq!(answer.json()["error"]["code"], code, "{}", answer.json());
+        assert!(!answer.message().is_empty(), "{}", answer.json());
+    };
+    // No route, with and without a credential.
+    let answer = send(&state, request(Method::GET, "/no/such/path", &[], "")).await;
+    expect(&answer, StatusCode::NOT_FOUND, "NotFound");
+    let answer = send(&state, unauthenticated("/nothing", &[])).await;
+    expect(&answer, StatusCode::NOT_FOUND, "NotFound");
+    // A route, with the wrong method: 405 keeps its Allow header.
+    let answer = send(&state, request(Method::GET, "/topics/orders:publish", &[], "")).await;
+    expect(&answer, StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed");
+    assert!(answer.header("allow").contains("POST"), "{:?}", answer.headers);
+    // A body past axum's own limit on a pull operation.
+    let op = "/topics/orders/eventsubscriptions/hook:acknowledge";
+    let big = vec![b' '; 3 << 20];
+    let answer = send(&state, request(Method::POST, op, &[], big)).await;
+    expect(&answer, StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge");
+    // A path segment that is not UTF-8 once decoded: axum's Path rejection.
+    let answer = send(&state, request(Method::POST, "/topics/%FF:publish", &[], "")).await;
+    expect(&answer, StatusCode::BAD_REQUEST, "BadRequest");
+}
+
+fn queue_state() -> Arc<DataPlane> {
+    let config = Config::parse(&format!(
+        r#"
+        [http]
+        access_keys = ["{KEY}"]
+
+        [[routing.routes]]
+        topic = "orders"
+
+        [topics.orders.eventSubscriptions.queue]
+        deliveryMode = "Queue"
+        receiveLockDurationInSeconds = 60
+        "#
+    ))
+    .expect("config");
+    state_with(&config, None)
+}
+
+#[tokio::test]
+async fn settle_operations_answer_200_with_failed_tokens_in_event_grids_shape() {
+    let state = queue_state();
+    for id in ["1", "2"] {
+        assert_eq!(send(&state, structured(&event(id))).await.status, StatusCode::OK);
+    }
+    let op = |name: &str| {
+        format!("/topics/orders/eventsubscriptions/queue:{name}?api-version=2024-06-01")
+    };
+    let received = send(
+        &state,
+        request(Method::POST, &op("receive").replace("?", "?maxEvents=2&maxWaitTime=1&"), &[], ""),
+    )
+    .await;
+    assert_eq!(received.status, StatusCode::OK, "{}", received.message());
+    let tokens: Vec<String> = received.json()["value"]
+        .as_array()
+        .expect("value")
+        .iter()
+        .map(|item| item["brokerProperties"]["lockToken"].as_str().expect("token").to_string())
+        .collect();
+    assert_eq!(tokens.len(), 2);
+
+    let settle = |name: &str, tokens: Vec<&str>| {
+        let state = state.clone();
+        let uri = op(name);
+        let body = json!({ "lockTokens": tokens }).to_string();
+        async move {
+            let headers = [("content-type", "application/json")];
+            send(&state, request(Method::POST, &uri, &headers, body)).await
+        }
+    };
+    // Every token failed: still 200.
+    let answer = settle("acknowledge", vec!["not-a-token"]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.json(),
+        json!({
+            "succeededLockTokens": [],
+            "failedLockTokens": [{
+                "lockToken": "not-a-token",
+                "error": {"code": "BadToken", "message": "Token is not valid for this subscription."},
+            }],
+        })
+    );
+    for name in ["renewLock", "release", "reject"] {
+        let answer = settle(name, vec!["nope"]).await;
+        assert_eq!(answer.status, StatusCode::OK, "{name}");
+        assert_eq!(answer.json()["failedLockTokens"][0]["error"]["code"], "BadToken", "{name}");
+    }
+    // Mixed: one succeeds, one fails.
+    let answer = settle("renewLock", vec![tokens[0].as_str(), "nope"]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["succeededLockTokens"], json!([tokens[0]]));
+    assert_eq!(answer.json()["failedLockTokens"][0]["lockToken"], "nope");
+    let answer = settle("acknowledge", tokens.iter().map(String::as_str).collect()).await;
+    assert_eq!(answer.json(), json!({"succeededLockTokens": tokens, "failedLockTokens": []}));
+}

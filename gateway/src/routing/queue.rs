@@ -38,13 +38,26 @@ pub struct Received {
     pub event: CloudEvent,
 }
 
-/// A lock token an operation could not apply to.
+/// A lock token an operation could not apply to, as Event Grid answers it:
+/// `{"lockToken": "...", "error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedToken {
     pub lock_token: String,
-    pub error_code: &'static str,
-    pub error_description: &'static str,
+    pub error: TokenError,
+}
+
+/// Why a lock token failed: Event Grid's code (`BadToken`, `TokenLost`) and a message.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenError {
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+impl FailedToken {
+    fn new(token: &str, code: &'static str, message: &'static str) -> FailedToken {
+        FailedToken { lock_token: token.to_string(), error: TokenError { code, message } }
+    }
 }
 
 /// The answer to acknowledge, release, reject and renew.
@@ -189,11 +202,13 @@ impl QueueSubscription {
                     locked.expires = now + self.lock_duration;
                     outcome.succeeded_lock_tokens.push(token.clone());
                 }
-                Some(_) => outcome.failed_lock_tokens.push(FailedToken {
-                    lock_token: token.clone(),
-                    error_code: "RenewLimitExceeded",
-                    error_description: "Locks can be renewed only within an hour of the first receive.",
-                }),
+                // The lock still holds until it expires, but it can no longer be kept: to the
+                // client that is a token about to be lost, so Event Grid's `TokenLost`.
+                Some(_) => outcome.failed_lock_tokens.push(FailedToken::new(
+                    token,
+                    "TokenLost",
+                    "Locks can be renewed only within an hour of the first receive.",
+                )),
                 None => outcome.failed_lock_tokens.push(failed(&state, token)),
             }
         }
@@ -314,16 +329,8 @@ impl QueueSubscription {
 
 fn failed(state: &State, token: &str) -> FailedToken {
     if state.lost.iter().any(|t| t == token) {
-        FailedToken {
-            lock_token: token.to_string(),
-            error_code: "TokenLost",
-            error_description: "Token has expired.",
-        }
+        FailedToken::new(token, "TokenLost", "Token has expired.")
     } else {
-        FailedToken {
-            lock_token: token.to_string(),
-            error_code: "BadToken",
-            error_description: "Token is not valid for this subscription.",
-        }
+        FailedToken::new(token, "BadToken", "Token is not valid for this subscription.")
     }
 }
