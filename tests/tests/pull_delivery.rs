@@ -268,3 +268,29 @@ fn dead_letters(gridmq: &Gridmq, subscription: &str) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("JSON"))
         .collect()
 }
+
+#[tokio::test]
+async fn the_cli_prints_the_settle_answer_and_fails_when_a_token_failed() {
+    let (_gridmq, api, client) = start().await;
+    publish(&client, "cli").await;
+    let got = receive(api, "plain", 1, 10).await;
+    let ack = |tokens: Vec<String>| {
+        let mut command = std::process::Command::new(gateway_tests::binary());
+        command
+            .args(["topics", "ack", "--topic", "orders", "--subscription", "plain"])
+            .args(tokens)
+            .env("GRIDMQ_API_URL", format!("http://{api}"))
+            .env("GRIDMQ_ACCESS_KEY", KEY);
+        command.output().expect("run gridmq topics ack")
+    };
+    let output = ack(vec![got[0].0.clone(), "not-a-token".into()]);
+    assert!(!output.status.success(), "a failed token fails the command");
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("the answer on stdout");
+    assert_eq!(answer["succeededLockTokens"], json!([got[0].0]));
+    assert_eq!(answer["failedLockTokens"][0]["error"]["code"], "BadToken");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("BadToken"));
+    publish(&client, "cli-2").await;
+    let got = receive(api, "plain", 1, 10).await;
+    let output = ack(vec![got[0].0.clone()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
