@@ -29,6 +29,19 @@ fn a_structured_event_keeps_a_resource_id_source_and_seven_fractional_digits() {
     assert_eq!(event.data(), Some(&Data::Json(serde_json::json!({"a":1}))));
 }
 
+/// What a consumer should know: the SDK holds structured JSON data as a `serde_json::Value`, so
+/// its text is not the text on the wire (keys sorted, numbers re-rounded). Binary mode keeps the
+/// body's bytes.
+#[test]
+fn structured_json_data_is_a_value_to_the_sdk() {
+    let body = r#"{"specversion":"1.0","id":"1","source":"s","type":"t",
+                   "datacontenttype":"application/json","data":{"z":1,"a":47.782000000000004}}"#;
+    let map = headers(&[("content-type", STRUCTURED)]);
+    let parsed = events(&map, Bytes::from_static(body.as_bytes())).unwrap();
+    let data = parsed[0].data().cloned().map(Vec::<u8>::try_from);
+    assert_eq!(data.unwrap().unwrap(), br#"{"a":47.782,"z":1}"#);
+}
+
 #[test]
 fn a_batch_is_every_event_in_order() {
     let body = r#"[{"specversion":"1.0","id":"1","source":"fleet-ns","type":"t",
