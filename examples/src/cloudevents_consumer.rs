@@ -38,6 +38,8 @@ pub const BATCH: &str = "application/cloudevents-batch+json";
 pub enum ParseError {
     #[error("the body is not a batch of CloudEvents: {0}")]
     Batch(#[source] serde_json::Error),
+    #[error("the request has neither a CloudEvents Content-Type nor a ce-specversion header")]
+    NotCloudEvents,
     #[error("the request is not a CloudEvent: {0}")]
     Event(#[source] cloudevents::message::Error),
     #[error("the ce-{attribute} header is not percent-encoded UTF-8")]
@@ -51,10 +53,13 @@ pub fn events(headers: &HeaderMap, body: Bytes) -> Result<Vec<Event>, ParseError
     if essence.is_some_and(|essence| essence.eq_ignore_ascii_case(BATCH)) {
         return serde_json::from_slice(&body).map_err(ParseError::Batch);
     }
+    // The binding reads binary mode exactly when the Content Type does not start with this.
+    let structured = content_type.is_some_and(|v| v.starts_with(STRUCTURED));
+    if !structured && !headers.contains_key("ce-specversion") {
+        return Err(ParseError::NotCloudEvents);
+    }
     let mut event =
         cloudevents::binding::http::to_event(headers, body.into()).map_err(ParseError::Event)?;
-    // The binding chose binary mode exactly when the Content Type does not start with this.
-    let structured = content_type.is_some_and(|v| v.starts_with(STRUCTURED));
     if !structured {
         percent_decode_attributes(&mut event)?;
     }

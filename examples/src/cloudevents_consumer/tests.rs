@@ -97,7 +97,10 @@ fn what_is_not_a_delivery_is_refused() {
     ]);
     assert!(matches!(events(&not_utf8, Bytes::new()), Err(ParseError::HeaderEncoding { .. })));
     let plain = headers(&[("content-type", "application/json")]);
-    assert!(matches!(events(&plain, Bytes::from_static(b"{}")), Err(ParseError::Event(_))));
+    assert!(matches!(events(&plain, Bytes::from_static(b"{}")), Err(ParseError::NotCloudEvents)));
+    let structured = headers(&[("content-type", STRUCTURED)]);
+    let no_id = br#"{"specversion":"1.0","source":"s","type":"t"}"#;
+    assert!(matches!(events(&structured, Bytes::from_static(no_id)), Err(ParseError::Event(_))));
     let batch = headers(&[("content-type", BATCH)]);
     assert!(matches!(events(&batch, Bytes::from_static(b"{}")), Err(ParseError::Batch(_))));
 }
