@@ -42,7 +42,7 @@ pub enum ParseError {
     NotCloudEvents,
     #[error("the request is not a CloudEvent: {0}")]
     Event(#[source] cloudevents::message::Error),
-    #[error("the ce-{attribute} header is not percent-encoded UTF-8")]
+    #[error("the ce-{attribute} header is not percent-encoded UTF-8 (or, for dataschema, a URL)")]
     HeaderEncoding { attribute: String },
 }
 
@@ -108,8 +108,8 @@ pub fn handshake(headers: &HeaderMap) -> Response {
     response
 }
 
-/// Percent-decodes the string attributes and extensions that came from `ce-` headers. `time`
-/// needs none (RFC 3339 text is printable ASCII) and the SDK has already parsed it.
+/// Percent-decodes the attributes and extensions that came from `ce-` headers. `time` needs
+/// none (RFC 3339 text is printable ASCII) and the SDK has already parsed it.
 fn percent_decode_attributes(event: &mut Event) -> Result<(), ParseError> {
     let id = percent_decode("id", event.id())?;
     event.set_id(id);
@@ -120,6 +120,13 @@ fn percent_decode_attributes(event: &mut Event) -> Result<(), ParseError> {
     if let Some(subject) = event.subject() {
         let subject = percent_decode("subject", subject)?;
         event.set_subject(Some(subject));
+    }
+    if let Some(schema) = event.dataschema() {
+        // The URL parser keeps `%25` as it is, so the header text is decoded before parsing.
+        let decoded = percent_decode("dataschema", schema.as_str())?;
+        let schema = url::Url::parse(&decoded)
+            .map_err(|_| ParseError::HeaderEncoding { attribute: "dataschema".to_owned() })?;
+        event.set_dataschema(Some(schema));
     }
     let encoded: Vec<(String, String)> = event
         .iter_extensions()

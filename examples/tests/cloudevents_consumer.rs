@@ -112,6 +112,7 @@ fn client_event() -> PublishProperties {
             user("type", "Fleet.Reading"),
             user("subject", "reading 1"),
             user("time", "2026-12-04T19:00:00.1234567Z"),
+            user("dataschema", "https://schemas.example/reading%20v1.json"),
         ],
         ..PublishProperties::default()
     }
@@ -249,7 +250,10 @@ async fn a_cloudevents_sdk_consumer_reads_every_delivery_mode() {
                 // Event Grid's seven fractional digits, read by chrono to the 100 ns.
                 let time = event.time().expect("time").to_rfc3339();
                 assert_eq!(time, "2026-12-04T19:00:00.123456700+00:00", "{context}");
+                let schema = event.dataschema().map(|url| url.as_str());
+                assert_eq!(schema, Some("https://schemas.example/reading%20v1.json"), "{context}");
             } else {
+                assert_eq!(event.dataschema(), None, "{context}");
                 assert_eq!(event.source(), "fleet-ns", "{context}");
                 assert_eq!(event.ty(), "MQTT.EventPublished", "{context}");
                 let time = *event.time().expect("time");

@@ -63,6 +63,7 @@ fn binary_headers_are_percent_decoded() {
         ("ce-type", "MQTT.EventPublished"),
         ("ce-subject", "vehicles/car%201/%C3%A9tat"),
         ("ce-time", "2026-12-04T19:00:00.1234567Z"),
+        ("ce-dataschema", "https://schemas.example/reading%2520v1.json"),
         ("ce-site", "plant%207%25"),
         ("ce-mqttpfi", "0"),
         ("content-type", "application/octet-stream"),
@@ -70,6 +71,8 @@ fn binary_headers_are_percent_decoded() {
     let parsed = events(&map, Bytes::from_static(b"\x00\xff")).unwrap();
     let [event] = parsed.as_slice() else { panic!("{parsed:?}") };
     assert_eq!(event.subject(), Some("vehicles/car 1/état"));
+    let schema = event.dataschema().map(|url| url.as_str());
+    assert_eq!(schema, Some("https://schemas.example/reading%20v1.json"));
     assert_eq!(event.extension("site"), Some(&ExtensionValue::String("plant 7%".into())));
     // Headers are text: the binary mode cannot say that `mqttpfi` was a number.
     assert_eq!(event.extension("mqttpfi"), Some(&ExtensionValue::String("0".into())));
@@ -88,7 +91,10 @@ fn what_is_not_a_delivery_is_refused() {
         ("ce-subject", "a%2"),
     ]);
     let error = events(&bad_escape, Bytes::new()).unwrap_err();
-    assert_eq!(error.to_string(), "the ce-subject header is not percent-encoded UTF-8");
+    assert_eq!(
+        error.to_string(),
+        "the ce-subject header is not percent-encoded UTF-8 (or, for dataschema, a URL)"
+    );
     let not_utf8 = headers(&[
         ("ce-specversion", "1.0"),
         ("ce-id", "%FF"),
