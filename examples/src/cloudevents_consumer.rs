@@ -46,45 +46,77 @@ pub enum ParseError {
     HeaderEncoding { attribute: String },
 }
 
+/// How a delivery carries its events: the CloudEvents HTTP binding's content modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Structured,
+    Batched,
+    Binary,
+}
+
+impl Mode {
+    /// The mode of a request, from its headers; `None` when it carries no CloudEvent.
+    pub fn of(headers: &HeaderMap) -> Option<Mode> {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let essence = content_type.and_then(|v| v.split(';').next()).map(str::trim);
+        if essence.is_some_and(|essence| essence.eq_ignore_ascii_case(BATCH)) {
+            Some(Mode::Batched)
+        } else if content_type.is_some_and(|v| v.starts_with(STRUCTURED)) {
+            // The SDK's binding tells structured mode by this same prefix.
+            Some(Mode::Structured)
+        } else if headers.contains_key("ce-specversion") {
+            Some(Mode::Binary)
+        } else {
+            None
+        }
+    }
+}
+
 /// The events one delivery carries, in order.
 pub fn events(headers: &HeaderMap, body: Bytes) -> Result<Vec<Event>, ParseError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let essence = content_type.and_then(|v| v.split(';').next()).map(str::trim);
-    if essence.is_some_and(|essence| essence.eq_ignore_ascii_case(BATCH)) {
-        return serde_json::from_slice(&body).map_err(ParseError::Batch);
-    }
-    // The binding reads binary mode exactly when the Content Type does not start with this.
-    let structured = content_type.is_some_and(|v| v.starts_with(STRUCTURED));
-    if !structured && !headers.contains_key("ce-specversion") {
-        return Err(ParseError::NotCloudEvents);
+    parse(headers, body).map(|(_, events)| events)
+}
+
+fn parse(headers: &HeaderMap, body: Bytes) -> Result<(Mode, Vec<Event>), ParseError> {
+    let mode = Mode::of(headers).ok_or(ParseError::NotCloudEvents)?;
+    if mode == Mode::Batched {
+        let events = serde_json::from_slice(&body).map_err(ParseError::Batch)?;
+        return Ok((mode, events));
     }
     let mut event =
         cloudevents::binding::http::to_event(headers, body.into()).map_err(ParseError::Event)?;
-    if !structured {
+    if mode == Mode::Binary {
         percent_decode_attributes(&mut event)?;
     }
-    Ok(vec![event])
+    Ok((mode, vec![event]))
+}
+
+/// An event as the consumer hands it on, with the mode of the delivery that carried it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mode: Mode,
+    pub event: Event,
 }
 
 /// The consumer's HTTP server: every path, `OPTIONS` for the handshake and `POST` for
 /// deliveries, whose events go to `sink`. A full channel holds the delivery back (gridmq waits,
 /// then retries on its timeout); a closed one answers 503, which gridmq retries.
-pub fn router(sink: mpsc::Sender<Event>) -> Router {
+pub fn router(sink: mpsc::Sender<Received>) -> Router {
     Router::new().fallback(receive).with_state(sink)
 }
 
 async fn receive(
-    State(sink): State<mpsc::Sender<Event>>,
+    State(sink): State<mpsc::Sender<Received>>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     match method {
         Method::OPTIONS => handshake(&headers),
-        Method::POST => match events(&headers, body) {
-            Ok(events) => {
+        Method::POST => match parse(&headers, body) {
+            Ok((mode, events)) => {
                 for event in events {
-                    if sink.send(event).await.is_err() {
+                    if sink.send(Received { mode, event }).await.is_err() {
                         return StatusCode::SERVICE_UNAVAILABLE.into_response();
                     }
                 }

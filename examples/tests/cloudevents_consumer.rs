@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use cloudevents::event::{ExtensionValue, SpecVersion};
 use cloudevents::{AttributesReader, Event};
-use gridmq_examples::cloudevents_consumer;
+use gridmq_examples::cloudevents_consumer::{self, Mode, Received};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event as MqttEvent, MqttOptions};
@@ -23,7 +23,7 @@ const RESOURCE_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/r
 /// A consumer server on an ephemeral loopback port, and the events it parsed.
 struct Consumer {
     url: String,
-    events: mpsc::Receiver<Event>,
+    events: mpsc::Receiver<Received>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -45,13 +45,17 @@ impl Consumer {
         Consumer { url, events, stop, server }
     }
 
-    /// The next `count` events, waiting at most 20 seconds in all.
-    async fn take(&mut self, count: usize) -> Vec<Event> {
+    /// The next `count` events, which must have come in `mode`, waiting at most 20 seconds in
+    /// all.
+    async fn take(&mut self, count: usize, mode: Mode) -> Vec<Event> {
         let mut taken = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while taken.len() < count {
             match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(event)) => taken.push(event),
+                Ok(Some(received)) => {
+                    assert_eq!(received.mode, mode, "{}: {:?}", self.url, received.event);
+                    taken.push(received.event);
+                }
                 other => panic!("{} of {count} events at {}: {other:?}", taken.len(), self.url),
             }
         }
@@ -217,9 +221,9 @@ async fn a_cloudevents_sdk_consumer_reads_every_delivery_mode() {
     }
 
     let deliveries = [
-        ("structured", structured.take(messages.len()).await),
-        ("batched", batched.take(messages.len()).await),
-        ("binary", binary.take(messages.len()).await),
+        ("structured", structured.take(messages.len(), Mode::Structured).await),
+        ("batched", batched.take(messages.len(), Mode::Batched).await),
+        ("binary", binary.take(messages.len(), Mode::Binary).await),
     ];
     let received = SystemTime::now();
     gateway.shutdown().await;

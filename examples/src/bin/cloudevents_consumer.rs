@@ -31,11 +31,11 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     println!("CloudEvents consumer listening on http://{}/hook", listener.local_addr()?);
-    let (sink, mut events) = tokio::sync::mpsc::channel(QUEUE);
+    let (sink, mut events) = tokio::sync::mpsc::channel::<cloudevents_consumer::Received>(QUEUE);
     // The handling a real service would do; it ends when the server, the only sender, is gone.
     let printer = tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            println!("{event}");
+        while let Some(received) = events.recv().await {
+            println!("{:?} {}", received.mode, received.event);
         }
     });
     axum::serve(listener, cloudevents_consumer::router(sink))

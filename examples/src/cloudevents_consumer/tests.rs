@@ -118,3 +118,14 @@ fn the_handshake_allows_the_requesting_origin() {
     assert_eq!(response.headers()["webhook-allowed-origin"], "eventgrid.azure.net");
     assert_eq!(response.headers()["allow"], "POST");
 }
+
+#[test]
+fn the_mode_comes_from_the_headers() {
+    let batch = headers(&[("content-type", "Application/CloudEvents-Batch+JSON")]);
+    assert_eq!(Mode::of(&batch), Some(Mode::Batched));
+    let structured = headers(&[("content-type", "application/cloudevents+json; charset=utf-8")]);
+    assert_eq!(Mode::of(&structured), Some(Mode::Structured));
+    let binary = headers(&[("content-type", "application/json"), ("ce-specversion", "1.0")]);
+    assert_eq!(Mode::of(&binary), Some(Mode::Binary));
+    assert_eq!(Mode::of(&headers(&[("content-type", "application/json")])), None);
+}
