@@ -1,0 +1,146 @@
+//! The lingering close (issue 22): a client that keeps writing after the broker disconnects
+//! it still reads the DISCONNECT and its reason code, and then an orderly end of the stream.
+//! Without the linger, the broker closes a socket that holds the client's unread bytes, the
+//! kernel answers with a reset instead of a FIN, and the client sees "connection reset"
+//! (and, on stacks that drop unread data on a reset, never the reason code).
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use gateway_tests::Gridmq;
+use gateway_tests::raw::{
+    Pester, RawClient, WAIT, ack, connect, disconnect_reason, publish_v5, remaining_length, utf8,
+};
+use serde_json::json;
+
+/// How long the client goes on writing before it looks at what the broker sent: a client
+/// busy publishing does not read between two writes.
+const BUSY: Duration = Duration::from_millis(300);
+
+/// After [`BUSY`], reads past whatever the broker still sends (acknowledgements of what the
+/// client keeps writing) to the DISCONNECT and checks its reason code; checks the client's
+/// writes had not failed by then (a client that stops on "broken pipe" or "connection reset"
+/// never reads the reason code), and that the connection then ends in an orderly close.
+async fn expect_disconnect_then_fin(
+    client: &mut RawClient,
+    pester: &Pester,
+    code: u8,
+) -> Result<()> {
+    tokio::time::sleep(BUSY).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let packet = match client.read_packet(left).await? {
+            Some(packet) => packet,
+            None if client.was_reset() => {
+                bail!("the connection was reset before the DISCONNECT {code:#04X} was read")
+            }
+            None => bail!("the broker closed the connection without DISCONNECT {code:#04X}"),
+        };
+        if packet.first() == Some(&0xE0) {
+            let reason = disconnect_reason(&packet)?;
+            ensure!(reason == code, "expected DISCONNECT {code:#04X}, got {packet:02X?}");
+            if let Some(failure) = pester.failure() {
+                bail!(
+                    "the client's writes failed ({failure:?}) before it read the DISCONNECT: \
+                     the broker did not linger"
+                );
+            }
+            break;
+        }
+    }
+    client.expect_closed(WAIT).await.context("after the DISCONNECT")?;
+    ensure!(
+        !client.was_reset(),
+        "the connection ended in a reset after the DISCONNECT, not an orderly close"
+    );
+    Ok(())
+}
+
+/// 5.0 Receive Maximum 10 with QoS 2: the eleventh unreleased publish is one too many
+/// (DISCONNECT 0x93), and the client goes on sending PUBRELs for the first ten all the while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_maximum_exceeded_while_sending_pubrels() -> Result<()> {
+    let broker = Gridmq::start_with_config("[mqtt]\nreceive_maximum = 10\n");
+    let (mut client, _) = RawClient::connect_v5(broker.addr, "eager").await?;
+    let publishes: Vec<u8> =
+        (1..=11).flat_map(|id| publish_v5("linger/qos2", 2, id, &[], b"x")).collect();
+    let pubrels: Vec<u8> = (1..=10).flat_map(|id| ack(0x62, id)).collect();
+    client.send(&publishes).await?;
+    let pester = client.pester(pubrels, Duration::from_millis(1))?;
+    expect_disconnect_then_fin(&mut client, &pester, 0x93).await?;
+    ensure!(pester.written() > 0, "the client wrote no PUBRELs");
+    Ok(())
+}
+
+/// A PUBLISH announcing more than `mqtt.max_packet_size`: DISCONNECT 0x95, while the client
+/// goes on writing the rest of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packet_too_large_while_writing_its_body() -> Result<()> {
+    let broker = Gridmq::start_with_config("[mqtt]\nmax_packet_size = 1024\n");
+    let (mut client, _) = RawClient::connect_v5(broker.addr, "large").await?;
+    let mut header = vec![0x30];
+    header.extend(remaining_length(1 << 20));
+    header.extend(utf8("linger/large"));
+    header.push(0x00);
+    client.send(&header).await?;
+    let pester = client.pester(vec![0x55; 64], Duration::from_millis(1))?;
+    expect_disconnect_then_fin(&mut client, &pester, 0x95).await
+}
+
+/// A second connection with the same client identifier takes the session over: the first,
+/// busy publishing, gets DISCONNECT 0x8E.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_while_publishing() -> Result<()> {
+    let broker = Gridmq::start();
+    let (mut first, _) = RawClient::connect_v5(broker.addr, "twin").await?;
+    let pester =
+        first.pester(publish_v5("linger/twin", 0, 0, &[], b"chatter"), Duration::from_millis(1))?;
+    // Let the chatter start before the takeover.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = RawClient::connect_v5(broker.addr, "twin");
+    let (first_result, second_result) =
+        tokio::join!(expect_disconnect_then_fin(&mut first, &pester, 0x8E), second);
+    second_result.context("the second connection")?;
+    first_result
+}
+
+/// The management API disables a client's registration: its connection, busy publishing,
+/// gets DISCONNECT 0x98.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrative_disconnect_while_publishing() -> Result<()> {
+    let token = "linger-admin-token-0123456789";
+    let broker = Gridmq::start_with_config(&format!(
+        "[management]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{token}\"\n\n\
+         [auth]\nallow_anonymous = true\n"
+    ));
+    let api = broker.http.context("the management API is announced")?;
+    let put = |path: &'static str, body: serde_json::Value| async move {
+        gateway_tests::http::request(api, "PUT", path, token, Some(&body)).await
+    };
+    for (path, body) in [
+        ("/clients/car1", json!({"properties": {}})),
+        ("/topicSpaces/cars", json!({"properties": {"topicTemplates": ["cars/#"]}})),
+        (
+            "/permissionBindings/cars-pub",
+            json!({"properties": {"clientGroupName": "$all", "topicSpaceName": "cars",
+                                  "permission": "Publisher"}}),
+        ),
+    ] {
+        let (status, body) = put(path, body).await?;
+        ensure!(status == 200 || status == 201, "PUT {path}: {status} {body}");
+    }
+    let mut client = RawClient::connect(broker.addr).await?;
+    // CONNECT with user name "car1" (flags: user name, clean start).
+    client
+        .send(&connect(5, 0x82, 60, Some(&[]), &[utf8("car1-conn"), utf8("car1")].concat()))
+        .await?;
+    let connack = client.expect_packet(WAIT).await?;
+    ensure!(connack.get(3) == Some(&0x00), "CONNACK {connack:02X?}");
+    let pester = client
+        .pester(publish_v5("cars/car1", 0, 0, &[], b"telemetry"), Duration::from_millis(1))?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, body) = put("/clients/car1", json!({"properties": {"state": "Disabled"}})).await?;
+    ensure!(status == 200, "disabling car1: {status} {body}");
+    expect_disconnect_then_fin(&mut client, &pester, 0x98).await
+}
