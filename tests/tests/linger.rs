@@ -105,6 +105,21 @@ async fn takeover_while_publishing() -> Result<()> {
     first_result
 }
 
+/// A takeover of an idle connection, which is parked (`mqtt.park_after_ms`): it is woken to
+/// say DISCONNECT 0x8E, and lingers like any other, so the client that starts writing only
+/// after the takeover still reads its reason code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_of_a_parked_connection() -> Result<()> {
+    let broker = Gridmq::start_with_config("[mqtt]\npark_after_ms = 20\n");
+    let (mut first, _) = RawClient::connect_v5(broker.addr, "sleeper").await?;
+    // Ten times `park_after_ms`: the idle connection has parked.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _second = RawClient::connect_v5(broker.addr, "sleeper").await?;
+    let pester = first
+        .pester(publish_v5("linger/sleeper", 0, 0, &[], b"awake"), Duration::from_millis(1))?;
+    expect_disconnect_then_fin(&mut first, &pester, 0x8E).await
+}
+
 /// The management API disables a client's registration: its connection, busy publishing,
 /// gets DISCONNECT 0x98.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
