@@ -551,7 +551,7 @@ where
             connection: self.number,
             reason: ending.reason,
         });
-        let (broker, stream, last) = self.into_transport();
+        let (broker, stream, last) = (*self).into_transport();
         if ending.notify.is_some() {
             linger::close(&broker, stream, last).await;
         } else {
@@ -562,8 +562,8 @@ where
 
     /// The broker, the transport and what is left to write; everything else (the session's
     /// attach lock, the listener's slot) is dropped here.
-    fn into_transport(self: Box<Self>) -> (Arc<Broker>, S, BytesMut) {
-        let Connection { broker, stream, write_buf, .. } = *self;
+    fn into_transport(self) -> (Arc<Broker>, S, BytesMut) {
+        let Connection { broker, stream, write_buf, .. } = self;
         (broker, stream, write_buf)
     }
 

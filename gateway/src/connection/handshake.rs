@@ -44,7 +44,8 @@ where
         Ok(Ok(connect)) => connect,
         Ok(Err(Refusal { protocol, code })) => {
             if let Some(protocol) = protocol {
-                super::linger::close(&broker, stream, refusal(protocol, code, None)).await;
+                Box::pin(super::linger::close(&broker, stream, refusal(protocol, code, None)))
+                    .await;
             }
             return None;
         }
@@ -62,7 +63,7 @@ where
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         if protocol == Protocol::V311 && !connect.clean_start {
             let connack = refusal(protocol, ReasonCode::ClientIdentifierNotValid, None);
-            super::linger::close(&broker, stream, connack).await;
+            Box::pin(super::linger::close(&broker, stream, connack)).await;
             return None;
         }
         let id: Arc<str> = format!("gridmq-{}", broker.next_id()).into();
@@ -86,7 +87,7 @@ where
         Ok(authenticated) => authenticated,
         Err(refused) => {
             if let Some(connack) = refused {
-                super::linger::close(&broker, stream, connack).await;
+                Box::pin(super::linger::close(&broker, stream, connack)).await;
             }
             return None;
         }
