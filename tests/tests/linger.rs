@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use gateway_tests::Gridmq;
 use gateway_tests::raw::{
-    Pester, RawClient, WAIT, ack, connect, disconnect_reason, publish_v5, remaining_length, utf8,
+    PINGREQ, Pester, RawClient, WAIT, ack, connect, disconnect_reason, publish_v5,
+    remaining_length, utf8,
 };
 use serde_json::json;
 
@@ -70,6 +71,28 @@ async fn receive_maximum_exceeded_while_sending_pubrels() -> Result<()> {
     let pester = client.pester(pubrels, Duration::from_millis(1))?;
     expect_disconnect_then_fin(&mut client, &pester, 0x93).await?;
     ensure!(pester.written() > 0, "the client wrote no PUBRELs");
+    Ok(())
+}
+
+/// A refusing CONNACK lingers too: a 3.1.1 client asking for a persistent session without a
+/// client identifier gets return code 0x02 (identifier rejected), while it goes on writing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connect_while_writing() -> Result<()> {
+    let broker = Gridmq::start();
+    let mut client = RawClient::connect(broker.addr).await?;
+    client.send(&connect(4, 0x00, 60, None, &utf8(""))).await?;
+    let pester = client.pester(PINGREQ.to_vec(), Duration::from_millis(1))?;
+    tokio::time::sleep(BUSY).await;
+    let connack = client.expect_packet(WAIT).await.context("waiting for the CONNACK")?;
+    ensure!(
+        connack == [0x20, 0x02, 0x00, 0x02],
+        "expected CONNACK 20 02 00 02, got {connack:02X?}"
+    );
+    if let Some(failure) = pester.failure() {
+        bail!("the client's writes failed ({failure:?}) before it read the CONNACK");
+    }
+    client.expect_closed(WAIT).await.context("after the CONNACK")?;
+    ensure!(!client.was_reset(), "a reset after the CONNACK, not an orderly close");
     Ok(())
 }
 
