@@ -3,13 +3,16 @@
 //! Without the linger, the broker closes a socket that holds the client's unread bytes, the
 //! kernel answers with a reset instead of a FIN, and the client sees "connection reset"
 //! (and, on stacks that drop unread data on a reset, never the reason code).
+//!
+//! Plain TCP for every case, TLS for one here, WebSocket for one in `websocket.rs`; a storm of
+//! 1,000; and shutdown, whose grace period bounds the linger.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use gateway_tests::Gridmq;
 use gateway_tests::raw::{
-    PINGREQ, Pester, RawClient, WAIT, ack, connect, disconnect_reason, publish_v5,
+    PINGREQ, Pester, RawClient, WAIT, ack, connect, connect_v5, disconnect_reason, publish_v5,
     remaining_length, utf8,
 };
 use serde_json::json;
@@ -281,5 +284,91 @@ async fn a_storm_of_disconnects_leaves_nothing_behind() -> Result<()> {
          {rss} KiB after the linger bound"
     );
     drop(held);
+    Ok(())
+}
+
+/// Shutdown says DISCONNECT 0x8B in a lingering close too, and waits for lingering
+/// connections no longer than its grace period: with `server.shutdown_grace_secs = 1`, shorter
+/// than the linger, the process exits within it although the client never closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lingers_no_longer_than_its_grace_period() -> Result<()> {
+    let broker = Gridmq::start_with_config("[server]\nshutdown_grace_secs = 1\n");
+    let (mut client, _) = RawClient::connect_v5(broker.addr, "stayer").await?;
+    let pester = client
+        .pester(publish_v5("linger/stayer", 0, 0, &[], b"still here"), Duration::from_millis(1))?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let stopping = tokio::task::spawn_blocking(move || {
+        let mut broker = broker;
+        let status = broker.terminate(Duration::from_secs(5));
+        (status, started.elapsed())
+    });
+    let said = expect_disconnect_then_fin(&mut client, &pester, 0x8B).await;
+    let (status, took) = stopping.await?;
+    said?;
+    let status = status.context("gridmq did not exit within 5 s")?;
+    ensure!(status.success(), "exit status {status:?}");
+    ensure!(
+        took < Duration::from_millis(1800),
+        "shutdown took {took:?}: longer than its grace period (1 s) allows"
+    );
+    Ok(())
+}
+
+/// Over TLS: a client that exceeds Receive Maximum 10 with QoS 2 and goes on sending PUBRELs
+/// reads DISCONNECT 0x93, its writes not having failed by then, and then the broker's
+/// close_notify (an orderly end of the TLS stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<()> {
+    use gateway_tests::certs::{ALL_VERSIONS, Listening, Pki, client_config, read_packet};
+    use tokio::io::AsyncWriteExt;
+
+    let pki = Pki::new("ca");
+    let server = pki.server();
+    let broker = Listening::start(&format!(
+        "[mqtt]\nreceive_maximum = 10\n\n\
+         [[server.listeners]]\nkind = \"tls\"\naddress = \"127.0.0.1:0\"\n\
+         certificate = \"{}\"\nprivate_key = \"{}\"\n",
+        server.cert_path.display(),
+        server.key_path.display()
+    ));
+    let config = client_config(&pki.ca_cert, None, ALL_VERSIONS);
+    let mut tls = gateway_tests::certs::tls_connect(broker.addr("mqtts"), config).await?;
+    let connack = gateway_tests::certs::mqtt_connect(&mut tls, &connect_v5("tls-eager")).await?;
+    ensure!(connack.get(3) == Some(&0x00), "CONNACK {connack:02X?}");
+    let publishes: Vec<u8> =
+        (1..=11).flat_map(|id| publish_v5("linger/tls", 2, id, &[], b"x")).collect();
+    tls.write_all(&publishes).await?;
+
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let pubrels: Vec<u8> = (1..=10).flat_map(|id| ack(0x62, id)).collect();
+    let pester = tokio::spawn(async move {
+        loop {
+            if let Err(error) = writer.write_all(&pubrels).await {
+                return error.kind();
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    tokio::time::sleep(BUSY).await;
+    let mut buf = Vec::new();
+    loop {
+        match read_packet(&mut reader, &mut buf).await? {
+            Some(packet) if packet.first() == Some(&0xE0) => {
+                ensure!(disconnect_reason(&packet)? == 0x93, "got {packet:02X?}");
+                break;
+            }
+            Some(_) => {}
+            None => bail!("the TLS stream ended before the DISCONNECT"),
+        }
+    }
+    if pester.is_finished() {
+        bail!("the client's writes failed ({:?}) before it read the DISCONNECT", pester.await?);
+    }
+    ensure!(
+        read_packet(&mut reader, &mut buf).await?.is_none(),
+        "expected the end of the TLS stream after the DISCONNECT"
+    );
+    pester.abort();
     Ok(())
 }
