@@ -241,6 +241,9 @@ async fn storm(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_disconnects_leaves_nothing_behind() -> Result<()> {
     const CLIENTS: usize = 1000;
+    // Runs here came back to the very count; the slack leaves room for a file the store may
+    // open meanwhile, far below the 1,000 sockets a leak would leave.
+    const FD_SLACK: usize = 8;
     const RSS_SLACK_KIB: u64 = 1024;
     let broker = Gridmq::start_with_config("[mqtt]\nreceive_maximum = 10\n");
     let pid = broker.pid();
@@ -258,7 +261,7 @@ async fn a_storm_of_disconnects_leaves_nothing_behind() -> Result<()> {
     let (mut fds, mut rss) = (fds_peak, rss_peak);
     while tokio::time::Instant::now() < deadline {
         (fds, rss) = (open_fds(pid)?, rss_kib(pid)?);
-        if fds <= fds_before {
+        if fds <= fds_before + FD_SLACK {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -269,7 +272,7 @@ async fn a_storm_of_disconnects_leaves_nothing_behind() -> Result<()> {
          fds {fds_before} -> {fds_peak} -> {fds}; RSS KiB {rss_before} -> {rss_peak} -> {rss}"
     );
     ensure!(
-        fds <= fds_before,
+        fds <= fds_before + FD_SLACK,
         "descriptors: {fds_before} before, {fds_peak} when all were disconnected, {fds} after \
          the linger bound"
     );

@@ -13,7 +13,8 @@
 //! A lingering connection is a small task of its own holding only the transport: the session,
 //! its attach lock and the listener's connection slot are given up before it starts. At most
 //! [`MAX_LINGERING`] linger at once, so a storm of misbehaving clients cannot pin sockets; past
-//! that bound the socket is closed as soon as the last packet is written. Lingering tasks are
+//! that bound the socket is closed as soon as the last packet is written (and the metric
+//! `gridmq_linger_refused_total` counts it). Lingering tasks are
 //! in the broker's task tracker, and end by themselves within [`LINGER`], so shutdown waits for
 //! them (no longer than its grace period, like every task).
 
@@ -63,6 +64,7 @@ where
         }
         Err(_) => {
             debug!("Too many lingering connections: closing at once.");
+            metrics::counter!("gridmq_linger_refused_total").increment(1);
             close_now(stream, last).await;
         }
     }
