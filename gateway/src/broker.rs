@@ -58,6 +58,9 @@ pub struct Broker {
     stopping: std::sync::atomic::AtomicBool,
     /// Tracks connection tasks and timers, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Slots for connections in their lingering close, `connection::MAX_LINGERING` of them:
+    /// past the bound, a disconnected client's socket is closed at once.
+    pub lingering: Arc<tokio::sync::Semaphore>,
 }
 
 /// One matching subscription found during fan-out, before overlapping ones are merged.
@@ -106,6 +109,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
+            lingering: Arc::new(tokio::sync::Semaphore::new(crate::connection::MAX_LINGERING)),
         })
     }
 

@@ -14,11 +14,13 @@
 
 mod handshake;
 mod inbound;
+mod linger;
 mod outbound;
 mod parked;
 mod parker;
 mod socket;
 
+pub use self::linger::{LINGER, LINGER_BYTES, MAX_LINGERING};
 pub use self::parker::Parker;
 pub use self::socket::{Park, Socket};
 
@@ -498,8 +500,10 @@ where
         ending
     }
 
-    /// Detaches from the session and applies what the ending implies: DISCONNECT, will,
-    /// session expiry or removal, lifecycle event.
+    /// Detaches from the session and applies what the ending implies: will, session expiry or
+    /// removal, lifecycle event; then closes, with the DISCONNECT when there is one. The
+    /// session and everything else the connection holds are let go of first: a server-ended
+    /// connection then lingers (`linger.rs`) holding only its transport.
     async fn finish(mut self: Box<Self>, ending: Ending) {
         if let Some(disconnect) = &ending.notify
             && self.protocol == Protocol::V5
@@ -510,10 +514,6 @@ where
                 &mut self.write_buf,
             );
         }
-        // The client may be gone or stuck; a short bound keeps shutdown and takeover prompt.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
-
         let (generation, expiry, shared) = {
             let mut state = self.session.lock();
             state.attached = None;
@@ -551,6 +551,20 @@ where
             connection: self.number,
             reason: ending.reason,
         });
+        let (broker, stream, last) = (*self).into_transport();
+        if ending.notify.is_some() {
+            linger::close(&broker, stream, last).await;
+        } else {
+            // The client ended the connection: there is nothing of its own left to read.
+            linger::close_now(stream, last).await;
+        }
+    }
+
+    /// The broker, the transport and what is left to write; everything else (the session's
+    /// attach lock, the listener's slot) is dropped here.
+    fn into_transport(self) -> (Arc<Broker>, S, BytesMut) {
+        let Connection { broker, stream, write_buf, .. } = self;
+        (broker, stream, write_buf)
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {

@@ -12,8 +12,9 @@
 //! ([`crate::namespace`]) from the config and the store into the broker's hooks, and starts the
 //! management API ([`crate::mgmt`]) on its own listener when `[management]` is present.
 //!
-//! Shutdown order: stop accepting; tell every connection (5.0 clients get DISCONNECT 0x8B);
-//! wait for connection tasks and timers, bounded by the grace period.
+//! Shutdown order: stop accepting; tell every connection (5.0 clients get DISCONNECT 0x8B, in
+//! a lingering close: see `connection/linger.rs`); wait for connection tasks, lingering closes
+//! and timers, bounded by the grace period.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -38,6 +38,39 @@ pub struct RawClient {
     buf: BytesMut,
     /// The broker closed (or reset) the connection.
     eof: bool,
+    /// The connection ended in a reset rather than an orderly close (a FIN).
+    reset: bool,
+}
+
+/// The writer [`RawClient::pester`] started; it stops when dropped.
+pub struct Pester {
+    task: tokio::task::JoinHandle<()>,
+    state: std::sync::Arc<PesterState>,
+}
+
+#[derive(Default)]
+struct PesterState {
+    written: std::sync::atomic::AtomicUsize,
+    /// The error of the write that failed, once one has.
+    failure: std::sync::OnceLock<ErrorKind>,
+}
+
+impl Pester {
+    /// How many bytes it has written so far.
+    pub fn written(&self) -> usize {
+        self.state.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why its writes stopped (a reset, a broken pipe), if they did.
+    pub fn failure(&self) -> Option<ErrorKind> {
+        self.state.failure.get().copied()
+    }
+}
+
+impl Drop for Pester {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What [`RawClient`] saw next on the connection.
@@ -58,7 +91,7 @@ impl RawClient {
             .map_err(|_| anyhow!("TCP connect to {addr} timed out"))?
             .with_context(|| format!("TCP connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(RawClient { stream, buf: BytesMut::with_capacity(4096), eof: false })
+        Ok(RawClient { stream, buf: BytesMut::with_capacity(4096), eof: false, reset: false })
     }
 
     /// Connects, sends [`connect_v5`]`(client_id)` and checks the CONNACK says success
@@ -127,6 +160,36 @@ impl RawClient {
             .await
             .map_err(|_| anyhow!("shutdown timed out"))?
             .context("shutdown of the write side")
+    }
+
+    /// Starts a writer of its own on this connection (a duplicate of the socket) that writes
+    /// `bytes` again and again, `pause` apart, until a write fails or the [`Pester`] is
+    /// dropped; this client goes on reading. For a client that keeps talking while the broker
+    /// disconnects it.
+    pub fn pester(&self, bytes: Vec<u8>, pause: Duration) -> Result<Pester> {
+        use std::os::fd::AsFd;
+        let fd = self.stream.as_fd().try_clone_to_owned().context("duplicating the socket")?;
+        let socket = std::net::TcpStream::from(fd);
+        socket.set_nonblocking(true)?;
+        let mut writer = TcpStream::from_std(socket)?;
+        let state = std::sync::Arc::new(PesterState::default());
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                if let Err(error) = writer.write_all(&bytes).await {
+                    let _ = shared.failure.set(error.kind());
+                    return;
+                }
+                shared.written.fetch_add(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Ok(Pester { task, state })
+    }
+
+    /// Whether the connection ended in a reset (RST) rather than an orderly close (FIN).
+    pub fn was_reset(&self) -> bool {
+        self.reset
     }
 
     /// The next whole packet's bytes (fixed header included), `None` when the broker closed the
@@ -217,7 +280,8 @@ impl RawClient {
                             | ErrorKind::BrokenPipe
                     ) =>
                 {
-                    self.eof = true
+                    self.eof = true;
+                    self.reset = true;
                 }
                 Ok(Err(error)) => return Err(error).context("reading from the broker"),
             }

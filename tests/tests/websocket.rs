@@ -270,3 +270,64 @@ async fn a_close_frame_ends_the_session_like_a_lost_connection() {
     assert_eq!(topic5(&will), "ws/will");
     assert_eq!(&will.payload[..], b"gone");
 }
+
+/// The lingering close over WebSocket (issue 22; `linger.rs` has the TCP cases): a client
+/// that exceeds Receive Maximum 10 with QoS 2 and goes on sending PUBRELs still reads DISCONNECT
+/// 0x93 after a while of writing only, its writes not having failed by then, and then the
+/// broker's close frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_writing_reads_its_disconnect() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let broker = Listening::start(&format!("{WS_CONFIG}\n[mqtt]\nreceive_maximum = 10\n"));
+    let (mut client, _) =
+        WsClient::connect(broker.addr("ws"), "/mqtt", Some("mqtt")).await.expect("upgrade");
+    client.send_frames(&[&raw::connect_v5("ws-eager")]).await;
+    assert_eq!(connack_reason(&client.packet().await.expect("CONNACK")).expect("CONNACK"), 0);
+    let publishes: Vec<u8> =
+        (1..=11).flat_map(|id| raw::publish_v5("linger/ws", 2, id, &[], b"x")).collect();
+    client.send_frames(&[&publishes]).await;
+
+    let WsClient { ws, mut buf } = client;
+    let (mut sink, mut stream) = ws.split();
+    let failed = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let failed = failed.clone();
+        let pubrels: Vec<u8> = (1..=10).flat_map(|id| raw::ack(0x62, id)).collect();
+        async move {
+            while sink.send(Message::binary(pubrels.clone())).await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            failed.store(true, Ordering::SeqCst);
+        }
+    });
+    // Busy writing: nothing is read for a while.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let disconnect = tokio::time::timeout(WAIT, async {
+        loop {
+            while let Some(len) = packet_len(&buf) {
+                let packet: Vec<u8> = buf.drain(..len).collect();
+                if packet[0] == 0xE0 {
+                    return Some(packet);
+                }
+            }
+            match stream.next().await {
+                Some(Ok(Message::Binary(data))) => buf.extend_from_slice(&data),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                other => panic!("the connection ended before the DISCONNECT: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a DISCONNECT in time")
+    .expect("a DISCONNECT");
+    assert!(
+        !failed.load(Ordering::SeqCst),
+        "the client's writes failed before it read the DISCONNECT: the broker did not linger"
+    );
+    assert_eq!(raw::disconnect_reason(&disconnect).expect("DISCONNECT"), 0x93);
+    let next = tokio::time::timeout(WAIT, stream.next()).await.expect("a close in time");
+    assert!(matches!(next, Some(Ok(Message::Close(_)))), "expected a close frame, got {next:?}");
+    writer.abort();
+}

@@ -24,8 +24,8 @@ use crate::store::Op;
 /// How long a takeover waits for the previous connection to let go of the session.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
-/// Reads CONNECT and answers it. `None` when the client was refused or went away; the refusal
-/// (CONNACK with a reason code) has then been sent.
+/// Reads CONNECT and answers it. `None` when the client was refused or went away; a refusal
+/// (CONNACK with a reason code) is then on its way, in a lingering close (`linger.rs`).
 pub(super) async fn accept<S>(
     mut stream: S,
     peer: Peer,
@@ -44,7 +44,8 @@ where
         Ok(Ok(connect)) => connect,
         Ok(Err(Refusal { protocol, code })) => {
             if let Some(protocol) = protocol {
-                refuse(&mut stream, protocol, code, None).await;
+                Box::pin(super::linger::close(&broker, stream, refusal(protocol, code, None)))
+                    .await;
             }
             return None;
         }
@@ -61,7 +62,8 @@ where
     let mut assigned = None;
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         if protocol == Protocol::V311 && !connect.clean_start {
-            refuse(&mut stream, protocol, ReasonCode::ClientIdentifierNotValid, None).await;
+            let connack = refusal(protocol, ReasonCode::ClientIdentifierNotValid, None);
+            Box::pin(super::linger::close(&broker, stream, connack)).await;
             return None;
         }
         let id: Arc<str> = format!("gridmq-{}", broker.next_id()).into();
@@ -71,7 +73,7 @@ where
         connect.client_id.as_str().into()
     };
 
-    let (identity, auth_method, expires_in) = Box::pin(authenticate(
+    let authenticated = Box::pin(authenticate(
         &mut stream,
         &mut read_buf,
         &codec,
@@ -80,7 +82,16 @@ where
         &client_id,
         &peer,
     ))
-    .await?;
+    .await;
+    let (identity, auth_method, expires_in) = match authenticated {
+        Ok(authenticated) => authenticated,
+        Err(refused) => {
+            if let Some(connack) = refused {
+                Box::pin(super::linger::close(&broker, stream, connack)).await;
+            }
+            return None;
+        }
+    };
 
     // Session expiry: 3.1.1 persistent sessions live as long as the configured maximum.
     let requested_expiry = match protocol {
@@ -279,7 +290,11 @@ fn connect_level(buf: &BytesMut) -> Option<u8> {
     bytes.get(6).copied()
 }
 
-/// Runs the authenticator, including the 5.0 AUTH exchange; refuses the client on denial.
+/// What the client authenticated as, the 5.0 method, and when its credentials lapse.
+type Authenticated = (ClientIdentity, Option<String>, Option<Duration>);
+
+/// Runs the authenticator, including the 5.0 AUTH exchange. Fails with the refusing CONNACK
+/// to send on denial, or with `None` when the client went away.
 async fn authenticate<S>(
     stream: &mut S,
     buf: &mut BytesMut,
@@ -288,7 +303,7 @@ async fn authenticate<S>(
     connect: &Connect,
     client_id: &Arc<str>,
     peer: &Peer,
-) -> Option<(ClientIdentity, Option<String>, Option<Duration>)>
+) -> Result<Authenticated, Option<BytesMut>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -316,16 +331,14 @@ where
                 if *identity.authentication_name == **client_id {
                     identity.authentication_name = client_id.clone();
                 }
-                return Some((identity, method, expires_in));
+                return Ok((identity, method, expires_in));
             }
             AuthDecision::Deny { code, reason } => {
-                refuse(stream, protocol, code, reason).await;
-                return None;
+                return Err(Some(refusal(protocol, code, reason)));
             }
             AuthDecision::Continue { data: challenge } => {
                 if protocol != Protocol::V5 || method.is_none() {
-                    refuse(stream, protocol, ReasonCode::BadAuthenticationMethod, None).await;
-                    return None;
+                    return Err(Some(refusal(protocol, ReasonCode::BadAuthenticationMethod, None)));
                 }
                 let mut out = BytesMut::new();
                 let auth = Auth {
@@ -337,17 +350,16 @@ where
                     },
                 };
                 Codec::encode(&Packet::Auth(auth), protocol, &mut out);
-                stream.write_all(&out).await.ok()?;
+                stream.write_all(&out).await.map_err(|_| None)?;
                 let reply = loop {
                     match codec.decode(buf, Some(protocol)) {
                         Ok(Some(packet)) => break packet,
                         Ok(None) => match stream.read_buf(buf).await {
-                            Ok(0) | Err(_) => return None,
+                            Ok(0) | Err(_) => return Err(None),
                             Ok(_) => {}
                         },
                         Err(error) => {
-                            refuse(stream, protocol, error.reason_code(), None).await;
-                            return None;
+                            return Err(Some(refusal(protocol, error.reason_code(), None)));
                         }
                     }
                 };
@@ -360,8 +372,7 @@ where
                         data = auth.properties.authentication_data;
                     }
                     _ => {
-                        refuse(stream, protocol, ReasonCode::ProtocolError, None).await;
-                        return None;
+                        return Err(Some(refusal(protocol, ReasonCode::ProtocolError, None)));
                     }
                 }
             }
@@ -412,11 +423,8 @@ async fn attach(
     }
 }
 
-/// Sends a refusing CONNACK and closes.
-async fn refuse<S>(stream: &mut S, protocol: Protocol, code: ReasonCode, reason: Option<String>)
-where
-    S: AsyncWrite + Unpin,
-{
+/// A refusing CONNACK, encoded.
+fn refusal(protocol: Protocol, code: ReasonCode, reason: Option<String>) -> BytesMut {
     let mut out = BytesMut::new();
     let connack = ConnAck {
         session_present: false,
@@ -424,6 +432,5 @@ where
         properties: Properties { reason_string: reason, ..Properties::default() },
     };
     Codec::encode(&Packet::ConnAck(connack), protocol, &mut out);
-    let _ = stream.write_all(&out).await;
-    let _ = stream.shutdown().await;
+    out
 }
