@@ -131,6 +131,10 @@ impl Namespace {
         }
         let mut resources = declared_resources;
         for (kind_name, name, body) in stored {
+            if crate::routing::router::is_topic_kind(kind_name) {
+                // Namespace topics and their subscriptions belong to the router.
+                continue;
+            }
             let Some(kind) = ResourceKind::parse(kind_name) else {
                 warn!(kind = %kind_name, %name, "Ignoring a stored resource of unknown kind.");
                 continue;
