@@ -107,12 +107,24 @@ pub enum ConfigError {
     /// A field of one `[[server.listeners]]` entry, shown as `server.listeners[INDEX].FIELD`.
     #[error("invalid config: server.listeners[{index}].{field}: {problem}")]
     Listener { index: usize, field: &'static str, problem: String },
+    /// A field of a table, shown as `SECTION.FIELD`, e.g. `http.certificate`.
+    #[error("invalid config: {section}.{field}: {problem}")]
+    Section { section: &'static str, field: &'static str, problem: String },
 }
 
 impl ConfigError {
     /// An invalid field of the listener at `index`.
     pub fn listener(index: usize, field: &'static str, problem: impl Into<String>) -> ConfigError {
         ConfigError::Listener { index, field, problem: problem.into() }
+    }
+
+    /// An invalid `field` of the table `section`.
+    pub fn section(
+        section: &'static str,
+        field: &'static str,
+        problem: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Section { section, field, problem: problem.into() }
     }
 }
 

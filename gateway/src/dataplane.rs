@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::config::{DataPlaneConfig, EVENT_GRID_MAX_BYTES, EVENT_GRID_MAX_EVENTS};
 use crate::broker::Broker;
+use crate::server::https::HttpListener;
 
 /// The data plane's shared state.
 pub struct DataPlane {
@@ -96,27 +97,22 @@ pub fn app(state: Arc<DataPlane>) -> Router {
         .with_state(state)
 }
 
-/// Binds the data plane's listener; the error names the field.
-pub async fn bind(
-    config: &DataPlaneConfig,
-) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| format!("http.listen: {}: {error}", config.listen))?;
-    let addr = listener.local_addr().map_err(|error| format!("http.listen: {error}"))?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "The data-plane API listens beyond loopback over plain HTTP: put a TLS proxy in front.");
-    }
-    Ok((listener, addr))
+/// Binds the data plane's listener, HTTPS when `certificate` and `private_key` are set; the
+/// error names the field.
+pub async fn bind(config: &DataPlaneConfig) -> Result<(HttpListener, SocketAddr), String> {
+    HttpListener::bind(
+        "http",
+        config.listen,
+        config.certificate.as_deref(),
+        config.private_key.as_deref(),
+        config.min_tls_version,
+    )
+    .await
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
-    let served =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    if let Err(error) = served {
-        tracing::error!(%error, "Data-plane API failed.");
-    }
+pub async fn serve(listener: HttpListener, app: Router, shutdown: CancellationToken) {
+    listener.serve(app, shutdown, "data plane").await;
 }
 
 // === middleware ===

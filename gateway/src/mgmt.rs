@@ -61,6 +61,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::config::{MIN_TOKEN_LENGTH, ManagementConfig};
 use crate::access::model::ValidationError;
 use crate::namespace::{Change, ChangeError, Namespace, ResourceKind};
+use crate::server::https::HttpListener;
 
 /// The API's shared state.
 struct Api {
@@ -108,26 +109,21 @@ pub fn app(
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
-    let served =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    if let Err(error) = served {
-        tracing::error!(%error, "Management API failed.");
-    }
+pub async fn serve(listener: HttpListener, app: Router, shutdown: CancellationToken) {
+    listener.serve(app, shutdown, "management").await;
 }
 
-/// Binds the API's listener; the error names the field.
-pub async fn bind(
-    config: &ManagementConfig,
-) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| format!("management.listen: {}: {error}", config.listen))?;
-    let addr = listener.local_addr().map_err(|error| format!("management.listen: {error}"))?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "The management API listens beyond loopback over plain HTTP: put a TLS proxy in front.");
-    }
-    Ok((listener, addr))
+/// Binds the API's listener, HTTPS when `certificate` and `private_key` are set; the error
+/// names the field.
+pub async fn bind(config: &ManagementConfig) -> Result<(HttpListener, SocketAddr), String> {
+    HttpListener::bind(
+        "management",
+        config.listen,
+        config.certificate.as_deref(),
+        config.private_key.as_deref(),
+        config.min_tls_version,
+    )
+    .await
 }
 
 // === handlers ===

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::hooks::Hooks;
 
 pub mod config;
+pub mod https;
 mod listener;
 mod tls;
 mod ws;
@@ -42,10 +43,10 @@ const RETAINED_SWEEP: Duration = Duration::from_secs(60);
 /// A running gateway.
 pub struct Gateway {
     listeners: Vec<(ListenerKind, SocketAddr)>,
-    /// Where the management API listens, when it runs.
-    management: Option<SocketAddr>,
-    /// Where the data-plane API listens, when `[http]` is present.
-    data_plane: Option<SocketAddr>,
+    /// Where the management API listens, when it runs, and whether it speaks HTTPS.
+    management: Option<(SocketAddr, bool)>,
+    /// Where the data-plane API listens, when `[http]` is present, and whether it speaks HTTPS.
+    data_plane: Option<(SocketAddr, bool)>,
     namespace: Option<Arc<crate::namespace::Namespace>>,
     router: Option<Arc<crate::routing::Router>>,
     broker: Arc<Broker>,
@@ -120,8 +121,9 @@ impl Gateway {
             router.start(&broker.tasks, &broker.shutdown);
         }
         let management = management.map(|(listener, addr, app)| {
+            let https = listener.is_tls();
             broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
-            addr
+            (addr, https)
         });
         let data_plane = match (data_plane, &config.http) {
             (Some((listener, addr)), Some(http)) => {
@@ -134,8 +136,9 @@ impl Gateway {
                 )
                 .map_err(failed)?;
                 let app = crate::dataplane::app(Arc::new(state));
+                let https = listener.is_tls();
                 broker.tasks.spawn(crate::dataplane::serve(listener, app, broker.shutdown.clone()));
-                Some(addr)
+                Some((addr, https))
             }
             _ => None,
         };
@@ -183,12 +186,22 @@ impl Gateway {
 
     /// Where the management API listens, when `[management]` is configured.
     pub fn management_addr(&self) -> Option<SocketAddr> {
-        self.management
+        self.management.map(|(addr, _)| addr)
+    }
+
+    /// Whether the management API speaks HTTPS (`[management]` has a certificate).
+    pub fn management_https(&self) -> bool {
+        self.management.is_some_and(|(_, https)| https)
     }
 
     /// Where the data-plane API listens, when `[http]` is configured.
     pub fn data_plane_addr(&self) -> Option<SocketAddr> {
-        self.data_plane
+        self.data_plane.map(|(addr, _)| addr)
+    }
+
+    /// Whether the data-plane API speaks HTTPS (`[http]` has a certificate).
+    pub fn data_plane_https(&self) -> bool {
+        self.data_plane.is_some_and(|(_, https)| https)
     }
 
     /// The namespace, when access control applies.
@@ -231,16 +244,19 @@ async fn sweep_retained(broker: Arc<Broker>) {
 /// Logs where the gateway listens, for people and for the end-to-end harness: one line per
 /// listener on stdout, in config order, `gridmq listening <scheme> <address>` with scheme
 /// `mqtt` (tcp), `mqtts` (tls), `ws` or `wss`. The management API, when it runs, comes first,
-/// as `gridmq listening http <address>`, then the data-plane API as `gridmq listening api
-/// <address>`.
+/// as `gridmq listening http <address>` (`https` over TLS), then the data-plane API as
+/// `gridmq listening api <address>` (`apis` over TLS).
 pub fn announce(gateway: &Gateway) {
     if let Some(addr) = gateway.management_addr() {
-        info!(%addr, "Management API listening.");
-        println!("gridmq listening http {addr}");
+        let scheme = if gateway.management_https() { "https" } else { "http" };
+        info!(%addr, scheme, "Management API listening.");
+        println!("gridmq listening {scheme} {addr}");
     }
     if let Some(addr) = gateway.data_plane_addr() {
-        info!(%addr, "Data-plane API listening.");
-        println!("gridmq listening api {addr}");
+        let (scheme, label) =
+            if gateway.data_plane_https() { ("https", "apis") } else { ("http", "api") };
+        info!(%addr, scheme, "Data-plane API listening.");
+        println!("gridmq listening {label} {addr}");
     }
     for (kind, addr) in gateway.listener_addrs() {
         info!(listener = %kind, %addr, "Listening.");

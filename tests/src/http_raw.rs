@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A response: status, headers (names lowercase, in order) and the body as sent.
 #[derive(Debug, Clone)]
@@ -49,7 +49,33 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    request_on(stream, addr, method, target, headers, body).await
+}
+
+/// [`request`] over HTTPS, trusting what `tls` trusts (see [`crate::certs::client_config`]).
+pub async fn request_tls(
+    addr: SocketAddr,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response> {
+    let stream = crate::certs::tls_connect(addr, tls).await?;
+    request_on(stream, addr, method, target, headers, body).await
+}
+
+/// Sends one request on `stream` (already connected to `addr`) and reads the response until
+/// the server closes the connection.
+async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response> {
     let mut head = format!(
         "{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
@@ -61,9 +87,16 @@ pub async fn request(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
         .await
-        .context("response timed out")??;
+        .context("response timed out")?;
+    // A TLS peer that closes without close_notify still sent a whole response; HTTP/1.1 with
+    // `connection: close` ends at the close.
+    if let Err(error) = read
+        && !(error.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty())
+    {
+        return Err(error.into());
+    }
     parse(&raw)
 }
 

@@ -27,6 +27,10 @@ pub struct Gridmq {
     pub http: Option<SocketAddr>,
     /// The address of its data-plane API, when the config has an `[http]` table.
     pub api: Option<SocketAddr>,
+    /// Whether the management API speaks HTTPS (announced as `https`).
+    pub http_tls: bool,
+    /// Whether the data-plane API speaks HTTPS (announced as `apis`).
+    pub api_tls: bool,
     _config: Option<tempfile::NamedTempFile>,
     data: Arc<tempfile::TempDir>,
 }
@@ -69,18 +73,28 @@ impl Gridmq {
         let mut lines = BufReader::new(stdout).lines();
         // The management and data-plane APIs, when they run, are announced before the MQTT
         // listeners.
-        let mut http = None;
-        let mut api = None;
+        let (mut http, mut http_tls) = (None, false);
+        let (mut api, mut api_tls) = (None, false);
         let addr = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
                 other => panic!("gridmq exited before listening: {other:?}"),
             };
-            if let Some(rest) = line.strip_prefix("gridmq listening http ") {
-                http = Some(rest.trim().parse().expect("management address"));
-            }
-            if let Some(rest) = line.strip_prefix("gridmq listening api ") {
-                api = Some(rest.trim().parse().expect("data-plane address"));
+            let Some((scheme, rest)) =
+                line.strip_prefix("gridmq listening ").and_then(|rest| rest.split_once(' '))
+            else {
+                continue;
+            };
+            match scheme {
+                "http" | "https" => {
+                    http = Some(rest.trim().parse().expect("management address"));
+                    http_tls = scheme == "https";
+                }
+                "api" | "apis" => {
+                    api = Some(rest.trim().parse().expect("data-plane address"));
+                    api_tls = scheme == "apis";
+                }
+                _ => {}
             }
             if let Some(rest) = line.strip_prefix("gridmq listening mqtt ") {
                 break rest.trim().parse().expect("listener address");
@@ -88,7 +102,7 @@ impl Gridmq {
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gridmq { child, addr, http, api, _config: file, data }
+        Gridmq { child, addr, http, api, http_tls, api_tls, _config: file, data }
     }
 
     /// The directory holding this broker's durable state.

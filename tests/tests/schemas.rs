@@ -498,6 +498,19 @@ bearer_token_env = "AUTH_TOKEN"
 [management]
 listen = "127.0.0.1:8081"
 admin_token_env = "GRIDMQ_ADMIN_TOKEN"
+certificate = "tls/server.pem"
+private_key = "tls/server.key"
+min_tls_version = "1.3"
+
+[http]
+listen = "0.0.0.0:8443"
+access_keys = ["ZGF0YS1wbGFuZS1rZXk="]
+certificate = "tls/server.pem"
+private_key = "tls/server.key"
+min_tls_version = "1.2"
+max_request_bytes = 1048576
+max_event_bytes = 1048576
+max_events_per_request = 1000
 
 [namespace]
 name = "fleet"
@@ -695,6 +708,10 @@ fn out_of_range_config_values_are_refused() {
     config_refused(&mutated(&config, &["mqtt", "max_packet_size"], json!(10)));
     config_refused(&mutated(&config, &["management", "admin_token"], json!("long-enough-token")));
     config_refused(&mutated(&config, &["namespace", "name"], json!("x")));
+    // HTTPS needs both the certificate and the key, and TLS 1.2 at the oldest.
+    config_refused(&mutated(&config, &["http", "private_key"], Value::Null));
+    config_refused(&mutated(&config, &["management", "certificate"], Value::Null));
+    config_refused(&mutated(&config, &["http", "min_tls_version"], json!("1.1")));
     config_refused(&mutated(&config, &["clients", "car1", "passwordHash"], json!("hunter2")));
     // A plain TCP listener takes no TLS settings; a TLS one needs its certificate.
     let tcp = json!({"kind": "tcp", "address": "0.0.0.0:1883", "certificate": "c.pem"});

@@ -2,11 +2,14 @@
 //! accepts, and its request limits.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config::ConfigError;
+use crate::server::config::TlsVersion;
+use crate::server::https::check_pair;
 
 /// Event Grid's limit on one event and on one publish request: 1 MB.
 pub const EVENT_GRID_MAX_BYTES: usize = 1024 * 1024;
@@ -20,9 +23,17 @@ pub const EVENT_GRID_MAX_EVENTS: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataPlaneConfig {
-    /// Where the API listens (plain HTTP). Loopback by default; anywhere else, put it behind a
-    /// TLS-terminating proxy, since keys and tokens travel in headers.
+    /// Where the API listens. Loopback by default. Plain HTTP unless `certificate` and
+    /// `private_key` are set; beyond loopback, serve HTTPS (or put a TLS proxy in front), since
+    /// keys and tokens travel in headers.
     pub listen: SocketAddr,
+    /// The server certificate chain, PEM, leaf first. With `private_key`, the listener speaks
+    /// HTTPS only. Relative paths are relative to gridmq's working directory.
+    pub certificate: Option<PathBuf>,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1); required with `certificate`.
+    pub private_key: Option<PathBuf>,
+    /// With HTTPS, the oldest TLS version accepted, `"1.2"` or `"1.3"`. Default `"1.2"`.
+    pub min_tls_version: TlsVersion,
     /// Namespace access keys, base64 as Event Grid shows them: sent as is in `aeg-sas-key`, or
     /// used (decoded) to sign SAS tokens. Two keys allow rotating one while the other is in use.
     pub access_keys: Vec<String>,
@@ -39,6 +50,9 @@ impl Default for DataPlaneConfig {
     fn default() -> DataPlaneConfig {
         DataPlaneConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            certificate: None,
+            private_key: None,
+            min_tls_version: TlsVersion::default(),
             access_keys: Vec::new(),
             max_request_bytes: EVENT_GRID_MAX_BYTES,
             max_event_bytes: EVENT_GRID_MAX_BYTES,
@@ -48,8 +62,10 @@ impl Default for DataPlaneConfig {
 }
 
 impl DataPlaneConfig {
-    /// Checks that every key is non-empty base64 and every limit at least 1.
+    /// Checks that every key is non-empty base64, every limit at least 1, and `certificate` and
+    /// `private_key` are set together.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_pair("http", self.certificate.as_deref(), self.private_key.as_deref())?;
         let invalid =
             |field, problem: &str| ConfigError::Invalid { field, problem: problem.into() };
         if self.decoded_keys().is_err() {

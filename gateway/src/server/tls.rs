@@ -13,7 +13,7 @@
 //! - **TLS verifies the chain** (`verify_client_chain = true`): rustls' `WebPkiClientVerifier`
 //!   with the `client_ca` roots; a certificate that does not chain to them fails the handshake.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,23 +37,9 @@ pub(crate) fn acceptor(
 ) -> Result<TlsAcceptor, ConfigError> {
     let error = |field, problem: String| ConfigError::listener(index, field, problem);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-
-    let certificate =
-        listener.certificate.as_deref().ok_or_else(|| error("certificate", "required".into()))?;
-    let chain = read_certificates(certificate).map_err(|problem| error("certificate", problem))?;
-    let key_path =
-        listener.private_key.as_deref().ok_or_else(|| error("private_key", "required".into()))?;
-    let key = read_private_key(key_path).map_err(|problem| error("private_key", problem))?;
-
-    let versions: &[&'static rustls::SupportedProtocolVersion] =
-        match listener.min_tls_version.unwrap_or_default() {
-            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersion::Tls13 => &[&rustls::version::TLS13],
-        };
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| error("min_tls_version", e.to_string()))?;
-
+    let (chain, key, key_path) =
+        identity(listener.certificate.as_deref(), listener.private_key.as_deref(), &error)?;
+    let builder = versions(&provider, listener.min_tls_version.unwrap_or_default(), &error)?;
     let client_auth = listener.client_auth.unwrap_or_default();
     let roots = match &listener.client_ca {
         Some(path) => {
@@ -85,13 +71,70 @@ pub(crate) fn acceptor(
             provider,
         })),
     };
-    let config = builder.with_single_cert(chain, key).map_err(|e| {
-        error(
-            "private_key",
-            format!("{} does not go with the certificate: {e}", key_path.display()),
-        )
-    })?;
+    let config =
+        builder.with_single_cert(chain, key).map_err(|e| mismatch(&key_path, e, &error))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Builds the TLS acceptor of an HTTPS listener (`[http]` or `[management]`, named by
+/// `section`): the same PEM files, versions and errors as the MQTT listeners, without client
+/// certificates. Errors name the field, e.g. `http.certificate: cannot read ...`.
+pub(crate) fn https_acceptor(
+    section: &'static str,
+    certificate: Option<&Path>,
+    private_key: Option<&Path>,
+    min_tls_version: TlsVersion,
+) -> Result<TlsAcceptor, ConfigError> {
+    let error = |field, problem: String| ConfigError::section(section, field, problem);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let (chain, key, key_path) = identity(certificate, private_key, &error)?;
+    let builder = versions(&provider, min_tls_version, &error)?;
+    let mut config = builder
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| mismatch(&key_path, e, &error))?;
+    // HTTP/1.1 only: the HTTP server speaks HTTP/1 on these listeners.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The certificate chain and private key, read from their PEM files; both are required.
+fn identity(
+    certificate: Option<&Path>,
+    private_key: Option<&Path>,
+    error: &impl Fn(&'static str, String) -> ConfigError,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, PathBuf), ConfigError> {
+    let certificate = certificate.ok_or_else(|| error("certificate", "required".into()))?;
+    let chain = read_certificates(certificate).map_err(|problem| error("certificate", problem))?;
+    let key_path = private_key.ok_or_else(|| error("private_key", "required".into()))?;
+    let key = read_private_key(key_path).map_err(|problem| error("private_key", problem))?;
+    Ok((chain, key, key_path.to_path_buf()))
+}
+
+/// A server config builder for the TLS versions from `min` up.
+fn versions(
+    provider: &Arc<CryptoProvider>,
+    min: TlsVersion,
+    error: &impl Fn(&'static str, String) -> ConfigError,
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, ConfigError> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| error("min_tls_version", e.to_string()))
+}
+
+fn mismatch(
+    key_path: &Path,
+    problem: rustls::Error,
+    error: &impl Fn(&'static str, String) -> ConfigError,
+) -> ConfigError {
+    error(
+        "private_key",
+        format!("{} does not go with the certificate: {problem}", key_path.display()),
+    )
 }
 
 /// The certificates the client presented, DER, leaf first; empty without client auth.
