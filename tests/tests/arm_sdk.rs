@@ -80,8 +80,7 @@ async fn webhook() -> MockServer {
 
 /// Receives from the `pull` queue subscription with the access key.
 async fn receive(api: SocketAddr) -> Value {
-    let target =
-        "/topics/telemetry/eventsubscriptions/pull:receive?api-version=2024-06-01&maxEvents=10&maxWaitTime=10";
+    let target = "/topics/telemetry/eventsubscriptions/pull:receive?api-version=2024-06-01&maxEvents=10&maxWaitTime=10";
     let response = http_raw::request(api, "POST", target, &[("aeg-sas-key", KEY)], b"")
         .await
         .expect("receive");
@@ -188,9 +187,8 @@ async fn the_azure_mgmt_sdk_sets_up_a_namespace_that_routes_mqtt() {
     let mgmt = gridmq.http.expect("management API");
     let tls = client_config(&pki.ca_cert, None, ALL_VERSIONS);
     let bearer = format!("Bearer {TOKEN}");
-    let target = format!(
-        "{namespace_id}/topics/telemetry/eventSubscriptions/pull?api-version=2025-02-15"
-    );
+    let target =
+        format!("{namespace_id}/topics/telemetry/eventSubscriptions/pull?api-version=2025-02-15");
     let got = http_raw::request_tls(mgmt, tls, "GET", &target, &[("authorization", &bearer)], b"")
         .await
         .expect("HTTPS GET");
