@@ -134,15 +134,15 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    match api.authorized(&headers) {
-        Ok(()) => next.run(request).await,
-        Err(response) => response,
+    match api.refusal(&headers) {
+        None => next.run(request).await,
+        Some(response) => response,
     }
 }
 
 impl Api {
-    /// Whether `headers` carry the admin token; the 401 answer when not.
-    fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// The 401 answer when `headers` do not carry the admin token.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
@@ -151,7 +151,7 @@ impl Api {
         if let Some(token) = presented
             && constant_time_eq(token.as_bytes(), self.token.as_bytes())
         {
-            return Ok(());
+            return None;
         }
         let mut response = ApiError {
             status: StatusCode::UNAUTHORIZED,
@@ -160,7 +160,7 @@ impl Api {
         }
         .into_response();
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Err(response)
+        Some(response)
     }
 
     /// The namespace's resource id, the prefix of every resource's id.

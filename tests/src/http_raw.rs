@@ -93,7 +93,7 @@ async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
     // A TLS peer that closes without close_notify still sent a whole response; HTTP/1.1 with
     // `connection: close` ends at the close.
     if let Err(error) = read
-        && !(error.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty())
+        && (error.kind() != std::io::ErrorKind::UnexpectedEof || raw.is_empty())
     {
         return Err(error.into());
     }

@@ -46,7 +46,7 @@ pub(super) async fn rewrite(
     if matches!(target, Target::Plain) {
         return next.run(request).await;
     }
-    if let Err(response) = api.authorized(request.headers()) {
+    if let Some(response) = api.refusal(request.headers()) {
         return response;
     }
     match target {
