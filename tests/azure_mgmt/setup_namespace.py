@@ -27,11 +27,13 @@ from azure.mgmt.eventgrid.models import (
     DeliveryConfiguration,
     FiltersConfiguration,
     NamespaceTopic,
+    NamespaceTopicUpdateParameters,
     PermissionBinding,
     PushInfo,
     QueueInfo,
     StringBeginsWithFilter,
     Subscription,
+    SubscriptionUpdateParameters,
     TopicSpace,
     WebHookEventSubscriptionDestination,
 )
@@ -132,6 +134,18 @@ def main():
         out["elsewhere"] = error.status_code
 
     out["mqtt"] = publish(args)
+
+    # Changed while the event waits in the queue (its PUBACK came after it was stored): the
+    # queue keeps it. begin_update sends PATCH.
+    patch = SubscriptionUpdateParameters(
+        delivery_configuration=DeliveryConfiguration(
+            delivery_mode="Queue", queue=QueueInfo(max_delivery_count=6)
+        )
+    )
+    out["patched"] = subs.begin_update(rg, ns, "telemetry", "pull", patch).result().as_dict()
+    out["patched_topic"] = client.namespace_topics.begin_update(
+        rg, ns, "telemetry", NamespaceTopicUpdateParameters(event_retention_in_days=2)
+    ).result().as_dict()
     print(json.dumps(out))
 
 

@@ -2,9 +2,10 @@
 //! management API over HTTPS, with the admin token as its bearer token: it creates a namespace
 //! topic with a queue and a webhook subscription, a client (thumbprint authentication), a
 //! client group, a topic space and a permission binding (`tests/azure_mgmt/setup_namespace.py`).
-//! An MQTT client then publishes under those grants with its certificate, and the event arrives
-//! at the wiremock webhook and through a data-plane receive. After a restart the resources and
-//! the queued event are still there.
+//! An MQTT client then publishes under those grants with its certificate; the SDK updates the
+//! queue subscription and the topic (PATCH) while the event waits; the event arrives at the
+//! wiremock webhook and through a data-plane receive. After a restart the resources and the
+//! queued event are still there.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -154,6 +155,13 @@ async fn the_azure_mgmt_sdk_sets_up_a_namespace_that_routes_mqtt() {
     // Authorized: 0x10 (no MQTT subscriber; the message is routed all the same), not 0x87.
     assert_eq!(out["mqtt"]["puback"], "No matching subscribers", "{}", out["mqtt"]);
 
+    // Updated (PATCH) after the publish: the merge kept the other queue settings.
+    let patched = &out["patched"]["delivery_configuration"]["queue"];
+    assert_eq!(patched["max_delivery_count"], 6, "{}", out["patched"]);
+    assert_eq!(patched["receive_lock_duration_in_seconds"], 60);
+    assert_eq!(patched["event_time_to_live"], "PT12H");
+    assert_eq!(out["patched_topic"]["event_retention_in_days"], 2);
+
     // The event at the webhook (after the abuse-protection handshake)...
     let deadline = tokio::time::Instant::now() + WAIT;
     let delivered = loop {
@@ -194,7 +202,7 @@ async fn the_azure_mgmt_sdk_sets_up_a_namespace_that_routes_mqtt() {
         .expect("HTTPS GET");
     assert_eq!(got.status, 200, "{}", got.error_message());
     let got = got.json().expect("JSON");
-    assert_eq!(got["properties"]["deliveryConfiguration"]["queue"]["maxDeliveryCount"], 5);
+    assert_eq!(got["properties"]["deliveryConfiguration"]["queue"]["maxDeliveryCount"], 6);
     let again = receive(gridmq.api.expect("data-plane API")).await;
     assert_eq!(again["value"][0]["event"]["id"], first["event"]["id"], "{again}");
     assert_eq!(again["value"][0]["brokerProperties"]["deliveryCount"], 2);

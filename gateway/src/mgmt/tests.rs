@@ -420,6 +420,29 @@ mod topics {
     }
 
     #[tokio::test]
+    async fn patch_merges_into_what_was_created() {
+        let api = setup();
+        let created = json!({"properties": {"deliveryConfiguration": {"deliveryMode": "Queue",
+            "queue": {"receiveLockDurationInSeconds": 90, "maxDeliveryCount": 4}}}});
+        let uri = "/topics/declared/eventSubscriptions/extra";
+        assert_eq!(send(&api, Method::PUT, uri, Some(created)).await.0, StatusCode::CREATED);
+        let patch =
+            json!({"properties": {"deliveryConfiguration": {"queue": {"maxDeliveryCount": 8}}}});
+        let (status, body) = send(&api, Method::PATCH, uri, Some(patch)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let queue = &body["properties"]["deliveryConfiguration"]["queue"];
+        assert_eq!(
+            (queue["maxDeliveryCount"].as_u64(), queue["receiveLockDurationInSeconds"].as_u64()),
+            (Some(8), Some(90))
+        );
+        let patch = json!({"properties": {"eventRetentionInDays": 3}});
+        let (status, _) = send(&api, Method::PATCH, "/topics/absent", Some(patch.clone())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = send(&api, Method::PATCH, "/topics/declared", Some(patch)).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+    }
+
+    #[tokio::test]
     async fn other_arm_ids_are_not_found_and_the_token_comes_first() {
         let api = setup();
         let other = ARM.replace("resourceGroups/gridmq", "resourceGroups/elsewhere");

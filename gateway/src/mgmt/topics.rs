@@ -1,6 +1,8 @@
 //! The management API's namespace topics and event subscriptions, in Event Grid's ARM shapes:
 //! `topics/{name}` and `topics/{topic}/eventSubscriptions/{name}`, each with list, GET, PUT
-//! (201 created, 200 replaced) and DELETE (200, or 204 when there was nothing to delete).
+//! (201 created, 200 replaced), PATCH (200; a JSON merge patch of the properties the resource
+//! was created with, as the SDKs' `begin_update` sends) and DELETE (200, or 204 when there was
+//! nothing to delete).
 //! The router validates, stores and applies the change (`routing/router/topics.rs`).
 
 use std::sync::Arc;
@@ -23,11 +25,17 @@ const SUBSCRIPTION_TYPE: &str = "Microsoft.EventGrid/namespaces/topics/eventSubs
 pub(super) fn routes(routes: Router<Arc<Api>>) -> Router<Arc<Api>> {
     routes
         .route("/topics", get(list_topics))
-        .route("/topics/{name}", get(read_topic).put(put_topic).delete(delete_topic))
+        .route(
+            "/topics/{name}",
+            get(read_topic).put(put_topic).patch(patch_topic).delete(delete_topic),
+        )
         .route("/topics/{topic}/eventSubscriptions", get(list_subscriptions))
         .route(
             "/topics/{topic}/eventSubscriptions/{name}",
-            get(read_subscription).put(put_subscription).delete(delete_subscription),
+            get(read_subscription)
+                .put(put_subscription)
+                .patch(patch_subscription)
+                .delete(delete_subscription),
         )
 }
 
@@ -86,6 +94,18 @@ async fn put_topic(
     Ok((status, axum::Json(topic_resource(&api, &name, properties))).into_response())
 }
 
+async fn patch_topic(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let patch = super::properties_of(&body)?;
+    let router = router(&api)?;
+    router.patch_topic(&name, patch).await?;
+    let properties = router.topic(&name).unwrap_or(Value::Null);
+    Ok(axum::Json(topic_resource(&api, &name, properties)).into_response())
+}
+
 async fn delete_topic(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -134,6 +154,18 @@ async fn put_subscription(
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     let body = subscription_resource(&api, &topic, &name, properties);
     Ok((status, axum::Json(body)).into_response())
+}
+
+async fn patch_subscription(
+    State(api): State<Arc<Api>>,
+    Path((topic, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let patch = super::properties_of(&body)?;
+    let router = router(&api)?;
+    router.patch_subscription(&topic, &name, patch).await?;
+    let properties = router.subscription(&topic, &name).unwrap_or(Value::Null);
+    Ok(axum::Json(subscription_resource(&api, &topic, &name, properties)).into_response())
 }
 
 async fn delete_subscription(

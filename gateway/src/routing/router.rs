@@ -114,6 +114,9 @@ struct Topology {
     definitions: BTreeMap<String, TopicConfig>,
     topics: HashMap<Arc<str>, Vec<Subscriber>>,
     dispatchers: BTreeMap<Arc<str>, Subscriber>,
+    /// The properties the management API created each topic (`topic`) and subscription
+    /// (`topic/name`) with, as given: what a PATCH applies to.
+    raw: HashMap<String, Value>,
 }
 
 /// What subscribers are built from.
@@ -290,8 +293,9 @@ impl Router {
             }
         }
         let mut definitions = config.topics.clone();
-        topics::merge_stored(&mut definitions, &declared, stored)?;
-        let mut topology = Topology::default();
+        let mut raw = HashMap::new();
+        topics::merge_stored(&mut definitions, &mut raw, &declared, stored)?;
+        let mut topology = Topology { raw, ..Topology::default() };
         for (name, topic) in &definitions {
             let path = if declared.contains(name) {
                 format!("topics.{name}")

@@ -62,6 +62,7 @@ fn invalid(field: &str, problem: impl Into<String>) -> TopicsError {
 /// declares. The error names the stored resource and the field.
 pub(super) fn merge_stored(
     definitions: &mut BTreeMap<String, TopicConfig>,
+    raw: &mut std::collections::HashMap<String, Value>,
     declared: &std::collections::HashSet<String>,
     stored: &[(String, String, Vec<u8>)],
 ) -> Result<(), String> {
@@ -77,6 +78,7 @@ pub(super) fn merge_stored(
         if kind == TOPICS {
             let topic = parse_topic(body).map_err(|e| format!("store: topics[{name}].{e}"))?;
             definitions.insert(name.clone(), topic);
+            raw.insert(name.clone(), serde_json::from_slice(body).unwrap_or(Value::Null));
         } else {
             subscriptions.push((name, body));
         }
@@ -88,6 +90,7 @@ pub(super) fn merge_stored(
         match definitions.get_mut(topic) {
             Some(definition) => {
                 definition.event_subscriptions.insert(sub.to_string(), config);
+                raw.insert(name.clone(), serde_json::from_slice(body).unwrap_or(Value::Null));
             }
             None => {
                 tracing::warn!(%name, "A stored event subscription's topic is gone; it is ignored.")
@@ -158,6 +161,26 @@ impl Router {
     /// Creates or changes a namespace topic; returns whether it existed.
     pub async fn put_topic(&self, name: &str, properties: Value) -> Result<bool, TopicsError> {
         let _serial = self.changes.lock().await;
+        self.put_topic_serialized(name, properties).await
+    }
+
+    /// Changes a namespace topic by a JSON merge patch (RFC 7386) of the properties it was
+    /// created with, as ARM's PATCH does.
+    pub async fn patch_topic(&self, name: &str, patch: Value) -> Result<(), TopicsError> {
+        let _serial = self.changes.lock().await;
+        self.check_not_declared(name)?;
+        let Some(mut properties) = self.topology().raw.get(name).cloned() else {
+            return Err(TopicsError::NotFound(format!("topics/{name}")));
+        };
+        merge_patch(&mut properties, patch);
+        self.put_topic_serialized(name, properties).await.map(|_| ())
+    }
+
+    async fn put_topic_serialized(
+        &self,
+        name: &str,
+        properties: Value,
+    ) -> Result<bool, TopicsError> {
         check_name(name)?;
         self.check_not_declared(name)?;
         let mut topic = topic_of(properties.clone())?;
@@ -187,7 +210,9 @@ impl Router {
                 )
             })?;
         next.definitions.insert(name.to_string(), topic);
-        self.store(Op::PutResource(TOPICS.into(), name.into(), json_bytes(&properties))).await;
+        let body = json_bytes(&properties);
+        next.raw.insert(name.to_string(), properties);
+        self.store(Op::PutResource(TOPICS.into(), name.into(), body)).await;
         self.swap(next, replaced);
         tracing::info!(topic = %name, "Namespace topic changed.");
         Ok(existing.is_some())
@@ -203,12 +228,14 @@ impl Router {
         let mut next = Topology::clone(&current);
         next.definitions.remove(name);
         next.topics.remove(name);
+        next.raw.remove(name);
         let mut removed = Vec::new();
         for sub in definition.event_subscriptions.keys() {
             let key = format!("{name}/{sub}");
             if let Some(old) = next.dispatchers.remove(key.as_str()) {
                 removed.push(old);
             }
+            next.raw.remove(&key);
             self.store(Op::DeleteResource(SUBSCRIPTIONS.into(), key.into())).await;
         }
         self.store(Op::DeleteResource(TOPICS.into(), name.into())).await;
@@ -229,6 +256,33 @@ impl Router {
         properties: Value,
     ) -> Result<bool, TopicsError> {
         let _serial = self.changes.lock().await;
+        self.put_subscription_serialized(topic, name, properties).await
+    }
+
+    /// Changes an event subscription by a JSON merge patch (RFC 7386) of the properties it was
+    /// created with, as ARM's PATCH does.
+    pub async fn patch_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<(), TopicsError> {
+        let _serial = self.changes.lock().await;
+        let key = format!("{topic}/{name}");
+        self.check_not_declared(&key)?;
+        let Some(mut properties) = self.topology().raw.get(&key).cloned() else {
+            return Err(TopicsError::NotFound(format!("topics/{topic}/eventSubscriptions/{name}")));
+        };
+        merge_patch(&mut properties, patch);
+        self.put_subscription_serialized(topic, name, properties).await.map(|_| ())
+    }
+
+    async fn put_subscription_serialized(
+        &self,
+        topic: &str,
+        name: &str,
+        properties: Value,
+    ) -> Result<bool, TopicsError> {
         check_name(name)?;
         let key = format!("{topic}/{name}");
         self.check_not_declared(&key)?;
@@ -257,12 +311,9 @@ impl Router {
         list.retain(|s| s.key().as_ref() != key);
         list.push(subscriber.clone());
         next.dispatchers.insert(subscriber.key().clone(), subscriber);
-        self.store(Op::PutResource(
-            SUBSCRIPTIONS.into(),
-            key.as_str().into(),
-            json_bytes(&properties),
-        ))
-        .await;
+        let body = json_bytes(&properties);
+        next.raw.insert(key.clone(), properties);
+        self.store(Op::PutResource(SUBSCRIPTIONS.into(), key.as_str().into(), body)).await;
         let existed = old.is_some();
         self.swap(next, old.into_iter().collect());
         tracing::info!(subscription = %key, "Event subscription changed.");
@@ -287,6 +338,7 @@ impl Router {
             list.retain(|s| s.key().as_ref() != key);
         }
         next.dispatchers.remove(key.as_str());
+        next.raw.remove(&key);
         self.store(Op::DeleteResource(SUBSCRIPTIONS.into(), key.as_str().into())).await;
         *self.topology.write() = Arc::new(next);
         self.dead_letters.take(old.key(), None);
@@ -335,6 +387,27 @@ fn check_name(name: &str) -> Result<(), TopicsError> {
         return Err(invalid("name", "is reserved"));
     }
     crate::access::model::check_resource_name(name).map_err(|p| invalid("name", p))
+}
+
+/// Applies a JSON merge patch: objects merge key by key, `null` removes, anything else
+/// replaces.
+fn merge_patch(target: &mut Value, patch: Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(fields) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                fields.remove(&key);
+            } else {
+                merge_patch(fields.entry(key).or_insert(Value::Null), value);
+            }
+        }
+    }
 }
 
 fn json_bytes(value: &Value) -> Arc<[u8]> {
