@@ -27,7 +27,8 @@
 //!
 //! # Namespace topics and event subscriptions
 //! `topics` and `topics/{topic}/eventSubscriptions` take the same list, GET, PUT and DELETE,
-//! with Event Grid's ARM bodies (`mgmt/topics.rs`); the changes apply at once and are durable.
+//! and PATCH (a JSON merge patch), with Event Grid's ARM bodies (`mgmt/topics.rs`); the changes
+//! apply at once and are durable.
 //!
 //! # ARM paths
 //! Every route above (but `/healthz` and `/routing/...`) is also served under the namespace's

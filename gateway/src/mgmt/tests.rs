@@ -420,6 +420,32 @@ mod topics {
     }
 
     #[tokio::test]
+    async fn a_changed_push_subscription_keeps_its_waiting_deliveries() {
+        let api = setup();
+        let router = &api.1;
+        let topic = "/topics/alerts";
+        let created = send(&api, Method::PUT, topic, Some(json!({"properties": {}}))).await;
+        assert_eq!(created.0, StatusCode::CREATED);
+        let hook = |count: u32| {
+            json!({"properties": {"deliveryConfiguration": {"deliveryMode": "Push",
+                "push": {"maxDeliveryCount": count, "destination": {"endpointType": "WebHook",
+                    "properties": {"endpointUrl": "http://127.0.0.1:9/hook"}}}}}})
+        };
+        let uri = "/topics/alerts/eventSubscriptions/hook";
+        assert_eq!(send(&api, Method::PUT, uri, Some(hook(5))).await.0, StatusCode::CREATED);
+        router.publish_events("alerts", vec![event("a"), event("b"), event("c")]).expect("admit");
+        let waiting =
+            || router.subscriptions().iter().find(|s| s.name == "hook").map(|s| s.waiting);
+        assert_eq!(waiting(), Some(3));
+        assert_eq!(send(&api, Method::PUT, uri, Some(hook(2))).await.0, StatusCode::OK);
+        assert_eq!(waiting(), Some(3), "the new dispatcher holds the old one's deliveries");
+        assert_eq!(router.buffered(), 3);
+        assert_eq!(send(&api, Method::DELETE, topic, None).await.0, StatusCode::OK);
+        assert_eq!(waiting(), None);
+        assert_eq!(router.buffered(), 0, "a deleted topic's events are settled");
+    }
+
+    #[tokio::test]
     async fn patch_merges_into_what_was_created() {
         let api = setup();
         let created = json!({"properties": {"deliveryConfiguration": {"deliveryMode": "Queue",

@@ -190,7 +190,12 @@ impl QueueSubscription {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (received, next) = self.take(max_events);
-            if !received.is_empty() || tokio::time::Instant::now() >= deadline {
+            // A retired queue's consumer gets an empty answer at once, and finds the changed
+            // subscription on its next request.
+            if !received.is_empty()
+                || tokio::time::Instant::now() >= deadline
+                || self.state.lock().retired
+            {
                 return received;
             }
             let wake = next.map_or(deadline, |d| (tokio::time::Instant::now() + d).min(deadline));
