@@ -123,6 +123,9 @@ def main():
         PermissionBinding(client_group_name="sensors", topic_space_name="vehicles", permission="Publisher"),
     ).result().as_dict()
 
+    # A DELETE completes at once too (200, no polling headers).
+    subs.begin_create_or_update(rg, ns, "telemetry", "scratch", queue).result()
+    subs.begin_delete(rg, ns, "telemetry", "scratch").result()
     out["subscriptions"] = sorted(
         s.name for s in subs.list_by_namespace_topic(rg, ns, "telemetry")
     )
