@@ -70,12 +70,28 @@ pub struct FiltersConfiguration {
 /// Where the fields of a resolved subscription came from, so errors name what the user wrote.
 #[derive(Debug, Clone)]
 pub struct FieldPaths {
+    /// The subscription itself (`retryDelaysSeconds` is named under it in either shape).
+    pub base: String,
     /// Prefix of `maxDeliveryCount`, `eventTimeToLive` and `receiveLockDurationInSeconds`.
     pub delivery: String,
     /// The destination object (its fields are named under it).
     pub destination: String,
     /// Prefix of the filter fields.
     pub filters: String,
+    /// Whether the filters came as `filtersConfiguration`, whose advanced filters are `filters`.
+    pub arm_filters: bool,
+}
+
+impl FieldPaths {
+    /// A filter error's field as the user wrote it: `filtersConfiguration.filters[0]` for
+    /// what the flattened shape calls `filters.advancedFilters[0]`.
+    pub fn filter_field(&self, field: &str) -> String {
+        let flattened = format!("{}.advancedFilters", self.filters);
+        match field.strip_prefix(&flattened) {
+            Some(rest) if self.arm_filters => format!("{}.filters{rest}", self.filters),
+            _ => field.to_string(),
+        }
+    }
 }
 
 fn invalid(field: String, problem: &str) -> super::config::RoutingConfigError {
@@ -91,6 +107,8 @@ impl SubscriptionConfig {
     ) -> Result<(SubscriptionConfig, FieldPaths), super::config::RoutingConfigError> {
         let mut flat = self.clone();
         let mut paths = FieldPaths {
+            base: path.to_string(),
+            arm_filters: false,
             delivery: path.to_string(),
             destination: format!("{path}.destination"),
             filters: format!("{path}.filters"),
@@ -170,6 +188,7 @@ impl SubscriptionConfig {
                 ..FiltersConfig::default()
             };
             paths.filters = format!("{path}.filtersConfiguration");
+            paths.arm_filters = true;
         }
         Ok((flat, paths))
     }
@@ -321,6 +340,13 @@ mod tests {
         .unwrap();
         let error = push.plan("p", "push", std::time::Duration::from_secs(86_400)).err().unwrap();
         assert_eq!(error.field, "p.deliveryConfiguration.push.maxDeliveryCount");
+        let filters: SubscriptionConfig = serde_json::from_value(json!({
+            "deliveryMode": "Queue",
+            "filtersConfiguration": {"filters": [{"operatorType": "NumberIn", "key": "k"}]},
+        }))
+        .unwrap();
+        let error = filters.plan("q", "queue", std::time::Duration::from_secs(86_400)).err();
+        assert!(error.unwrap().field.starts_with("q.filtersConfiguration.filters[0]"));
     }
 
     #[test]

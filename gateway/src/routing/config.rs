@@ -383,7 +383,7 @@ impl SubscriptionConfig {
         let delays = match &self.retry_delays_seconds {
             None => None,
             Some(delays) => {
-                let field = format!("{path}.retryDelaysSeconds");
+                let field = format!("{}.retryDelaysSeconds", paths.base);
                 if delays.is_empty() {
                     return Err(invalid(field, "must hold at least one delay"));
                 }
@@ -403,7 +403,7 @@ impl SubscriptionConfig {
         let filter = self
             .filters
             .compile(&paths.filters)
-            .map_err(|error| invalid(error.field.clone(), error.problem.clone()))?;
+            .map_err(|error| invalid(paths.filter_field(&error.field), error.problem.clone()))?;
         let policy = sinks::RetryPolicy { schedule, max_attempts, time_to_live, delays };
         let lock_duration = Duration::from_secs(u64::from(lock.unwrap_or(60)));
         Ok(SubscriptionPlan {
