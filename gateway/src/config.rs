@@ -170,6 +170,7 @@ impl Config {
             routing: &self.routing,
             topics: &self.topics,
             system_topic: self.system_topic.as_ref(),
+            runtime_topics: self.management.is_some(),
         }
         .validate()?;
         Ok(())

@@ -25,10 +25,26 @@
 //! optional body `{"ids": [..]}` (all records without it), answering `{"redriven": n}` or
 //! `{"deleted": n}`. See `mgmt/routing.rs`.
 //!
+//! # Namespace topics and event subscriptions
+//! `topics` and `topics/{topic}/eventSubscriptions` take the same list, GET, PUT and DELETE,
+//! and PATCH (a JSON merge patch), with Event Grid's ARM bodies (`mgmt/topics.rs`); the changes
+//! apply at once and are durable.
+//!
+//! # ARM paths
+//! Every route above (but `/healthz` and `/routing/...`) is also served under the namespace's
+//! resource id, `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.EventGrid/
+//! namespaces/{ns}/...?api-version=...`, as Azure Resource Manager serves it, so the Azure SDKs
+//! and tools work unchanged (`mgmt/arm.rs`). Another subscription, resource group or namespace
+//! is 404. Response ids are always the full ARM ids. A PUT answers as a finished operation (no
+//! `Azure-AsyncOperation` or `Location` header, `provisioningState: Succeeded`), so the SDKs'
+//! pollers complete on the first response.
+//!
 //! Handlers are tested in process with `app(..).oneshot(request)` (`mgmt/tests.rs`).
 
+mod arm;
 mod config;
 mod routing;
+mod topics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,10 +100,13 @@ pub fn app(
                     .delete(move |state, name| delete(state, kind, name)),
             );
     }
-    resources
+    let inner = topics::routes(resources)
         .route_layer(middleware::from_fn_with_state(api.clone(), require_token))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
-        .with_state(api)
+        .with_state(api.clone());
+    // The rewriting wraps the whole router, so that it runs before routing.
+    let arm = middleware::from_fn_with_state(api, arm::rewrite);
+    Router::new().fallback_service(tower::Layer::layer(&arm, inner))
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled.
@@ -116,27 +135,38 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(token) if constant_time_eq(token.as_bytes(), api.token.as_bytes()) => {
-            next.run(request).await
+    match api.refusal(&headers) {
+        None => next.run(request).await,
+        Some(response) => response,
+    }
+}
+
+impl Api {
+    /// The 401 answer when `headers` do not carry the admin token.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(token) = presented
+            && constant_time_eq(token.as_bytes(), self.token.as_bytes())
+        {
+            return None;
         }
-        _ => {
-            let mut response = ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                code: "Unauthorized",
-                message: "Authorization: Bearer <admin token> required".into(),
-            }
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
+        let mut response = ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "Unauthorized",
+            message: "Authorization: Bearer <admin token> required".into(),
         }
+        .into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        Some(response)
+    }
+
+    /// The namespace's resource id, the prefix of every resource's id.
+    fn resource_id(&self) -> String {
+        self.namespace.resources().namespace.resource_id()
     }
 }
 
@@ -147,7 +177,7 @@ async fn list(State(api): State<Arc<Api>>, kind: ResourceKind) -> Response {
         .iter()
         .filter_map(|name| {
             let properties = kind.get_public(&resources, name)?;
-            Some(envelope(&resources.namespace.name, kind, name, properties))
+            Some(envelope(&resources.namespace.resource_id(), kind, name, properties))
         })
         .collect();
     axum::Json(json!({ "value": value })).into_response()
@@ -160,7 +190,8 @@ async fn read(
 ) -> Result<Response, ApiError> {
     let resources = api.namespace.resources();
     let properties = kind.get_public(&resources, &name).ok_or_else(|| not_found(kind, &name))?;
-    Ok(axum::Json(envelope(&resources.namespace.name, kind, &name, properties)).into_response())
+    let id = resources.namespace.resource_id();
+    Ok(axum::Json(envelope(&id, kind, &name, properties)).into_response())
 }
 
 async fn put(
@@ -178,7 +209,7 @@ async fn put(
     let resources = api.namespace.resources();
     let properties = kind.get_public(&resources, &name).unwrap_or(Value::Null);
     let status = if applied.existed { StatusCode::OK } else { StatusCode::CREATED };
-    let body = envelope(&resources.namespace.name, kind, &name, properties);
+    let body = envelope(&resources.namespace.resource_id(), kind, &name, properties);
     Ok((status, axum::Json(body)).into_response())
 }
 
@@ -215,17 +246,22 @@ fn properties_of(body: &[u8]) -> Result<Value, ApiError> {
     Ok(properties)
 }
 
-/// A resource in Event Grid's response shape.
-fn envelope(namespace: &str, kind: ResourceKind, name: &str, mut properties: Value) -> Value {
+/// A resource in Event Grid's response shape; `namespace_id` is the namespace's resource id.
+fn envelope(namespace_id: &str, kind: ResourceKind, name: &str, properties: Value) -> Value {
+    arm_resource(
+        format!("{namespace_id}/{}/{name}", kind.as_str()),
+        name,
+        kind.arm_type(),
+        properties,
+    )
+}
+
+/// An ARM resource: `id`, `name`, `type` and `properties` with `provisioningState: Succeeded`.
+fn arm_resource(id: String, name: &str, kind: &str, mut properties: Value) -> Value {
     if let Value::Object(fields) = &mut properties {
         fields.insert("provisioningState".into(), Value::from("Succeeded"));
     }
-    json!({
-        "id": format!("/namespaces/{namespace}/{}/{name}", kind.as_str()),
-        "name": name,
-        "type": kind.arm_type(),
-        "properties": properties,
-    })
+    json!({ "id": id, "name": name, "type": kind, "properties": properties })
 }
 
 fn not_found(kind: ResourceKind, name: &str) -> ApiError {

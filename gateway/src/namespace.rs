@@ -120,7 +120,9 @@ impl Namespace {
         stored: &[(String, String, Vec<u8>)],
     ) -> Result<Option<Arc<Namespace>>, String> {
         let declared_resources = config.resources();
-        if !config.access_control_applies() && stored.is_empty() {
+        let stored_resources =
+            stored.iter().any(|(kind, ..)| !crate::routing::router::is_topic_kind(kind));
+        if !config.access_control_applies() && !stored_resources {
             return Ok(None);
         }
         let mut declared = HashSet::new();
@@ -131,6 +133,10 @@ impl Namespace {
         }
         let mut resources = declared_resources;
         for (kind_name, name, body) in stored {
+            if crate::routing::router::is_topic_kind(kind_name) {
+                // Namespace topics and their subscriptions belong to the router.
+                continue;
+            }
             let Some(kind) = ResourceKind::parse(kind_name) else {
                 warn!(kind = %kind_name, %name, "Ignoring a stored resource of unknown kind.");
                 continue;

@@ -20,6 +20,7 @@
 //! before the PUBACK, and deleted only after a 2xx from the destination or after the event is
 //! dead-lettered. After a crash, delivery is at least once.
 
+pub mod arm;
 pub mod buffer;
 pub mod config;
 pub mod dead_letter;

@@ -79,7 +79,9 @@ impl Gateway {
         let (storage, mut snapshot) = crate::startup::open_store(&config).map_err(failed)?;
         let routing_rows =
             snapshot.as_mut().map(|s| std::mem::take(&mut s.routing)).unwrap_or_default();
-        let router = crate::routing::Router::build(&config, storage.journal()).map_err(failed)?;
+        let stored = snapshot.as_ref().map(|s| s.resources.as_slice()).unwrap_or_default();
+        let router =
+            crate::routing::Router::build(&config, storage.journal(), stored).map_err(failed)?;
         let mut hooks = hooks;
         if let Some(router) = &router {
             if router.routes_messages() {
@@ -87,7 +89,6 @@ impl Gateway {
             }
             hooks.observers.extend(router.observer());
         }
-        let stored = snapshot.as_ref().map(|s| s.resources.as_slice()).unwrap_or_default();
         let namespace = crate::namespace::Namespace::open(&config, stored).map_err(failed)?;
         let hooks = match &namespace {
             Some(namespace) => {

@@ -31,6 +31,8 @@ pub struct Gridmq {
     pub http_tls: bool,
     /// Whether the data-plane API speaks HTTPS (announced as `apis`).
     pub api_tls: bool,
+    /// The first MQTT-over-TLS listener, when the config declares one before its `tcp` one.
+    pub mqtts: Option<SocketAddr>,
     _config: Option<tempfile::NamedTempFile>,
     data: Arc<tempfile::TempDir>,
 }
@@ -75,6 +77,7 @@ impl Gridmq {
         // listeners.
         let (mut http, mut http_tls) = (None, false);
         let (mut api, mut api_tls) = (None, false);
+        let mut mqtts = None;
         let addr = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
@@ -94,6 +97,9 @@ impl Gridmq {
                     api = Some(rest.trim().parse().expect("data-plane address"));
                     api_tls = scheme == "apis";
                 }
+                "mqtts" if mqtts.is_none() => {
+                    mqtts = Some(rest.trim().parse().expect("MQTT TLS address"));
+                }
                 _ => {}
             }
             if let Some(rest) = line.strip_prefix("gridmq listening mqtt ") {
@@ -102,7 +108,7 @@ impl Gridmq {
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gridmq { child, addr, http, api, http_tls, api_tls, _config: file, data }
+        Gridmq { child, addr, http, api, http_tls, api_tls, mqtts, _config: file, data }
     }
 
     /// The directory holding this broker's durable state.

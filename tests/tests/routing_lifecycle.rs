@@ -113,6 +113,11 @@ async fn connect_disconnect_and_takeover() {
         gateway_tests::schema::validate_cloudevent(event).expect("CloudEvents schema");
         assert_eq!(event["subject"], "clients/car1/sessions/car1");
         assert_eq!(event["data"]["namespaceName"], "plant");
+        // Event Grid's source: the namespace's resource id, placeholders by default.
+        assert_eq!(
+            event["source"],
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/gridmq/providers/Microsoft.EventGrid/namespaces/plant"
+        );
         assert_eq!(event["data"]["clientAuthenticationName"], "car1");
     }
     let expected: Vec<(String, u64, String)> = [

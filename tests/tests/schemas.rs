@@ -514,6 +514,8 @@ max_events_per_request = 1000
 
 [namespace]
 name = "fleet"
+subscription_id = "6a0f3e52-1c7b-4d2e-9a4f-0b8c2d1e3f40"
+resource_group = "rg-fleet"
 alternativeAuthenticationNameSources = ["ClientCertificateSubject", "ClientCertificateDns"]
 
 [clients.car1]
@@ -565,6 +567,17 @@ mqttpfi = "${mqtt.message.pfi}"
 
 [topics.telemetry]
 eventRetentionInDays = 1
+inputSchema = "CloudEventSchemaV1_0"
+publisherType = "Custom"
+
+[topics.telemetry.eventSubscriptions.archive]
+eventDeliverySchema = "CloudEventSchemaV1_0"
+deliveryConfiguration = { deliveryMode = "Queue", queue = { receiveLockDurationInSeconds = 60, maxDeliveryCount = 5, eventTimeToLive = "PT12H" } }
+filtersConfiguration = { includedEventTypes = ["MQTT.EventPublished"], filters = [{ operatorType = "StringBeginsWith", key = "subject", values = ["vehicles/"] }] }
+
+[topics.telemetry.eventSubscriptions.alerts.deliveryConfiguration]
+deliveryMode = "Push"
+push = { maxDeliveryCount = 3, destination = { endpointType = "WebHook", properties = { endpointUrl = "https://example.com/alerts", maxEventsPerBatch = 10 } } }
 
 [topics.telemetry.eventSubscriptions.hook]
 maxDeliveryCount = 5
@@ -664,6 +677,57 @@ fn unknown_config_fields_are_refused() {
         json!("x"),
     ));
     config_refused(&mutated(&config, &["systemTopic", "eventSubscriptions", "x"], json!({})));
+}
+
+#[test]
+fn arm_shaped_subscriptions_are_checked_like_flattened_ones() {
+    let config = full_config();
+    let archive = ["topics", "telemetry", "eventSubscriptions", "archive"];
+    let alerts = ["topics", "telemetry", "eventSubscriptions", "alerts"];
+    let at = |base: &[&str], tail: &[&str]| -> Vec<String> {
+        base.iter().chain(tail).map(|s| s.to_string()).collect()
+    };
+    let set = |path: Vec<String>, value: Value| {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        mutated(&config, &path, value)
+    };
+    // One shape per subscription.
+    config_refused(&set(at(&archive, &["maxDeliveryCount"]), json!(3)));
+    config_refused(&set(at(&archive, &["filters"]), json!({"subjectBeginsWith": "v"})));
+    // A queue takes `queue`, a push `push` with a destination.
+    config_refused(&set(
+        at(&archive, &["deliveryConfiguration", "push"]),
+        json!({"maxDeliveryCount": 3}),
+    ));
+    config_refused(&set(
+        at(&alerts, &["deliveryConfiguration", "push", "destination"]),
+        Value::Null,
+    ));
+    config_refused(&set(at(&alerts, &["deliveryConfiguration", "queue"]), json!({})));
+    // The same ranges as the flattened fields.
+    let queue = at(&archive, &["deliveryConfiguration", "queue"]);
+    config_refused(&set([queue.clone(), vec!["maxDeliveryCount".into()]].concat(), json!(11)));
+    config_refused(&set(
+        [queue.clone(), vec!["receiveLockDurationInSeconds".into()]].concat(),
+        json!(301),
+    ));
+    config_refused(&set([queue, vec!["eventTimeToLive".into()]].concat(), json!("P1W")));
+    let push = at(&alerts, &["deliveryConfiguration", "push"]);
+    config_refused(&set([push.clone(), vec!["maxDeliveryCount".into()]].concat(), json!(11)));
+    let properties = [push, vec!["destination".into(), "properties".into()]].concat();
+    config_refused(&set([properties.clone(), vec!["endpointUrl".into()]].concat(), Value::Null));
+    config_refused(&set(
+        [properties, vec!["resourceId".into()]].concat(),
+        json!("/subscriptions/x"),
+    ));
+    config_refused(&set(at(&archive, &["eventDeliverySchema"]), json!("EventGridSchema")));
+    config_refused(&mutated(
+        &config,
+        &["topics", "telemetry", "inputSchema"],
+        json!("EventGridSchema"),
+    ));
+    config_refused(&mutated(&config, &["namespace", "subscription_id"], json!("not/a/guid")));
+    config_refused(&mutated(&config, &["namespace", "resource_group"], json!("ends-with.")));
 }
 
 #[test]

@@ -80,6 +80,9 @@ pub struct Resources {
     pub ca_certificates: BTreeMap<String, CaCertificateProperties>,
 }
 
+/// The subscription id of the namespace's resource id when `[namespace]` sets none.
+pub const PLACEHOLDER_SUBSCRIPTION_ID: &str = "00000000-0000-0000-0000-000000000000";
+
 /// Namespace-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
@@ -90,6 +93,14 @@ pub struct NamespaceSettings {
     /// Username, tried in order; the first non-empty wins.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alternative_authentication_name_sources: Vec<AlternativeAuthenticationNameSource>,
+    /// The Azure subscription id in the namespace's resource id (lifecycle events' `source`,
+    /// the management API's ARM paths and ids). A placeholder by default: gridmq belongs to no
+    /// Azure subscription, but Event Grid's clients expect one in these places.
+    #[serde(rename = "subscription_id")]
+    pub subscription_id: String,
+    /// The resource group in the namespace's resource id; `gridmq` by default.
+    #[serde(rename = "resource_group")]
+    pub resource_group: String,
 }
 
 /// A certificate field that can supply the authentication name.
@@ -260,13 +271,44 @@ impl Default for NamespaceSettings {
         NamespaceSettings {
             name: "gridmq".into(),
             alternative_authentication_name_sources: Vec::new(),
+            subscription_id: PLACEHOLDER_SUBSCRIPTION_ID.into(),
+            resource_group: "gridmq".into(),
         }
     }
 }
 
 impl NamespaceSettings {
+    /// The namespace's Azure resource id,
+    /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.EventGrid/namespaces/{ns}`.
+    pub fn resource_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.EventGrid/namespaces/{}",
+            self.subscription_id, self.resource_group, self.name
+        )
+    }
+
     pub fn validate(&self) -> Result<(), ValidationError> {
         check_resource_name(&self.name).map_err(|problem| ValidationError::new("name", problem))?;
+        if self.subscription_id.is_empty()
+            || !self.subscription_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ValidationError::new(
+                "subscription_id",
+                "must be a non-empty id of letters, digits and '-' (a GUID in Azure)",
+            ));
+        }
+        let group_ok = (1..=90).contains(&self.resource_group.chars().count())
+            && !self.resource_group.ends_with('.')
+            && self
+                .resource_group
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '(' | ')'));
+        if !group_ok {
+            return Err(ValidationError::new(
+                "resource_group",
+                "must be 1 to 90 letters, digits, '-', '_', '.', '(' or ')', not ending in '.'",
+            ));
+        }
         let sources = &self.alternative_authentication_name_sources;
         for (index, source) in sources.iter().enumerate() {
             if sources[..index].contains(source) {

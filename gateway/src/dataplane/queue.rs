@@ -53,7 +53,7 @@ async fn operation(
     };
     let query = query.unwrap_or_default();
     let result = match op {
-        "receive" => return receive(queue, &query, &state.broker.shutdown).await,
+        "receive" => return receive(&queue, &query, &state.broker.shutdown).await,
         "acknowledge" => tokens(&body).map(|t| queue.acknowledge(&t)),
         "reject" => tokens(&body).map(|t| queue.reject(&t)),
         "renewLock" => tokens(&body).map(|t| queue.renew(&t)),

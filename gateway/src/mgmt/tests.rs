@@ -254,3 +254,234 @@ async fn a_change_updates_the_authorizer_at_once() {
     call(&ns, Method::DELETE, "/permissionBindings/all-sub", Some(TOKEN), None).await;
     assert!(ns.access().authorize_subscribe(&identity, "declared/x").is_err());
 }
+
+mod topics {
+    use super::*;
+
+    const ARM: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/gridmq/providers/Microsoft.EventGrid/namespaces/gridmq";
+
+    fn setup() -> (Arc<Namespace>, Arc<crate::routing::Router>) {
+        let config = Config::parse(&format!(
+            r#"
+            [management]
+            admin_token = "{TOKEN}"
+            [topics.declared.eventSubscriptions.pull]
+            deliveryMode = "Queue"
+            "#
+        ))
+        .expect("config");
+        let namespace = Namespace::open(&config, &[]).expect("namespace").expect("on");
+        let router = crate::routing::Router::build(&config, None, &[]).expect("router");
+        (namespace, router.expect("router"))
+    }
+
+    async fn send(
+        (ns, router): &(Arc<Namespace>, Arc<crate::routing::Router>),
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {TOKEN}"));
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        let response = app(ns.clone(), TOKEN, Some(router.clone()))
+            .oneshot(request.body(body).expect("request"))
+            .await
+            .expect("call");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("json")
+        };
+        (status, value)
+    }
+
+    fn event(id: &str) -> sinks::CloudEvent {
+        sinks::CloudEvent::from_json(json!({
+            "specversion": "1.0", "id": id, "source": "s", "type": "t", "data": {"n": 1}
+        }))
+        .expect("event")
+    }
+
+    #[tokio::test]
+    async fn topics_and_subscriptions_over_arm_paths() {
+        let api = setup();
+        let v = "?api-version=2025-02-15";
+        let topic = format!("{ARM}/topics/orders{v}");
+        let body = json!({"properties": {"eventRetentionInDays": 2, "inputSchema": "CloudEventSchemaV1_0", "publisherType": "Custom"}});
+        let (status, created) = send(&api, Method::PUT, &topic, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["id"], format!("{ARM}/topics/orders"));
+        assert_eq!(created["type"], "Microsoft.EventGrid/namespaces/topics");
+        assert_eq!(created["properties"]["provisioningState"], "Succeeded");
+        assert_eq!(created["properties"]["eventRetentionInDays"], 2);
+
+        let sub = format!("{ARM}/topics/orders/eventSubscriptions/pull{v}");
+        let queue = json!({"properties": {
+            "deliveryConfiguration": {"deliveryMode": "Queue",
+                "queue": {"receiveLockDurationInSeconds": 60, "maxDeliveryCount": 5}},
+            "eventDeliverySchema": "CloudEventSchemaV1_0",
+            "filtersConfiguration": {"includedEventTypes": ["t"]}}});
+        let (status, created) = send(&api, Method::PUT, &sub, Some(queue.clone())).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!(created["type"], "Microsoft.EventGrid/namespaces/topics/eventSubscriptions");
+        let delivery = &created["properties"]["deliveryConfiguration"];
+        assert_eq!(delivery["queue"]["maxDeliveryCount"], 5);
+        assert_eq!(delivery["queue"]["eventTimeToLive"], "P2D");
+
+        // Events wait in the queue; a change keeps them.
+        let router = &api.1;
+        router.publish_events("orders", vec![event("e1"), event("e2")]).expect("published");
+        assert_eq!(router.queue("orders", "pull").expect("queue").waiting(), 2);
+        let mut changed = queue.clone();
+        changed["properties"]["deliveryConfiguration"]["queue"]["maxDeliveryCount"] = json!(7);
+        let (status, got) = send(&api, Method::PUT, &sub, Some(changed)).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(got["properties"]["deliveryConfiguration"]["queue"]["maxDeliveryCount"], 7);
+        assert_eq!(router.queue("orders", "pull").expect("queue").waiting(), 2);
+
+        // The delivery mode cannot change.
+        let push = json!({"properties": {"deliveryConfiguration": {"deliveryMode": "Push",
+            "push": {"destination": {"endpointType": "WebHook",
+                "properties": {"endpointUrl": "http://127.0.0.1:9/hook"}}}}}});
+        let (status, body) = send(&api, Method::PUT, &sub, Some(push)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            message(&body).split(':').next(),
+            Some("properties.deliveryConfiguration.deliveryMode")
+        );
+
+        let (status, list) =
+            send(&api, Method::GET, &format!("{ARM}/topics/orders/eventSubscriptions{v}"), None)
+                .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(list["value"][0]["name"], "pull");
+        let (status, list) = send(&api, Method::GET, &format!("{ARM}/topics{v}"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let names: Vec<&str> = list["value"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert_eq!(names, ["declared", "orders"]);
+
+        assert_eq!(send(&api, Method::DELETE, &sub, None).await.0, StatusCode::OK);
+        assert!(router.queue("orders", "pull").is_none());
+        assert_eq!(router.buffered(), 0, "the deleted subscription's events are settled");
+        assert_eq!(send(&api, Method::DELETE, &sub, None).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(send(&api, Method::DELETE, &topic, None).await.0, StatusCode::OK);
+        assert!(!router.has_topic("orders"));
+    }
+
+    #[tokio::test]
+    async fn declared_names_conflict_and_bad_bodies_name_the_field() {
+        let api = setup();
+        let (status, _) =
+            send(&api, Method::PUT, "/topics/declared", Some(json!({"properties": {}}))).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (status, _) =
+            send(&api, Method::DELETE, "/topics/declared/eventSubscriptions/pull", None).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (status, got) =
+            send(&api, Method::GET, "/topics/declared/eventSubscriptions/pull", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(got["properties"]["deliveryConfiguration"]["deliveryMode"], "Queue");
+        let bad = json!({"properties": {"eventRetentionInDays": 9}});
+        let (status, body) = send(&api, Method::PUT, "/topics/t1x", Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message(&body).starts_with("properties.eventRetentionInDays:"), "{body}");
+        let bad = json!({"properties": {"deliveryConfiguration": {"deliveryMode": "Queue",
+            "queue": {"receiveLockDurationInSeconds": 900}}}});
+        let (status, body) =
+            send(&api, Method::PUT, "/topics/declared/eventSubscriptions/other", Some(bad)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            message(&body).starts_with(
+                "properties.deliveryConfiguration.queue.receiveLockDurationInSeconds:"
+            ),
+            "{body}"
+        );
+        let (status, _) = send(
+            &api,
+            Method::PUT,
+            "/topics/nope/eventSubscriptions/other",
+            Some(json!({"properties": {}})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_changed_push_subscription_keeps_its_waiting_deliveries() {
+        let api = setup();
+        let router = &api.1;
+        let topic = "/topics/alerts";
+        let created = send(&api, Method::PUT, topic, Some(json!({"properties": {}}))).await;
+        assert_eq!(created.0, StatusCode::CREATED);
+        let hook = |count: u32| {
+            json!({"properties": {"deliveryConfiguration": {"deliveryMode": "Push",
+                "push": {"maxDeliveryCount": count, "destination": {"endpointType": "WebHook",
+                    "properties": {"endpointUrl": "http://127.0.0.1:9/hook"}}}}}})
+        };
+        let uri = "/topics/alerts/eventSubscriptions/hook";
+        assert_eq!(send(&api, Method::PUT, uri, Some(hook(5))).await.0, StatusCode::CREATED);
+        router.publish_events("alerts", vec![event("a"), event("b"), event("c")]).expect("admit");
+        let waiting =
+            || router.subscriptions().iter().find(|s| s.name == "hook").map(|s| s.waiting);
+        assert_eq!(waiting(), Some(3));
+        assert_eq!(send(&api, Method::PUT, uri, Some(hook(2))).await.0, StatusCode::OK);
+        assert_eq!(waiting(), Some(3), "the new dispatcher holds the old one's deliveries");
+        assert_eq!(router.buffered(), 3);
+        assert_eq!(send(&api, Method::DELETE, topic, None).await.0, StatusCode::OK);
+        assert_eq!(waiting(), None);
+        assert_eq!(router.buffered(), 0, "a deleted topic's events are settled");
+    }
+
+    #[tokio::test]
+    async fn patch_merges_into_what_was_created() {
+        let api = setup();
+        let created = json!({"properties": {"deliveryConfiguration": {"deliveryMode": "Queue",
+            "queue": {"receiveLockDurationInSeconds": 90, "maxDeliveryCount": 4}}}});
+        let uri = "/topics/declared/eventSubscriptions/extra";
+        assert_eq!(send(&api, Method::PUT, uri, Some(created)).await.0, StatusCode::CREATED);
+        let patch =
+            json!({"properties": {"deliveryConfiguration": {"queue": {"maxDeliveryCount": 8}}}});
+        let (status, body) = send(&api, Method::PATCH, uri, Some(patch)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let queue = &body["properties"]["deliveryConfiguration"]["queue"];
+        assert_eq!(
+            (queue["maxDeliveryCount"].as_u64(), queue["receiveLockDurationInSeconds"].as_u64()),
+            (Some(8), Some(90))
+        );
+        let patch = json!({"properties": {"eventRetentionInDays": 3}});
+        let (status, _) = send(&api, Method::PATCH, "/topics/absent", Some(patch.clone())).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = send(&api, Method::PATCH, "/topics/declared", Some(patch)).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+    }
+
+    #[tokio::test]
+    async fn other_arm_ids_are_not_found_and_the_token_comes_first() {
+        let api = setup();
+        let other = ARM.replace("resourceGroups/gridmq", "resourceGroups/elsewhere");
+        let (status, body) = send(&api, Method::GET, &format!("{other}/clients"), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "ResourceGroupNotFound");
+        let (status, _) = call(&api.0, Method::GET, &format!("{other}/clients"), None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = send(&api, Method::GET, ARM, None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["id"], ARM);
+        let (status, body) =
+            send(&api, Method::GET, &format!("{ARM}/clients?api-version=2025-02-15"), None).await;
+        assert_eq!((status, body), (StatusCode::OK, json!({"value": []})));
+    }
+}

@@ -81,13 +81,63 @@ pub struct EnrichmentsConfig {
 pub struct TopicConfig {
     /// Days an event may wait for delivery (1–7); also the largest subscription time to live.
     pub event_retention_in_days: u32,
+    /// Event Grid's `inputSchema`: `CloudEventSchemaV1_0`, the only one, when given.
+    pub input_schema: Option<String>,
+    /// Event Grid's `publisherType`: `Custom`, the only one, when given.
+    pub publisher_type: Option<String>,
     /// `[topics.NAME.eventSubscriptions.SUB]`.
     pub event_subscriptions: BTreeMap<String, SubscriptionConfig>,
 }
 
 impl Default for TopicConfig {
     fn default() -> Self {
-        TopicConfig { event_retention_in_days: 7, event_subscriptions: BTreeMap::new() }
+        TopicConfig {
+            event_retention_in_days: 7,
+            input_schema: None,
+            publisher_type: None,
+            event_subscriptions: BTreeMap::new(),
+        }
+    }
+}
+
+impl TopicConfig {
+    /// Checks the topic's own fields (not its subscriptions); the error names the field under
+    /// `path`.
+    pub fn validate(&self, path: &str) -> Result<(), RoutingConfigError> {
+        if !(1..=7).contains(&self.event_retention_in_days) {
+            return Err(invalid(
+                format!("{path}.eventRetentionInDays"),
+                format!("must be 1 to 7, found {}", self.event_retention_in_days),
+            ));
+        }
+        if let Some(schema) = &self.input_schema
+            && schema != super::arm::CLOUD_EVENTS_SCHEMA
+        {
+            return Err(invalid(
+                format!("{path}.inputSchema"),
+                "namespace topics take CloudEventSchemaV1_0 only",
+            ));
+        }
+        if let Some(publisher) = &self.publisher_type
+            && publisher != "Custom"
+        {
+            return Err(invalid(format!("{path}.publisherType"), "must be Custom"));
+        }
+        Ok(())
+    }
+
+    /// How long an event may wait: the subscriptions' default and largest time to live.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.event_retention_in_days) * 86_400)
+    }
+
+    /// The topic's properties in ARM shape (without its subscriptions).
+    pub fn to_arm(&self) -> serde_json::Value {
+        serde_json::json!({
+            "eventRetentionInDays": self.event_retention_in_days,
+            "inputSchema": super::arm::CLOUD_EVENTS_SCHEMA,
+            "publisherType": "Custom",
+        })
     }
 }
 
@@ -100,13 +150,25 @@ pub struct SystemTopicConfig {
 }
 
 /// An event subscription: push to a destination, or a queue for pull delivery over HTTP.
+///
+/// Takes Event Grid's ARM shape (`deliveryConfiguration`, `filtersConfiguration`,
+/// `eventDeliverySchema`; see [`super::arm`]) or the flattened fields below, not both.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SubscriptionConfig {
+    /// ARM shape: delivery mode, queue or push settings and destination.
+    #[serde(default)]
+    pub delivery_configuration: Option<super::arm::DeliveryConfiguration>,
+    /// ARM shape: included event types and advanced filters.
+    #[serde(default)]
+    pub filters_configuration: Option<super::arm::FiltersConfiguration>,
+    /// ARM shape: `CloudEventSchemaV1_0`, the only one, when given.
+    #[serde(default)]
+    pub event_delivery_schema: Option<String>,
     /// `Push` (default: events go to `destination`) or `Queue` (consumers receive them over
     /// the data-plane HTTP API).
     #[serde(default)]
-    pub delivery_mode: DeliveryMode,
+    pub delivery_mode: Option<DeliveryMode>,
     /// Queue subscriptions: seconds a received event stays locked to its consumer (Event Grid:
     /// 60–300, default 60; gridmq also takes 1–59).
     pub receive_lock_duration_in_seconds: Option<u32>,
@@ -149,6 +211,9 @@ pub struct RoutingSection<'a> {
     pub routing: &'a RoutingConfig,
     pub topics: &'a BTreeMap<String, TopicConfig>,
     pub system_topic: Option<&'a SystemTopicConfig>,
+    /// Whether topics can be created at run time (the management API is on): then a route may
+    /// name a topic the file does not declare.
+    pub runtime_topics: bool,
 }
 
 /// An invalid routing field, named by its path in the file.
@@ -178,7 +243,7 @@ impl RoutingSection<'_> {
                     format!("{:?} is not a valid MQTT topic filter", route.topic_filter),
                 ));
             }
-            if !self.topics.contains_key(&route.topic) {
+            if !self.topics.contains_key(&route.topic) && !self.runtime_topics {
                 return Err(invalid(
                     format!("routing.routes[{index}].topic"),
                     format!(
@@ -196,13 +261,8 @@ impl RoutingSection<'_> {
         for (name, topic) in self.topics {
             let path = format!("topics.{name}");
             crate::access::model::check_resource_name(name).map_err(|p| invalid(&path, p))?;
-            if !(1..=7).contains(&topic.event_retention_in_days) {
-                return Err(invalid(
-                    format!("{path}.eventRetentionInDays"),
-                    format!("must be 1 to 7, found {}", topic.event_retention_in_days),
-                ));
-            }
-            let retention = Duration::from_secs(u64::from(topic.event_retention_in_days) * 86_400);
+            topic.validate(&path)?;
+            let retention = topic.retention();
             for (sub, config) in &topic.event_subscriptions {
                 config.plan(&format!("{path}.eventSubscriptions.{sub}"), sub, retention)?;
             }
@@ -219,6 +279,8 @@ impl RoutingSection<'_> {
 
 /// A subscription's settings checked and turned into what the dispatcher runs with.
 pub struct SubscriptionPlan {
+    /// Where events are pushed; `None` for a queue subscription.
+    pub destination: Option<Destination>,
     pub policy: sinks::RetryPolicy,
     pub filter: crate::routing::filter::Filter,
     /// Queue subscriptions: the receive lock.
@@ -234,17 +296,29 @@ impl SubscriptionConfig {
         retention: Duration,
     ) -> Result<SubscriptionPlan, RoutingConfigError> {
         crate::access::model::check_resource_name(name).map_err(|p| invalid(path, p))?;
+        let (flat, paths) = self.resolved(path)?;
+        flat.plan_flat(&paths, retention)
+    }
+
+    /// [`SubscriptionConfig::plan`] of a resolved (flattened) subscription.
+    fn plan_flat(
+        &self,
+        paths: &super::arm::FieldPaths,
+        retention: Duration,
+    ) -> Result<SubscriptionPlan, RoutingConfigError> {
+        let path = paths.delivery.as_str();
+        let destination_path = paths.destination.as_str();
         let lock = self.receive_lock_duration_in_seconds;
-        match (self.delivery_mode, &self.destination, lock) {
+        match (self.delivery_mode.unwrap_or_default(), &self.destination, lock) {
             (DeliveryMode::Push, None, _) => {
                 return Err(invalid(
-                    format!("{path}.destination"),
+                    destination_path,
                     "a push subscription needs a destination (or deliveryMode = \"Queue\")",
                 ));
             }
             (DeliveryMode::Queue, Some(_), _) => {
                 return Err(invalid(
-                    format!("{path}.destination"),
+                    destination_path,
                     "a queue subscription has no destination: consumers receive over HTTP",
                 ));
             }
@@ -267,18 +341,18 @@ impl SubscriptionConfig {
             Some(Destination::WebHook(webhook)) => {
                 webhook
                     .validate()
-                    .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
+                    .map_err(|p| invalid(format!("{destination_path}.{}", p.field), p.problem))?;
                 (sinks::Schedule::Namespace, 10, 10, retention)
             }
             Some(Destination::EventHub(hub)) => {
                 hub.validate()
-                    .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
+                    .map_err(|p| invalid(format!("{destination_path}.{}", p.field), p.problem))?;
                 (sinks::Schedule::Namespace, 10, 10, retention)
             }
             Some(Destination::CustomTopic(topic)) => {
                 topic
                     .validate()
-                    .map_err(|p| invalid(format!("{path}.destination.{}", p.field), p.problem))?;
+                    .map_err(|p| invalid(format!("{destination_path}.{}", p.field), p.problem))?;
                 (sinks::Schedule::CustomTopic, 30, 30, retention.min(Duration::from_secs(86_400)))
             }
         };
@@ -309,7 +383,7 @@ impl SubscriptionConfig {
         let delays = match &self.retry_delays_seconds {
             None => None,
             Some(delays) => {
-                let field = format!("{path}.retryDelaysSeconds");
+                let field = format!("{}.retryDelaysSeconds", paths.base);
                 if delays.is_empty() {
                     return Err(invalid(field, "must hold at least one delay"));
                 }
@@ -328,11 +402,16 @@ impl SubscriptionConfig {
         };
         let filter = self
             .filters
-            .compile(&format!("{path}.filters"))
-            .map_err(|error| invalid(error.field.clone(), error.problem.clone()))?;
+            .compile(&paths.filters)
+            .map_err(|error| invalid(paths.filter_field(&error.field), error.problem.clone()))?;
         let policy = sinks::RetryPolicy { schedule, max_attempts, time_to_live, delays };
         let lock_duration = Duration::from_secs(u64::from(lock.unwrap_or(60)));
-        Ok(SubscriptionPlan { policy, filter, lock_duration })
+        Ok(SubscriptionPlan {
+            destination: self.destination.clone(),
+            policy,
+            filter,
+            lock_duration,
+        })
     }
 }
 

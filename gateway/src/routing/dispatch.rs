@@ -12,9 +12,16 @@
 //!
 //! **Invariant**: a delivery is either in `Queue::due` or in exactly one request in flight;
 //! every outcome either reschedules it (journaled), or settles it (journaled).
+//!
+//! # Retiring
+//! A subscription changed or deleted at run time retires its dispatcher ([`Dispatcher::retire`]):
+//! its loop stops, and what it still holds (waiting deliveries, and requests in flight once
+//! they fail) goes to its successor, the dispatcher of the changed subscription under the same
+//! key, or is settled when the subscription is gone. Requests in flight are not cut short.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -66,6 +73,14 @@ pub struct Dispatcher {
     status: Mutex<Status>,
     /// No request goes out before this (probation after a failed request).
     paused_until: Mutex<tokio::time::Instant>,
+    /// Set (under the `due` lock) once retired: nothing is queued here any more.
+    retired: AtomicBool,
+    /// Set when its delivery loop is spawned, so it is spawned once.
+    started: AtomicBool,
+    /// Stops the delivery loop of a retired dispatcher.
+    stop: CancellationToken,
+    /// Where deliveries go once retired, when the subscription lives on.
+    successor: OnceLock<super::router::Subscriber>,
 }
 
 /// Where a subscription's endpoint validation stands.
@@ -106,13 +121,63 @@ impl Dispatcher {
                 validation_attempts: 0,
             }),
             paused_until: Mutex::new(tokio::time::Instant::now()),
+            retired: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            stop: CancellationToken::new(),
+            successor: OnceLock::new(),
         }
     }
 
     /// Queues a delivery of `event` after `attempts` attempts, due at `at`.
     pub fn enqueue(&self, event: Arc<BufferedEvent>, attempts: u32, at: SystemTime) {
-        self.due.lock().insert((millis(at), event.seq), Pending { event, attempts });
-        self.wake.notify_one();
+        {
+            let mut due = self.due.lock();
+            if !self.retired.load(Ordering::Acquire) {
+                due.insert((millis(at), event.seq), Pending { event, attempts });
+                drop(due);
+                self.wake.notify_one();
+                return;
+            }
+        }
+        self.hand_on(event, attempts, at);
+    }
+
+    /// Stops this dispatcher and hands what it holds to `successor` (the same subscription,
+    /// changed), or settles it when the subscription is gone. See the module docs.
+    pub fn retire(&self, successor: Option<super::router::Subscriber>) {
+        if let Some(successor) = successor {
+            let _ = self.successor.set(successor);
+        }
+        let waiting = {
+            let mut due = self.due.lock();
+            self.retired.store(true, Ordering::Release);
+            std::mem::take(&mut *due)
+        };
+        self.stop.cancel();
+        for ((at, _), pending) in waiting {
+            self.hand_on(pending.event, pending.attempts, super::buffer::from_millis(at));
+        }
+    }
+
+    /// A delivery of a retired dispatcher: to the successor, or settled.
+    fn hand_on(&self, event: Arc<BufferedEvent>, attempts: u32, at: SystemTime) {
+        match self.successor.get() {
+            Some(successor) => successor.enqueue(event, attempts, at),
+            None => self.buffer.settle(&self.key, &event),
+        }
+    }
+
+    /// True the first time only: whoever gets true spawns [`Dispatcher::run`].
+    pub fn start_once(&self) -> bool {
+        !self.started.swap(true, Ordering::AcqRel)
+    }
+
+    /// Waits until the global `shutdown`, or until this dispatcher is retired.
+    async fn stopped(&self, shutdown: &CancellationToken) {
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = self.stop.cancelled() => {}
+        }
     }
 
     /// Deliveries waiting (not in flight).
@@ -137,7 +202,7 @@ impl Dispatcher {
             if paused_until > tokio::time::Instant::now() {
                 tokio::select! {
                     () = tokio::time::sleep_until(paused_until) => {}
-                    () = shutdown.cancelled() => return,
+                    () = self.stopped(&shutdown) => return,
                 }
             }
             let permit = tokio::select! {
@@ -145,7 +210,7 @@ impl Dispatcher {
                     Ok(permit) => permit,
                     Err(_) => return,
                 },
-                () = shutdown.cancelled() => return,
+                () = self.stopped(&shutdown) => return,
             };
             let batch = self.take_due();
             if batch.is_empty() {
@@ -154,7 +219,7 @@ impl Dispatcher {
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return,
+                    () = self.stopped(&shutdown) => return,
                 }
                 continue;
             }
@@ -181,7 +246,7 @@ impl Dispatcher {
         loop {
             let result = tokio::select! {
                 result = self.sink.validate() => result,
-                () = shutdown.cancelled() => return false,
+                () = self.stopped(shutdown) => return false,
             };
             let attempts = {
                 let mut status = self.status.lock();
@@ -213,7 +278,7 @@ impl Dispatcher {
             );
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
-                () = shutdown.cancelled() => return false,
+                () = self.stopped(shutdown) => return false,
             }
         }
     }
@@ -287,7 +352,7 @@ impl Dispatcher {
             {
                 Verdict::RetryAt(at) => {
                     self.buffer.reschedule(&self.key, &pending.event, pending.attempts, at);
-                    self.due.lock().insert((millis(at), pending.event.seq), pending);
+                    self.enqueue(pending.event, pending.attempts, at);
                 }
                 Verdict::DeadLetter(reason) => self.dead_letter(pending, reason, Some(&error)),
             }

@@ -73,7 +73,7 @@ pub struct FiltersConfig {
 }
 
 /// One advanced filter as configured.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AdvancedFilter {
     pub operator_type: Operator,
@@ -88,7 +88,7 @@ pub struct AdvancedFilter {
 }
 
 /// Event Grid's advanced filter operators, named as in its API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum Operator {
     NumberIn,
     NumberNotIn,

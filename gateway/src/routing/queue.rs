@@ -10,6 +10,10 @@
 //!
 //! **Invariant**: an event is either available or held under exactly one lock token, so two
 //! consumers never hold the same event at once.
+//!
+//! A queue subscription changed at run time hands its events (locked ones too, whose tokens
+//! then fail as `BadToken`) to its successor, the changed subscription under the same key;
+//! a deleted one settles them ([`QueueSubscription::retire`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -88,6 +92,8 @@ struct State {
     /// First receive time of events that were received before and released back.
     first_received: HashMap<u64, SystemTime>,
     lost: VecDeque<String>,
+    /// Set once retired: nothing is queued here any more.
+    retired: bool,
 }
 
 /// A queue event subscription.
@@ -102,6 +108,8 @@ pub struct QueueSubscription {
     dead_letters: Arc<DeadLetters>,
     state: Mutex<State>,
     arrived: Notify,
+    /// Where events go once retired, when the subscription lives on.
+    successor: std::sync::OnceLock<super::router::Subscriber>,
 }
 
 impl QueueSubscription {
@@ -126,13 +134,55 @@ impl QueueSubscription {
             dead_letters,
             state: Mutex::new(State::default()),
             arrived: Notify::new(),
+            successor: std::sync::OnceLock::new(),
         }
     }
 
     /// Makes `event` receivable at `at`, with `attempts` deliveries behind it.
     pub fn enqueue(&self, event: Arc<BufferedEvent>, attempts: u32, at: SystemTime) {
-        self.state.lock().available.insert((millis(at), event.seq), Pending { event, attempts });
+        {
+            let mut state = self.state.lock();
+            if !state.retired {
+                state.available.insert((millis(at), event.seq), Pending { event, attempts });
+                drop(state);
+                self.arrived.notify_waiters();
+                return;
+            }
+        }
+        self.hand_on(event, attempts, at);
+    }
+
+    /// Hands every event, locked or not, to `successor`, or settles them when the subscription
+    /// is gone; later enqueues follow the same way.
+    pub fn retire(&self, successor: Option<super::router::Subscriber>) {
+        if let Some(successor) = successor {
+            let _ = self.successor.set(successor);
+        }
+        let now = SystemTime::now();
+        let held: Vec<(SystemTime, Pending)> = {
+            let mut state = self.state.lock();
+            state.retired = true;
+            let available = std::mem::take(&mut state.available);
+            let locked = std::mem::take(&mut state.locked);
+            state.first_received.clear();
+            available
+                .into_iter()
+                .map(|((at, _), pending)| (super::buffer::from_millis(at), pending))
+                .chain(locked.into_values().map(|locked| (now, locked.pending)))
+                .collect()
+        };
         self.arrived.notify_waiters();
+        for (at, pending) in held {
+            self.hand_on(pending.event, pending.attempts, at);
+        }
+    }
+
+    /// An event of a retired subscription: to the successor, or settled.
+    fn hand_on(&self, event: Arc<BufferedEvent>, attempts: u32, at: SystemTime) {
+        match self.successor.get() {
+            Some(successor) => successor.enqueue(event, attempts, at),
+            None => self.buffer.settle(&self.key, &event),
+        }
     }
 
     /// Events waiting to be received (not locked).
@@ -153,7 +203,12 @@ impl QueueSubscription {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (received, next) = self.take(max_events);
-            if !received.is_empty() || tokio::time::Instant::now() >= deadline {
+            // A retired queue's consumer gets an empty answer at once, and finds the changed
+            // subscription on its next request.
+            if !received.is_empty()
+                || tokio::time::Instant::now() >= deadline
+                || self.state.lock().retired
+            {
                 return received;
             }
             let wake = next.map_or(deadline, |d| (tokio::time::Instant::now() + d).min(deadline));

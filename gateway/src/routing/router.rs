@@ -1,6 +1,10 @@
 //! The router: routes, enrichments, namespace topics with their dispatchers, the buffer and the
 //! dead-letter store, assembled from the config; the broker's routing tap and lifecycle
 //! observer; recovery of what the store held; re-driving dead letters.
+//!
+//! Namespace topics and their subscriptions form a [`Topology`] that the management API can
+//! change at run time (`router/topics.rs`): each change builds a new topology and swaps it in,
+//! so a routed event sees either the old one or the new one, never half of each.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use super::buffer::BufferedEvent;
 use super::buffer::{Buffer, decode_delivery, decode_event};
-use super::config::{Destination, SubscriptionConfig};
+use super::config::{Destination, SubscriptionConfig, TopicConfig};
 use super::dead_letter::DeadLetters;
 use super::dispatch::{Dispatcher, Status};
 use super::enrich::Enrichments;
@@ -35,6 +39,10 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// dropped, logged and counted in `gridmq_lifecycle_events_dropped_total`: connection tasks
 /// never wait for lifecycle events.
 const LIFECYCLE_QUEUE: usize = 10_000;
+
+mod topics;
+
+pub use topics::{TopicsError, is_topic_kind};
 
 /// An event subscription: pushed by a dispatcher, or a queue consumers pull from.
 #[derive(Clone)]
@@ -88,6 +96,104 @@ impl Subscriber {
             Subscriber::Queue(q) => q.waiting(),
         }
     }
+
+    /// Stops taking deliveries and hands those held to `successor`, or settles them.
+    pub fn retire(&self, successor: Option<Subscriber>) {
+        match self {
+            Subscriber::Push(d) => d.retire(successor),
+            Subscriber::Queue(q) => q.retire(successor),
+        }
+    }
+}
+
+/// The namespace topics with their subscriptions (and the system topic's), as one value that
+/// changes are swapped in as.
+#[derive(Clone, Default)]
+struct Topology {
+    /// Every namespace topic's definition, subscriptions included (declared and stored).
+    definitions: BTreeMap<String, TopicConfig>,
+    topics: HashMap<Arc<str>, Vec<Subscriber>>,
+    dispatchers: BTreeMap<Arc<str>, Subscriber>,
+    /// The properties the management API created each topic (`topic`) and subscription
+    /// (`topic/name`) with, as given: what a PATCH applies to.
+    raw: HashMap<String, Value>,
+}
+
+/// What subscribers are built from.
+struct Parts {
+    buffer: Arc<Buffer>,
+    dead_letters: Arc<DeadLetters>,
+    client: reqwest::Client,
+}
+
+impl Parts {
+    /// The subscriber of subscription `name` of `topic`, configured at `path`.
+    fn subscriber(
+        &self,
+        topic: &str,
+        path: &str,
+        name: &str,
+        sub: &SubscriptionConfig,
+        retention: Duration,
+    ) -> Result<Subscriber, super::config::RoutingConfigError> {
+        let plan = sub.plan(path, name, retention)?;
+        let problem = |p: sinks::ConfigProblem| super::config::RoutingConfigError {
+            field: format!("{path}.destination.{}", p.field),
+            problem: p.problem,
+        };
+        let sink: Arc<dyn sinks::Sink> = match &plan.destination {
+            None => {
+                return Ok(Subscriber::Queue(Arc::new(QueueSubscription::new(
+                    topic,
+                    name,
+                    plan.filter,
+                    plan.policy,
+                    plan.lock_duration,
+                    self.buffer.clone(),
+                    self.dead_letters.clone(),
+                ))));
+            }
+            Some(Destination::WebHook(webhook)) => Arc::new(
+                sinks::WebhookSink::new(webhook.clone(), self.client.clone(), name)
+                    .map_err(problem)?,
+            ),
+            Some(Destination::EventHub(hub)) => {
+                Arc::new(sinks::EventHubsSink::new(hub.clone(), name).map_err(problem)?)
+            }
+            Some(Destination::CustomTopic(custom)) => Arc::new(
+                sinks::CustomTopicSink::new(custom.clone(), self.client.clone())
+                    .map_err(problem)?,
+            ),
+        };
+        Ok(Subscriber::Push(Arc::new(Dispatcher::new(
+            topic,
+            name,
+            plan.filter,
+            sink,
+            plan.policy,
+            self.buffer.clone(),
+            self.dead_letters.clone(),
+        ))))
+    }
+
+    /// Adds `topic`'s subscribers to `topology`.
+    fn add_topic(
+        &self,
+        topology: &mut Topology,
+        topic: &str,
+        path: &str,
+        subs: &BTreeMap<String, SubscriptionConfig>,
+        retention: Duration,
+    ) -> Result<(), super::config::RoutingConfigError> {
+        let entry = topology.topics.entry(topic.into()).or_default();
+        for (name, sub) in subs {
+            let path = format!("{path}.eventSubscriptions.{name}");
+            let subscriber = self.subscriber(topic, &path, name, sub, retention)?;
+            topology.dispatchers.insert(subscriber.key().clone(), subscriber.clone());
+            entry.push(subscriber);
+        }
+        Ok(())
+    }
 }
 
 /// Why events could not be published to a namespace topic.
@@ -123,10 +229,20 @@ pub struct SubscriptionInfo {
 /// The routing pipeline.
 pub struct Router {
     namespace: String,
+    /// The namespace's resource id: lifecycle events' `source`.
+    resource_id: String,
     routes: Vec<(String, Arc<str>)>,
     enrichments: Enrichments,
-    topics: HashMap<Arc<str>, Vec<Subscriber>>,
-    dispatchers: BTreeMap<Arc<str>, Subscriber>,
+    topology: parking_lot::RwLock<Arc<Topology>>,
+    parts: Parts,
+    /// Where run-time changes to topics and subscriptions are stored (`None`: in memory).
+    journal: Option<Arc<Journal>>,
+    /// Topics and subscriptions (`topic/name`) the config file declares: read-only at run time.
+    declared: std::collections::HashSet<String>,
+    /// Where dispatchers added at run time run, once started.
+    runner: std::sync::OnceLock<(TaskTracker, CancellationToken)>,
+    /// Serializes run-time changes, so none is lost between validation and swap.
+    changes: tokio::sync::Mutex<()>,
     buffer: Arc<Buffer>,
     dead_letters: Arc<DeadLetters>,
     lifecycle: parking_lot::Mutex<Option<mpsc::Receiver<LifecycleEvent>>>,
@@ -138,17 +254,26 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds the router `config` asks for, over `journal` (`None`: in-memory). `None` when
-    /// the config has no route and no event subscription (namespace topics without routes
-    /// still take events from the data-plane publish API).
+    /// Builds the router `config` asks for, over `journal` (`None`: in-memory), with the
+    /// topics and subscriptions the management API stored (`stored`: kind, name, JSON; other
+    /// kinds are skipped). `None` when there is no route, no event subscription and no
+    /// management API (namespace topics without routes still take events from the data-plane
+    /// publish API).
     pub fn build(
         config: &Config,
         journal: Option<Arc<Journal>>,
+        stored: &[(String, String, Vec<u8>)],
     ) -> Result<Option<Arc<Router>>, String> {
         let system = config.system_topic.as_ref().map(|s| &s.event_subscriptions);
         let lifecycle_on = system.is_some_and(|subs| !subs.is_empty());
         let has_subscriptions = config.topics.values().any(|t| !t.event_subscriptions.is_empty());
-        if config.routing.routes.is_empty() && !lifecycle_on && !has_subscriptions {
+        let stored_topics = stored.iter().any(|(kind, ..)| topics::is_topic_kind(kind));
+        if config.routing.routes.is_empty()
+            && !lifecycle_on
+            && !has_subscriptions
+            && config.management.is_none()
+            && !stored_topics
+        {
             return Ok(None);
         }
         let enrichments = Enrichments::parse(
@@ -157,68 +282,52 @@ impl Router {
         )
         .map_err(|e| format!("{}: {}", e.field, e.problem))?;
         let buffer = Arc::new(Buffer::new(journal.clone(), config.routing.max_buffered_events));
-        let dead_letters = Arc::new(DeadLetters::new(journal));
+        let dead_letters = Arc::new(DeadLetters::new(journal.clone()));
         let client = sinks::http_client().map_err(|e| format!("routing: HTTP client: {e}"))?;
-        let mut topics: HashMap<Arc<str>, Vec<Subscriber>> = HashMap::new();
-        let mut dispatchers = BTreeMap::new();
-        let mut add = |topic: &str,
-                       path: String,
-                       subs: &BTreeMap<String, SubscriptionConfig>,
-                       retention: Duration|
-         -> Result<(), String> {
-            let entry = topics.entry(topic.into()).or_default();
-            for (name, sub) in subs {
-                let path = format!("{path}.eventSubscriptions.{name}");
-                let plan = sub.plan(&path, name, retention).map_err(|e| e.to_string())?;
-                let problem = |p: sinks::ConfigProblem| format!("{path}.destination.{p}");
-                let sink: Arc<dyn sinks::Sink> = match &sub.destination {
-                    None => {
-                        let queue = Arc::new(QueueSubscription::new(
-                            topic,
-                            name,
-                            plan.filter,
-                            plan.policy,
-                            plan.lock_duration,
-                            buffer.clone(),
-                            dead_letters.clone(),
-                        ));
-                        let subscriber = Subscriber::Queue(queue);
-                        dispatchers.insert(subscriber.key().clone(), subscriber.clone());
-                        entry.push(subscriber);
-                        continue;
-                    }
-                    Some(Destination::WebHook(webhook)) => Arc::new(
-                        sinks::WebhookSink::new(webhook.clone(), client.clone(), name)
-                            .map_err(problem)?,
-                    ),
-                    Some(Destination::EventHub(hub)) => Arc::new(
-                        sinks::EventHubsSink::new(hub.clone(), name.as_str()).map_err(problem)?,
-                    ),
-                    Some(Destination::CustomTopic(custom)) => Arc::new(
-                        sinks::CustomTopicSink::new(custom.clone(), client.clone())
-                            .map_err(problem)?,
-                    ),
-                };
-                let subscriber = Subscriber::Push(Arc::new(Dispatcher::new(
-                    topic,
-                    name,
-                    plan.filter,
-                    sink,
-                    plan.policy,
-                    buffer.clone(),
-                    dead_letters.clone(),
-                )));
-                dispatchers.insert(subscriber.key().clone(), subscriber.clone());
-                entry.push(subscriber);
-            }
-            Ok(())
-        };
+        let parts = Parts { buffer: buffer.clone(), dead_letters: dead_letters.clone(), client };
+        let mut declared = std::collections::HashSet::new();
         for (name, topic) in &config.topics {
-            let retention = Duration::from_secs(u64::from(topic.event_retention_in_days) * 86_400);
-            add(name, format!("topics.{name}"), &topic.event_subscriptions, retention)?;
+            declared.insert(name.clone());
+            for sub in topic.event_subscriptions.keys() {
+                declared.insert(format!("{name}/{sub}"));
+            }
+        }
+        let mut definitions = config.topics.clone();
+        let mut raw = HashMap::new();
+        topics::merge_stored(&mut definitions, &mut raw, &declared, stored)?;
+        let mut topology = Topology { raw, ..Topology::default() };
+        for (name, topic) in &definitions {
+            let path = if declared.contains(name) {
+                format!("topics.{name}")
+            } else {
+                format!("store: topics.{name}")
+            };
+            parts
+                .add_topic(
+                    &mut topology,
+                    name,
+                    &path,
+                    &topic.event_subscriptions,
+                    topic.retention(),
+                )
+                .map_err(|e| e.to_string())?;
         }
         if let Some(subs) = system {
-            add(SYSTEM_TOPIC, "systemTopic".into(), subs, Duration::from_secs(7 * 86_400))?;
+            parts
+                .add_topic(
+                    &mut topology,
+                    SYSTEM_TOPIC,
+                    "systemTopic",
+                    subs,
+                    Duration::from_secs(7 * 86_400),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        topology.definitions = definitions;
+        for route in &config.routing.routes {
+            if !topology.definitions.contains_key(&route.topic) {
+                tracing::warn!(topic = %route.topic, "A route names a namespace topic that does not exist yet: its events are dropped until the topic is created.");
+            }
         }
         let routes = config
             .routing
@@ -234,10 +343,15 @@ impl Router {
         };
         Ok(Some(Arc::new(Router {
             namespace: config.namespace.name.clone(),
+            resource_id: config.namespace.resource_id(),
             routes,
             enrichments,
-            topics,
-            dispatchers,
+            topology: parking_lot::RwLock::new(Arc::new(topology)),
+            parts,
+            journal,
+            declared,
+            runner: std::sync::OnceLock::new(),
+            changes: tokio::sync::Mutex::new(()),
             buffer,
             dead_letters,
             lifecycle: parking_lot::Mutex::new(receiver),
@@ -245,6 +359,11 @@ impl Router {
             sequences: parking_lot::Mutex::new(HashMap::new()),
             full_logged: std::sync::atomic::AtomicU64::new(0),
         })))
+    }
+
+    /// The current topology.
+    fn topology(&self) -> Arc<Topology> {
+        self.topology.read().clone()
     }
 
     /// The lifecycle observer to register with the broker, when the system topic has
@@ -277,8 +396,9 @@ impl Router {
         }
         let mut owed: BTreeMap<(String, u64), Vec<Owed>> = BTreeMap::new();
         let mut orphans = 0usize;
+        let topology = self.topology();
         for (key, seq, record) in rows.remove(&RoutingTable::Deliveries).unwrap_or_default() {
-            let dispatcher = self.dispatchers.get(key.as_str());
+            let dispatcher = topology.dispatchers.get(key.as_str());
             let state = decode_delivery(&record);
             let topic =
                 key.rsplit_once('/').map(|(topic, _)| topic.to_string()).unwrap_or_default();
@@ -346,8 +466,11 @@ impl Router {
 
     /// Starts every dispatcher and the lifecycle task; they stop on `shutdown`.
     pub fn start(self: &Arc<Self>, tasks: &TaskTracker, shutdown: &CancellationToken) {
-        for subscriber in self.dispatchers.values() {
-            if let Subscriber::Push(dispatcher) = subscriber {
+        let _ = self.runner.set((tasks.clone(), shutdown.clone()));
+        for subscriber in self.topology().dispatchers.values() {
+            if let Subscriber::Push(dispatcher) = subscriber
+                && dispatcher.start_once()
+            {
                 tasks.spawn(dispatcher.clone().run(tasks.clone(), shutdown.clone()));
             }
         }
@@ -358,7 +481,8 @@ impl Router {
 
     /// Every subscription with its backlog, dead letters and endpoint state.
     pub fn subscriptions(&self) -> Vec<SubscriptionInfo> {
-        self.dispatchers
+        self.topology()
+            .dispatchers
             .values()
             .map(|s| SubscriptionInfo {
                 topic: match s.topic() {
@@ -411,7 +535,7 @@ impl Router {
     /// a fresh attempt count and time to live; how many were re-driven. Stops early when the
     /// buffer is full, leaving the rest dead-lettered.
     pub fn redrive(&self, topic: &str, subscription: &str, ids: Option<&[u64]>) -> Option<usize> {
-        let dispatcher = self.dispatcher(topic, subscription)?.clone();
+        let dispatcher = self.dispatcher(topic, subscription)?;
         let key = dispatcher.key().clone();
         let mut redriven = 0;
         let records = self.dead_letters.take(&key, ids);
@@ -443,7 +567,7 @@ impl Router {
 
     /// Whether namespace topic `topic` exists.
     pub fn has_topic(&self, topic: &str) -> bool {
-        topic != SYSTEM_TOPIC && self.topics.contains_key(topic)
+        topic != SYSTEM_TOPIC && self.topology().topics.contains_key(topic)
     }
 
     /// Publishes CloudEvents straight to namespace topic `topic` (the HTTP publish API): each
@@ -454,7 +578,9 @@ impl Router {
         topic: &str,
         events: Vec<CloudEvent>,
     ) -> Result<Option<Ticket>, PublishError> {
-        let Some((topic, _)) = self.topics.get_key_value(topic).filter(|_| self.has_topic(topic))
+        let topology = self.topology();
+        let Some((topic, _)) =
+            topology.topics.get_key_value(topic).filter(|_| topic != SYSTEM_TOPIC)
         else {
             return Err(PublishError::NoSuchTopic);
         };
@@ -469,16 +595,16 @@ impl Router {
     }
 
     /// The queue subscription `subscription` of namespace topic `topic`, if it is one.
-    pub fn queue(&self, topic: &str, subscription: &str) -> Option<&Arc<QueueSubscription>> {
+    pub fn queue(&self, topic: &str, subscription: &str) -> Option<Arc<QueueSubscription>> {
         match self.dispatcher(topic, subscription)? {
             Subscriber::Queue(queue) if topic != SYSTEM_TOPIC => Some(queue),
             _ => None,
         }
     }
 
-    fn dispatcher(&self, topic: &str, subscription: &str) -> Option<&Subscriber> {
+    fn dispatcher(&self, topic: &str, subscription: &str) -> Option<Subscriber> {
         let topic = if topic == "systemTopic" { SYSTEM_TOPIC } else { topic };
-        self.dispatchers.get(format!("{topic}/{subscription}").as_str())
+        self.topology().dispatchers.get(format!("{topic}/{subscription}").as_str()).cloned()
     }
 
     /// Admits `event` to `topic` for the subscriptions whose filters take it.
@@ -488,7 +614,8 @@ impl Router {
         event: CloudEvent,
         now: SystemTime,
     ) -> Result<Option<Ticket>, super::buffer::Full> {
-        let Some(dispatchers) = self.topics.get(topic) else { return Ok(None) };
+        let topology = self.topology();
+        let Some(dispatchers) = topology.topics.get(topic) else { return Ok(None) };
         let takers: Vec<&Subscriber> =
             dispatchers.iter().filter(|d| d.filter().matches(&event)).collect();
         if takers.is_empty() {
@@ -521,7 +648,8 @@ impl Router {
                 () = shutdown.cancelled() => return,
             };
             let now = SystemTime::now();
-            let source = self.namespace.as_str();
+            let source = self.resource_id.as_str();
+            let namespace = self.namespace.as_str();
             let cloud_event = match &event {
                 LifecycleEvent::Connected { identity, connection, .. } => {
                     let seq = {
@@ -539,7 +667,7 @@ impl Router {
                     ));
                     super::lifecycle::session_connected(
                         source,
-                        source,
+                        namespace,
                         &identity.authentication_name,
                         &identity.client_id,
                         seq,
@@ -552,7 +680,7 @@ impl Router {
                     });
                     super::lifecycle::session_disconnected(
                         source,
-                        source,
+                        namespace,
                         &identity.authentication_name,
                         &identity.client_id,
                         seq,
@@ -568,7 +696,7 @@ impl Router {
                     created,
                 } => super::lifecycle::client_created_or_updated(
                     source,
-                    source,
+                    namespace,
                     name,
                     authentication_name,
                     *enabled,
@@ -578,7 +706,13 @@ impl Router {
                     now,
                 ),
                 LifecycleEvent::ClientDeleted { name, authentication_name } => {
-                    super::lifecycle::client_deleted(source, source, name, authentication_name, now)
+                    super::lifecycle::client_deleted(
+                        source,
+                        namespace,
+                        name,
+                        authentication_name,
+                        now,
+                    )
                 }
                 LifecycleEvent::SessionExpired { .. } => continue,
             };

@@ -1,0 +1,415 @@
+//! Namespace topics and event subscriptions created, changed and deleted at run time (the
+//! management API's `topics` and `topics/{t}/eventSubscriptions`).
+//!
+//! # Durability and ownership
+//! As for the namespace's other resources (`crate::namespace`): a change is stored in the
+//! journal (`PutResource`/`DeleteResource`, kinds `topics` and `eventSubscriptions`, the latter
+//! named `topic/subscription`) and durable before it is answered, and the config file owns the
+//! names it declares (409 for those). At start-up the stored topics and subscriptions are added
+//! to the declared ones before the routing buffer is recovered, so their events are kept.
+//!
+//! # Applying a change
+//! A change builds a new [`Topology`] and swaps it in. A changed subscription gets a new
+//! dispatcher (or queue) under the same key, and the old one is retired into it: waiting
+//! deliveries move over with their attempt counts, requests in flight finish and hand on what
+//! they did not deliver, locked queue events become available again. A deleted subscription's
+//! events and dead letters are dropped; a deleted topic's subscriptions with it. A topic whose
+//! retention changes re-plans its subscriptions. A subscription's delivery mode cannot change
+//! (as in Event Grid): delete it and create it again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Router, SYSTEM_TOPIC, Subscriber, Topology};
+use crate::routing::config::{SubscriptionConfig, TopicConfig};
+use crate::store::Op;
+
+/// The store's kind of a run-time namespace topic.
+pub const TOPICS: &str = "topics";
+/// The store's kind of a run-time event subscription, named `topic/subscription`.
+pub const SUBSCRIPTIONS: &str = "eventSubscriptions";
+
+/// Whether a stored resource kind belongs to the router.
+pub fn is_topic_kind(kind: &str) -> bool {
+    kind == TOPICS || kind == SUBSCRIPTIONS
+}
+
+/// Why a change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicsError {
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The field path is relative to the request body (`properties.…`, or `name`).
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+    #[error("{0} is declared in the config file; change it there")]
+    Declared(String),
+}
+
+impl From<crate::routing::config::RoutingConfigError> for TopicsError {
+    fn from(error: crate::routing::config::RoutingConfigError) -> TopicsError {
+        TopicsError::Invalid { field: error.field, problem: error.problem }
+    }
+}
+
+fn invalid(field: &str, problem: impl Into<String>) -> TopicsError {
+    TopicsError::Invalid { field: field.into(), problem: problem.into() }
+}
+
+/// Adds the stored topics and subscriptions to `definitions`, skipping names the config
+/// declares. The error names the stored resource and the field.
+pub(super) fn merge_stored(
+    definitions: &mut BTreeMap<String, TopicConfig>,
+    raw: &mut std::collections::HashMap<String, Value>,
+    declared: &std::collections::HashSet<String>,
+    stored: &[(String, String, Vec<u8>)],
+) -> Result<(), String> {
+    let mut subscriptions = Vec::new();
+    for (kind, name, body) in stored {
+        if !is_topic_kind(kind) {
+            continue;
+        }
+        if declared.contains(name) {
+            tracing::warn!(%kind, %name, "The config declares this resource: the stored one is ignored.");
+            continue;
+        }
+        if kind == TOPICS {
+            let topic = parse_topic(body).map_err(|e| format!("store: topics[{name}].{e}"))?;
+            definitions.insert(name.clone(), topic);
+            raw.insert(name.clone(), serde_json::from_slice(body).unwrap_or(Value::Null));
+        } else {
+            subscriptions.push((name, body));
+        }
+    }
+    for (name, body) in subscriptions {
+        let Some((topic, sub)) = name.split_once('/') else { continue };
+        let config: SubscriptionConfig = serde_json::from_slice(body)
+            .map_err(|e| format!("store: eventSubscriptions[{name}]: {e}"))?;
+        match definitions.get_mut(topic) {
+            Some(definition) => {
+                definition.event_subscriptions.insert(sub.to_string(), config);
+                raw.insert(name.clone(), serde_json::from_slice(body).unwrap_or(Value::Null));
+            }
+            None => {
+                tracing::warn!(%name, "A stored event subscription's topic is gone; it is ignored.")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stored or requested topic body; its subscriptions are separate resources.
+fn parse_topic(body: &[u8]) -> Result<TopicConfig, TopicsError> {
+    let properties: Value =
+        serde_json::from_slice(body).map_err(|e| invalid("properties", e.to_string()))?;
+    topic_of(properties)
+}
+
+fn topic_of(properties: Value) -> Result<TopicConfig, TopicsError> {
+    let topic: TopicConfig = serde_path_to_error::deserialize(properties).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." { "properties".into() } else { format!("properties.{path}") };
+        TopicsError::Invalid { field, problem: error.into_inner().to_string() }
+    })?;
+    if !topic.event_subscriptions.is_empty() {
+        return Err(invalid(
+            "properties.eventSubscriptions",
+            "create event subscriptions as topics/{topic}/eventSubscriptions/{name}",
+        ));
+    }
+    topic.validate("properties")?;
+    Ok(topic)
+}
+
+fn subscription_of(properties: Value) -> Result<SubscriptionConfig, TopicsError> {
+    serde_path_to_error::deserialize(properties).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." { "properties".into() } else { format!("properties.{path}") };
+        TopicsError::Invalid { field, problem: error.into_inner().to_string() }
+    })
+}
+
+impl Router {
+    /// The namespace topics' names, in order.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topology().definitions.keys().cloned().collect()
+    }
+
+    /// A namespace topic's properties in ARM shape.
+    pub fn topic(&self, name: &str) -> Option<Value> {
+        self.topology().definitions.get(name).map(TopicConfig::to_arm)
+    }
+
+    /// The names of `topic`'s subscriptions; `None` without such a topic.
+    pub fn subscription_names(&self, topic: &str) -> Option<Vec<String>> {
+        let topology = self.topology();
+        Some(topology.definitions.get(topic)?.event_subscriptions.keys().cloned().collect())
+    }
+
+    /// An event subscription's properties in ARM shape.
+    pub fn subscription(&self, topic: &str, name: &str) -> Option<Value> {
+        let topology = self.topology();
+        let definition = topology.definitions.get(topic)?;
+        let config = definition.event_subscriptions.get(name)?;
+        let (flat, _) = config.resolved("properties").ok()?;
+        let plan = config.plan("properties", name, definition.retention()).ok()?;
+        Some(crate::routing::arm::to_arm(&flat, &plan))
+    }
+
+    /// Creates or changes a namespace topic; returns whether it existed.
+    pub async fn put_topic(&self, name: &str, properties: Value) -> Result<bool, TopicsError> {
+        let _serial = self.changes.lock().await;
+        self.put_topic_serialized(name, properties).await
+    }
+
+    /// Changes a namespace topic by a JSON merge patch (RFC 7386) of the properties it was
+    /// created with, as ARM's PATCH does.
+    pub async fn patch_topic(&self, name: &str, patch: Value) -> Result<(), TopicsError> {
+        let _serial = self.changes.lock().await;
+        self.check_not_declared(name)?;
+        let Some(mut properties) = self.topology().raw.get(name).cloned() else {
+            return Err(TopicsError::NotFound(format!("topics/{name}")));
+        };
+        merge_patch(&mut properties, patch);
+        self.put_topic_serialized(name, properties).await.map(|_| ())
+    }
+
+    async fn put_topic_serialized(
+        &self,
+        name: &str,
+        properties: Value,
+    ) -> Result<bool, TopicsError> {
+        check_name(name)?;
+        self.check_not_declared(name)?;
+        let mut topic = topic_of(properties.clone())?;
+        let current = self.topology();
+        let existing = current.definitions.get(name);
+        let mut next = Topology::clone(&current);
+        let mut replaced = Vec::new();
+        if let Some(existing) = existing {
+            topic.event_subscriptions = existing.event_subscriptions.clone();
+            next.topics.remove(name);
+            for sub in topic.event_subscriptions.keys() {
+                if let Some(old) = next.dispatchers.remove(format!("{name}/{sub}").as_str()) {
+                    replaced.push(old);
+                }
+            }
+        }
+        let path = "properties";
+        self.parts
+            .add_topic(&mut next, name, path, &topic.event_subscriptions, topic.retention())
+            .map_err(|e| {
+                invalid(
+                    &e.field,
+                    format!(
+                        "{} (with this topic's retention, an existing subscription)",
+                        e.problem
+                    ),
+                )
+            })?;
+        next.definitions.insert(name.to_string(), topic);
+        let body = json_bytes(&properties);
+        next.raw.insert(name.to_string(), properties);
+        self.store(Op::PutResource(TOPICS.into(), name.into(), body)).await;
+        self.swap(next, replaced);
+        tracing::info!(topic = %name, "Namespace topic changed.");
+        Ok(existing.is_some())
+    }
+
+    /// Deletes a namespace topic and its subscriptions; returns whether it existed.
+    pub async fn delete_topic(&self, name: &str) -> Result<bool, TopicsError> {
+        let _serial = self.changes.lock().await;
+        check_name(name)?;
+        self.check_not_declared(name)?;
+        let current = self.topology();
+        let Some(definition) = current.definitions.get(name) else { return Ok(false) };
+        let mut next = Topology::clone(&current);
+        next.definitions.remove(name);
+        next.topics.remove(name);
+        next.raw.remove(name);
+        let mut removed = Vec::new();
+        for sub in definition.event_subscriptions.keys() {
+            let key = format!("{name}/{sub}");
+            if let Some(old) = next.dispatchers.remove(key.as_str()) {
+                removed.push(old);
+            }
+            next.raw.remove(&key);
+            self.store(Op::DeleteResource(SUBSCRIPTIONS.into(), key.into())).await;
+        }
+        self.store(Op::DeleteResource(TOPICS.into(), name.into())).await;
+        *self.topology.write() = Arc::new(next);
+        for old in removed {
+            self.dead_letters.take(old.key(), None);
+            old.retire(None);
+        }
+        tracing::info!(topic = %name, "Namespace topic deleted.");
+        Ok(true)
+    }
+
+    /// Creates or changes an event subscription of `topic`; returns whether it existed.
+    pub async fn put_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        properties: Value,
+    ) -> Result<bool, TopicsError> {
+        let _serial = self.changes.lock().await;
+        self.put_subscription_serialized(topic, name, properties).await
+    }
+
+    /// Changes an event subscription by a JSON merge patch (RFC 7386) of the properties it was
+    /// created with, as ARM's PATCH does.
+    pub async fn patch_subscription(
+        &self,
+        topic: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<(), TopicsError> {
+        let _serial = self.changes.lock().await;
+        let key = format!("{topic}/{name}");
+        self.check_not_declared(&key)?;
+        let Some(mut properties) = self.topology().raw.get(&key).cloned() else {
+            return Err(TopicsError::NotFound(format!("topics/{topic}/eventSubscriptions/{name}")));
+        };
+        merge_patch(&mut properties, patch);
+        self.put_subscription_serialized(topic, name, properties).await.map(|_| ())
+    }
+
+    async fn put_subscription_serialized(
+        &self,
+        topic: &str,
+        name: &str,
+        properties: Value,
+    ) -> Result<bool, TopicsError> {
+        check_name(name)?;
+        let key = format!("{topic}/{name}");
+        self.check_not_declared(&key)?;
+        let current = self.topology();
+        let Some(definition) = current.definitions.get(topic) else {
+            return Err(TopicsError::NotFound(format!("topics/{topic}")));
+        };
+        let config = subscription_of(properties.clone())?;
+        let subscriber =
+            self.parts.subscriber(topic, "properties", name, &config, definition.retention())?;
+        let old = current.dispatchers.get(key.as_str()).cloned();
+        if let Some(old) = &old
+            && matches!(old, Subscriber::Push(_)) != matches!(subscriber, Subscriber::Push(_))
+        {
+            return Err(invalid(
+                "properties.deliveryConfiguration.deliveryMode",
+                "the delivery mode of an event subscription cannot change; delete it and \
+                 create it again",
+            ));
+        }
+        let mut next = Topology::clone(&current);
+        if let Some(definition) = next.definitions.get_mut(topic) {
+            definition.event_subscriptions.insert(name.to_string(), config);
+        }
+        let list = next.topics.entry(topic.into()).or_default();
+        list.retain(|s| s.key().as_ref() != key);
+        list.push(subscriber.clone());
+        next.dispatchers.insert(subscriber.key().clone(), subscriber);
+        let body = json_bytes(&properties);
+        next.raw.insert(key.clone(), properties);
+        self.store(Op::PutResource(SUBSCRIPTIONS.into(), key.as_str().into(), body)).await;
+        let existed = old.is_some();
+        self.swap(next, old.into_iter().collect());
+        tracing::info!(subscription = %key, "Event subscription changed.");
+        Ok(existed)
+    }
+
+    /// Deletes an event subscription; returns whether it existed.
+    pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<bool, TopicsError> {
+        let _serial = self.changes.lock().await;
+        let key = format!("{topic}/{name}");
+        self.check_not_declared(&key)?;
+        let current = self.topology();
+        if !current.definitions.contains_key(topic) {
+            return Err(TopicsError::NotFound(format!("topics/{topic}")));
+        }
+        let Some(old) = current.dispatchers.get(key.as_str()).cloned() else { return Ok(false) };
+        let mut next = Topology::clone(&current);
+        if let Some(definition) = next.definitions.get_mut(topic) {
+            definition.event_subscriptions.remove(name);
+        }
+        if let Some(list) = next.topics.get_mut(topic) {
+            list.retain(|s| s.key().as_ref() != key);
+        }
+        next.dispatchers.remove(key.as_str());
+        next.raw.remove(&key);
+        self.store(Op::DeleteResource(SUBSCRIPTIONS.into(), key.as_str().into())).await;
+        *self.topology.write() = Arc::new(next);
+        self.dead_letters.take(old.key(), None);
+        old.retire(None);
+        tracing::info!(subscription = %key, "Event subscription deleted.");
+        Ok(true)
+    }
+
+    fn check_not_declared(&self, name: &str) -> Result<(), TopicsError> {
+        if self.declared.contains(name) {
+            return Err(TopicsError::Declared(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Appends `op` to the journal and waits until it is durable.
+    async fn store(&self, op: Op) {
+        if let Some(journal) = &self.journal {
+            let ticket = journal.append(op);
+            journal.durable(ticket).await;
+        }
+    }
+
+    /// Swaps `next` in, retires each of `replaced` into its successor in `next` (or settles
+    /// its deliveries when it has none), and starts the new dispatchers.
+    fn swap(&self, next: Topology, replaced: Vec<Subscriber>) {
+        let next = Arc::new(next);
+        *self.topology.write() = next.clone();
+        for old in replaced {
+            let successor = next.dispatchers.get(old.key()).cloned();
+            old.retire(successor);
+        }
+        let Some((tasks, shutdown)) = self.runner.get() else { return };
+        for subscriber in next.dispatchers.values() {
+            if let Subscriber::Push(dispatcher) = subscriber
+                && dispatcher.start_once()
+            {
+                tasks.spawn(dispatcher.clone().run(tasks.clone(), shutdown.clone()));
+            }
+        }
+    }
+}
+
+fn check_name(name: &str) -> Result<(), TopicsError> {
+    if name == SYSTEM_TOPIC {
+        return Err(invalid("name", "is reserved"));
+    }
+    crate::access::model::check_resource_name(name).map_err(|p| invalid("name", p))
+}
+
+/// Applies a JSON merge patch: objects merge key by key, `null` removes, anything else
+/// replaces.
+fn merge_patch(target: &mut Value, patch: Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(fields) = target {
+        for (key, value) in patch {
+            if value.is_null() {
+                fields.remove(&key);
+            } else {
+                merge_patch(fields.entry(key).or_insert(Value::Null), value);
+            }
+        }
+    }
+}
+
+fn json_bytes(value: &Value) -> Arc<[u8]> {
+    value.to_string().into_bytes().into()
+}
