@@ -108,7 +108,7 @@ async fn binary_mode_headers_and_bodies() {
     bytes.data = Data::Binary(Bytes::from_static(b"\x00\x01\xff"));
     let mut text = event("e3");
     text.datacontenttype = Some("text/plain".into());
-    text.data = Data::Json(Value::from("hello there"));
+    text.data = Data::from_json_value(Value::from("hello there"));
     let mut no_type = event("e4");
     no_type.datacontenttype = None;
     no_type.subject = Some("vehicles/ünicode \"quoted\" 100%".into());
@@ -202,7 +202,7 @@ async fn dynamic_values_that_cannot_be_headers_fail_without_retry() {
         }];
     });
     let mut bad = event("e1");
-    bad.data = Data::Json(serde_json::json!({"note": "line\nbreak"}));
+    bad.data = Data::from_json_value(serde_json::json!({"note": "line\nbreak"}));
     let error = sink.send(&first_tries(&[bad])).await.unwrap_err();
     assert_eq!(error.kind, FailureKind::BadArgument);
     assert!(!error.is_retriable(sink.schedule()));
@@ -213,7 +213,7 @@ async fn dynamic_values_that_cannot_be_headers_fail_without_retry() {
 async fn batch_len_honours_both_limits() {
     let server = accepting_server().await;
     let mut big = event("big");
-    big.data = Data::Json(Value::from("x".repeat(3000)));
+    big.data = Data::from_json_value(Value::from("x".repeat(3000)));
     let events = [event("a"), event("b"), event("c"), event("d"), event("e")];
 
     let by_count = sink(&server, |c| c.max_events_per_batch = 3);

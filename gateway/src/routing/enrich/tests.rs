@@ -68,8 +68,8 @@ fn event() -> CloudEvent {
         datacontenttype: None,
         dataschema: None,
         extensions: BTreeMap::from([
-            ("clientext".to_string(), json!("client")),
-            ("mine".to_string(), json!(1)),
+            ("clientext".to_string(), JsonText::string("client")),
+            ("mine".to_string(), JsonText::from_value(&json!(1))),
         ]),
         data: Data::None,
     }
@@ -84,7 +84,9 @@ fn check(config: (Pairs<'_>, Pairs<'_>), message: &RoutedMessage, expected: Resu
             let mut event = event();
             enrichments.apply(message, &mut event);
             assert_eq!(
-                Value::Object(event.extensions.into_iter().collect()),
+                Value::Object(
+                    event.extensions.iter().map(|(k, v)| (k.clone(), v.to_value())).collect()
+                ),
                 expected,
                 "{config:?}"
             );
