@@ -623,3 +623,47 @@ async fn retained_messages_are_listed_in_pages() {
         assert!(answer.message().contains(expected), "{uri}: {}", answer.message());
     }
 }
+
+/// CloudEvents validation as the spec and the SDKs require; the 400 names the attribute.
+#[tokio::test]
+async fn events_are_validated_as_the_sdks_require() {
+    let state = state();
+    let base = || json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t"});
+    let cases = [
+        ("id", json!(""), "`id` must not be empty"),
+        ("source", json!(""), "`source` must not be empty"),
+        ("type", json!(""), "`type` must not be empty"),
+        ("Region", json!("eu"), "`Region`"),
+        ("my_ext", json!("x"), "`my_ext`"),
+        ("count", json!(2_147_483_648_u64), "`count` is outside the CloudEvents Integer range"),
+        ("low", json!(-2_147_483_649_i64), "`low` is outside"),
+        ("ratio", json!(0.5), "`ratio` must be a string, an integer or a boolean"),
+    ];
+    for (name, value, expected) in cases {
+        let mut event = base();
+        event[name] = value;
+        let answer = send(&state, structured(&event)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{event}");
+        assert!(answer.message().contains(expected), "{} lacks {expected}", answer.message());
+    }
+    let no_source =
+        [("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", ""), ("ce-type", "t")];
+    let answer =
+        send(&state, request(Method::POST, "/topics/orders:publish", &no_source, "")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.message().contains("ce-source"), "{}", answer.message());
+    let reserved = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "s"),
+        ("ce-type", "t"),
+        ("ce-data", "x"),
+    ];
+    let answer = send(&state, request(Method::POST, "/topics/orders:publish", &reserved, "")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.message().contains("ce-data"), "{}", answer.message());
+    let mut fine = base();
+    fine["min"] = json!(-2_147_483_648_i64);
+    fine["flag"] = json!(true);
+    assert_eq!(send(&state, structured(&fine)).await.status, StatusCode::OK, "valid");
+}

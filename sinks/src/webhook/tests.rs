@@ -379,3 +379,35 @@ async fn handshake_refused() {
     let error = sink(&server, |_| {}).validate().await.unwrap_err();
     assert_eq!(error.kind, FailureKind::Busy);
 }
+
+/// JSON data goes out as it came: in place in structured and batch bodies, and as the exact
+/// published bytes (whitespace around the value included) in a binary-mode body.
+#[tokio::test]
+async fn json_data_is_sent_as_published() {
+    let published = Bytes::from_static(b" {\"z\":1,\"a\":47.782000000000004,\"a\":1E+2}\n");
+    let mut event = event("e1");
+    event.data = Data::Json(crate::event::JsonText::parse(published.clone()).unwrap());
+    let expected = r#"{"z":1,"a":47.782000000000004,"a":1E+2}"#;
+    for mode in [ContentMode::Structured, ContentMode::Binary] {
+        let server = accepting_server().await;
+        let sink = sink(&server, |c| c.content_mode = mode);
+        sink.send(&[Delivery { event: &event, delivery_count: 1 }]).await.unwrap();
+        let body = received(&server).await.remove(0).body;
+        let body = String::from_utf8(body).unwrap();
+        match mode {
+            ContentMode::Binary => assert_eq!(body.as_bytes(), &published[..]),
+            ContentMode::Structured => {
+                assert!(body.ends_with(&format!(r#""data":{expected}}}"#)), "{body}")
+            }
+        }
+    }
+    let server = accepting_server().await;
+    let sink = sink(&server, |c| c.max_events_per_batch = 10);
+    let deliveries = [
+        Delivery { event: &event, delivery_count: 1 },
+        Delivery { event: &event, delivery_count: 1 },
+    ];
+    sink.send(&deliveries).await.unwrap();
+    let body = String::from_utf8(received(&server).await.remove(0).body).unwrap();
+    assert_eq!(body.matches(&format!(r#""data":{expected}}}"#)).count(), 2, "{body}");
+}

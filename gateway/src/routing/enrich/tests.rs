@@ -22,6 +22,7 @@ fn message(protocol: Protocol, properties: Properties) -> RoutedMessage {
             attributes: BTreeMap::from([
                 ("type".into(), s("operator")),
                 ("floor".into(), AttributeValue::Integer(-3)),
+                ("serial".into(), AttributeValue::Integer(5_000_000_000)),
                 ("sensors".into(), AttributeValue::StringArray(vec!["gps".into(), "can".into()])),
                 ("none".into(), AttributeValue::StringArray(vec![])),
                 ("it's".into(), s("quoted")),
@@ -105,6 +106,8 @@ fn variables() {
         ("${client.attributes['type']}", json!("operator")),
         ("${client.attributes['it\\'s']}", json!("quoted")),
         ("${client.attributes.floor}", json!(-3)),
+        // Past the CloudEvents Integer range, which the SDKs refuse: its decimal string.
+        ("${client.attributes.serial}", json!("5000000000")),
         ("${client.attributes.sensors}", json!("gps,can")),
         ("${client.attributes.none}", json!("")),
         ("${client.attributes.missing}", json!("")),
