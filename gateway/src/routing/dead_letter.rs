@@ -22,11 +22,14 @@ use crate::store::{Journal, Op, RoutingTable};
 /// Most dead-letter records kept.
 pub const MAX_DEAD_LETTERS: usize = 100_000;
 
+/// One subscription's records by dead-letter seq, as JSON text.
+type Records = BTreeMap<u64, Box<RawValue>>;
+
 /// Dead-lettered events by subscription key (`topic/subscription`).
 pub struct DeadLetters {
     journal: Option<Arc<Journal>>,
     next_seq: AtomicU64,
-    rows: Mutex<BTreeMap<Arc<str>, BTreeMap<u64, Box<RawValue>>>>,
+    rows: Mutex<BTreeMap<Arc<str>, Records>>,
 }
 
 impl DeadLetters {
