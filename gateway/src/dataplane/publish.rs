@@ -10,6 +10,12 @@
 //!   is the data's content type; the body is the data: inline JSON when the content type is
 //!   JSON, bytes otherwise.
 //!
+//! Events are validated as the CloudEvents spec and the SDKs require: `id`, `source` and
+//! `type` are non-empty strings; extension names are lowercase `[a-z0-9]` and not a context
+//! attribute name (`data`, `data_base64` included); extension values are strings, booleans or
+//! integers within the CloudEvents Integer range (-2^31 to 2^31-1). `data` and extension values
+//! are kept as the text the client sent (see `sinks::JsonText`), never re-serialized.
+//!
 //! An event larger than `http.max_event_bytes` or a body larger than `http.max_request_bytes`
 //! is 413; a malformed event is 400 naming it (`[3].type: ...` in a batch). The answer, 200
 //! `{}`, comes once the events are durable; an unknown topic is 404, a full routing buffer 503.

@@ -39,7 +39,7 @@
 //!
 //! | Mode | Recognised by | Valid when | The event |
 //! |---|---|---|---|
-//! | structured | Content Type `application/cloudevents+json` (any parameters) | the payload parses as one CloudEvent in the JSON format (`specversion` `1.0`; `id`, `source`, `type` non-empty strings) | the payload's event exactly as written: attributes, extensions and `data`/`data_base64` |
+//! | structured | Content Type `application/cloudevents+json` (any parameters) | the payload parses as one CloudEvent in the JSON format (`specversion` `1.0`; `id`, `source`, `type` non-empty strings; extension names lowercase `[a-z0-9]`, values strings, booleans or integers within -2^31..2^31-1) | the payload's event exactly as written: attributes, extensions and `data`/`data_base64`, with `data` and extension values kept as the payload's text |
 //! | binary | a user property named `specversion` (and no structured Content Type) | `specversion` is `1.0`; `id`, `source`, `type` are present and non-empty; no attribute appears twice | `id`, `source`, `type`, `subject`, `time`, `dataschema` from user properties; `datacontenttype` from the Content Type, else from a `datacontenttype` user property; every other user property whose name is a valid attribute name (lowercase ASCII letters and digits) becomes a string extension attribute; `data` from the payload by the rules above, using that content type |
 //!
 //! Client attribute values are forwarded verbatim: a missing `time` stays missing (we do not
