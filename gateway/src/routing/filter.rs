@@ -15,6 +15,11 @@
 //! the `data` prefix are case-insensitive (`Subject`, `Data.Temp`), as in Event Grid's examples.
 //! `data` keys find nothing when the event's data is bytes (`data_base64`) or absent.
 //!
+//! The event holds `data` and extension values as the text that was published; a filter with
+//! advanced conditions parses a copy of them once per evaluation (lazily: only when a condition
+//! reads them). The copy is only read, never sent. Of duplicate object keys the last counts,
+//! and JSON that `serde_json` cannot hold (a lone surrogate escape) reads as `null`.
+//!
 //! # Values
 //!
 //! | Operators | Takes | Key types compared |
