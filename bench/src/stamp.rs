@@ -75,17 +75,24 @@ impl Stamp {
     /// Reads a stamp; `None` when the payload is too short to carry one (not ours). A JSON
     /// payload (`--json`) carries it as hex after `"stamp":"`, wherever a broker put that key.
     pub fn read(payload: &[u8]) -> Option<Stamp> {
-        if payload.first() == Some(&b'{') {
-            let at = payload.windows(JSON_KEY.len()).position(|w| w == JSON_KEY)?;
-            let hex = payload.get(at + JSON_KEY.len()..at + JSON_KEY.len() + JSON_STAMP_HEX)?;
-            let mut raw = [0u8; STAMP_LEN];
-            for (i, pair) in hex.chunks(2).enumerate() {
-                let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-                raw[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-            }
-            return Stamp::read_raw(&raw);
+        // A binary stamp starts with `{` once in 256 payloads: fall back to reading it raw.
+        if payload.first() == Some(&b'{')
+            && let Some(stamp) = Stamp::read_json(payload)
+        {
+            return Some(stamp);
         }
         Stamp::read_raw(payload)
+    }
+
+    fn read_json(payload: &[u8]) -> Option<Stamp> {
+        let at = payload.windows(JSON_KEY.len()).position(|w| w == JSON_KEY)?;
+        let hex = payload.get(at + JSON_KEY.len()..at + JSON_KEY.len() + JSON_STAMP_HEX)?;
+        let mut raw = [0u8; STAMP_LEN];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+            raw[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Stamp::read_raw(&raw)
     }
 
     fn read_raw(payload: &[u8]) -> Option<Stamp> {
@@ -107,6 +114,10 @@ mod tests {
         stamp.write(&mut payload);
         assert_eq!(Stamp::read(&payload), Some(stamp));
         assert_eq!(Stamp::read(&payload[..15]), None);
+        // A binary stamp whose first byte happens to be `{` is still read raw.
+        let curly = Stamp { sent_ns: 0x7b, publisher: 1, sequence: 2 };
+        curly.write(&mut payload);
+        assert_eq!(Stamp::read(&payload), Some(curly));
     }
 
     #[test]
