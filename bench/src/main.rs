@@ -61,9 +61,13 @@ struct Args {
     /// Protocol version: 3 (3.1.1) or 5.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(3..=5))]
     mqtt: u8,
-    /// Payload bytes (at least 16: the stamp).
+    /// Payload bytes (at least 16: the stamp; with --json at least 54).
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Publish JSON payloads (`{"stamp":"<hex>","fill":"000…"}`) with payload format indicator
+    /// 1 (MQTT 5), so that a routing broker carries them as inline JSON `data`.
+    #[arg(long)]
+    json: bool,
     /// Publishers (fan-in, routed), subscribers (fan-out), pairs (pairs, latency),
     /// connections (idle) or receivers (pull; `--receivers` is the same flag). Defaults: fan-in
     /// 100, fan-out 1000, pairs 100, latency 1, idle 5000, routed 10, pull 1.
@@ -200,6 +204,12 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     if args.payload < stamp::STAMP_LEN {
         bail!("--payload must be at least {} bytes (the stamp)", stamp::STAMP_LEN);
     }
+    if args.json && args.payload < stamp::JSON_MIN_LEN {
+        bail!("--payload must be at least {} bytes with --json", stamp::JSON_MIN_LEN);
+    }
+    if args.json && args.mqtt != 5 {
+        bail!("--json needs --mqtt 5 (the payload format indicator)");
+    }
     let seconds = |name: &str, value: f64| {
         if value.is_finite() && value >= 0.0 {
             Ok(Duration::from_secs_f64(value))
@@ -238,6 +248,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         protocol,
         qos: QoS::from_u8(args.qos).context("--qos must be 0, 1 or 2")?,
         payload: args.payload,
+        json: args.json,
         clients,
         duration: seconds("duration", args.duration)?,
         messages: args.messages,

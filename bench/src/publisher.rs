@@ -125,8 +125,13 @@ impl Sender {
         let deadline = self.start + settings.duration;
         let stall_end = deadline + settings.drain;
         let limit = settings.messages.unwrap_or(u64::MAX).min(u64::from(u32::MAX));
-        let payload = Bytes::from(vec![0u8; settings.payload]);
-        let properties = Properties::default();
+        let (payload, properties) = if settings.json {
+            let properties =
+                Properties { payload_format_indicator: Some(1), ..Properties::default() };
+            (Bytes::from(crate::stamp::json_template(settings.payload)), properties)
+        } else {
+            (Bytes::from(vec![0u8; settings.payload]), Properties::default())
+        };
         loop {
             self.acks.check()?;
             self.answer_pubrecs();
@@ -256,7 +261,12 @@ impl Sender {
             let end = self.buf.len();
             let stamp_at = end - payload.len();
             let stamp = Stamp { sent_ns, publisher: self.id, sequence: sequence as u32 };
-            stamp.write(&mut self.buf[stamp_at..stamp_at + STAMP_LEN]);
+            if self.settings.json {
+                let at = stamp_at + crate::stamp::JSON_PREFIX.len();
+                stamp.write_hex(&mut self.buf[at..at + crate::stamp::JSON_STAMP_HEX]);
+            } else {
+                stamp.write(&mut self.buf[stamp_at..stamp_at + STAMP_LEN]);
+            }
             self.sequence += 1;
         }
     }

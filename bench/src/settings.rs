@@ -58,6 +58,8 @@ pub struct Settings {
     pub protocol: Protocol,
     pub qos: QoS,
     pub payload: usize,
+    /// JSON payloads with payload format indicator 1 (`--json`).
+    pub json: bool,
     pub clients: usize,
     pub duration: Duration,
     /// Per-publisher bound on messages sent.

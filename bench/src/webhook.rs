@@ -139,8 +139,9 @@ impl Tally {
 struct Event {
     #[serde(default)]
     data_base64: Option<String>,
+    /// As text: a JSON payload (`--json`) is read back as the broker wrote it.
     #[serde(default)]
-    data: Option<serde_json::Value>,
+    data: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Event {
@@ -150,8 +151,13 @@ impl Event {
             (Some(encoded), _) => base64::engine::general_purpose::STANDARD
                 .decode(encoded)
                 .map_err(|error| format!("data_base64 is not base64: {error}")),
-            (None, Some(serde_json::Value::String(text))) => Ok(text.as_bytes().to_vec()),
-            (None, Some(other)) => Err(format!("data is not a string but {other}")),
+            (None, Some(raw)) if raw.get().starts_with('"') => {
+                serde_json::from_str::<String>(raw.get())
+                    .map(String::into_bytes)
+                    .map_err(|error| format!("data is not a JSON string: {error}"))
+            }
+            (None, Some(raw)) if raw.get().starts_with('{') => Ok(raw.get().as_bytes().to_vec()),
+            (None, Some(other)) => Err(format!("data is not a string or an object but {other}")),
             (None, None) => Err("an event has neither data nor data_base64".into()),
         }
     }

@@ -124,10 +124,16 @@ fn dead_letters(command: DeadLetterCommand) -> anyhow::Result<()> {
             for (key, id, record) in
                 offline::list(&data_dir, key.as_deref()).map_err(anyhow::Error::msg)?
             {
-                println!(
-                    "{}",
-                    serde_json::json!({"subscription": key, "id": id, "record": record})
-                );
+                // A struct rather than `json!`, which would parse the record into a `Value`
+                // and rewrite the event's data.
+                #[derive(serde::Serialize)]
+                struct Row<'a> {
+                    subscription: &'a str,
+                    id: u64,
+                    record: &'a serde_json::value::RawValue,
+                }
+                let row = Row { subscription: &key, id, record: &record };
+                println!("{}", serde_json::to_string(&row)?);
             }
         }
         DeadLetterCommand::Redrive { data_dir, subscription, ids } => {

@@ -47,7 +47,7 @@ impl BatchLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{CloudEvent, Data};
+    use crate::event::{CloudEvent, Data, JsonText};
 
     fn event_of_size(size: usize) -> CloudEvent {
         let mut event = CloudEvent {
@@ -59,10 +59,10 @@ mod tests {
             datacontenttype: None,
             dataschema: None,
             extensions: Default::default(),
-            data: Data::Json(serde_json::Value::from("")),
+            data: Data::Json(JsonText::string("")),
         };
         let overhead = event.to_json_bytes().len();
-        event.data = Data::Json(serde_json::Value::from("x".repeat(size - overhead)));
+        event.data = Data::Json(JsonText::string(&"x".repeat(size - overhead)));
         assert_eq!(event.to_json_bytes().len(), size);
         event
     }

@@ -14,7 +14,6 @@ mod sas;
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
-use serde_json::Value;
 
 use crate::batch::BatchLimits;
 use crate::config::ConfigProblem;
@@ -78,9 +77,7 @@ impl CustomTopicSink {
         if batch.is_empty() {
             return Ok(());
         }
-        let events: Vec<Value> = batch.iter().map(|d| d.event.to_json()).collect();
-        // Serializing `Value`s cannot fail: their map keys are strings.
-        let body = serde_json::to_vec(&events).unwrap_or_default();
+        let body = crate::event::batch_json_bytes(batch.iter().map(|d| d.event));
         let request = self
             .http
             .post(self.url.clone())

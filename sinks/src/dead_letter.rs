@@ -15,6 +15,8 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::event::{CloudEvent, EventError};
@@ -104,8 +106,9 @@ impl std::fmt::Display for DeadLetterReason {
 // === impl DeadLetterRecord ===
 
 impl DeadLetterRecord {
-    /// The record as a JSON object.
-    pub fn to_json(&self) -> Value {
+    /// The record serialized as JSON. The event is written as [`CloudEvent::write_json`]
+    /// writes it, so its data is the text that was published.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
         let mut properties = Map::new();
         properties.insert("deadletterreason".into(), Value::from(self.reason.as_str()));
         properties.insert("deliveryattempts".into(), Value::from(self.attempts));
@@ -120,41 +123,69 @@ impl DeadLetterRecord {
         if !self.last_attempt.is_empty() {
             properties.insert("deliveryattemptutc".into(), Value::from(self.last_attempt.as_str()));
         }
-        let custom: Map<String, Value> = self
-            .custom_delivery_properties
-            .iter()
-            .map(|(name, value)| (name.clone(), Value::from(value.as_str())))
-            .collect();
-        let mut record = Map::new();
-        record.insert("event".into(), self.event.to_json());
-        record.insert("customDeliveryProperties".into(), Value::Object(custom));
-        record.insert("deadletterProperties".into(), Value::Object(properties));
-        Value::Object(record)
+        let mut out = br#"{"event":"#.to_vec();
+        self.event.write_json(&mut out);
+        out.extend_from_slice(br#","customDeliveryProperties":"#);
+        // Writing a map of strings, or a `Value`, into a `Vec` cannot fail.
+        let _ = serde_json::to_writer(&mut out, &self.custom_delivery_properties);
+        out.extend_from_slice(br#","deadletterProperties":"#);
+        let _ = serde_json::to_writer(&mut out, &properties);
+        out.push(b'}');
+        out
     }
 
-    /// The record serialized as JSON.
-    pub fn to_json_bytes(&self) -> Vec<u8> {
-        // Serializing a `Value` cannot fail: its map keys are strings.
-        serde_json::to_vec(&self.to_json()).unwrap_or_default()
+    /// The record as JSON text that can be embedded in other documents unchanged.
+    pub fn to_raw(&self) -> Box<RawValue> {
+        let text = String::from_utf8(self.to_json_bytes()).unwrap_or_default();
+        // What `to_json_bytes` writes is always one JSON object; `null` is never reached.
+        RawValue::from_string(text).unwrap_or_else(|_| RawValue::NULL.to_owned())
     }
 
-    /// Reads a record from JSON bytes.
+    /// The record as a `serde_json` value, for tests and schema checks: parsing loses what
+    /// `Value` cannot hold, so no delivery or storage path uses it.
+    pub fn to_json(&self) -> Value {
+        serde_json::from_slice(&self.to_json_bytes()).unwrap_or(Value::Null)
+    }
+
+    /// The event of a record, without reading the rest (re-driving needs only the event).
+    pub fn event_of(bytes: &[u8]) -> Result<CloudEvent, DeadLetterError> {
+        #[derive(serde::Deserialize)]
+        struct Record<'a> {
+            #[serde(borrow)]
+            event: &'a RawValue,
+        }
+        let input = Bytes::copy_from_slice(bytes);
+        let record: Record<'_> =
+            serde_json::from_slice(&input).map_err(|e| DeadLetterError::Json(e.to_string()))?;
+        Ok(CloudEvent::from_raw(&input, record.event)?)
+    }
+
+    /// Reads a record from JSON bytes (copied once).
     pub fn from_json_bytes(bytes: &[u8]) -> Result<DeadLetterRecord, DeadLetterError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| DeadLetterError::Json(e.to_string()))?;
-        DeadLetterRecord::from_json(value)
+        DeadLetterRecord::from_json(&Bytes::copy_from_slice(bytes))
     }
 
-    /// Reads a record from a JSON object, accepting either casing of `deadletterProperties`
-    /// and a missing `customDeliveryProperties`.
-    pub fn from_json(value: Value) -> Result<DeadLetterRecord, DeadLetterError> {
-        let Value::Object(mut record) = value else { return Err(DeadLetterError::Field("event")) };
-        let event =
-            CloudEvent::from_json(record.remove("event").ok_or(DeadLetterError::Field("event"))?)?;
-        let properties = record
-            .remove("deadletterProperties")
-            .or_else(|| record.remove("deadLetterProperties"))
-            .ok_or(DeadLetterError::Field("deadletterProperties"))?;
+    /// Reads a record, accepting either casing of `deadletterProperties` and a missing
+    /// `customDeliveryProperties`. The event's data is kept as a slice of `input`.
+    pub fn from_json(input: &Bytes) -> Result<DeadLetterRecord, DeadLetterError> {
+        let mut record: BTreeMap<String, &RawValue> =
+            serde_json::from_slice(input).map_err(|e| DeadLetterError::Json(e.to_string()))?;
+        let event = record.remove("event").ok_or(DeadLetterError::Field("event"))?;
+        let event = CloudEvent::from_raw(input, event)?;
+        let mut member = |name: &str| -> Result<Option<Value>, DeadLetterError> {
+            record
+                .remove(name)
+                .map(|raw| serde_json::from_str(raw.get()))
+                .transpose()
+                .map_err(|e| DeadLetterError::Json(e.to_string()))
+        };
+        let properties = member("deadletterProperties")?;
+        let properties = match properties {
+            Some(properties) => Some(properties),
+            None => member("deadLetterProperties")?,
+        };
+        let custom = member("customDeliveryProperties")?;
+        let properties = properties.ok_or(DeadLetterError::Field("deadletterProperties"))?;
         let text = |name: &'static str| {
             properties
                 .get(name)
@@ -185,7 +216,7 @@ impl DeadLetterRecord {
             ),
         };
         let mut custom_delivery_properties = BTreeMap::new();
-        if let Some(Value::Object(custom)) = record.remove("customDeliveryProperties") {
+        if let Some(Value::Object(custom)) = custom {
             for (name, value) in custom {
                 let value = match value {
                     Value::String(text) => text,
@@ -223,7 +254,7 @@ mod tests {
                 datacontenttype: Some("application/json".into()),
                 dataschema: None,
                 extensions: BTreeMap::new(),
-                data: Data::Json(serde_json::json!({"speed": 3})),
+                data: Data::from_json_value(serde_json::json!({"speed": 3})),
             },
             reason: DeadLetterReason::MaxDeliveryAttemptsExceeded,
             attempts: 3,
@@ -266,7 +297,7 @@ mod tests {
         let properties = json.as_object_mut().unwrap().remove("deadletterProperties").unwrap();
         json.as_object_mut().unwrap().insert("deadLetterProperties".into(), properties);
         json.as_object_mut().unwrap().remove("customDeliveryProperties");
-        let back = DeadLetterRecord::from_json(json).unwrap();
+        let back = DeadLetterRecord::from_json_bytes(json.to_string().as_bytes()).unwrap();
         assert_eq!(back.reason, DeadLetterReason::MaxDeliveryAttemptsExceeded);
         assert!(back.custom_delivery_properties.is_empty());
     }
@@ -285,7 +316,7 @@ mod tests {
         let properties = json["deadletterProperties"].as_object().unwrap();
         let keys: Vec<&str> = properties.keys().map(String::as_str).collect();
         assert_eq!(keys, ["deadletterreason", "deliveryattempts", "publishutc"]);
-        assert_eq!(DeadLetterRecord::from_json(json).unwrap(), record);
+        assert_eq!(DeadLetterRecord::from_json_bytes(json.to_string().as_bytes()).unwrap(), record);
     }
 
     #[test]
@@ -293,7 +324,7 @@ mod tests {
         let mut json = record().to_json();
         json["deadletterProperties"]["deadletterreason"] = Value::from("Gremlins");
         assert_eq!(
-            DeadLetterRecord::from_json(json).unwrap_err(),
+            DeadLetterRecord::from_json_bytes(json.to_string().as_bytes()).unwrap_err(),
             DeadLetterError::Reason("Gremlins".into())
         );
     }

@@ -183,11 +183,12 @@ fn lookup(event: &CloudEvent, path: &str) -> Option<String> {
         "datacontenttype" => attribute(event.datacontenttype.as_deref()),
         "dataschema" => attribute(event.dataschema.as_deref()),
         "data" => match &event.data {
-            Data::Json(value) => scalar(walk(value, rest)?),
+            // A parsed copy, read for the header only; the event's data is sent as it came.
+            Data::Json(json) => scalar(walk(&json.to_value(), rest)?),
             Data::None | Data::Binary(_) => None,
         },
         extension => match rest {
-            None => scalar(event.extensions.get(extension)?),
+            None => scalar(&event.extensions.get(extension)?.to_value()),
             Some(_) => None,
         },
     }
@@ -219,6 +220,8 @@ fn scalar(value: &Value) -> Option<String> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use crate::event::JsonText;
+
     use super::*;
 
     fn event() -> CloudEvent {
@@ -230,8 +233,8 @@ mod tests {
             time: None,
             datacontenttype: None,
             dataschema: None,
-            extensions: BTreeMap::from([("mqttqos".into(), Value::from(1))]),
-            data: Data::Json(serde_json::json!({
+            extensions: BTreeMap::from([("mqttqos".into(), JsonText::from_value(&Value::from(1)))]),
+            data: Data::from_json_value(serde_json::json!({
                 "vehicle": {"id": "v7", "moving": true, "speed": 12.5},
                 "readings": [3, 4],
                 "nested": {"a": 1}

@@ -39,7 +39,7 @@ pub use custom_topic::{CustomTopicConfig, CustomTopicSink};
 pub use dead_letter::{DeadLetterReason, DeadLetterRecord};
 pub use delivery_property::DeliveryProperty;
 pub use error::{DeliveryError, FailureKind};
-pub use event::{CloudEvent, Data};
+pub use event::{CloudEvent, Data, JsonText};
 pub use event_hubs::{EventHubsConfig, EventHubsSink};
 pub use http::{http_client, http_client_builder};
 pub use retry::{RetryPolicy, Schedule, Verdict};

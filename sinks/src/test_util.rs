@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::event::{CloudEvent, Data};
+use crate::event::{CloudEvent, Data, JsonText};
 use crate::sink::Delivery;
 
 /// A routed-message-like event with JSON data and two extensions.
@@ -18,10 +18,10 @@ pub(crate) fn event(id: &str) -> CloudEvent {
         datacontenttype: Some("application/json".into()),
         dataschema: None,
         extensions: BTreeMap::from([
-            ("mqttqos".into(), Value::from(1)),
-            ("site".into(), Value::from("plant 7")),
+            ("mqttqos".into(), JsonText::from_value(&Value::from(1))),
+            ("site".into(), JsonText::string("plant 7")),
         ]),
-        data: Data::Json(serde_json::json!({"vehicle": {"id": "v7"}, "speed": 12})),
+        data: Data::from_json_value(serde_json::json!({"vehicle": {"id": "v7"}, "speed": 12})),
     }
 }
 

@@ -17,6 +17,7 @@ pub mod http;
 pub mod http_raw;
 pub mod raw;
 pub mod schema;
+pub mod webhook;
 
 /// A running `gridmq serve` process.
 pub struct Gridmq {

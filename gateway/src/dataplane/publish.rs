@@ -10,10 +10,17 @@
 //!   is the data's content type; the body is the data: inline JSON when the content type is
 //!   JSON, bytes otherwise.
 //!
+//! Events are validated as the CloudEvents spec and the SDKs require: `id`, `source` and
+//! `type` are non-empty strings; extension names are lowercase `[a-z0-9]` and not a context
+//! attribute name (`data`, `data_base64` included); extension values are strings, booleans or
+//! integers within the CloudEvents Integer range (-2^31 to 2^31-1). `data` and extension values
+//! are kept as the text the client sent (see `sinks::JsonText`), never re-serialized.
+//!
 //! An event larger than `http.max_event_bytes` or a body larger than `http.max_request_bytes`
 //! is 413; a malformed event is 400 naming it (`[3].type: ...` in a batch). The answer, 200
 //! `{}`, comes once the events are durable; an unknown topic is 404, a full routing buffer 503.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -22,8 +29,10 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::{Map, Value, json};
-use sinks::{CloudEvent, Data};
+use serde_json::json;
+use serde_json::value::RawValue;
+use sinks::event::is_extension_name;
+use sinks::{CloudEvent, Data, JsonText};
 
 use super::{ApiError, DataPlane, percent_decode_utf8, read_body};
 use crate::routing::router::PublishError;
@@ -88,18 +97,21 @@ pub(super) fn events_of(
                     format!("larger than http.max_event_bytes ({max_event_bytes} bytes)"),
                 ));
             }
-            let value: Value = serde_json::from_slice(&body)
-                .map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))?;
-            let event = CloudEvent::from_json(value)
+            // `data` and extension values stay slices of the body, as the client wrote them.
+            let event = CloudEvent::from_json(&body)
                 .map_err(|error| ApiError::bad_request("body", error))?;
             Ok(vec![event])
         }
         "application/cloudevents-batch+json" => {
-            let value: Value = serde_json::from_slice(&body)
-                .map_err(|error| ApiError::bad_request("body", format!("not JSON: {error}")))?;
-            let Value::Array(values) = value else {
-                return Err(ApiError::bad_request("body", "a batch must be a JSON array"));
+            let not_json = |error: serde_json::Error| {
+                ApiError::bad_request("body", format!("not JSON: {error}"))
             };
+            let batch: &RawValue = serde_json::from_slice(&body).map_err(not_json)?;
+            if !batch.get().starts_with('[') {
+                return Err(ApiError::bad_request("body", "a batch must be a JSON array"));
+            }
+            // Each element is read as text, never as a `Value`: see `JsonText`.
+            let values: Vec<&RawValue> = serde_json::from_str(batch.get()).map_err(not_json)?;
             if values.is_empty() {
                 return Err(ApiError::bad_request("body", "a batch needs at least one event"));
             }
@@ -118,15 +130,13 @@ pub(super) fn events_of(
                 .enumerate()
                 .map(|(index, value)| {
                     let field = format!("[{index}]");
-                    // Serializing a `Value` cannot fail: its map keys are strings.
-                    let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or_default();
-                    if size > max_event_bytes {
+                    if value.get().len() > max_event_bytes {
                         return Err(ApiError::too_large(
                             &field,
                             format!("larger than http.max_event_bytes ({max_event_bytes} bytes)"),
                         ));
                     }
-                    CloudEvent::from_json(value)
+                    CloudEvent::from_raw(&body, value)
                         .map_err(|error| ApiError::bad_request(&field, error))
                 })
                 .collect()
@@ -151,7 +161,7 @@ fn binary_event(
     max_event_bytes: usize,
 ) -> Result<CloudEvent, ApiError> {
     let mut size = body.len();
-    let mut object = Map::new();
+    let mut attributes: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in headers {
         let Some(attribute) = name.as_str().strip_prefix("ce-") else { continue };
         let field = name.as_str();
@@ -163,13 +173,14 @@ fn binary_event(
             ));
         }
         let known = BINARY_ATTRIBUTES.contains(&attribute);
-        let valid_extension = !attribute.is_empty()
-            && attribute.len() <= MAX_EXTENSION_NAME
-            && attribute.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let valid_extension = attribute.len() <= MAX_EXTENSION_NAME && is_extension_name(attribute);
         if !known && !valid_extension {
             return Err(ApiError::bad_request(
                 field,
-                format!("an extension name is 1 to {MAX_EXTENSION_NAME} of [a-z0-9]"),
+                format!(
+                    "an extension name is 1 to {MAX_EXTENSION_NAME} of [a-z0-9] and not a \
+                     CloudEvents context attribute"
+                ),
             ));
         }
         let text = value
@@ -177,7 +188,7 @@ fn binary_event(
             .ok()
             .and_then(percent_decode_utf8)
             .ok_or_else(|| ApiError::bad_request(field, "not UTF-8 once percent-decoded"))?;
-        if object.insert(attribute.to_string(), Value::from(text)).is_some() {
+        if attributes.insert(attribute.to_string(), text).is_some() {
             return Err(ApiError::bad_request(field, "sent more than once"));
         }
     }
@@ -187,29 +198,56 @@ fn binary_event(
             format!("larger than http.max_event_bytes ({max_event_bytes} bytes)"),
         ));
     }
-    for required in ["id", "source", "type"] {
-        if !object.contains_key(required) {
+    match attributes.remove("specversion").as_deref() {
+        Some("1.0") => {}
+        other => {
+            let found = other.unwrap_or_default();
             return Err(ApiError::bad_request(
-                &format!("ce-{required}"),
-                "required in binary mode",
+                "ce-specversion",
+                format!("must be \"1.0\", found {found:?}"),
             ));
         }
     }
+    let mut required = |name: &str| {
+        let field = format!("ce-{name}");
+        match attributes.remove(name) {
+            None => Err(ApiError::bad_request(&field, "required in binary mode")),
+            Some(value) if value.is_empty() => {
+                Err(ApiError::bad_request(&field, "must not be empty"))
+            }
+            Some(value) => Ok(value),
+        }
+    };
+    let id = required("id")?;
+    let source = required("source")?;
+    let ty = required("type")?;
+    let subject = attributes.remove("subject");
+    let time = attributes.remove("time");
+    let dataschema = attributes.remove("dataschema");
+    let extensions =
+        attributes.into_iter().map(|(name, text)| (name, JsonText::string(&text))).collect();
     let content_type = header_text(headers, "content-type").map(str::to_string);
-    let mut event = CloudEvent::from_json(Value::Object(object))
-        .map_err(|error| ApiError::bad_request("ce-* headers", error))?;
-    event.data = match &content_type {
+    let data = match &content_type {
         _ if body.is_empty() => Data::None,
         Some(content_type) if is_json(content_type) => {
-            let value: Value = serde_json::from_slice(&body).map_err(|error| {
+            // The body is kept as sent; it is only checked to be JSON.
+            Data::Json(JsonText::parse(body).map_err(|error| {
                 ApiError::bad_request("body", format!("not JSON though content-type is: {error}"))
-            })?;
-            Data::Json(value)
+            })?)
         }
         _ => Data::Binary(body),
     };
-    event.datacontenttype = content_type;
-    Ok(event)
+    Ok(CloudEvent {
+        id,
+        source,
+        ty,
+        subject,
+        time,
+        datacontenttype: content_type,
+        dataschema,
+        extensions,
+        data,
+    })
 }
 
 fn no_such_topic(topic: &str) -> ApiError {

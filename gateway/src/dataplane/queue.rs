@@ -99,16 +99,22 @@ async fn receive(
         received = queue.receive(max_events, Duration::from_secs(max_wait)) => received,
         () = shutdown.cancelled() => Vec::new(),
     };
-    let value: Vec<_> = received
-        .into_iter()
-        .map(|r| {
-            json!({
-                "brokerProperties": {"lockToken": r.lock_token, "deliveryCount": r.delivery_count},
-                "event": r.event.to_json(),
-            })
-        })
-        .collect();
-    axum::Json(json!({ "value": value })).into_response()
+    // Written by hand so that each event's data goes out as the text that was published
+    // (`CloudEvent::write_json`), never through a `serde_json::Value`.
+    let mut body = br#"{"value":["#.to_vec();
+    for (index, r) in received.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        let properties = json!({"lockToken": r.lock_token, "deliveryCount": r.delivery_count});
+        body.extend_from_slice(br#"{"brokerProperties":"#);
+        body.extend_from_slice(properties.to_string().as_bytes());
+        body.extend_from_slice(br#","event":"#);
+        r.event.write_json(&mut body);
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn outcome_response(outcome: TokenOutcome) -> Response {

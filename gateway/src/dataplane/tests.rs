@@ -312,14 +312,18 @@ fn binary_mode_maps_headers_and_body() {
     );
     assert_eq!(event.subject.as_deref(), Some("orders/7"));
     assert_eq!(event.time.as_deref(), Some("2026-01-01T00:00:00Z"));
-    assert_eq!(event.extensions.get("region"), Some(&json!("west eu")));
+    assert_eq!(
+        event.extensions.get("region").and_then(|v| v.as_string()).as_deref(),
+        Some("west eu")
+    );
     assert_eq!(event.datacontenttype.as_deref(), Some("text/plain"));
     assert_eq!(event.data, sinks::Data::Binary(Bytes::from_static(b"hello")));
 
     headers.insert("content-type", "application/json; charset=utf-8".parse().expect("header"));
-    let events =
-        publish::events_of(&headers, Bytes::from_static(b"{\"a\":1}"), 1024, 5).expect("event");
-    assert_eq!(events[0].data, sinks::Data::Json(json!({"a": 1})));
+    let body = Bytes::from_static(b"{ \"a\" : 1E+2, \"a\": 47.782000000000004 }\n");
+    let events = publish::events_of(&headers, body.clone(), 1024, 5).expect("event");
+    let sinks::Data::Json(json) = &events[0].data else { panic!("{:?}", events[0].data) };
+    assert_eq!(json.published(), &body, "the body is the data, byte for byte");
 }
 
 #[tokio::test]
@@ -755,4 +759,48 @@ async fn settle_operations_answer_200_with_failed_tokens_in_event_grids_shape() 
     assert_eq!(answer.json()["failedLockTokens"][0]["lockToken"], "nope");
     let answer = settle("acknowledge", tokens.iter().map(String::as_str).collect()).await;
     assert_eq!(answer.json(), json!({"succeededLockTokens": tokens, "failedLockTokens": []}));
+}
+
+/// CloudEvents validation as the spec and the SDKs require; the 400 names the attribute.
+#[tokio::test]
+async fn events_are_validated_as_the_sdks_require() {
+    let state = state();
+    let base = || json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t"});
+    let cases = [
+        ("id", json!(""), "`id` must not be empty"),
+        ("source", json!(""), "`source` must not be empty"),
+        ("type", json!(""), "`type` must not be empty"),
+        ("Region", json!("eu"), "`Region`"),
+        ("my_ext", json!("x"), "`my_ext`"),
+        ("count", json!(2_147_483_648_u64), "`count` is outside the CloudEvents Integer range"),
+        ("low", json!(-2_147_483_649_i64), "`low` is outside"),
+        ("ratio", json!(0.5), "`ratio` must be a string, an integer or a boolean"),
+    ];
+    for (name, value, expected) in cases {
+        let mut event = base();
+        event[name] = value;
+        let answer = send(&state, structured(&event)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{event}");
+        assert!(answer.message().contains(expected), "{} lacks {expected}", answer.message());
+    }
+    let no_source =
+        [("ce-specversion", "1.0"), ("ce-id", "1"), ("ce-source", ""), ("ce-type", "t")];
+    let answer =
+        send(&state, request(Method::POST, "/topics/orders:publish", &no_source, "")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.message().contains("ce-source"), "{}", answer.message());
+    let reserved = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "1"),
+        ("ce-source", "s"),
+        ("ce-type", "t"),
+        ("ce-data", "x"),
+    ];
+    let answer = send(&state, request(Method::POST, "/topics/orders:publish", &reserved, "")).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.message().contains("ce-data"), "{}", answer.message());
+    let mut fine = base();
+    fine["min"] = json!(-2_147_483_648_i64);
+    fine["flag"] = json!(true);
+    assert_eq!(send(&state, structured(&fine)).await.status, StatusCode::OK, "valid");
 }

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Api, ApiError};
 
@@ -34,11 +34,19 @@ async fn list(State(api): State<Arc<Api>>, Path((topic, sub)): Path<(String, Str
     let found = api.router.as_ref().and_then(|r| r.dead_letters(&topic, &sub));
     match found {
         Some(records) => {
-            let value: Vec<Value> = records
-                .into_iter()
-                .map(|(id, record)| json!({"id": id, "record": record}))
-                .collect();
-            axum::Json(json!({ "value": value })).into_response()
+            // Serialized through structs, not `json!`: the records are JSON text and must not
+            // be parsed into `Value`s, which would rewrite the events' data.
+            #[derive(serde::Serialize)]
+            struct Listed {
+                id: u64,
+                record: Box<serde_json::value::RawValue>,
+            }
+            #[derive(serde::Serialize)]
+            struct Listing {
+                value: Vec<Listed>,
+            }
+            let value = records.into_iter().map(|(id, record)| Listed { id, record }).collect();
+            axum::Json(Listing { value }).into_response()
         }
         None => unknown(&topic, &sub),
     }

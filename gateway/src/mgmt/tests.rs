@@ -304,9 +304,11 @@ mod topics {
     }
 
     fn event(id: &str) -> sinks::CloudEvent {
-        sinks::CloudEvent::from_json(json!({
-            "specversion": "1.0", "id": id, "source": "s", "type": "t", "data": {"n": 1}
-        }))
+        sinks::CloudEvent::from_json_bytes(
+            json!({"specversion": "1.0", "id": id, "source": "s", "type": "t", "data": {"n": 1}})
+                .to_string()
+                .as_bytes(),
+        )
         .expect("event")
     }
 

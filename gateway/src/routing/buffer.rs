@@ -141,7 +141,10 @@ impl Buffer {
     }
 }
 
-/// An `Events` row.
+/// An `Events` row: the publish time, then the event in the JSON event format with `data` as
+/// the published text. The format is unchanged from when `data` was re-serialized through a
+/// `serde_json::Value`: rows written then are still events in the JSON event format, so they
+/// read back as before (with their already-rewritten data), and no migration is needed.
 pub fn encode_event(published: SystemTime, event: &CloudEvent) -> Vec<u8> {
     let mut record = millis(published).to_le_bytes().to_vec();
     record.extend_from_slice(&event.to_json_bytes());

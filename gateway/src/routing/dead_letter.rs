@@ -3,6 +3,8 @@
 //!
 //! Rows: `DeadLetters` (`topic/subscription`, dead-letter seq) → the record in Event Grid's
 //! dead-letter JSON shape (`event`, `customDeliveryProperties`, `deadletterProperties`).
+//! Records are held as JSON text (`RawValue`), never as a `serde_json::Value`, so the event's
+//! data stays the text that was published when it is stored, listed and re-driven.
 //!
 //! **Bound**: at most `MAX_DEAD_LETTERS` records in all; past it the oldest record of the same
 //! subscription is dropped, logged at error level and counted in
@@ -13,18 +15,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::store::{Journal, Op, RoutingTable};
 
 /// Most dead-letter records kept.
 pub const MAX_DEAD_LETTERS: usize = 100_000;
 
+/// One subscription's records by dead-letter seq, as JSON text.
+type Records = BTreeMap<u64, Box<RawValue>>;
+
 /// Dead-lettered events by subscription key (`topic/subscription`).
 pub struct DeadLetters {
     journal: Option<Arc<Journal>>,
     next_seq: AtomicU64,
-    rows: Mutex<BTreeMap<Arc<str>, BTreeMap<u64, Value>>>,
+    rows: Mutex<BTreeMap<Arc<str>, Records>>,
 }
 
 impl DeadLetters {
@@ -33,13 +38,13 @@ impl DeadLetters {
     }
 
     /// Keeps `record` for subscription `key`.
-    pub fn add(&self, key: &Arc<str>, record: Value) {
+    pub fn add(&self, key: &Arc<str>, record: Box<RawValue>) {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.append(Op::PutRouting(
             RoutingTable::DeadLetters,
             key.clone(),
             seq,
-            serde_json::to_vec(&record).unwrap_or_default().into(),
+            record.get().as_bytes().into(),
         ));
         let mut rows = self.rows.lock();
         let total: usize = rows.values().map(BTreeMap::len).sum();
@@ -56,24 +61,24 @@ impl DeadLetters {
     }
 
     /// A record read back from the store.
-    pub fn restore(&self, key: Arc<str>, seq: u64, record: Value) {
+    pub fn restore(&self, key: Arc<str>, seq: u64, record: Box<RawValue>) {
         self.next_seq.fetch_max(seq + 1, Ordering::Relaxed);
         self.rows.lock().entry(key).or_default().insert(seq, record);
     }
 
     /// The records of subscription `key`, oldest first, with their ids.
-    pub fn list(&self, key: &str) -> Vec<(u64, Value)> {
+    pub fn list(&self, key: &str) -> Vec<(u64, Box<RawValue>)> {
         let rows = self.rows.lock();
         rows.get(key).map(|r| r.iter().map(|(s, v)| (*s, v.clone())).collect()).unwrap_or_default()
     }
 
     /// Removes and returns the records `ids` of subscription `key` (all of them when `ids` is
     /// `None`); unknown ids are skipped.
-    pub fn take(&self, key: &str, ids: Option<&[u64]>) -> Vec<(u64, Value)> {
+    pub fn take(&self, key: &str, ids: Option<&[u64]>) -> Vec<(u64, Box<RawValue>)> {
         let mut rows = self.rows.lock();
         let Some(subscription) = rows.get_mut(key) else { return Vec::new() };
         let key: Arc<str> = key.into();
-        let taken: Vec<(u64, Value)> = match ids {
+        let taken: Vec<(u64, Box<RawValue>)> = match ids {
             None => std::mem::take(subscription).into_iter().collect(),
             Some(ids) => ids.iter().filter_map(|id| subscription.remove_entry(id)).collect(),
         };

@@ -401,7 +401,7 @@ impl Dispatcher {
             attempts = pending.attempts,
             "Event dead-lettered."
         );
-        self.dead_letters.add(&self.key, record.to_json());
+        self.dead_letters.add(&self.key, record.to_raw());
         self.buffer.settle(&self.key, &pending.event);
     }
 }

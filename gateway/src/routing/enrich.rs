@@ -36,8 +36,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde_json::Value;
-use sinks::CloudEvent;
 use sinks::event::CONTEXT_ATTRIBUTES;
+use sinks::{CloudEvent, JsonText};
 
 use crate::hooks::{AttributeValue, RoutedMessage};
 
@@ -136,8 +136,8 @@ impl Enrichments {
     pub fn apply(&self, message: &RoutedMessage, event: &mut CloudEvent) {
         for (key, enrichment) in &self.entries {
             let value = match enrichment {
-                Enrichment::Static(value) => Value::from(value.as_str()),
-                Enrichment::Dynamic(variable) => variable.resolve(message),
+                Enrichment::Static(value) => JsonText::string(value),
+                Enrichment::Dynamic(variable) => extension_value(&variable.resolve(message)),
             };
             event.extensions.insert(key.clone(), value);
         }
@@ -210,6 +210,18 @@ impl Variable {
                 Value::from(properties.payload_format_indicator.unwrap_or(0))
             }
         }
+    }
+}
+
+/// A resolved value as an extension attribute value. A client attribute integer outside the
+/// CloudEvents Integer range (32-bit signed) would make the SDKs refuse the whole event, so it
+/// is written as its decimal string instead.
+fn extension_value(value: &Value) -> JsonText {
+    match value {
+        Value::Number(n) if n.as_i64().and_then(|n| i32::try_from(n).ok()).is_none() => {
+            JsonText::string(&n.to_string())
+        }
+        other => JsonText::from_value(other),
     }
 }
 

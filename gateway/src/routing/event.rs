@@ -27,7 +27,7 @@
 //! | MQTT 3.1.1 | `data_base64` (3.1.1 has no format indicator or content type) |
 //! | v5, PFI ≠ 1 and Content Type absent or not a JSON type | `data_base64` |
 //! | v5, payload not valid UTF-8 | `data_base64`, whatever the PFI or Content Type claim |
-//! | v5, Content Type is a JSON type, or PFI = 1 without Content Type, and the payload parses as JSON | `data`: the JSON value |
+//! | v5, Content Type is a JSON type, or PFI = 1 without Content Type, and the payload parses as JSON | `data`: the payload text itself, byte for byte (numbers, key order, duplicate keys, escapes and whitespace as published) |
 //! | v5, any other UTF-8 payload with Content Type a JSON type or PFI = 1 | `data`: the text as a JSON string |
 //!
 //! Event Grid documents the JSON value for PFI = 1 without saying what a non-JSON Content Type
@@ -39,7 +39,7 @@
 //!
 //! | Mode | Recognised by | Valid when | The event |
 //! |---|---|---|---|
-//! | structured | Content Type `application/cloudevents+json` (any parameters) | the payload parses as one CloudEvent in the JSON format (`specversion` `1.0`; `id`, `source`, `type` non-empty strings) | the payload's event exactly as written: attributes, extensions and `data`/`data_base64` |
+//! | structured | Content Type `application/cloudevents+json` (any parameters) | the payload parses as one CloudEvent in the JSON format (`specversion` `1.0`; `id`, `source`, `type` non-empty strings; extension names lowercase `[a-z0-9]`, values strings, booleans or integers within -2^31..2^31-1) | the payload's event exactly as written: attributes, extensions and `data`/`data_base64`, with `data` and extension values kept as the payload's text |
 //! | binary | a user property named `specversion` (and no structured Content Type) | `specversion` is `1.0`; `id`, `source`, `type` are present and non-empty; no attribute appears twice | `id`, `source`, `type`, `subject`, `time`, `dataschema` from user properties; `datacontenttype` from the Content Type, else from a `datacontenttype` user property; every other user property whose name is a valid attribute name (lowercase ASCII letters and digits) becomes a string extension attribute; `data` from the payload by the rules above, using that content type |
 //!
 //! Client attribute values are forwarded verbatim: a missing `time` stays missing (we do not
@@ -61,9 +61,8 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde_json::Value;
 use sinks::event::{EventError, format_time, new_id};
-use sinks::{CloudEvent, Data};
+use sinks::{CloudEvent, Data, JsonText};
 
 use crate::hooks::RoutedMessage;
 use crate::mqtt::{Properties, Protocol};
@@ -119,8 +118,8 @@ pub fn client_event(message: &RoutedMessage) -> Result<Option<CloudEvent>, Inval
     let structured =
         properties.content_type.as_deref().is_some_and(|ct| media_type(ct) == STRUCTURED);
     if structured {
-        let event =
-            CloudEvent::from_json_bytes(&message.payload).map_err(InvalidEvent::Structured)?;
+        // The payload is shared, not copied: `data` and extension values are slices of it.
+        let event = CloudEvent::from_json(&message.payload).map_err(InvalidEvent::Structured)?;
         check_required(&event)?;
         return Ok(Some(event));
     }
@@ -190,8 +189,10 @@ fn binary_mode(properties: &Properties, payload: &Bytes) -> Result<CloudEvent, I
     // The binding maps Content Type to `datacontenttype`; the user property is only a fallback
     // for clients that set the attribute the way they set all the others.
     let datacontenttype = properties.content_type.clone().or(optional("datacontenttype"));
-    let extensions =
-        attributes.into_iter().map(|(name, value)| (name.to_owned(), Value::from(value))).collect();
+    let extensions = attributes
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), JsonText::string(value)))
+        .collect();
     let data =
         payload_data(payload, properties.payload_format_indicator, datacontenttype.as_deref());
     let event =
@@ -231,11 +232,11 @@ fn payload_data(payload: &Bytes, pfi: Option<u8>, content_type: Option<&str>) ->
         return Data::Binary(payload.clone());
     };
     if (json_type || content_type.is_none())
-        && let Ok(value) = serde_json::from_str::<Value>(text)
+        && let Ok(json) = JsonText::parse(payload.clone())
     {
-        return Data::Json(value);
+        return Data::Json(json);
     }
-    Data::Json(Value::String(text.to_owned()))
+    Data::Json(JsonText::string(text))
 }
 
 /// The media type of a content type, lowercased, without parameters.

@@ -15,6 +15,11 @@
 //! the `data` prefix are case-insensitive (`Subject`, `Data.Temp`), as in Event Grid's examples.
 //! `data` keys find nothing when the event's data is bytes (`data_base64`) or absent.
 //!
+//! The event holds `data` and extension values as the text that was published; a filter with
+//! advanced conditions parses a copy of them once per evaluation (lazily: only when a condition
+//! reads them). The copy is only read, never sent. Of duplicate object keys the last counts,
+//! and JSON that `serde_json` cannot hold (a lone surrogate escape) reads as `null`.
+//!
 //! # Values
 //!
 //! | Operators | Takes | Key types compared |
@@ -41,7 +46,8 @@
 //! | an array, with `enableAdvancedFilteringOnArrays` off | only `IsNotNull` matches |
 //! | an array, with it on | elements the operator does not compare (objects, nested arrays, other types) are ignored; a positive operator matches when any element matches; a `Not` operator matches when no element matches, so also for an empty array |
 
-use std::collections::BTreeSet;
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{Number, Value};
@@ -275,7 +281,44 @@ impl Filter {
                 return false;
             }
         }
-        self.conditions.iter().all(|condition| condition.matches(event, self.arrays))
+        if self.conditions.is_empty() {
+            return true;
+        }
+        let view = Parsed::new(event);
+        self.conditions.iter().all(|condition| condition.matches(&view, self.arrays))
+    }
+}
+
+/// An event with its JSON data and extension values parsed on first use, once per filter
+/// evaluation. The parsed copies are only read; the event keeps and sends its text.
+struct Parsed<'e> {
+    event: &'e CloudEvent,
+    data: OnceCell<Option<Value>>,
+    extensions: OnceCell<BTreeMap<&'e str, Value>>,
+}
+
+impl<'e> Parsed<'e> {
+    fn new(event: &'e CloudEvent) -> Parsed<'e> {
+        Parsed { event, data: OnceCell::new(), extensions: OnceCell::new() }
+    }
+
+    fn data(&self) -> Option<&Value> {
+        let data = self.data.get_or_init(|| match &self.event.data {
+            Data::Json(json) => Some(json.to_value()),
+            Data::None | Data::Binary(_) => None,
+        });
+        data.as_ref()
+    }
+
+    fn extension(&self, name: &str) -> Option<&Value> {
+        let extensions = self.extensions.get_or_init(|| {
+            self.event
+                .extensions
+                .iter()
+                .map(|(name, json)| (name.as_str(), json.to_value()))
+                .collect()
+        });
+        extensions.get(name)
     }
 }
 
@@ -424,7 +467,7 @@ impl Operator {
 // === impl Condition ===
 
 impl Condition {
-    fn matches(&self, event: &CloudEvent, arrays: bool) -> bool {
+    fn matches(&self, event: &Parsed<'_>, arrays: bool) -> bool {
         let found = self.key.find(event);
         let missing = matches!(found, Found::Missing | Found::Json(Value::Null));
         if self.check == Check::Null {
@@ -457,10 +500,11 @@ impl Condition {
 }
 
 impl Key {
-    fn find<'a>(&self, event: &'a CloudEvent) -> Found<'a> {
+    fn find<'a>(&self, parsed: &'a Parsed<'_>) -> Found<'a> {
+        let event = parsed.event;
         match self {
             Key::Data(path) => {
-                let Data::Json(data) = &event.data else { return Found::Missing };
+                let Some(data) = parsed.data() else { return Found::Missing };
                 let value =
                     path.iter().try_fold(data, |value, member| value.as_object()?.get(member));
                 value.map_or(Found::Missing, Found::Json)
@@ -476,7 +520,7 @@ impl Key {
                     "datacontenttype" => event.datacontenttype.as_deref(),
                     "dataschema" => event.dataschema.as_deref(),
                     extension => {
-                        return event.extensions.get(extension).map_or(Found::Missing, Found::Json);
+                        return parsed.extension(extension).map_or(Found::Missing, Found::Json);
                     }
                 };
                 text.map_or(Found::Missing, Found::Text)

@@ -261,7 +261,7 @@ fn event(source: &str, ty: &str, subject: String, data: Value, at: SystemTime) -
         datacontenttype: Some(CONTENT_TYPE.into()),
         dataschema: None,
         extensions: BTreeMap::new(),
-        data: Data::Json(data),
+        data: Data::from_json_value(data),
     }
 }
 

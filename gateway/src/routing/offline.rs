@@ -5,15 +5,16 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use serde_json::Value;
-use sinks::CloudEvent;
+use serde_json::value::RawValue;
+use sinks::DeadLetterRecord;
 
 use super::buffer::{encode_delivery, encode_event};
 use crate::store::redb::RedbStore;
 use crate::store::{Op, RoutingTable, Store};
 
 /// One dead-letter record: subscription key (`topic/subscription`), id, record.
-pub type DeadLetterRow = (String, u64, Value);
+/// The record is its stored JSON text, so that listing shows the data as it was published.
+pub type DeadLetterRow = (String, u64, Box<RawValue>);
 
 /// The dead letters stored in `dir`, optionally of one subscription key (`topic/subscription`).
 pub fn list(dir: &Path, key: Option<&str>) -> Result<Vec<DeadLetterRow>, String> {
@@ -54,15 +55,8 @@ pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, Stri
         if k != key || ids.is_some_and(|ids| !ids.contains(&seq)) {
             continue;
         }
-        let record: Value = serde_json::from_slice(&record)
+        let event = DeadLetterRecord::event_of(&record)
             .map_err(|e| format!("dead letter {k} #{seq}: unreadable: {e}"))?;
-        let event = record
-            .get("event")
-            .cloned()
-            .ok_or_else(|| format!("dead letter {k} #{seq}: no event"))
-            .and_then(|e| {
-                CloudEvent::from_json(e).map_err(|e| format!("dead letter {k} #{seq}: {e}"))
-            })?;
         ops.push(Op::PutRouting(
             RoutingTable::Events,
             topic.into(),

@@ -377,7 +377,7 @@ impl QueueSubscription {
             custom_delivery_properties: BTreeMap::new(),
         };
         tracing::info!(subscription = %self.key, event_id = %pending.event.event.id, reason = reason.as_str(), "Event dead-lettered.");
-        self.dead_letters.add(&self.key, record.to_json());
+        self.dead_letters.add(&self.key, record.to_raw());
         self.buffer.settle(&self.key, &pending.event);
     }
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use sinks::CloudEvent;
+use serde_json::value::RawValue;
+use sinks::{CloudEvent, DeadLetterRecord};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -437,7 +438,7 @@ impl Router {
         }
         let mut dead = 0usize;
         for (key, seq, record) in rows.remove(&RoutingTable::DeadLetters).unwrap_or_default() {
-            match serde_json::from_slice::<Value>(&record) {
+            match serde_json::from_slice::<Box<RawValue>>(&record) {
                 Ok(record) => {
                     self.dead_letters.restore(key.into(), seq, record);
                     dead += 1;
@@ -515,7 +516,11 @@ impl Router {
 
     /// The dead letters of a subscription (`topic` is `systemTopic` for the system topic);
     /// `None` when there is no such subscription.
-    pub fn dead_letters(&self, topic: &str, subscription: &str) -> Option<Vec<(u64, Value)>> {
+    pub fn dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Option<Vec<(u64, Box<RawValue>)>> {
         let subscriber = self.dispatcher(topic, subscription)?;
         Some(self.dead_letters.list(subscriber.key()))
     }
@@ -541,8 +546,7 @@ impl Router {
         let records = self.dead_letters.take(&key, ids);
         let mut records = records.into_iter();
         for (seq, record) in records.by_ref() {
-            let event = record.get("event").cloned().map(CloudEvent::from_json);
-            let Some(Ok(event)) = event else {
+            let Ok(event) = DeadLetterRecord::event_of(record.get().as_bytes()) else {
                 tracing::error!(subscription = %key, seq, "Dead-letter record without a readable event kept.");
                 self.dead_letters.add(&key, record);
                 continue;

@@ -138,7 +138,8 @@ fn sink(fake: &FakeHub, edit: impl FnOnce(&mut EventHubsConfig)) -> EventHubsSin
 
 fn vehicle_event(id: &str, vehicle: &str) -> CloudEvent {
     let mut event = event(id);
-    event.data = Data::Json(serde_json::json!({"vehicle": {"id": vehicle}, "speed": 12}));
+    event.data =
+        Data::from_json_value(serde_json::json!({"vehicle": {"id": vehicle}, "speed": 12}));
     event
 }
 
@@ -280,7 +281,7 @@ async fn events_beyond_the_batch_size_go_in_further_batches() {
 
     // An event larger than a whole batch cannot go.
     let mut big = event("big");
-    big.data = Data::Json(Value::from("x".repeat(4096)));
+    big.data = Data::from_json_value(Value::from("x".repeat(4096)));
     let big = [big];
     assert_eq!(sink.batch_len(&first_tries(&big)), 1);
     let error = sink.send(&first_tries(&big)).await.unwrap_err();

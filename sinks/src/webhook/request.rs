@@ -10,7 +10,6 @@
 //! that at least one of them is a redelivery.
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, ORIGIN};
-use serde_json::Value;
 
 use super::config::ContentMode;
 use crate::delivery_property::DeliveryProperty;
@@ -73,9 +72,7 @@ pub(super) fn build(
         }
         ContentMode::Structured if settings.batching || batch.len() > 1 => {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(BATCH));
-            let events: Vec<Value> = batch.iter().map(|d| d.event.to_json()).collect();
-            // Serializing `Value`s cannot fail: their map keys are strings.
-            serde_json::to_vec(&events).unwrap_or_default()
+            crate::event::batch_json_bytes(batch.iter().map(|d| d.event))
         }
         ContentMode::Structured => {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(STRUCTURED));
@@ -102,9 +99,9 @@ fn binary(event: &CloudEvent, headers: &mut HeaderMap) -> Result<Vec<u8>, Delive
         }
     }
     for (name, value) in &event.extensions {
-        let text = match value {
-            Value::String(text) => percent_encode(text),
-            other => other.to_string(),
+        let text = match value.as_string() {
+            Some(text) => percent_encode(&text),
+            None => value.as_str().to_owned(),
         };
         let header = format!("ce-{}", name.to_ascii_lowercase());
         headers.insert(header_name(&header)?, header_value(&header, &text)?);
@@ -123,10 +120,11 @@ fn binary(event: &CloudEvent, headers: &mut HeaderMap) -> Result<Vec<u8>, Delive
         Data::Binary(bytes) => bytes.to_vec(),
         // In the JSON event format, data of a non-JSON media type is held as a string: the
         // body is that text, not a quoted JSON string.
-        Data::Json(Value::String(text)) if !content_type.is_some_and(is_json) => {
-            text.clone().into_bytes()
+        Data::Json(json) if json.is_string() && !content_type.is_some_and(is_json) => {
+            json.as_string().unwrap_or_default().into_bytes()
         }
-        Data::Json(value) => serde_json::to_vec(value).unwrap_or_default(),
+        // The payload bytes as published, whitespace around the value included.
+        Data::Json(json) => json.published().to_vec(),
     })
 }
 

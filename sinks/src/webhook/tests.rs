@@ -108,7 +108,7 @@ async fn binary_mode_headers_and_bodies() {
     bytes.data = Data::Binary(Bytes::from_static(b"\x00\x01\xff"));
     let mut text = event("e3");
     text.datacontenttype = Some("text/plain".into());
-    text.data = Data::Json(Value::from("hello there"));
+    text.data = Data::from_json_value(Value::from("hello there"));
     let mut no_type = event("e4");
     no_type.datacontenttype = None;
     no_type.subject = Some("vehicles/ünicode \"quoted\" 100%".into());
@@ -202,7 +202,7 @@ async fn dynamic_values_that_cannot_be_headers_fail_without_retry() {
         }];
     });
     let mut bad = event("e1");
-    bad.data = Data::Json(serde_json::json!({"note": "line\nbreak"}));
+    bad.data = Data::from_json_value(serde_json::json!({"note": "line\nbreak"}));
     let error = sink.send(&first_tries(&[bad])).await.unwrap_err();
     assert_eq!(error.kind, FailureKind::BadArgument);
     assert!(!error.is_retriable(sink.schedule()));
@@ -213,7 +213,7 @@ async fn dynamic_values_that_cannot_be_headers_fail_without_retry() {
 async fn batch_len_honours_both_limits() {
     let server = accepting_server().await;
     let mut big = event("big");
-    big.data = Data::Json(Value::from("x".repeat(3000)));
+    big.data = Data::from_json_value(Value::from("x".repeat(3000)));
     let events = [event("a"), event("b"), event("c"), event("d"), event("e")];
 
     let by_count = sink(&server, |c| c.max_events_per_batch = 3);
@@ -378,4 +378,36 @@ async fn handshake_refused() {
             .await;
     let error = sink(&server, |_| {}).validate().await.unwrap_err();
     assert_eq!(error.kind, FailureKind::Busy);
+}
+
+/// JSON data goes out as it came: in place in structured and batch bodies, and as the exact
+/// published bytes (whitespace around the value included) in a binary-mode body.
+#[tokio::test]
+async fn json_data_is_sent_as_published() {
+    let published = Bytes::from_static(b" {\"z\":1,\"a\":47.782000000000004,\"a\":1E+2}\n");
+    let mut event = event("e1");
+    event.data = Data::Json(crate::event::JsonText::parse(published.clone()).unwrap());
+    let expected = r#"{"z":1,"a":47.782000000000004,"a":1E+2}"#;
+    for mode in [ContentMode::Structured, ContentMode::Binary] {
+        let server = accepting_server().await;
+        let sink = sink(&server, |c| c.content_mode = mode);
+        sink.send(&[Delivery { event: &event, delivery_count: 1 }]).await.unwrap();
+        let body = received(&server).await.remove(0).body;
+        let body = String::from_utf8(body).unwrap();
+        match mode {
+            ContentMode::Binary => assert_eq!(body.as_bytes(), &published[..]),
+            ContentMode::Structured => {
+                assert!(body.ends_with(&format!(r#""data":{expected}}}"#)), "{body}")
+            }
+        }
+    }
+    let server = accepting_server().await;
+    let sink = sink(&server, |c| c.max_events_per_batch = 10);
+    let deliveries = [
+        Delivery { event: &event, delivery_count: 1 },
+        Delivery { event: &event, delivery_count: 1 },
+    ];
+    sink.send(&deliveries).await.unwrap();
+    let body = String::from_utf8(received(&server).await.remove(0).body).unwrap();
+    assert_eq!(body.matches(&format!(r#""data":{expected}}}"#)).count(), 2, "{body}");
 }

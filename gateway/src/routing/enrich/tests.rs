@@ -22,6 +22,7 @@ fn message(protocol: Protocol, properties: Properties) -> RoutedMessage {
             attributes: BTreeMap::from([
                 ("type".into(), s("operator")),
                 ("floor".into(), AttributeValue::Integer(-3)),
+                ("serial".into(), AttributeValue::Integer(5_000_000_000)),
                 ("sensors".into(), AttributeValue::StringArray(vec!["gps".into(), "can".into()])),
                 ("none".into(), AttributeValue::StringArray(vec![])),
                 ("it's".into(), s("quoted")),
@@ -68,8 +69,8 @@ fn event() -> CloudEvent {
         datacontenttype: None,
         dataschema: None,
         extensions: BTreeMap::from([
-            ("clientext".to_string(), json!("client")),
-            ("mine".to_string(), json!(1)),
+            ("clientext".to_string(), JsonText::string("client")),
+            ("mine".to_string(), JsonText::from_value(&json!(1))),
         ]),
         data: Data::None,
     }
@@ -84,7 +85,9 @@ fn check(config: (Pairs<'_>, Pairs<'_>), message: &RoutedMessage, expected: Resu
             let mut event = event();
             enrichments.apply(message, &mut event);
             assert_eq!(
-                Value::Object(event.extensions.into_iter().collect()),
+                Value::Object(
+                    event.extensions.iter().map(|(k, v)| (k.clone(), v.to_value())).collect()
+                ),
                 expected,
                 "{config:?}"
             );
@@ -103,6 +106,8 @@ fn variables() {
         ("${client.attributes['type']}", json!("operator")),
         ("${client.attributes['it\\'s']}", json!("quoted")),
         ("${client.attributes.floor}", json!(-3)),
+        // Past the CloudEvents Integer range, which the SDKs refuse: its decimal string.
+        ("${client.attributes.serial}", json!("5000000000")),
         ("${client.attributes.sensors}", json!("gps,can")),
         ("${client.attributes.none}", json!("")),
         ("${client.attributes.missing}", json!("")),

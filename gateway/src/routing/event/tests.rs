@@ -1,6 +1,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::hooks::ClientIdentity;
@@ -336,10 +336,26 @@ fn invalid_client_events_route_as_published_messages() {
         ),
         (
             v5(None, structured, &structured_event(json!({"specversion": "1.0", "id": "", "source": "s", "type": "t"}))),
-            InvalidEvent::Empty("id".into()),
+            InvalidEvent::Structured(EventError::Empty("id")),
             json!({
                 "datacontenttype": "application/cloudevents+json",
                 "data": {"specversion": "1.0", "id": "", "source": "s", "type": "t"},
+            }),
+        ),
+        (
+            v5(None, structured, br#"{"specversion":"1.0","id":"1","source":"s","type":"t","Big":1}"#),
+            InvalidEvent::Structured(EventError::ExtensionName("Big".into())),
+            json!({
+                "datacontenttype": "application/cloudevents+json",
+                "data": {"specversion": "1.0", "id": "1", "source": "s", "type": "t", "Big": 1},
+            }),
+        ),
+        (
+            v5(None, structured, br#"{"specversion":"1.0","id":"1","source":"s","type":"t","big":4294967296}"#),
+            InvalidEvent::Structured(EventError::IntegerRange("big".into())),
+            json!({
+                "datacontenttype": "application/cloudevents+json",
+                "data": {"specversion": "1.0", "id": "1", "source": "s", "type": "t", "big": 4294967296_u64},
             }),
         ),
         (
@@ -392,5 +408,36 @@ fn messages_that_do_not_claim_to_be_cloud_events() {
     for (message, extra) in cases {
         assert_eq!(client_event(&message), Ok(None), "{message:?}");
         check(message, published(extra));
+    }
+}
+
+/// The routed event's `data` is the payload text itself, for plain JSON payloads and for the
+/// `data` of structured client events: numbers, key order, duplicates, escapes and whitespace
+/// as published.
+#[test]
+fn json_data_is_the_published_text() {
+    let corpus = [
+        "47.782000000000004",
+        "123456789012345678901234567890",
+        "1E+2",
+        "-0.0",
+        r#""\u00e9""#,
+        r#""\ud83d\ude00""#,
+        r#"{"z":1,"a":2}"#,
+        r#"{"a":1,"a":2}"#,
+        r#"{ "k" : [1, 2 ,3] }"#,
+    ];
+    for text in corpus {
+        let written = |message: &RoutedMessage| {
+            let event = to_cloud_event("testnamespace", message, received());
+            String::from_utf8(event.to_json_bytes()).unwrap()
+        };
+        let plain = written(&v5(Some(1), None, text.as_bytes()));
+        assert!(plain.ends_with(&format!(r#","data":{text}}}"#)), "{plain}");
+        let structured = format!(
+            r#"{{"specversion":"1.0","id":"1","source":"s","type":"t","ext":"\u00e9","data":{text}}}"#
+        );
+        let message = v5(None, Some("application/cloudevents+json"), structured.as_bytes());
+        assert_eq!(written(&message), structured);
     }
 }

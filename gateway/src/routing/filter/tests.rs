@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde_json::json;
+use sinks::JsonText;
 
 use super::*;
 
@@ -15,17 +16,17 @@ fn event(data: Data) -> CloudEvent {
         datacontenttype: Some("application/json".into()),
         dataschema: None,
         extensions: BTreeMap::from([
-            ("clienttype".to_string(), json!("Sensor")),
-            ("mqttpfi".to_string(), json!(1)),
-            ("floor".to_string(), json!(-3)),
-            ("flag".to_string(), json!(true)),
+            ("clienttype".to_string(), JsonText::string("Sensor")),
+            ("mqttpfi".to_string(), JsonText::from_value(&json!(1))),
+            ("floor".to_string(), JsonText::from_value(&json!(-3))),
+            ("flag".to_string(), JsonText::from_value(&json!(true))),
         ]),
         data,
     }
 }
 
 fn json_event() -> CloudEvent {
-    event(Data::Json(json!({
+    event(Data::from_json_value(json!({
         "counter": 5,
         "temp": 70.5,
         "name": "Azure Data Factory",
@@ -217,7 +218,7 @@ fn arrays() {
 
 #[test]
 fn data_that_is_not_a_json_object() {
-    let text = event(Data::Json(json!("Hello Contoso.")));
+    let text = event(Data::from_json_value(json!("Hello Contoso.")));
     let binary = event(Data::Binary(Bytes::from_static(br#"{"counter": 5}"#)));
     let none = event(Data::None);
     let cases: Vec<(&CloudEvent, &str, &str, Value, bool)> = vec![
@@ -476,9 +477,9 @@ fn reads_toml() {
     assert_eq!(config.advanced_filters[1].values, Some(vec![json!([0, 10.5]), json!([20, 30])]));
     let filter = config.compile("filter").unwrap();
     let mut event = json_event();
-    event.data = Data::Json(json!({"Temp": 101, "speed": [25]}));
+    event.data = Data::from_json_value(json!({"Temp": 101, "speed": [25]}));
     assert!(filter.matches(&event));
-    event.data = Data::Json(json!({"Temp": 101, "speed": [15]}));
+    event.data = Data::from_json_value(json!({"Temp": 101, "speed": [15]}));
     assert!(!filter.matches(&event));
 
     for (text, problem) in [

@@ -23,7 +23,7 @@ fn common(event: &CloudEvent, ty: &str, subject: &str) -> Value {
     assert!(event.extensions.is_empty());
     assert_eq!(event.id.len(), 36, "a UUID: {}", event.id);
     match &event.data {
-        Data::Json(data) => data.clone(),
+        Data::Json(data) => data.to_value(),
         other => panic!("lifecycle data is JSON, not {other:?}"),
     }
 }
