@@ -256,8 +256,7 @@ impl Changes {
             management: old.management != new.management,
             http: differs(&old.http, &new.http),
             system_topic: old.system_topic != new.system_topic,
-            max_buffered_events: old.routing.max_buffered_events
-                != new.routing.max_buffered_events,
+            max_buffered_events: old.routing.max_buffered_events != new.routing.max_buffered_events,
             namespace_identity,
             alternative_names: a.alternative_authentication_name_sources
                 != b.alternative_authentication_name_sources,

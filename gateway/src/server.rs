@@ -98,8 +98,11 @@ impl Gateway {
             }
             None => hooks,
         };
-        let reloader =
-            Arc::new(crate::reload::Reloader::new(config.clone(), namespace.clone(), router.clone()));
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            config.clone(),
+            namespace.clone(),
+            router.clone(),
+        ));
         let management = match (&config.management, &namespace) {
             (Some(management), Some(namespace)) => {
                 let token = management.token().map_err(failed)?;

@@ -98,7 +98,8 @@ impl Namespace {
         crate::access::AccessPolicy::new(&resources, &limits)?;
         let authenticator = if auth_changed {
             let auth = config.auth.clone().unwrap_or_default();
-            let built = Authentication::new(&auth, self.registry.clone()).map_err(ConfigError::from)?;
+            let built =
+                Authentication::new(&auth, self.registry.clone()).map_err(ConfigError::from)?;
             Some(Arc::new(built))
         } else {
             None
@@ -122,8 +123,7 @@ impl Namespace {
             info!(kind = kind.as_str(), %name, "The config file now declares this resource; the one the management API created is replaced.");
         }
         let previous = self.registry.current();
-        let current = match self.registry.replace_with_limits(plan.resources, plan.limits.clone())
-        {
+        let current = match self.registry.replace_with_limits(plan.resources, plan.limits.clone()) {
             Ok(current) => current,
             Err(error) => {
                 // Planning validated the same resources under the same limits, under the

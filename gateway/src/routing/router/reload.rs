@@ -76,7 +76,10 @@ impl Router {
                             .raw
                             .iter()
                             .filter(|(key, _)| {
-                                *key == name || key.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with('/'))
+                                *key == name
+                                    || key
+                                        .strip_prefix(name.as_str())
+                                        .is_some_and(|rest| rest.starts_with('/'))
                             })
                             .map(|(key, value)| (key.clone(), value.clone())),
                     );
@@ -120,7 +123,8 @@ impl Router {
             } else {
                 format!("store: topics.{name}")
             };
-            let before = current.definitions.get(name).filter(|d| d.retention() == topic.retention());
+            let before =
+                current.definitions.get(name).filter(|d| d.retention() == topic.retention());
             let entry = next.topics.entry(name.as_str().into()).or_default();
             for (sub, sub_config) in &topic.event_subscriptions {
                 let key = format!("{name}/{sub}");
