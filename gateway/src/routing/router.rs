@@ -749,6 +749,10 @@ impl Router {
 }
 
 impl RoutingTap for Router {
+    fn active(&self) -> bool {
+        self.routes_messages()
+    }
+
     fn accept(&self, message: &RoutedMessage) -> Result<Option<Ticket>, TapRefused> {
         if !self.routes_messages() {
             return Ok(None);
