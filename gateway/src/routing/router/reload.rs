@@ -21,6 +21,8 @@ use super::topics::{SUBSCRIPTIONS, TOPICS};
 use super::{RouteTable, Router, SYSTEM_TOPIC, Subscriber, Topology};
 use crate::config::Config;
 use crate::routing::enrich::Enrichments;
+#[cfg(test)]
+use crate::routing::queue::QueueSubscription;
 use crate::store::Op;
 
 /// A validated reload of the router, not applied yet.
@@ -199,3 +201,6 @@ fn same(a: &Subscriber, b: &Subscriber) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests;
