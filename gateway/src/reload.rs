@@ -345,3 +345,6 @@ impl Changes {
         new
     }
 }
+
+#[cfg(test)]
+mod tests;
