@@ -78,7 +78,7 @@ fn reloads_are_counted_and_a_refused_one_changes_nothing() {
             "{BASE}[topicSpaces.bbb]\ntopicTemplates = [\"b/#\"]\n[clientGroups.ggg]\nquery = \"attributes.x = \"\n"
         );
         std::fs::write(file.path(), broken).expect("write");
-        let error = runtime.block_on(reloader.reload()).err().expect("refused");
+        let error = runtime.block_on(reloader.reload()).expect_err("refused");
         assert!(error.to_string().contains("clientGroups[ggg].query"), "{error}");
         assert!(!namespace.resources().topic_spaces.contains_key("bbb"), "nothing applied");
 
