@@ -379,7 +379,9 @@ impl Broker {
         message: Arc<Message>,
     ) -> Result<ReasonCode, TapRefused> {
         let mut ticket = None;
-        if let Some(tap) = &self.hooks.tap {
+        if let Some(tap) = &self.hooks.tap
+            && tap.active()
+        {
             let routed = RoutedMessage {
                 publisher: identity.clone(),
                 protocol: Protocol::V5,

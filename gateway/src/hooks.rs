@@ -125,6 +125,13 @@ pub struct TapRefused {
 /// never lost between broker and router, and commits stay grouped across connections.
 pub trait RoutingTap: Send + Sync + 'static {
     fn accept(&self, message: &RoutedMessage) -> Result<Option<crate::store::Ticket>, TapRefused>;
+
+    /// Whether the tap takes messages now. A tap with nothing to route (the router without
+    /// routes, until a config reload adds some) says no, and a publish then skips building
+    /// the [`RoutedMessage`].
+    fn active(&self) -> bool {
+        true
+    }
 }
 
 /// Why a connection ended, as lifecycle observers see it.

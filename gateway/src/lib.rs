@@ -18,6 +18,7 @@
 //! - [`dataplane`]: the data-plane HTTP API (namespace topic publish, HTTP publish into MQTT,
 //!   retained messages, pull delivery).
 //! - [`embed`]: a whole gateway in-process from a config string, for users' routing tests.
+//! - [`reload`]: config reload without restart (SIGHUP, `POST /config:reload`).
 //! - [`startup`] and [`store`]: durable state and recovery at start-up.
 //! - [`config`]: the configuration file, composed of each module's own config.
 
@@ -32,6 +33,7 @@ pub mod hooks;
 pub mod mgmt;
 pub mod mqtt;
 pub mod namespace;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod startup;

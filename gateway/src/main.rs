@@ -86,24 +86,29 @@ fn main() -> anyhow::Result<()> {
         Command::Deadletters { command } => dead_letters(command),
         Command::Topics { command } => client_runtime()?.block_on(cli::topics(command)),
         Command::Publish(command) => client_runtime()?.block_on(cli::publish(command)),
-        Command::Serve { config, listen, data_dir, in_memory } => {
-            let mut config = match config {
-                Some(path) => Config::load(&path)?,
+        Command::Serve { config: path, listen, data_dir, in_memory } => {
+            let mut config = match &path {
+                Some(path) => Config::load(path)?,
                 None => Config::default(),
             };
-            if let Some(listen) = listen {
-                config.server.set_tcp_address(listen);
-                config.validate()?;
-            }
-            if let Some(dir) = data_dir {
-                config.store.data_dir = dir;
-            }
-            config.store.in_memory |= in_memory;
+            // The command line's settings, applied again to each reloaded file.
+            let overrides = move |config: &mut Config| {
+                if let Some(listen) = listen {
+                    config.server.set_tcp_address(listen);
+                }
+                if let Some(dir) = &data_dir {
+                    config.store.data_dir = dir.clone();
+                }
+                config.store.in_memory |= in_memory;
+            };
+            overrides(&mut config);
+            config.validate()?;
+            let source = path.map(|path| (path, Box::new(overrides) as gateway::reload::Overrides));
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("start the tokio runtime")?
-                .block_on(serve(config))
+                .block_on(serve(config, source))
         }
     }
 }
@@ -146,17 +151,32 @@ fn dead_letters(command: DeadLetterCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    source: Option<(PathBuf, gateway::reload::Overrides)>,
+) -> anyhow::Result<()> {
     // Install the signal handlers before announcing: a SIGTERM right after the listening line
-    // must shut down gracefully, not kill the process.
+    // must shut down gracefully, not kill the process, and a SIGHUP must reload.
     let mut terminate = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     // Errors name the listener field, e.g. `server.listeners[1].certificate: cannot read ...`.
     let gateway = Gateway::start(config, Hooks::allow_all()).await?;
+    if let Some((path, overrides)) = source {
+        gateway.reloader().watch(path, overrides);
+    }
     gateway::server::announce(&gateway);
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the config file.");
+                // The outcome is logged and counted by the reloader; a refusal keeps the
+                // config in force.
+                let _ = gateway.reloader().reload().await;
+            }
+        }
     }
     tracing::info!("Shutting down.");
     if !gateway.shutdown().await {

@@ -25,6 +25,11 @@
 //! optional body `{"ids": [..]}` (all records without it), answering `{"redriven": n}` or
 //! `{"deleted": n}`. See `mgmt/routing.rs`.
 //!
+//! # Config reload
+//! `POST /config:reload` reads the config file again and applies what changed (see
+//! [`crate::reload`]): 200 with `{"applied": [...], "restartRequired": [...]}` (section
+//! names), or 400 `InvalidConfig` naming the field, with the config in force unchanged.
+//!
 //! # Namespace topics and event subscriptions
 //! `topics` and `topics/{topic}/eventSubscriptions` take the same list, GET, PUT and DELETE,
 //! and PATCH (a JSON merge patch), with Event Grid's ARM bodies (`mgmt/topics.rs`); the changes
@@ -43,6 +48,7 @@
 
 mod arm;
 mod config;
+mod reload;
 mod routing;
 mod topics;
 
@@ -69,6 +75,7 @@ struct Api {
     namespace: Arc<Namespace>,
     token: String,
     router: Option<Arc<crate::routing::Router>>,
+    reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// An error answer: status, Event Grid-style code and a message naming the field.
@@ -88,8 +95,18 @@ pub fn app(
     token: impl Into<String>,
     router: Option<Arc<crate::routing::Router>>,
 ) -> Router {
-    let api = Arc::new(Api { namespace, token: token.into(), router });
-    let mut resources = routing::routes();
+    app_with_reload(namespace, token, router, None)
+}
+
+/// [`app`], with `POST /config:reload` served by `reloader`.
+pub fn app_with_reload(
+    namespace: Arc<Namespace>,
+    token: impl Into<String>,
+    router: Option<Arc<crate::routing::Router>>,
+    reloader: Option<Arc<crate::reload::Reloader>>,
+) -> Router {
+    let api = Arc::new(Api { namespace, token: token.into(), router, reloader });
+    let mut resources = reload::routes(routing::routes());
     for kind in ResourceKind::ALL {
         resources = resources
             .route(&format!("/{}", kind.as_str()), get(move |state| list(state, kind)))

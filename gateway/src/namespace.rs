@@ -38,14 +38,16 @@
 //! Grid does; so is a registered client that is disabled.
 
 mod kind;
+mod reload;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tracing::{info, warn};
 
 pub use self::kind::ResourceKind;
+pub use self::reload::{NamespaceReload, NamespaceReloadError};
 use crate::access::model::{ClientState, Resources, ValidationError};
 use crate::access::registry::Registry;
 use crate::access::{AccessControl, Permissions};
@@ -65,10 +67,11 @@ use crate::store::record::now_ms;
 pub struct Namespace {
     registry: Arc<Registry>,
     access: Arc<AccessControl>,
-    /// The `[auth]` methods over the live registry.
-    authenticator: Arc<Authentication>,
-    /// Names the config file declares: read-only through the API.
-    declared: HashSet<(ResourceKind, String)>,
+    /// The `[auth]` methods over the live registry; a config reload swaps them.
+    authenticator: RwLock<Arc<Authentication>>,
+    /// Names the config file declares: read-only through the API. A config reload replaces
+    /// them.
+    declared: RwLock<HashSet<(ResourceKind, String)>>,
     /// The identity of every session the broker holds whose client connected since start-up.
     known: Mutex<HashMap<Arc<str>, ClientIdentity>>,
     broker: OnceLock<Weak<Broker>>,
@@ -173,8 +176,8 @@ impl Namespace {
         Ok(Some(Arc::new(Namespace {
             registry,
             access: Arc::new(access),
-            authenticator,
-            declared,
+            authenticator: RwLock::new(authenticator),
+            declared: RwLock::new(declared),
             known: Mutex::new(HashMap::new()),
             broker: OnceLock::new(),
             changes: tokio::sync::Mutex::new(()),
@@ -186,12 +189,11 @@ impl Namespace {
     /// [`AccessControl`] as authorizer and observer. `base`'s authenticator and authorizer are
     /// not used.
     pub fn hooks(self: &Arc<Self>, base: Hooks) -> Hooks {
-        let inner: Arc<dyn Authenticator> = self.authenticator.clone();
         let mut observers = base.observers;
         observers.push(self.access.clone());
         observers.push(self.clone());
         Hooks {
-            authenticator: Arc::new(Gatekeeper { inner, namespace: self.clone() }),
+            authenticator: Arc::new(Gatekeeper { namespace: self.clone() }),
             authorizer: self.access.clone(),
             tap: base.tap,
             observers,
@@ -202,7 +204,8 @@ impl Namespace {
     /// A failure is logged, not fatal: the keys are fetched again on first use, so an issuer
     /// that is down for a moment does not keep the broker down.
     pub async fn prepare(&self) {
-        if let Err(error) = self.authenticator.fetch_remote_keys().await {
+        let authenticator = self.authenticator.read().clone();
+        if let Err(error) = authenticator.fetch_remote_keys().await {
             warn!(%error, "Cannot fetch the JWT issuer's keys yet; they are fetched on first use.");
         }
     }
@@ -230,7 +233,7 @@ impl Namespace {
 
     /// Whether the config file declares this resource.
     pub fn is_declared(&self, kind: ResourceKind, name: &str) -> bool {
-        self.declared.contains(&(kind, name.to_string()))
+        self.declared.read().contains(&(kind, name.to_string()))
     }
 
     /// Validates, persists and applies one change (see the module docs). Returns once the
@@ -395,9 +398,9 @@ impl LifecycleObserver for Namespace {
     }
 }
 
-/// The namespace's authenticator: the configured method, then the checks of the module docs.
+/// The namespace's authenticator: the configured method (as the last config reload left it),
+/// then the checks of the module docs.
 struct Gatekeeper {
-    inner: Arc<dyn Authenticator>,
     namespace: Arc<Namespace>,
 }
 
@@ -405,7 +408,8 @@ impl Authenticator for Gatekeeper {
     fn authenticate<'a>(&'a self, request: AuthRequest<'a>) -> BoxFuture<'a, AuthDecision> {
         Box::pin(async move {
             let client_id = request.client_id;
-            let decision = self.inner.authenticate(request).await;
+            let inner = self.namespace.authenticator.read().clone();
+            let decision = inner.authenticate(request).await;
             if let AuthDecision::Allow { identity, .. } = &decision
                 && let Some(reason) = self.namespace.refusal(identity, client_id)
             {

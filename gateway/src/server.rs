@@ -53,6 +53,7 @@ pub struct Gateway {
     broker: Arc<Broker>,
     storage: crate::store::Storage,
     grace: Duration,
+    reloader: Arc<crate::reload::Reloader>,
 }
 
 impl Gateway {
@@ -84,9 +85,9 @@ impl Gateway {
             crate::routing::Router::build(&config, storage.journal(), stored).map_err(failed)?;
         let mut hooks = hooks;
         if let Some(router) = &router {
-            if router.routes_messages() {
-                hooks.tap = Some(router.clone());
-            }
+            // The tap is installed even without routes, so a config reload can add some; with
+            // none, it returns at once.
+            hooks.tap = Some(router.clone());
             hooks.observers.extend(router.observer());
         }
         let namespace = crate::namespace::Namespace::open(&config, stored).map_err(failed)?;
@@ -97,11 +98,21 @@ impl Gateway {
             }
             None => hooks,
         };
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            config.clone(),
+            namespace.clone(),
+            router.clone(),
+        ));
         let management = match (&config.management, &namespace) {
             (Some(management), Some(namespace)) => {
                 let token = management.token().map_err(failed)?;
                 let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
-                let app = crate::mgmt::app(namespace.clone(), token, router.clone());
+                let app = crate::mgmt::app_with_reload(
+                    namespace.clone(),
+                    token,
+                    router.clone(),
+                    Some(reloader.clone()),
+                );
                 Some((listener, addr, app))
             }
             _ => None,
@@ -164,6 +175,7 @@ impl Gateway {
             broker,
             storage,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            reloader,
         })
     }
 
@@ -213,6 +225,12 @@ impl Gateway {
     /// The routing pipeline, when the config routes messages or lifecycle events.
     pub fn router(&self) -> Option<&Arc<crate::routing::Router>> {
         self.router.as_ref()
+    }
+
+    /// Reloads the config without a restart (SIGHUP, `POST /config:reload`); see
+    /// [`crate::reload`]. Reloads read the file given to [`crate::reload::Reloader::watch`].
+    pub fn reloader(&self) -> &Arc<crate::reload::Reloader> {
+        &self.reloader
     }
 
     /// The broker, for in-process embedding and tests.

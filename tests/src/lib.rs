@@ -6,9 +6,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod certs;
@@ -36,6 +36,8 @@ pub struct Gridmq {
     pub mqtts: Option<SocketAddr>,
     _config: Option<tempfile::NamedTempFile>,
     data: Arc<tempfile::TempDir>,
+    /// Its stderr lines, when started with [`Gridmq::start_logged`].
+    logs: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Gridmq {
@@ -53,6 +55,17 @@ impl Gridmq {
     /// Starts gridmq with its durable state in `data`: pass another instance's `data_dir()`
     /// to restart a broker on what the previous one left on disk.
     pub fn start_in(data: Arc<tempfile::TempDir>, config: &str) -> Gridmq {
+        Gridmq::launch(data, config, false)
+    }
+
+    /// Starts gridmq with `config` and keeps its stderr lines (still echoed to the test's
+    /// stderr) for [`Gridmq::logs`].
+    pub fn start_logged(config: &str) -> Gridmq {
+        let data = Arc::new(tempfile::tempdir().expect("create data dir"));
+        Gridmq::launch(data, config, true)
+    }
+
+    fn launch(data: Arc<tempfile::TempDir>, config: &str, capture_logs: bool) -> Gridmq {
         let file = if config.is_empty() {
             None
         } else {
@@ -69,9 +82,20 @@ impl Gridmq {
         let mut child = command
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_logs { Stdio::piped() } else { Stdio::inherit() })
             .spawn()
             .expect("spawn gridmq");
+        let logs = child.stderr.take().map(|stderr| {
+            let logs = Arc::new(Mutex::new(Vec::new()));
+            let sink = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    sink.lock().expect("log lines").push(line);
+                }
+            });
+            logs
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         // The management and data-plane APIs, when they run, are announced before the MQTT
@@ -109,7 +133,33 @@ impl Gridmq {
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gridmq { child, addr, http, api, http_tls, api_tls, mqtts, _config: file, data }
+        Gridmq { child, addr, http, api, http_tls, api_tls, mqtts, _config: file, data, logs }
+    }
+
+    /// The stderr lines so far (empty unless started with [`Gridmq::start_logged`]).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.as_ref().map(|logs| logs.lock().expect("log lines").clone()).unwrap_or_default()
+    }
+
+    /// The config file the broker was started with.
+    pub fn config_path(&self) -> Option<&Path> {
+        self._config.as_ref().map(|file| file.path())
+    }
+
+    /// Replaces the config file's contents (the broker reads them at its next reload).
+    pub fn rewrite_config(&self, config: &str) {
+        let path = self.config_path().expect("started with a config file");
+        std::fs::write(path, config).expect("rewrite config file");
+    }
+
+    /// Sends SIGHUP: the broker reloads its config file.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
     }
 
     /// The directory holding this broker's durable state.

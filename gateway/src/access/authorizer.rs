@@ -58,7 +58,8 @@ pub struct AccessPolicy {
 /// The [`Authorizer`]: the current policy plus a cache of compiled permissions per client id.
 #[derive(Debug)]
 pub struct AccessControl {
-    limits: Limits,
+    /// Changed only by a config reload ([`AccessControl::update_with_limits`]).
+    limits: RwLock<Limits>,
     policy: RwLock<Arc<AccessPolicy>>,
     generation: AtomicU64,
     cache: RwLock<HashMap<Arc<str>, CacheEntry>>,
@@ -199,7 +200,7 @@ impl AccessControl {
     pub fn new(resources: &Resources, limits: Limits) -> Result<AccessControl, ValidationError> {
         let policy = AccessPolicy::new(resources, &limits)?;
         Ok(AccessControl {
-            limits,
+            limits: RwLock::new(limits),
             policy: RwLock::new(Arc::new(policy)),
             generation: AtomicU64::new(0),
             cache: RwLock::new(HashMap::new()),
@@ -211,7 +212,17 @@ impl AccessControl {
     /// [`AccessControl::permissions`] ([`Permissions::is_disabled`],
     /// [`Permissions::still_allows`]). On error nothing changes.
     pub fn update(&self, resources: &Resources) -> Result<u64, ValidationError> {
-        let policy = AccessPolicy::new(resources, &self.limits)?;
+        self.update_with_limits(resources, self.limits())
+    }
+
+    /// [`AccessControl::update`] under new `limits` (a config reload); on error nothing changes.
+    pub fn update_with_limits(
+        &self,
+        resources: &Resources,
+        limits: Limits,
+    ) -> Result<u64, ValidationError> {
+        let policy = AccessPolicy::new(resources, &limits)?;
+        *self.limits.write() = limits;
         // The policy is replaced before the generation moves: whoever sees the new generation
         // compiles with the new policy.
         *self.policy.write() = Arc::new(policy);
@@ -226,8 +237,8 @@ impl AccessControl {
     }
 
     /// The limits resources are validated against.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Limits {
+        self.limits.read().clone()
     }
 
     /// The current policy.

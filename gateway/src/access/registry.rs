@@ -13,7 +13,8 @@ use super::model::{Limits, Resources, ValidationError};
 /// The current resources.
 #[derive(Debug)]
 pub struct Registry {
-    limits: Limits,
+    /// Changed only by a config reload, together with the resources.
+    limits: RwLock<Limits>,
     current: RwLock<Arc<Resources>>,
 }
 
@@ -21,7 +22,7 @@ impl Registry {
     /// A registry holding `resources`, which must be valid under `limits`.
     pub fn new(resources: Resources, limits: Limits) -> Result<Registry, ValidationError> {
         resources.validate(&limits)?;
-        Ok(Registry { limits, current: RwLock::new(Arc::new(resources)) })
+        Ok(Registry { limits: RwLock::new(limits), current: RwLock::new(Arc::new(resources)) })
     }
 
     /// The current snapshot.
@@ -30,14 +31,25 @@ impl Registry {
     }
 
     /// The limits resources are validated against.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn limits(&self) -> Limits {
+        self.limits.read().clone()
     }
 
     /// Validates `resources` and makes them current; on error nothing changes.
     pub fn replace(&self, resources: Resources) -> Result<Arc<Resources>, ValidationError> {
-        resources.validate(&self.limits)?;
+        self.replace_with_limits(resources, self.limits())
+    }
+
+    /// Validates `resources` under new `limits` and makes both current (a config reload); on
+    /// error nothing changes.
+    pub fn replace_with_limits(
+        &self,
+        resources: Resources,
+        limits: Limits,
+    ) -> Result<Arc<Resources>, ValidationError> {
+        resources.validate(&limits)?;
         let resources = Arc::new(resources);
+        *self.limits.write() = limits;
         *self.current.write() = resources.clone();
         Ok(resources)
     }
@@ -55,7 +67,7 @@ impl Registry {
         let current = self.current();
         let mut proposed = (*current).clone();
         let outcome = change(&mut proposed)?;
-        proposed.validate(&self.limits)?;
+        proposed.validate(&self.limits())?;
         Ok(Proposal { current, proposed, outcome })
     }
 }

@@ -322,7 +322,9 @@ where
             publisher: self.session.id,
             record: std::sync::OnceLock::new(),
         });
-        if let Some(tap) = &self.broker.hooks.tap {
+        if let Some(tap) = &self.broker.hooks.tap
+            && tap.active()
+        {
             let routed = RoutedMessage {
                 publisher: self.identity.clone(),
                 protocol: self.protocol,

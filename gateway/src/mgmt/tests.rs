@@ -54,6 +54,17 @@ fn message(body: &Value) -> &str {
 }
 
 #[tokio::test]
+async fn config_reload_needs_the_token_and_a_config_file() {
+    let ns = namespace();
+    let (status, _) = call(&ns, Method::POST, "/config:reload", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Started without a config file (as here, in process): nothing to read again.
+    let (status, body) = call(&ns, Method::POST, "/config:reload", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "NoConfigFile");
+}
+
+#[tokio::test]
 async fn health_needs_no_token_and_everything_else_does() {
     let ns = namespace();
     let (status, body) = call(&ns, Method::GET, "/healthz", None, None).await;

@@ -64,12 +64,12 @@ fn errors_about_the_changed_resource_are_relative_to_the_body() {
 async fn another_authentication_name_cannot_take_a_known_client_id() {
     use std::net::SocketAddr;
 
-    use crate::hooks::{AllowAll, AuthStep};
+    use crate::hooks::AuthStep;
     use crate::mqtt::Protocol;
 
     let config = Config::parse("[auth]\nallow_anonymous = true\n").expect("config");
     let namespace = Namespace::open(&config, &[]).expect("open").expect("namespace");
-    let gatekeeper = Gatekeeper { inner: Arc::new(AllowAll), namespace: namespace.clone() };
+    let gatekeeper = Gatekeeper { namespace: namespace.clone() };
     let request = |username: &'static str| AuthRequest {
         step: AuthStep::Connect,
         protocol: Protocol::V5,
@@ -97,4 +97,57 @@ async fn another_authentication_name_cannot_take_a_known_client_id() {
     };
     assert_eq!(code, ReasonCode::NotAuthorized);
     assert!(reason.unwrap_or_default().contains("another authentication name"));
+}
+
+#[tokio::test]
+async fn a_reload_keeps_api_resources_and_replaces_declared_ones() {
+    let config = Config::parse(
+        "[topicSpaces.declared]\ntopicTemplates = [\"a/#\"]\n\
+         [topicSpaces.dropped]\ntopicTemplates = [\"b/#\"]\n",
+    )
+    .expect("config");
+    let rows = [
+        stored("topicSpaces", "api-kept", r#"{"topicTemplates":["kept/#"]}"#),
+        stored("topicSpaces", "api-taken", r#"{"topicTemplates":["api/#"]}"#),
+    ];
+    let namespace = Namespace::open(&config, &rows).expect("open").expect("namespace");
+    let reloaded = Config::parse(
+        "[topicSpaces.declared]\ntopicTemplates = [\"new/#\"]\n\
+         [topicSpaces.api-taken]\ntopicTemplates = [\"file/#\"]\n\
+         [access.limits]\ntopic_spaces = 5\n",
+    )
+    .expect("config");
+    let plan = namespace.plan_reload(&reloaded, false).expect("valid");
+    assert_eq!(namespace.resources().topic_spaces["declared"].topic_templates, ["a/#"]);
+    namespace.apply_reload(plan).await;
+    let resources = namespace.resources();
+    assert_eq!(resources.topic_spaces["declared"].topic_templates, ["new/#"]);
+    assert_eq!(resources.topic_spaces["api-taken"].topic_templates, ["file/#"]);
+    assert_eq!(resources.topic_spaces["api-kept"].topic_templates, ["kept/#"]);
+    assert!(!resources.topic_spaces.contains_key("dropped"), "the file no longer declares it");
+    assert!(namespace.is_declared(ResourceKind::TopicSpaces, "api-taken"));
+    assert!(!namespace.is_declared(ResourceKind::TopicSpaces, "dropped"));
+    assert_eq!(namespace.registry().limits().topic_spaces, 5);
+}
+
+#[tokio::test]
+async fn a_reload_that_breaks_api_resources_is_refused_whole() {
+    let config = Config::parse(
+        "[auth]\nallow_anonymous = true\n[topicSpaces.vehicles]\ntopicTemplates = [\"a/#\"]\n",
+    )
+    .expect("config");
+    // A binding the management API created refers to the declared topic space.
+    let rows = [stored(
+        "permissionBindings",
+        "api-binding",
+        r#"{"clientGroupName":"$all","topicSpaceName":"vehicles","permission":"Publisher"}"#,
+    )];
+    let namespace = Namespace::open(&config, &rows).expect("open").expect("namespace");
+    let reloaded = Config::parse("[auth]\nallow_anonymous = true\n").expect("config");
+    let error = namespace.plan_reload(&reloaded, false).err().expect("refused");
+    assert!(
+        error.to_string().contains("permissionBindings[api-binding].topicSpaceName"),
+        "{error}"
+    );
+    assert!(namespace.resources().topic_spaces.contains_key("vehicles"), "nothing changed");
 }

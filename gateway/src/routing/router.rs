@@ -41,8 +41,10 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// never wait for lifecycle events.
 const LIFECYCLE_QUEUE: usize = 10_000;
 
+mod reload;
 mod topics;
 
+pub use reload::RouterReload;
 pub use topics::{TopicsError, is_topic_kind};
 
 /// An event subscription: pushed by a dispatcher, or a queue consumers pull from.
@@ -107,10 +109,20 @@ impl Subscriber {
     }
 }
 
-/// The namespace topics with their subscriptions (and the system topic's), as one value that
-/// changes are swapped in as.
+/// The routes from MQTT topic filters to namespace topics, with the enrichments of the events
+/// they make; a config reload replaces them.
+#[derive(Debug, Clone, Default)]
+struct RouteTable {
+    routes: Vec<(String, Arc<str>)>,
+    enrichments: Enrichments,
+}
+
+/// The namespace topics with their subscriptions (and the system topic's), and the route
+/// table, as one value that changes are swapped in as: a routed message takes one snapshot
+/// (one read lock and a reference count) for all it does.
 #[derive(Clone, Default)]
 struct Topology {
+    routes: Arc<RouteTable>,
     /// Every namespace topic's definition, subscriptions included (declared and stored).
     definitions: BTreeMap<String, TopicConfig>,
     topics: HashMap<Arc<str>, Vec<Subscriber>>,
@@ -232,14 +244,15 @@ pub struct Router {
     namespace: String,
     /// The namespace's resource id: lifecycle events' `source`.
     resource_id: String,
-    routes: Vec<(String, Arc<str>)>,
-    enrichments: Enrichments,
+    /// Whether the route table has a route: a publish with none to match skips the snapshot.
+    has_routes: std::sync::atomic::AtomicBool,
     topology: parking_lot::RwLock<Arc<Topology>>,
     parts: Parts,
     /// Where run-time changes to topics and subscriptions are stored (`None`: in memory).
     journal: Option<Arc<Journal>>,
-    /// Topics and subscriptions (`topic/name`) the config file declares: read-only at run time.
-    declared: std::collections::HashSet<String>,
+    /// Topics and subscriptions (`topic/name`) the config file declares: read-only through the
+    /// management API. A config reload replaces them.
+    declared: parking_lot::RwLock<std::collections::HashSet<String>>,
     /// Where dispatchers added at run time run, once started.
     runner: std::sync::OnceLock<(TaskTracker, CancellationToken)>,
     /// Serializes run-time changes, so none is lost between validation and swap.
@@ -296,7 +309,15 @@ impl Router {
         let mut definitions = config.topics.clone();
         let mut raw = HashMap::new();
         topics::merge_stored(&mut definitions, &mut raw, &declared, stored)?;
-        let mut topology = Topology { raw, ..Topology::default() };
+        let routes = config
+            .routing
+            .routes
+            .iter()
+            .map(|route| (route.topic_filter.clone(), Arc::<str>::from(route.topic.as_str())))
+            .collect::<Vec<_>>();
+        let has_routes = std::sync::atomic::AtomicBool::new(!routes.is_empty());
+        let routes = Arc::new(RouteTable { routes, enrichments });
+        let mut topology = Topology { raw, routes, ..Topology::default() };
         for (name, topic) in &definitions {
             let path = if declared.contains(name) {
                 format!("topics.{name}")
@@ -330,12 +351,6 @@ impl Router {
                 tracing::warn!(topic = %route.topic, "A route names a namespace topic that does not exist yet: its events are dropped until the topic is created.");
             }
         }
-        let routes = config
-            .routing
-            .routes
-            .iter()
-            .map(|route| (route.topic_filter.clone(), Arc::<str>::from(route.topic.as_str())))
-            .collect();
         let (sender, receiver) = if lifecycle_on {
             let (sender, receiver) = mpsc::channel(LIFECYCLE_QUEUE);
             (Some(sender), Some(receiver))
@@ -345,12 +360,11 @@ impl Router {
         Ok(Some(Arc::new(Router {
             namespace: config.namespace.name.clone(),
             resource_id: config.namespace.resource_id(),
-            routes,
-            enrichments,
+            has_routes,
             topology: parking_lot::RwLock::new(Arc::new(topology)),
             parts,
             journal,
-            declared,
+            declared: parking_lot::RwLock::new(declared),
             runner: std::sync::OnceLock::new(),
             changes: tokio::sync::Mutex::new(()),
             buffer,
@@ -375,9 +389,9 @@ impl Router {
             .map(|sender| Arc::new(LifecycleTap { sender }) as Arc<dyn LifecycleObserver>)
     }
 
-    /// Whether messages are routed (at least one route).
+    /// Whether messages are routed (at least one route, as the last reload left them).
     pub fn routes_messages(&self) -> bool {
-        !self.routes.is_empty()
+        self.has_routes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Puts back what the store held: buffered events with their delivery state, dead letters
@@ -618,7 +632,17 @@ impl Router {
         event: CloudEvent,
         now: SystemTime,
     ) -> Result<Option<Ticket>, super::buffer::Full> {
-        let topology = self.topology();
+        self.admit_in(&self.topology(), topic, event, now)
+    }
+
+    /// [`Router::admit`] in a snapshot of the topology the caller already holds.
+    fn admit_in(
+        &self,
+        topology: &Topology,
+        topic: &Arc<str>,
+        event: CloudEvent,
+        now: SystemTime,
+    ) -> Result<Option<Ticket>, super::buffer::Full> {
         let Some(dispatchers) = topology.topics.get(topic) else { return Ok(None) };
         let takers: Vec<&Subscriber> =
             dispatchers.iter().filter(|d| d.filter().matches(&event)).collect();
@@ -729,9 +753,17 @@ impl Router {
 }
 
 impl RoutingTap for Router {
+    fn active(&self) -> bool {
+        self.routes_messages()
+    }
+
     fn accept(&self, message: &RoutedMessage) -> Result<Option<Ticket>, TapRefused> {
+        if !self.routes_messages() {
+            return Ok(None);
+        }
+        let topology = self.topology();
         let mut topics: Vec<&Arc<str>> = Vec::new();
-        for (filter, topic) in &self.routes {
+        for (filter, topic) in &topology.routes.routes {
             if !topics.contains(&topic) && crate::mqtt::topic::matches(filter, &message.topic) {
                 topics.push(topic);
             }
@@ -739,14 +771,18 @@ impl RoutingTap for Router {
         let Some((last, others)) = topics.split_last() else { return Ok(None) };
         let now = SystemTime::now();
         let mut event = super::event::to_cloud_event(&self.namespace, message, now);
-        self.enrichments.apply(message, &mut event);
+        topology.routes.enrichments.apply(message, &mut event);
         // The event is built once; only a message routed to several topics is copied.
         let mut ticket = None;
         for topic in others {
-            ticket = ticket
-                .max(self.admit(topic, event.clone(), now).map_err(|_| self.refuse(message, now))?);
+            ticket = ticket.max(
+                self.admit_in(&topology, topic, event.clone(), now)
+                    .map_err(|_| self.refuse(message, now))?,
+            );
         }
-        ticket = ticket.max(self.admit(last, event, now).map_err(|_| self.refuse(message, now))?);
+        ticket = ticket.max(
+            self.admit_in(&topology, last, event, now).map_err(|_| self.refuse(message, now))?,
+        );
         Ok(ticket)
     }
 }

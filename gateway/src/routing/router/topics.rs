@@ -348,14 +348,14 @@ impl Router {
     }
 
     fn check_not_declared(&self, name: &str) -> Result<(), TopicsError> {
-        if self.declared.contains(name) {
+        if self.declared.read().contains(name) {
             return Err(TopicsError::Declared(name.to_string()));
         }
         Ok(())
     }
 
     /// Appends `op` to the journal and waits until it is durable.
-    async fn store(&self, op: Op) {
+    pub(super) async fn store(&self, op: Op) {
         if let Some(journal) = &self.journal {
             let ticket = journal.append(op);
             journal.durable(ticket).await;
@@ -364,7 +364,7 @@ impl Router {
 
     /// Swaps `next` in, retires each of `replaced` into its successor in `next` (or settles
     /// its deliveries when it has none), and starts the new dispatchers.
-    fn swap(&self, next: Topology, replaced: Vec<Subscriber>) {
+    pub(super) fn swap(&self, next: Topology, replaced: Vec<Subscriber>) {
         let next = Arc::new(next);
         *self.topology.write() = next.clone();
         for old in replaced {
