@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod azure_sdk;
 pub mod certs;
 pub mod clients;
 pub mod http;

@@ -5,7 +5,7 @@
 //! An MQTT client then publishes under those grants with its certificate; the SDK updates the
 //! queue subscription and the topic (PATCH) while the event waits; the event arrives at the
 //! wiremock webhook and through a data-plane receive. After a restart the resources and the
-//! queued event are still there.
+//! queued event are still there, and the unmodified `azure-eventgrid` SDK receives it.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use gateway::auth::x509::thumbprint_sha256;
 use gateway_tests::Gridmq;
+use gateway_tests::azure_sdk::{self, Target};
 use gateway_tests::certs::{ALL_VERSIONS, Pki, client_config};
 use gateway_tests::http_raw;
 use serde_json::{Value, json};
@@ -203,7 +204,20 @@ async fn the_azure_mgmt_sdk_sets_up_a_namespace_that_routes_mqtt() {
     assert_eq!(got.status, 200, "{}", got.error_message());
     let got = got.json().expect("JSON");
     assert_eq!(got["properties"]["deliveryConfiguration"]["queue"]["maxDeliveryCount"], 6);
-    let again = receive(gridmq.api.expect("data-plane API")).await;
-    assert_eq!(again["value"][0]["event"]["id"], first["event"]["id"], "{again}");
-    assert_eq!(again["value"][0]["brokerProperties"]["deliveryCount"], 2);
+    // The queued event, received (and acknowledged) through the unmodified data-plane SDK.
+    let endpoint = format!("http://{}", gridmq.api.expect("data-plane API"));
+    let target = Target {
+        endpoint: &endpoint,
+        key: KEY,
+        topic: "telemetry",
+        subscription: "pull",
+        ca: None,
+    };
+    let report = azure_sdk::run("drain:1", &target).await;
+    let again = &report["received"][0];
+    assert_eq!(again["id"], first["event"]["id"], "{report}");
+    assert_eq!(again["subject"], "vehicles/dev1/speed", "{report}");
+    assert_eq!(again["deliveryCount"], 2, "{report}");
+    assert_eq!(again["data"], json!({"kmh": 47.5}), "{report}");
+    assert_eq!(report["acknowledge"]["failed"], json!([]), "{report}");
 }

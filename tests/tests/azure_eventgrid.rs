@@ -6,19 +6,16 @@
 //! Each scenario is one Python process (`tests/azure_sdk/eventgrid_scenario.py`) that prints
 //! what the SDK returned as JSON; the assertions are here.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use gateway_tests::Gridmq;
+use gateway_tests::azure_sdk::{self, Target};
 use gateway_tests::certs::{Identity, Pki};
 use gateway_tests::clients::v5;
 use serde_json::{Value, json};
 
 /// The namespace access key (base64, as Event Grid shows keys).
 const KEY: &str = "YXp1cmUtZXZlbnRncmlkLXNkay1rZXktMDEyMzQ1";
-
-/// How long one scenario may take: the delayed release alone waits 10 s.
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn config(tls: Option<&Identity>) -> String {
     let tls = tls
@@ -47,29 +44,10 @@ receiveLockDurationInSeconds = 60
     )
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("azure_sdk/eventgrid_scenario.py")
-}
-
-/// Runs `scenario` against `endpoint` (trusting `ca` when given) and returns its report.
+/// Runs `scenario` against the `orders` topic's `worker` subscription at `endpoint`.
 async fn run(scenario: &str, endpoint: &str, ca: Option<&Path>) -> Value {
-    let mut command = tokio::process::Command::new("python3");
-    command.arg(script()).args([scenario, endpoint, KEY, "orders", "worker"]);
-    if let Some(ca) = ca {
-        command.arg(ca);
-    }
-    let output = tokio::time::timeout(SCENARIO_TIMEOUT, command.kill_on_drop(true).output())
-        .await
-        .expect("the SDK scenario finished in time")
-        .expect("run python3 (tests/run installs azure-eventgrid)");
-    assert!(
-        output.status.success(),
-        "the SDK scenario {scenario} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!("{error}: scenario output {:?}", String::from_utf8_lossy(&output.stdout))
-    })
+    let target = Target { endpoint, key: KEY, topic: "orders", subscription: "worker", ca };
+    azure_sdk::run(scenario, &target).await
 }
 
 /// What the lifecycle scenario must see, whatever the transport.
