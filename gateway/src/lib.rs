@@ -20,6 +20,9 @@
 //! - [`embed`]: a whole gateway in-process from a config string, for users' routing tests.
 //! - [`startup`] and [`store`]: durable state and recovery at start-up.
 //! - [`config`]: the configuration file, composed of each module's own config.
+//! - [`diagnostics`]: Event Grid's diagnostic log categories as rate-limited `tracing` events.
+//! - [`logging`]: the `[log]` table and the log's format.
+//! - [`readiness`]: what `/readyz` answers from.
 
 pub mod access;
 pub mod auth;
@@ -27,11 +30,14 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod dataplane;
+pub mod diagnostics;
 pub mod embed;
 pub mod hooks;
+pub mod logging;
 pub mod mgmt;
 pub mod mqtt;
 pub mod namespace;
+pub mod readiness;
 pub mod routing;
 pub mod server;
 pub mod startup;

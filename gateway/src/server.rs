@@ -53,6 +53,9 @@ pub struct Gateway {
     broker: Arc<Broker>,
     storage: crate::store::Storage,
     grace: Duration,
+    /// What `/readyz` answers from, and the entries of the listeners and of recovery.
+    readiness: Arc<crate::readiness::Readiness>,
+    _ready: Vec<crate::readiness::Entry>,
 }
 
 impl Gateway {
@@ -70,18 +73,36 @@ impl Gateway {
         config.server.validate().map_err(invalid)?;
         let prepared = listener::prepare(&config.server.listeners, config.mqtt.max_packet_size)
             .map_err(invalid)?;
+        let readiness = crate::readiness::Readiness::new();
+        let mut ready = Vec::new();
         let mut bound = Vec::with_capacity(prepared.len());
         for listener in prepared {
-            bound.push(listener.bind().await.map_err(invalid)?);
+            let bound_listener = listener.bind().await.map_err(invalid)?;
+            // Binding fails the start, so a listener in the registry is bound.
+            let name = format!("{} {}", bound_listener.kind.scheme(), bound_listener.addr);
+            let entry = readiness.register(crate::readiness::Component::Listener, name, "");
+            entry.ready();
+            ready.push(entry);
+            bound.push(bound_listener);
         }
+        let recovery =
+            readiness.register(crate::readiness::Component::Recovery, "store", "recovery running");
         let listeners = bound.iter().map(|b| (b.kind, b.addr)).collect();
         let failed = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let (storage, mut snapshot) = crate::startup::open_store(&config).map_err(failed)?;
         let routing_rows =
             snapshot.as_mut().map(|s| std::mem::take(&mut s.routing)).unwrap_or_default();
         let stored = snapshot.as_ref().map(|s| s.resources.as_slice()).unwrap_or_default();
-        let router =
-            crate::routing::Router::build(&config, storage.journal(), stored).map_err(failed)?;
+        if let Some(journal) = storage.journal() {
+            readiness.watch_store(journal);
+        }
+        let router = crate::routing::Router::build_with(
+            &config,
+            storage.journal(),
+            stored,
+            readiness.clone(),
+        )
+        .map_err(failed)?;
         let mut hooks = hooks;
         if let Some(router) = &router {
             if router.routes_messages() {
@@ -101,7 +122,8 @@ impl Gateway {
             (Some(management), Some(namespace)) => {
                 let token = management.token().map_err(failed)?;
                 let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
-                let app = crate::mgmt::app(namespace.clone(), token, router.clone());
+                let app = crate::readiness::routes(readiness.clone())
+                    .merge(crate::mgmt::app(namespace.clone(), token, router.clone()));
                 Some((listener, addr, app))
             }
             _ => None,
@@ -121,6 +143,8 @@ impl Gateway {
             router.recover(routing_rows);
             router.start(&broker.tasks, &broker.shutdown);
         }
+        recovery.ready();
+        ready.push(recovery);
         let management = management.map(|(listener, addr, app)| {
             let https = listener.is_tls();
             broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
@@ -136,7 +160,8 @@ impl Gateway {
                     router.clone(),
                 )
                 .map_err(failed)?;
-                let app = crate::dataplane::app(Arc::new(state));
+                let app = crate::readiness::routes(readiness.clone())
+                    .merge(crate::dataplane::app(Arc::new(state)));
                 let https = listener.is_tls();
                 broker.tasks.spawn(crate::dataplane::serve(listener, app, broker.shutdown.clone()));
                 Some((addr, https))
@@ -155,6 +180,7 @@ impl Gateway {
             broker.tasks.spawn(listener.accept_loop(broker.clone(), parker.clone()));
         }
         broker.tasks.spawn(sweep_retained(broker.clone()));
+        broker.tasks.spawn(crate::diagnostics::report_suppressed(broker.shutdown.clone()));
         Ok(Gateway {
             listeners,
             management,
@@ -164,6 +190,8 @@ impl Gateway {
             broker,
             storage,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            readiness,
+            _ready: ready,
         })
     }
 
@@ -213,6 +241,11 @@ impl Gateway {
     /// The routing pipeline, when the config routes messages or lifecycle events.
     pub fn router(&self) -> Option<&Arc<crate::routing::Router>> {
         self.router.as_ref()
+    }
+
+    /// What `/readyz` answers from.
+    pub fn readiness(&self) -> &Arc<crate::readiness::Readiness> {
+        &self.readiness
     }
 
     /// The broker, for in-process embedding and tests.
