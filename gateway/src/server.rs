@@ -122,8 +122,11 @@ impl Gateway {
             (Some(management), Some(namespace)) => {
                 let token = management.token().map_err(failed)?;
                 let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
-                let app = crate::readiness::routes(readiness.clone())
-                    .merge(crate::mgmt::app(namespace.clone(), token, router.clone()));
+                let app = crate::readiness::routes(readiness.clone()).merge(crate::mgmt::app(
+                    namespace.clone(),
+                    token,
+                    router.clone(),
+                ));
                 Some((listener, addr, app))
             }
             _ => None,

@@ -52,6 +52,25 @@ impl Gridmq {
     /// Starts gridmq with its durable state in `data`: pass another instance's `data_dir()`
     /// to restart a broker on what the previous one left on disk.
     pub fn start_in(data: Arc<tempfile::TempDir>, config: &str) -> Gridmq {
+        Gridmq::launch(data, config, &[], None, None)
+    }
+
+    /// Starts gridmq with `config`, extra `serve` arguments and `RUST_LOG=rust_log`, keeping
+    /// every line it writes to stderr (its log) in the returned [`Log`].
+    pub fn start_logged(config: &str, args: &[&str], rust_log: &str) -> (Gridmq, Log) {
+        let data = Arc::new(tempfile::tempdir().expect("create data dir"));
+        let log = Log::default();
+        let gridmq = Gridmq::launch(data, config, args, Some(rust_log), Some(log.clone()));
+        (gridmq, log)
+    }
+
+    fn launch(
+        data: Arc<tempfile::TempDir>,
+        config: &str,
+        args: &[&str],
+        rust_log: Option<&str>,
+        log: Option<Log>,
+    ) -> Gridmq {
         let file = if config.is_empty() {
             None
         } else {
@@ -65,12 +84,25 @@ impl Gridmq {
         if let Some(file) = &file {
             command.arg("--config").arg(file.path());
         }
+        command.args(args);
+        let rust_log = match rust_log {
+            Some(filter) => filter.to_string(),
+            None => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        };
+        let stderr = if log.is_some() { Stdio::piped() } else { Stdio::inherit() };
         let mut child = command
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn gridmq");
+        if let (Some(log), Some(stderr)) = (log, child.stderr.take()) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    log.lines.lock().expect("log lock").push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         // The management and data-plane APIs, when they run, are announced before the MQTT
@@ -145,6 +177,18 @@ impl Drop for Gridmq {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The lines a broker started with [`Gridmq::start_logged`] wrote to stderr so far.
+#[derive(Clone, Default)]
+pub struct Log {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Log {
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("log lock").clone()
     }
 }
 

@@ -77,7 +77,9 @@ where
                 protocol: Some(protocol),
                 peer: peer.addr,
                 code: ReasonCode::ClientIdentifierNotValid,
-                description: Some("a 3.1.1 client without a client id must ask for a clean session"),
+                description: Some(
+                    "a 3.1.1 client without a client id must ask for a clean session",
+                ),
             }
             .emit();
             let connack = refusal(protocol, ReasonCode::ClientIdentifierNotValid, None);
