@@ -151,6 +151,51 @@ pub fn routes(readiness: Arc<Readiness>) -> axum::Router {
     )
 }
 
+/// An HTTP API served from before recovery: `/healthz` and `/readyz` answer at once, every
+/// other route answers 503 until the API itself is [set](Deferred::set), once the gateway is up.
+#[derive(Clone, Default)]
+pub struct Deferred(Arc<std::sync::OnceLock<axum::Router>>);
+
+impl Deferred {
+    /// From now on, requests go to `app`.
+    pub fn set(&self, app: axum::Router) {
+        let _ = self.0.set(app);
+    }
+
+    /// The router to serve: `/readyz` from `readiness`, `/healthz`, then the API once set.
+    pub fn router(&self, readiness: Arc<Readiness>) -> axum::Router {
+        use tower::ServiceExt as _;
+        let app = self.0.clone();
+        routes(readiness)
+            .route(
+                "/healthz",
+                axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
+            .fallback(move |request: axum::extract::Request| {
+                let app = app.get().cloned();
+                async move {
+                    match app {
+                        Some(app) => match app.oneshot(request).await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        },
+                        None => starting(),
+                    }
+                }
+            })
+    }
+}
+
+/// The answer of an API that is not up yet.
+fn starting() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({"error": {
+        "code": "ServiceUnavailable",
+        "message": "gridmq is starting: recovery is not finished; see /readyz",
+    }});
+    (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
 /// The `GET /readyz` handler's answer: 200 with the report when ready, 503 otherwise.
 pub fn answer(readiness: &Readiness) -> axum::response::Response {
     use axum::response::IntoResponse;

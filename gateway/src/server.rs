@@ -25,6 +25,7 @@ use tracing::info;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hooks::Hooks;
+use tokio_util::sync::CancellationToken;
 
 pub mod config;
 pub mod https;
@@ -89,6 +90,39 @@ impl Gateway {
             readiness.register(crate::readiness::Component::Recovery, "store", "recovery running");
         let listeners = bound.iter().map(|b| (b.kind, b.addr)).collect();
         let failed = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        // The HTTP APIs are served from before the store is read, so that `/readyz` can say
+        // that recovery runs; their other routes answer 503 until the gateway is up. A start
+        // that fails on the way stops them (the guard).
+        let http_stop = CancellationToken::new();
+        let http_guard = http_stop.clone().drop_guard();
+        let mut http_tasks = Vec::new();
+        let management = match &config.management {
+            Some(management) => {
+                let token = management.token().map_err(failed)?;
+                let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
+                let deferred = crate::readiness::Deferred::default();
+                let https = listener.is_tls();
+                let app = deferred.router(readiness.clone());
+                http_tasks.push(tokio::spawn(crate::mgmt::serve(listener, app, http_stop.clone())));
+                Some((deferred, token, addr, https))
+            }
+            None => None,
+        };
+        let data_plane = match &config.http {
+            Some(http) => {
+                let (listener, addr) = crate::dataplane::bind(http).await.map_err(failed)?;
+                let deferred = crate::readiness::Deferred::default();
+                let https = listener.is_tls();
+                let app = deferred.router(readiness.clone());
+                http_tasks.push(tokio::spawn(crate::dataplane::serve(
+                    listener,
+                    app,
+                    http_stop.clone(),
+                )));
+                Some((deferred, addr, https))
+            }
+            None => None,
+        };
         let (storage, mut snapshot) = crate::startup::open_store(&config).map_err(failed)?;
         let routing_rows =
             snapshot.as_mut().map(|s| std::mem::take(&mut s.routing)).unwrap_or_default();
@@ -118,23 +152,6 @@ impl Gateway {
             }
             None => hooks,
         };
-        let management = match (&config.management, &namespace) {
-            (Some(management), Some(namespace)) => {
-                let token = management.token().map_err(failed)?;
-                let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
-                let app = crate::readiness::routes(readiness.clone()).merge(crate::mgmt::app(
-                    namespace.clone(),
-                    token,
-                    router.clone(),
-                ));
-                Some((listener, addr, app))
-            }
-            _ => None,
-        };
-        let data_plane = match &config.http {
-            Some(http) => Some(crate::dataplane::bind(http).await.map_err(failed)?),
-            None => None,
-        };
         let broker =
             crate::startup::recover_broker(&config, hooks, &storage, snapshot).map_err(failed)?;
         if let Some(namespace) = &namespace {
@@ -146,15 +163,15 @@ impl Gateway {
             router.recover(routing_rows);
             router.start(&broker.tasks, &broker.shutdown);
         }
-        recovery.ready();
-        ready.push(recovery);
-        let management = management.map(|(listener, addr, app)| {
-            let https = listener.is_tls();
-            broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
+        // A `[management]` table turns access control on, so the namespace is there.
+        let management = management.map(|(deferred, token, addr, https)| {
+            if let Some(namespace) = &namespace {
+                deferred.set(crate::mgmt::app(namespace.clone(), token, router.clone()));
+            }
             (addr, https)
         });
         let data_plane = match (data_plane, &config.http) {
-            (Some((listener, addr)), Some(http)) => {
+            (Some((deferred, addr, https)), Some(http)) => {
                 let admin_token = config.management.as_ref().map(|m| m.token()).transpose();
                 let state = crate::dataplane::DataPlane::new(
                     http.clone(),
@@ -163,10 +180,7 @@ impl Gateway {
                     router.clone(),
                 )
                 .map_err(failed)?;
-                let app = crate::readiness::routes(readiness.clone())
-                    .merge(crate::dataplane::app(Arc::new(state)));
-                let https = listener.is_tls();
-                broker.tasks.spawn(crate::dataplane::serve(listener, app, broker.shutdown.clone()));
+                deferred.set(crate::dataplane::app(Arc::new(state)));
                 Some((addr, https))
             }
             _ => None,
@@ -184,6 +198,18 @@ impl Gateway {
         }
         broker.tasks.spawn(sweep_retained(broker.clone()));
         broker.tasks.spawn(crate::diagnostics::report_suppressed(broker.shutdown.clone()));
+        // The HTTP APIs stop with the broker, and shutdown waits for them.
+        let shutdown = broker.shutdown.clone();
+        http_guard.disarm();
+        broker.tasks.spawn(async move {
+            shutdown.cancelled().await;
+            http_stop.cancel();
+            for task in http_tasks {
+                let _ = task.await;
+            }
+        });
+        recovery.ready();
+        ready.push(recovery);
         Ok(Gateway {
             listeners,
             management,
