@@ -110,3 +110,73 @@ async fn readyz_names_a_refused_handshake_and_stays_503() {
     assert_eq!(status, 503);
     assert_eq!(body["notReady"][0]["reason"], json!(reason));
 }
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local address").port()
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_recovery_runs_then_200() {
+    const RETAINED: usize = 30_000;
+    let port = free_port();
+    let config = format!("[http]\nlisten = \"127.0.0.1:{port}\"\naccess_keys = [\"{KEY}\"]\n");
+    // A store with many retained messages, so that reading it back takes a while.
+    let mut first = Gridmq::start_with_config(&config);
+    let client = gateway_tests::clients::v5::Client::connect(first.addr, "filler").await;
+    let payload = vec![b'x'; 200];
+    for i in 0..RETAINED {
+        let topic = format!("fill/{}/{i}", i % 100);
+        client.publish(&topic, gateway_tests::clients::v5::QoS::AtMostOnce, true, &payload).await;
+    }
+    // A QoS 1 publish after them: once acknowledged, everything before it has been handled.
+    let mut client = client;
+    client.publish("fill/end", gateway_tests::clients::v5::QoS::AtLeastOnce, true, b"e").await;
+    client.puback().await;
+    drop(client);
+    let data = first.data_dir();
+    first.terminate(Duration::from_secs(20)).expect("a clean exit commits everything");
+
+    let restarted = {
+        let data = data.clone();
+        let config = config.clone();
+        // The harness returns once the broker announces its listeners, after recovery.
+        let starting = std::thread::spawn(move || Gridmq::start_in(data, &config));
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let recovering = json!({"ready": false, "notReady": [
+            {"component": "recovery", "name": "store", "reason": "recovery running"}
+        ]});
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen_recovering = false;
+        loop {
+            assert!(Instant::now() < deadline, "never ready");
+            let Ok(response) = request(addr, "GET", "/readyz", &[], b"").await else {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                continue;
+            };
+            let body = response.json().expect("JSON");
+            if response.status == 200 {
+                assert_eq!(body, json!({"ready": true, "notReady": []}));
+                break;
+            }
+            assert_eq!((response.status, &body), (503, &recovering));
+            if !seen_recovering {
+                // Meanwhile the API's other routes say that it is starting.
+                let other = request(addr, "GET", "/topics/t", &[("aeg-sas-key", KEY)], b"")
+                    .await
+                    .expect("HTTP request");
+                assert_eq!(other.status, 503, "{}", String::from_utf8_lossy(&other.body));
+            }
+            seen_recovering = true;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(seen_recovering, "/readyz never answered while recovery ran");
+        starting.join().expect("the broker started")
+    };
+    // Recovered: the retained messages are there.
+    let mut client = gateway_tests::clients::v5::Client::connect(restarted.addr, "reader").await;
+    client.subscribe("fill/end", gateway_tests::clients::v5::QoS::AtMostOnce).await;
+    let message = client.recv().await;
+    assert_eq!(&message.payload[..], b"e");
+}
