@@ -9,7 +9,8 @@
 //! - `GET /mqtt/retainedMessages/message?topic=...` and
 //!   `GET /mqtt/retainedMessages?topicFilter=...|continuationToken=...` ([`retained`]).
 //! - the pull delivery operations of queue subscriptions (`queue.rs`).
-//! - `GET /healthz`, the only route without a credential.
+//! - `GET /healthz` and `GET /readyz` ([`crate::readiness`]), the only routes without a
+//!   credential.
 //!
 //! The `api-version` query parameter may be left out; when present it must be a version of
 //! Event Grid's namespace data plane ([`api_version::SUPPORTED`]), or the answer is Event
