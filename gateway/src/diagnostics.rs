@@ -33,6 +33,7 @@ pub mod limiter;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Level;
 
 use crate::hooks::DisconnectReason;
 use crate::mqtt::{Protocol, QoS, ReasonCode};
@@ -99,7 +100,10 @@ pub struct MqttConnected<'a> {
 
 impl MqttConnected<'_> {
     pub fn emit(self) {
-        if !limiter::admit(Category::SuccessfulMqttConnections) {
+        // A filtered-out category costs neither a token nor a suppressed count.
+        if !tracing::enabled!(target: "gridmq::diagnostics::successful_mqtt_connections", Level::INFO)
+            || !limiter::admit(Category::SuccessfulMqttConnections)
+        {
             return;
         }
         tracing::info!(
@@ -130,7 +134,10 @@ pub struct MqttConnectFailed<'a> {
 
 impl MqttConnectFailed<'_> {
     pub fn emit(self) {
-        if !limiter::admit(Category::FailedMqttConnections) {
+        // A filtered-out category costs neither a token nor a suppressed count.
+        if !tracing::enabled!(target: "gridmq::diagnostics::failed_mqtt_connections", Level::WARN)
+            || !limiter::admit(Category::FailedMqttConnections)
+        {
             return;
         }
         tracing::warn!(
@@ -158,7 +165,10 @@ pub struct MqttDisconnected<'a> {
 
 impl MqttDisconnected<'_> {
     pub fn emit(self) {
-        if !limiter::admit(Category::MqttDisconnections) {
+        // A filtered-out category costs neither a token nor a suppressed count.
+        if !tracing::enabled!(target: "gridmq::diagnostics::mqtt_disconnections", Level::INFO)
+            || !limiter::admit(Category::MqttDisconnections)
+        {
             return;
         }
         tracing::info!(
@@ -188,7 +198,10 @@ pub struct MqttPublishFailed<'a> {
 
 impl MqttPublishFailed<'_> {
     pub fn emit(self) {
-        if !limiter::admit(Category::FailedMqttPublishedMessages) {
+        // A filtered-out category costs neither a token nor a suppressed count.
+        if !tracing::enabled!(target: "gridmq::diagnostics::failed_mqtt_published_messages", Level::WARN)
+            || !limiter::admit(Category::FailedMqttPublishedMessages)
+        {
             return;
         }
         tracing::warn!(
@@ -219,7 +232,10 @@ pub struct MqttSubscribeFailed<'a> {
 
 impl MqttSubscribeFailed<'_> {
     pub fn emit(self) {
-        if !limiter::admit(Category::FailedMqttSubscriptionOperations) {
+        // A filtered-out category costs neither a token nor a suppressed count.
+        if !tracing::enabled!(target: "gridmq::diagnostics::failed_mqtt_subscription_operations", Level::WARN)
+            || !limiter::admit(Category::FailedMqttSubscriptionOperations)
+        {
             return;
         }
         tracing::warn!(
@@ -248,7 +264,10 @@ pub struct DataPlaneFailed<'a> {
 
 impl DataPlaneFailed<'_> {
     pub fn emit(self) {
-        if !limiter::admit(Category::FailedHttpDataPlaneOperations) {
+        // A filtered-out category costs neither a token nor a suppressed count.
+        if !tracing::enabled!(target: "gridmq::diagnostics::failed_http_data_plane_operations", Level::WARN)
+            || !limiter::admit(Category::FailedHttpDataPlaneOperations)
+        {
             return;
         }
         tracing::warn!(
