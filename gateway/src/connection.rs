@@ -550,6 +550,7 @@ where
             client_identity: &self.identity.authentication_name,
             session_name: &self.session.client_id,
             protocol: self.protocol,
+            websocket: self.stream.websocket(),
             reason: &ending.reason,
         }
         .emit();

@@ -80,10 +80,12 @@ impl Category {
 }
 
 /// Event Grid's protocol column.
-fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::V311 => "MQTT3",
-        Protocol::V5 => "MQTT5",
+fn protocol_name(protocol: Protocol, websocket: bool) -> &'static str {
+    match (protocol, websocket) {
+        (Protocol::V311, false) => "MQTT3",
+        (Protocol::V311, true) => "MQTT3-WS",
+        (Protocol::V5, false) => "MQTT5",
+        (Protocol::V5, true) => "MQTT5-WS",
     }
 }
 
@@ -92,6 +94,8 @@ pub struct MqttConnected<'a> {
     pub client_identity: &'a str,
     pub session_name: &'a str,
     pub protocol: Protocol,
+    /// Over WebSocket.
+    pub websocket: bool,
     /// The authentication method (MQTT 5 enhanced authentication), or `None` for
     /// username/password, certificates or anonymous clients.
     pub authentication_type: Option<&'a str>,
@@ -112,7 +116,7 @@ impl MqttConnected<'_> {
             operationName = "Connect",
             clientIdentity = self.client_identity,
             sessionName = self.session_name,
-            protocol = protocol_name(self.protocol),
+            protocol = protocol_name(self.protocol, self.websocket),
             authenticationType = self.authentication_type.unwrap_or("Default"),
             sessionPresent = self.session_present,
             "MQTT connection succeeded."
@@ -127,6 +131,8 @@ pub struct MqttConnectFailed<'a> {
     /// The username the client gave, as Event Grid's `clientIdentity` of a failed attempt.
     pub client_identity: Option<&'a str>,
     pub protocol: Option<Protocol>,
+    /// Over WebSocket.
+    pub websocket: bool,
     pub peer: std::net::SocketAddr,
     pub code: ReasonCode,
     pub description: Option<&'a str>,
@@ -146,7 +152,7 @@ impl MqttConnectFailed<'_> {
             operationName = "Connect",
             clientIdentity = self.client_identity.unwrap_or(""),
             sessionName = self.session_name.unwrap_or(""),
-            protocol = self.protocol.map_or("", protocol_name),
+            protocol = self.protocol.map_or("", |p| protocol_name(p, self.websocket)),
             clientIp = %self.peer.ip(),
             resultSignature = ?self.code,
             resultDescription = self.description.unwrap_or(""),
@@ -160,6 +166,8 @@ pub struct MqttDisconnected<'a> {
     pub client_identity: &'a str,
     pub session_name: &'a str,
     pub protocol: Protocol,
+    /// Over WebSocket.
+    pub websocket: bool,
     pub reason: &'a DisconnectReason,
 }
 
@@ -177,7 +185,7 @@ impl MqttDisconnected<'_> {
             operationName = "Disconnect",
             clientIdentity = self.client_identity,
             sessionName = self.session_name,
-            protocol = protocol_name(self.protocol),
+            protocol = protocol_name(self.protocol, self.websocket),
             resultSignature = crate::routing::lifecycle::disconnection_reason(self.reason),
             resultDescription = ?self.reason,
             "MQTT client disconnected."
@@ -190,6 +198,8 @@ pub struct MqttPublishFailed<'a> {
     pub client_identity: &'a str,
     pub session_name: &'a str,
     pub protocol: Protocol,
+    /// Over WebSocket.
+    pub websocket: bool,
     pub topic_name: &'a str,
     pub qos: QoS,
     pub code: ReasonCode,
@@ -210,7 +220,7 @@ impl MqttPublishFailed<'_> {
             operationName = "Publish",
             clientIdentity = self.client_identity,
             sessionName = self.session_name,
-            protocol = protocol_name(self.protocol),
+            protocol = protocol_name(self.protocol, self.websocket),
             topicName = self.topic_name,
             qos = self.qos as u8,
             resultSignature = ?self.code,
@@ -225,6 +235,8 @@ pub struct MqttSubscribeFailed<'a> {
     pub client_identity: &'a str,
     pub session_name: &'a str,
     pub protocol: Protocol,
+    /// Over WebSocket.
+    pub websocket: bool,
     pub topic_filter: &'a str,
     pub code: ReasonCode,
     pub description: Option<&'a str>,
@@ -244,7 +256,7 @@ impl MqttSubscribeFailed<'_> {
             operationName = "Subscribe",
             clientIdentity = self.client_identity,
             sessionName = self.session_name,
-            protocol = protocol_name(self.protocol),
+            protocol = protocol_name(self.protocol, self.websocket),
             topicFilter = self.topic_filter,
             resultSignature = ?self.code,
             resultDescription = self.description.unwrap_or(""),
@@ -307,6 +319,28 @@ pub fn summarize() {
                 suppressed,
                 "Diagnostic events suppressed by the rate limit."
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_are_named_as_event_grid_names_them() {
+        assert_eq!(protocol_name(Protocol::V311, false), "MQTT3");
+        assert_eq!(protocol_name(Protocol::V311, true), "MQTT3-WS");
+        assert_eq!(protocol_name(Protocol::V5, false), "MQTT5");
+        assert_eq!(protocol_name(Protocol::V5, true), "MQTT5-WS");
+    }
+
+    #[test]
+    fn category_names_end_their_targets() {
+        let names: Vec<&str> = Category::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(names.len(), 6);
+        for (index, category) in Category::ALL.into_iter().enumerate() {
+            assert_eq!(category.index(), index, "{names:?}");
         }
     }
 }

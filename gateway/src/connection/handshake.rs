@@ -34,6 +34,7 @@ pub(super) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + super::Park + Unpin + Send + 'static,
 {
+    let websocket = stream.websocket();
     let codec = Codec::new(broker.config.max_packet_size as usize);
     let mut read_buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
@@ -47,6 +48,7 @@ where
                 session_name: None,
                 client_identity: None,
                 protocol,
+                websocket,
                 peer: peer.addr,
                 code,
                 description: Some("malformed CONNECT"),
@@ -75,6 +77,7 @@ where
                 session_name: None,
                 client_identity: connect.username.as_deref(),
                 protocol: Some(protocol),
+                websocket,
                 peer: peer.addr,
                 code: ReasonCode::ClientIdentifierNotValid,
                 description: Some(
@@ -111,6 +114,7 @@ where
                     session_name: Some(&client_id),
                     client_identity: connect.username.as_deref(),
                     protocol: Some(protocol),
+                    websocket,
                     peer: peer.addr,
                     code,
                     description: reason.as_deref(),
@@ -246,6 +250,7 @@ where
         client_identity: &identity.authentication_name,
         session_name: &client_id,
         protocol,
+        websocket,
         authentication_type: connection.auth_method.as_deref(),
         session_present,
     }
