@@ -175,3 +175,29 @@ async fn a_storm_of_refused_connections_logs_at_most_the_bucket_and_counts_the_r
     assert_eq!(summaries[0]["level"], "WARN");
     assert_eq!(json!(summaries[0]["fields"]["category"]), json!("failed_mqtt_connections"));
 }
+
+#[tokio::test]
+async fn a_refused_data_plane_request_is_logged_by_route_not_by_path() {
+    let config = "[http]\nlisten = \"127.0.0.1:0\"\naccess_keys = [\"a2V5LW9uZQ==\"]\n";
+    let (gridmq, log) = Gridmq::start_logged(config, &["--log-format", "json"], "warn");
+    let api = gridmq.api.expect("the data-plane API");
+    let response = gateway_tests::http_raw::request(
+        api,
+        "POST",
+        "/mqtt/messages?topic=vehicles%2Fcar1",
+        &[("aeg-sas-key", "d3Jvbmc="), ("content-type", "text/plain")],
+        b"hello",
+    )
+    .await
+    .expect("HTTP request");
+    assert_eq!(response.status, 401);
+    let line =
+        wait_for(&log, "gridmq::diagnostics::failed_http_data_plane_operations", 1).await.remove(0);
+    let fields = &line["fields"];
+    assert_eq!(fields["category"], "FailedHttpDataPlaneOperations");
+    assert_eq!(fields["operationName"], "/mqtt/messages");
+    assert_eq!(fields["method"], "POST");
+    assert_eq!(fields["authenticationType"], "SasKey");
+    assert_eq!(fields["resultSignature"], 401);
+    assert!(!line.to_string().contains("car1"), "no topic in the line: {line}");
+}
