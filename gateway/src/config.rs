@@ -24,6 +24,7 @@ pub use crate::auth::AuthConfig;
 
 pub use crate::broker::config::MqttConfig;
 pub use crate::dataplane::DataPlaneConfig;
+pub use crate::logging::{LogConfig, LogFormat};
 pub use crate::mgmt::ManagementConfig;
 pub use crate::routing::config::{RoutingConfig, SystemTopicConfig, TopicConfig};
 pub use crate::server::config::{
@@ -41,6 +42,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Where durable state lives.
     pub store: StoreConfig,
+    /// `[log]`: the log's format and the diagnostic events' rate limit.
+    pub log: LogConfig,
     /// `[access]`: limits on the namespace's resources.
     pub access: AccessConfig,
     /// `[auth]`: the authentication methods. Its presence turns access control on.

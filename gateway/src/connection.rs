@@ -546,6 +546,14 @@ where
             );
         }
         debug!(client_id = %self.session.client_id, reason = ?ending.reason, "Client disconnected.");
+        crate::diagnostics::MqttDisconnected {
+            client_identity: &self.identity.authentication_name,
+            session_name: &self.session.client_id,
+            protocol: self.protocol,
+            websocket: self.stream.websocket(),
+            reason: &ending.reason,
+        }
+        .emit();
         self.broker.hooks.emit(LifecycleEvent::Disconnected {
             identity: self.identity.clone(),
             connection: self.number,

@@ -9,7 +9,8 @@
 //! - `GET /mqtt/retainedMessages/message?topic=...` and
 //!   `GET /mqtt/retainedMessages?topicFilter=...|continuationToken=...` ([`retained`]).
 //! - the pull delivery operations of queue subscriptions (`queue.rs`).
-//! - `GET /healthz`, the only route without a credential.
+//! - `GET /healthz` and `GET /readyz` ([`crate::readiness`]), the only routes without a
+//!   credential.
 //!
 //! The `api-version` query parameter may be left out; when present it must be a version of
 //! Event Grid's namespace data plane ([`api_version::SUPPORTED`]), or the answer is Event
@@ -100,6 +101,7 @@ pub fn app(state: Arc<DataPlane>) -> Router {
         .merge(queue::routes())
         .route_layer(middleware::from_fn(api_version::check))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_credential))
+        .route_layer(middleware::from_fn(diagnose))
         .route("/healthz", get(|| async { axum::Json(json!({"status": "ok"})) }))
         .fallback(error_body::not_found)
         .layer(middleware::map_response(error_body::rewrite))
@@ -125,6 +127,43 @@ pub async fn serve(listener: HttpListener, app: Router, shutdown: CancellationTo
 }
 
 // === middleware ===
+
+/// Logs a failed request in the `failed_http_data_plane_operations` diagnostic category,
+/// named by its route's pattern so no topic or lock token lands in the operation name.
+async fn diagnose(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let operation = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_default();
+    let headers = request.headers();
+    let authentication_type = if headers.contains_key("aeg-sas-key") {
+        "SasKey"
+    } else if headers.contains_key("aeg-sas-token") {
+        "SasToken"
+    } else {
+        match headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            Some(value) if value.starts_with("SharedAccessKey") => "SasKey",
+            Some(value) if value.starts_with("SharedAccessSignature") => "SasToken",
+            Some(value) if value.starts_with("Bearer") => "AccessToken",
+            Some(_) => "Unknown",
+            None => "None",
+        }
+    };
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        crate::diagnostics::DataPlaneFailed {
+            method: method.as_str(),
+            operation_name: &operation,
+            status: status.as_u16(),
+            authentication_type,
+        }
+        .emit();
+    }
+    response
+}
 
 async fn require_credential(
     State(state): State<Arc<DataPlane>>,

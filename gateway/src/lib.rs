@@ -21,6 +21,9 @@
 //! - [`reload`]: config reload without restart (SIGHUP, `POST /config:reload`).
 //! - [`startup`] and [`store`]: durable state and recovery at start-up.
 //! - [`config`]: the configuration file, composed of each module's own config.
+//! - [`diagnostics`]: Event Grid's diagnostic log categories as rate-limited `tracing` events.
+//! - [`logging`]: the `[log]` table and the log's format.
+//! - [`readiness`]: what `/readyz` answers from.
 
 pub mod access;
 pub mod auth;
@@ -28,11 +31,14 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod dataplane;
+pub mod diagnostics;
 pub mod embed;
 pub mod hooks;
+pub mod logging;
 pub mod mgmt;
 pub mod mqtt;
 pub mod namespace;
+pub mod readiness;
 pub mod reload;
 pub mod routing;
 pub mod server;

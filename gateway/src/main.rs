@@ -7,9 +7,9 @@ mod cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use gateway::logging::{self, LogFormat};
 use gateway::{Config, Gateway, Hooks};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "gridmq", version, about = "MQTT broker and CloudEvents router")]
@@ -37,6 +37,9 @@ enum Command {
         /// Keep nothing on disk: everything dies with the process.
         #[arg(long)]
         in_memory: bool,
+        /// `text` or `json` (one JSON object per line on stderr); overrides `log.format`.
+        #[arg(long, env = "GRIDMQ_LOG_FORMAT")]
+        log_format: Option<LogFormat>,
     },
     /// Namespace topics over the data-plane API: receive, ack, release, reject, renew, publish.
     Topics {
@@ -78,19 +81,27 @@ enum DeadLetterCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     match cli.command {
-        Command::Deadletters { command } => dead_letters(command),
-        Command::Topics { command } => client_runtime()?.block_on(cli::topics(command)),
-        Command::Publish(command) => client_runtime()?.block_on(cli::publish(command)),
-        Command::Serve { config: path, listen, data_dir, in_memory } => {
+        Command::Deadletters { command } => {
+            logging::init(LogFormat::Text);
+            dead_letters(command)
+        }
+        Command::Topics { command } => {
+            logging::init(LogFormat::Text);
+            client_runtime()?.block_on(cli::topics(command))
+        }
+        Command::Publish(command) => {
+            logging::init(LogFormat::Text);
+            client_runtime()?.block_on(cli::publish(command))
+        }
+        Command::Serve { config: path, listen, data_dir, in_memory, log_format } => {
             let mut config = match &path {
                 Some(path) => Config::load(path)?,
                 None => Config::default(),
             };
+            // The log's format comes from the config, so the subscriber starts once it is read.
+            logging::init(log_format.unwrap_or(config.log.format));
+            gateway::diagnostics::limiter::set_rate(config.log.diagnostic_events_per_second);
             // The command line's settings, applied again to each reloaded file.
             let overrides = move |config: &mut Config| {
                 if let Some(listen) = listen {

@@ -4,8 +4,9 @@
 //! For each kind (`clients`, `clientGroups`, `topicSpaces`, `permissionBindings`,
 //! `caCertificates`): `GET /{kind}` lists (`{"value": [...]}`), `GET /{kind}/{name}` reads,
 //! `PUT /{kind}/{name}` creates (201) or replaces (200), `DELETE /{kind}/{name}` deletes (200,
-//! or 204 when there was nothing to delete). `GET /healthz` answers without a credential;
-//! everything else requires `Authorization: Bearer <admin token>` (401 otherwise).
+//! or 204 when there was nothing to delete). `GET /healthz` and `GET /readyz` (served in front
+//! of this router, see [`crate::readiness::Deferred`]) answer without a credential; everything
+//! else requires `Authorization: Bearer <admin token>` (401 otherwise).
 //!
 //! # Bodies
 //! A PUT body is Event Grid's resource shape, `{"properties": {...}}`; `id`, `name`, `type` and

@@ -25,6 +25,7 @@ use tracing::info;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::hooks::Hooks;
+use tokio_util::sync::CancellationToken;
 
 pub mod config;
 pub mod https;
@@ -54,6 +55,9 @@ pub struct Gateway {
     storage: crate::store::Storage,
     grace: Duration,
     reloader: Arc<crate::reload::Reloader>,
+    /// What `/readyz` answers from, and the entries of the listeners and of recovery.
+    readiness: Arc<crate::readiness::Readiness>,
+    _ready: Vec<crate::readiness::Entry>,
 }
 
 impl Gateway {
@@ -71,18 +75,69 @@ impl Gateway {
         config.server.validate().map_err(invalid)?;
         let prepared = listener::prepare(&config.server.listeners, config.mqtt.max_packet_size)
             .map_err(invalid)?;
+        let readiness = crate::readiness::Readiness::new();
+        let mut ready = Vec::new();
         let mut bound = Vec::with_capacity(prepared.len());
         for listener in prepared {
-            bound.push(listener.bind().await.map_err(invalid)?);
+            let bound_listener = listener.bind().await.map_err(invalid)?;
+            // Binding fails the start, so a listener in the registry is bound.
+            let name = format!("{} {}", bound_listener.kind.scheme(), bound_listener.addr);
+            let entry = readiness.register(crate::readiness::Component::Listener, name, "");
+            entry.ready();
+            ready.push(entry);
+            bound.push(bound_listener);
         }
+        let recovery =
+            readiness.register(crate::readiness::Component::Recovery, "store", "recovery running");
         let listeners = bound.iter().map(|b| (b.kind, b.addr)).collect();
         let failed = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        // The HTTP APIs are served from before the store is read, so that `/readyz` can say
+        // that recovery runs; their other routes answer 503 until the gateway is up. A start
+        // that fails on the way stops them (the guard).
+        let http_stop = CancellationToken::new();
+        let http_guard = http_stop.clone().drop_guard();
+        let mut http_tasks = Vec::new();
+        let management = match &config.management {
+            Some(management) => {
+                let token = management.token().map_err(failed)?;
+                let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
+                let deferred = crate::readiness::Deferred::default();
+                let https = listener.is_tls();
+                let app = deferred.router(readiness.clone());
+                http_tasks.push(tokio::spawn(crate::mgmt::serve(listener, app, http_stop.clone())));
+                Some((deferred, token, addr, https))
+            }
+            None => None,
+        };
+        let data_plane = match &config.http {
+            Some(http) => {
+                let (listener, addr) = crate::dataplane::bind(http).await.map_err(failed)?;
+                let deferred = crate::readiness::Deferred::default();
+                let https = listener.is_tls();
+                let app = deferred.router(readiness.clone());
+                http_tasks.push(tokio::spawn(crate::dataplane::serve(
+                    listener,
+                    app,
+                    http_stop.clone(),
+                )));
+                Some((deferred, addr, https))
+            }
+            None => None,
+        };
         let (storage, mut snapshot) = crate::startup::open_store(&config).map_err(failed)?;
         let routing_rows =
             snapshot.as_mut().map(|s| std::mem::take(&mut s.routing)).unwrap_or_default();
         let stored = snapshot.as_ref().map(|s| s.resources.as_slice()).unwrap_or_default();
-        let router =
-            crate::routing::Router::build(&config, storage.journal(), stored).map_err(failed)?;
+        if let Some(journal) = storage.journal() {
+            readiness.watch_store(journal);
+        }
+        let router = crate::routing::Router::build_with(
+            &config,
+            storage.journal(),
+            stored,
+            readiness.clone(),
+        )
+        .map_err(failed)?;
         let mut hooks = hooks;
         if let Some(router) = &router {
             // The tap is installed even without routes, so a config reload can add some; with
@@ -103,24 +158,6 @@ impl Gateway {
             namespace.clone(),
             router.clone(),
         ));
-        let management = match (&config.management, &namespace) {
-            (Some(management), Some(namespace)) => {
-                let token = management.token().map_err(failed)?;
-                let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
-                let app = crate::mgmt::app_with_reload(
-                    namespace.clone(),
-                    token,
-                    router.clone(),
-                    Some(reloader.clone()),
-                );
-                Some((listener, addr, app))
-            }
-            _ => None,
-        };
-        let data_plane = match &config.http {
-            Some(http) => Some(crate::dataplane::bind(http).await.map_err(failed)?),
-            None => None,
-        };
         let broker =
             crate::startup::recover_broker(&config, hooks, &storage, snapshot).map_err(failed)?;
         if let Some(namespace) = &namespace {
@@ -132,13 +169,20 @@ impl Gateway {
             router.recover(routing_rows);
             router.start(&broker.tasks, &broker.shutdown);
         }
-        let management = management.map(|(listener, addr, app)| {
-            let https = listener.is_tls();
-            broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
+        // A `[management]` table turns access control on, so the namespace is there.
+        let management = management.map(|(deferred, token, addr, https)| {
+            if let Some(namespace) = &namespace {
+                deferred.set(crate::mgmt::app_with_reload(
+                    namespace.clone(),
+                    token,
+                    router.clone(),
+                    Some(reloader.clone()),
+                ));
+            }
             (addr, https)
         });
         let data_plane = match (data_plane, &config.http) {
-            (Some((listener, addr)), Some(http)) => {
+            (Some((deferred, addr, https)), Some(http)) => {
                 let admin_token = config.management.as_ref().map(|m| m.token()).transpose();
                 let state = crate::dataplane::DataPlane::new(
                     http.clone(),
@@ -147,9 +191,7 @@ impl Gateway {
                     router.clone(),
                 )
                 .map_err(failed)?;
-                let app = crate::dataplane::app(Arc::new(state));
-                let https = listener.is_tls();
-                broker.tasks.spawn(crate::dataplane::serve(listener, app, broker.shutdown.clone()));
+                deferred.set(crate::dataplane::app(Arc::new(state)));
                 Some((addr, https))
             }
             _ => None,
@@ -166,6 +208,19 @@ impl Gateway {
             broker.tasks.spawn(listener.accept_loop(broker.clone(), parker.clone()));
         }
         broker.tasks.spawn(sweep_retained(broker.clone()));
+        broker.tasks.spawn(crate::diagnostics::report_suppressed(broker.shutdown.clone()));
+        // The HTTP APIs stop with the broker, and shutdown waits for them.
+        let shutdown = broker.shutdown.clone();
+        http_guard.disarm();
+        broker.tasks.spawn(async move {
+            shutdown.cancelled().await;
+            http_stop.cancel();
+            for task in http_tasks {
+                let _ = task.await;
+            }
+        });
+        recovery.ready();
+        ready.push(recovery);
         Ok(Gateway {
             listeners,
             management,
@@ -176,6 +231,8 @@ impl Gateway {
             storage,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
             reloader,
+            readiness,
+            _ready: ready,
         })
     }
 
@@ -231,6 +288,11 @@ impl Gateway {
     /// [`crate::reload`]. Reloads read the file given to [`crate::reload::Reloader::watch`].
     pub fn reloader(&self) -> &Arc<crate::reload::Reloader> {
         &self.reloader
+    }
+
+    /// What `/readyz` answers from.
+    pub fn readiness(&self) -> &Arc<crate::readiness::Readiness> {
+        &self.readiness
     }
 
     /// The broker, for in-process embedding and tests.

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod azure_sdk;
@@ -37,8 +37,6 @@ pub struct Gridmq {
     pub mqtts: Option<SocketAddr>,
     _config: Option<tempfile::NamedTempFile>,
     data: Arc<tempfile::TempDir>,
-    /// Its stderr lines, when started with [`Gridmq::start_logged`].
-    logs: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Gridmq {
@@ -56,17 +54,25 @@ impl Gridmq {
     /// Starts gridmq with its durable state in `data`: pass another instance's `data_dir()`
     /// to restart a broker on what the previous one left on disk.
     pub fn start_in(data: Arc<tempfile::TempDir>, config: &str) -> Gridmq {
-        Gridmq::launch(data, config, false)
+        Gridmq::launch(data, config, &[], None, None)
     }
 
-    /// Starts gridmq with `config` and keeps its stderr lines (still echoed to the test's
-    /// stderr) for [`Gridmq::logs`].
-    pub fn start_logged(config: &str) -> Gridmq {
+    /// Starts gridmq with `config`, extra `serve` arguments and `RUST_LOG=rust_log`, keeping
+    /// every line it writes to stderr (its log) in the returned [`Log`].
+    pub fn start_logged(config: &str, args: &[&str], rust_log: &str) -> (Gridmq, Log) {
         let data = Arc::new(tempfile::tempdir().expect("create data dir"));
-        Gridmq::launch(data, config, true)
+        let log = Log::default();
+        let gridmq = Gridmq::launch(data, config, args, Some(rust_log), Some(log.clone()));
+        (gridmq, log)
     }
 
-    fn launch(data: Arc<tempfile::TempDir>, config: &str, capture_logs: bool) -> Gridmq {
+    fn launch(
+        data: Arc<tempfile::TempDir>,
+        config: &str,
+        args: &[&str],
+        rust_log: Option<&str>,
+        log: Option<Log>,
+    ) -> Gridmq {
         let file = if config.is_empty() {
             None
         } else {
@@ -80,23 +86,25 @@ impl Gridmq {
         if let Some(file) = &file {
             command.arg("--config").arg(file.path());
         }
+        command.args(args);
+        let rust_log = match rust_log {
+            Some(filter) => filter.to_string(),
+            None => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        };
+        let stderr = if log.is_some() { Stdio::piped() } else { Stdio::inherit() };
         let mut child = command
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
-            .stderr(if capture_logs { Stdio::piped() } else { Stdio::inherit() })
+            .stderr(stderr)
             .spawn()
             .expect("spawn gridmq");
-        let logs = child.stderr.take().map(|stderr| {
-            let logs = Arc::new(Mutex::new(Vec::new()));
-            let sink = logs.clone();
+        if let (Some(log), Some(stderr)) = (log, child.stderr.take()) {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    eprintln!("{line}");
-                    sink.lock().expect("log lines").push(line);
+                    log.lines.lock().expect("log lock").push(line);
                 }
             });
-            logs
-        });
+        }
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         // The management and data-plane APIs, when they run, are announced before the MQTT
@@ -134,12 +142,7 @@ impl Gridmq {
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gridmq { child, addr, http, api, http_tls, api_tls, mqtts, _config: file, data, logs }
-    }
-
-    /// The stderr lines so far (empty unless started with [`Gridmq::start_logged`]).
-    pub fn logs(&self) -> Vec<String> {
-        self.logs.as_ref().map(|logs| logs.lock().expect("log lines").clone()).unwrap_or_default()
+        Gridmq { child, addr, http, api, http_tls, api_tls, mqtts, _config: file, data }
     }
 
     /// The config file the broker was started with.
@@ -197,6 +200,18 @@ impl Drop for Gridmq {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The lines a broker started with [`Gridmq::start_logged`] wrote to stderr so far.
+#[derive(Clone, Default)]
+pub struct Log {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Log {
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("log lock").clone()
     }
 }
 

@@ -184,7 +184,7 @@ async fn sighup_applies_a_new_route_and_a_removed_group_and_refuses_an_invalid_e
 {
     let server = webhook().await;
     let url = format!("{}/hook", server.uri());
-    let gridmq = Gridmq::start_logged(&config(&url, true, "", ""));
+    let (gridmq, log) = Gridmq::start_logged(&config(&url, true, "", ""), &[], "info");
     let mut watcher = connect(gridmq.addr, "watcher").await?;
     subscribe(&mut watcher, "vehicles/#").await?;
     let mut other = connect(gridmq.addr, "other").await?;
@@ -223,7 +223,7 @@ async fn sighup_applies_a_new_route_and_a_removed_group_and_refuses_an_invalid_e
     let deadline = tokio::time::Instant::now() + WAIT;
     let refusal = loop {
         if let Some(line) =
-            gridmq.logs().into_iter().find(|line| line.contains("Config reload refused"))
+            log.lines().into_iter().find(|line| line.contains("Config reload refused"))
         {
             break line;
         }

@@ -455,6 +455,10 @@ const FULL_CONFIG: &str = r#"
 [server]
 shutdown_grace_secs = 5
 
+[log]
+format = "json"
+diagnostic_events_per_second = 50
+
 [[server.listeners]]
 kind = "tcp"
 address = "0.0.0.0:1883"
@@ -661,6 +665,8 @@ fn unknown_config_fields_are_refused() {
     let config = full_config();
     config_refused(&mutated(&config, &["routes"], json!([])));
     config_refused(&mutated(&config, &["mqtt", "max_packet_bytes"], json!(1)));
+    config_refused(&mutated(&config, &["log", "level"], json!("debug")));
+    config_refused(&mutated(&config, &["log", "format"], json!("xml")));
     config_refused(&mutated(&config, &["clients", "car1", "AuthenticationName"], json!("x")));
     let route = json!({"topic": "telemetry", "filter": "#"});
     config_refused(&json!({"routing": {"routes": [route]}}));

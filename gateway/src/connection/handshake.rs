@@ -34,6 +34,7 @@ pub(super) async fn accept<S>(
 where
     S: AsyncRead + AsyncWrite + super::Park + Unpin + Send + 'static,
 {
+    let websocket = stream.websocket();
     let codec = Codec::new(broker.config.max_packet_size as usize);
     let mut read_buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let timeout = Duration::from_secs(broker.config.connect_timeout_secs);
@@ -43,6 +44,16 @@ where
     let connect = match Box::pin(reading).await {
         Ok(Ok(connect)) => connect,
         Ok(Err(Refusal { protocol, code })) => {
+            crate::diagnostics::MqttConnectFailed {
+                session_name: None,
+                client_identity: None,
+                protocol,
+                websocket,
+                peer: peer.addr,
+                code,
+                description: Some("malformed CONNECT"),
+            }
+            .emit();
             if let Some(protocol) = protocol {
                 Box::pin(super::linger::close(&broker, stream, refusal(protocol, code, None)))
                     .await;
@@ -62,6 +73,18 @@ where
     let mut assigned = None;
     let client_id: Arc<str> = if connect.client_id.is_empty() {
         if protocol == Protocol::V311 && !connect.clean_start {
+            crate::diagnostics::MqttConnectFailed {
+                session_name: None,
+                client_identity: connect.username.as_deref(),
+                protocol: Some(protocol),
+                websocket,
+                peer: peer.addr,
+                code: ReasonCode::ClientIdentifierNotValid,
+                description: Some(
+                    "a 3.1.1 client without a client id must ask for a clean session",
+                ),
+            }
+            .emit();
             let connack = refusal(protocol, ReasonCode::ClientIdentifierNotValid, None);
             Box::pin(super::linger::close(&broker, stream, connack)).await;
             return None;
@@ -86,7 +109,18 @@ where
     let (identity, auth_method, expires_in) = match authenticated {
         Ok(authenticated) => authenticated,
         Err(refused) => {
-            if let Some(connack) = refused {
+            if let Some((code, reason)) = refused {
+                crate::diagnostics::MqttConnectFailed {
+                    session_name: Some(&client_id),
+                    client_identity: connect.username.as_deref(),
+                    protocol: Some(protocol),
+                    websocket,
+                    peer: peer.addr,
+                    code,
+                    description: reason.as_deref(),
+                }
+                .emit();
+                let connack = refusal(protocol, code, reason);
                 Box::pin(super::linger::close(&broker, stream, connack)).await;
             }
             return None;
@@ -212,6 +246,15 @@ where
         connection.outbound.resend(&session, &mut connection.write_buf);
     }
     debug!(client_id = %client_id, ?protocol, session_present, "Client connected.");
+    crate::diagnostics::MqttConnected {
+        client_identity: &identity.authentication_name,
+        session_name: &client_id,
+        protocol,
+        websocket,
+        authentication_type: connection.auth_method.as_deref(),
+        session_present,
+    }
+    .emit();
     broker.hooks.emit(LifecycleEvent::Connected { identity, connection: number, session_present });
     Some(Box::new(connection))
 }
@@ -293,8 +336,8 @@ fn connect_level(buf: &BytesMut) -> Option<u8> {
 /// What the client authenticated as, the 5.0 method, and when its credentials lapse.
 type Authenticated = (ClientIdentity, Option<String>, Option<Duration>);
 
-/// Runs the authenticator, including the 5.0 AUTH exchange. Fails with the refusing CONNACK
-/// to send on denial, or with `None` when the client went away.
+/// Runs the authenticator, including the 5.0 AUTH exchange. Fails with the refusing CONNACK's
+/// reason code and string on denial, or with `None` when the client went away.
 async fn authenticate<S>(
     stream: &mut S,
     buf: &mut BytesMut,
@@ -303,7 +346,7 @@ async fn authenticate<S>(
     connect: &Connect,
     client_id: &Arc<str>,
     peer: &Peer,
-) -> Result<Authenticated, Option<BytesMut>>
+) -> Result<Authenticated, Option<(ReasonCode, Option<String>)>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -334,11 +377,11 @@ where
                 return Ok((identity, method, expires_in));
             }
             AuthDecision::Deny { code, reason } => {
-                return Err(Some(refusal(protocol, code, reason)));
+                return Err(Some((code, reason)));
             }
             AuthDecision::Continue { data: challenge } => {
                 if protocol != Protocol::V5 || method.is_none() {
-                    return Err(Some(refusal(protocol, ReasonCode::BadAuthenticationMethod, None)));
+                    return Err(Some((ReasonCode::BadAuthenticationMethod, None)));
                 }
                 let mut out = BytesMut::new();
                 let auth = Auth {
@@ -359,7 +402,7 @@ where
                             Ok(_) => {}
                         },
                         Err(error) => {
-                            return Err(Some(refusal(protocol, error.reason_code(), None)));
+                            return Err(Some((error.reason_code(), None)));
                         }
                     }
                 };
@@ -372,7 +415,7 @@ where
                         data = auth.properties.authentication_data;
                     }
                     _ => {
-                        return Err(Some(refusal(protocol, ReasonCode::ProtocolError, None)));
+                        return Err(Some((ReasonCode::ProtocolError, None)));
                     }
                 }
             }

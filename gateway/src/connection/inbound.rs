@@ -195,6 +195,23 @@ where
         }
 
         let verdict = self.admit(&mut publish);
+        if let Err(Refused::Close(code) | Refused::Nack(code, _)) = &verdict {
+            let description = match &verdict {
+                Err(Refused::Nack(_, reason)) => reason.as_deref(),
+                _ => None,
+            };
+            crate::diagnostics::MqttPublishFailed {
+                client_identity: &self.identity.authentication_name,
+                session_name: &self.session.client_id,
+                protocol: self.protocol,
+                websocket: self.stream.websocket(),
+                topic_name: &publish.topic,
+                qos: publish.qos,
+                code: *code,
+                description,
+            }
+            .emit();
+        }
         let code = match verdict {
             Err(Refused::Close(code)) => return Some(Ending::violation(code)),
             Err(Refused::Nack(code, reason)) => {
@@ -395,6 +412,16 @@ where
             let shared = match topic::split_shared(filter) {
                 Ok(shared) => shared,
                 Err(()) => {
+                    crate::diagnostics::MqttSubscribeFailed {
+                        client_identity: &self.identity.authentication_name,
+                        session_name: &self.session.client_id,
+                        protocol: self.protocol,
+                        websocket: self.stream.websocket(),
+                        topic_filter: filter,
+                        code: ReasonCode::TopicFilterInvalid,
+                        description: None,
+                    }
+                    .emit();
                     reasons.push(ReasonCode::TopicFilterInvalid);
                     continue;
                 }
@@ -405,6 +432,16 @@ where
             if let Err(denied) =
                 self.broker.hooks.authorizer.authorize_subscribe(&self.identity, filter)
             {
+                crate::diagnostics::MqttSubscribeFailed {
+                    client_identity: &self.identity.authentication_name,
+                    session_name: &self.session.client_id,
+                    protocol: self.protocol,
+                    websocket: self.stream.websocket(),
+                    topic_filter: filter,
+                    code: denied.code,
+                    description: Some(&denied.reason),
+                }
+                .emit();
                 reasons.push(match self.protocol {
                     Protocol::V5 => denied.code,
                     Protocol::V311 => ReasonCode::UnspecifiedError,

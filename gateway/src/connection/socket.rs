@@ -28,6 +28,11 @@ pub trait Park {
     fn parked_fd(&self) -> Option<RawFd> {
         None
     }
+
+    /// Whether MQTT runs over WebSocket here (the diagnostic logs' `MQTT5-WS` protocols).
+    fn websocket(&self) -> bool {
+        false
+    }
 }
 
 /// A plain TCP connection's socket: live in tokio's reactor, parked (a bare file descriptor,

@@ -81,6 +81,8 @@ pub struct Dispatcher {
     stop: CancellationToken,
     /// Where deliveries go once retired, when the subscription lives on.
     successor: OnceLock<super::router::Subscriber>,
+    /// This dispatcher in `/readyz`: ready while it runs with its endpoint validated.
+    readiness: crate::readiness::Entry,
 }
 
 /// Where a subscription's endpoint validation stands.
@@ -103,9 +105,14 @@ impl Dispatcher {
         policy: RetryPolicy,
         buffer: Arc<Buffer>,
         dead_letters: Arc<DeadLetters>,
+        readiness: &Arc<crate::readiness::Readiness>,
     ) -> Dispatcher {
+        let key = format!("{topic}/{name}");
+        let readiness =
+            readiness.register(crate::readiness::Component::Dispatcher, key.clone(), "not started");
         Dispatcher {
-            key: format!("{topic}/{name}").into(),
+            readiness,
+            key: key.into(),
             topic: topic.into(),
             name: name.into(),
             filter,
@@ -154,6 +161,9 @@ impl Dispatcher {
             std::mem::take(&mut *due)
         };
         self.stop.cancel();
+        // A retired dispatcher is no longer part of the gateway: its successor, if any, has
+        // its own entry.
+        self.readiness.ready();
         for ((at, _), pending) in waiting {
             self.hand_on(pending.event, pending.attempts, super::buffer::from_millis(at));
         }
@@ -195,8 +205,12 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, tasks: TaskTracker, shutdown: CancellationToken) {
         let requests = Arc::new(Semaphore::new(self.sink.max_concurrency().max(1)));
         loop {
-            if !self.status.lock().validated && !self.validate(&shutdown).await {
-                return;
+            if !self.status.lock().validated {
+                self.readiness.not_ready("handshake pending");
+                if !self.validate(&shutdown).await {
+                    return;
+                }
+                self.readiness.ready();
             }
             let paused_until = *self.paused_until.lock();
             if paused_until > tokio::time::Instant::now() {
@@ -256,7 +270,10 @@ impl Dispatcher {
                         status.validated = true;
                         status.validation_error = None;
                     }
-                    Err(error) => status.validation_error = Some(error.to_string()),
+                    Err(error) => {
+                        status.validation_error = Some(error.to_string());
+                        self.readiness.not_ready(format!("handshake failed: {error}"));
+                    }
                 }
                 status.validation_attempts
             };

@@ -137,6 +137,8 @@ struct Parts {
     buffer: Arc<Buffer>,
     dead_letters: Arc<DeadLetters>,
     client: reqwest::Client,
+    /// Where push dispatchers report whether they run (`/readyz`).
+    readiness: Arc<crate::readiness::Readiness>,
 }
 
 impl Parts {
@@ -186,6 +188,7 @@ impl Parts {
             plan.policy,
             self.buffer.clone(),
             self.dead_letters.clone(),
+            &self.readiness,
         ))))
     }
 
@@ -278,6 +281,16 @@ impl Router {
         journal: Option<Arc<Journal>>,
         stored: &[(String, String, Vec<u8>)],
     ) -> Result<Option<Arc<Router>>, String> {
+        Router::build_with(config, journal, stored, crate::readiness::Readiness::new())
+    }
+
+    /// [`Router::build`], with its push dispatchers reporting to `readiness`.
+    pub fn build_with(
+        config: &Config,
+        journal: Option<Arc<Journal>>,
+        stored: &[(String, String, Vec<u8>)],
+        readiness: Arc<crate::readiness::Readiness>,
+    ) -> Result<Option<Arc<Router>>, String> {
         let system = config.system_topic.as_ref().map(|s| &s.event_subscriptions);
         let lifecycle_on = system.is_some_and(|subs| !subs.is_empty());
         let has_subscriptions = config.topics.values().any(|t| !t.event_subscriptions.is_empty());
@@ -298,7 +311,8 @@ impl Router {
         let buffer = Arc::new(Buffer::new(journal.clone(), config.routing.max_buffered_events));
         let dead_letters = Arc::new(DeadLetters::new(journal.clone()));
         let client = sinks::http_client().map_err(|e| format!("routing: HTTP client: {e}"))?;
-        let parts = Parts { buffer: buffer.clone(), dead_letters: dead_letters.clone(), client };
+        let parts =
+            Parts { buffer: buffer.clone(), dead_letters: dead_letters.clone(), client, readiness };
         let mut declared = std::collections::HashSet::new();
         for (name, topic) in &config.topics {
             declared.insert(name.clone());

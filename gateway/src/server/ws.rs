@@ -203,4 +203,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
 }
 
 /// A WebSocket connection keeps its framing state around the socket: it is not parked.
-impl<S> crate::connection::Park for WsStream<S> {}
+impl<S> crate::connection::Park for WsStream<S> {
+    fn websocket(&self) -> bool {
+        true
+    }
+}

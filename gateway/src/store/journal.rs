@@ -62,6 +62,8 @@ pub struct Journal {
     committed: watch::Sender<u64>,
     max_batch_ops: usize,
     linger: Duration,
+    /// Why the last commit failed, while commits fail: the store is not writable (`/readyz`).
+    failure: Mutex<Option<String>>,
 }
 
 /// A batch at least this large marks the broker busy enough that the next commit lingers.
@@ -103,6 +105,7 @@ impl Journal {
             wake: Condvar::new(),
             committed: watch::Sender::new(0),
             max_batch_ops: max_batch_ops.max(1),
+            failure: Mutex::new(None),
             linger,
         });
         let writer = journal.clone();
@@ -180,6 +183,11 @@ impl Journal {
         let _ = committed.wait_for(|done| *done >= ticket.0.get()).await;
     }
 
+    /// Why commits fail, while they do (a commit is retried every second until it succeeds).
+    pub fn commit_failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
     /// Tells the writer to commit what is pending and stop.
     pub fn close(&self) {
         self.pending.lock().closed = true;
@@ -219,8 +227,10 @@ impl Journal {
             previous = (ops.len() >= LINGER_MIN_OPS && !self.linger.is_zero()).then_some(started);
             while let Err(error) = store.commit(&ops) {
                 tracing::error!(%error, ops = ops.len(), "Store commit failed; retrying.");
+                *self.failure.lock() = Some(error.to_string());
                 std::thread::sleep(Duration::from_secs(1));
             }
+            self.failure.lock().take();
             tracing::trace!(
                 ops = ops.len(),
                 elapsed_us = started.elapsed().as_micros() as u64,
