@@ -20,6 +20,7 @@
 //! - [`embed`]: a whole gateway in-process from a config string, for users' routing tests.
 //! - [`startup`] and [`store`]: durable state and recovery at start-up.
 //! - [`config`]: the configuration file, composed of each module's own config.
+//! - [`telemetry`]: Prometheus metrics (`/metrics`) and the metric catalogue.
 
 pub mod access;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod routing;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod telemetry;
 
 pub use config::Config;
 pub use hooks::Hooks;

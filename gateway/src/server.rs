@@ -48,6 +48,8 @@ pub struct Gateway {
     management: Option<(SocketAddr, bool)>,
     /// Where the data-plane API listens, when `[http]` is present, and whether it speaks HTTPS.
     data_plane: Option<(SocketAddr, bool)>,
+    /// Where the metrics-only listener listens, when `[metrics]` gives `listen`.
+    metrics: Option<SocketAddr>,
     namespace: Option<Arc<crate::namespace::Namespace>>,
     router: Option<Arc<crate::routing::Router>>,
     broker: Arc<Broker>,
@@ -68,6 +70,11 @@ impl Gateway {
     pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Gateway> {
         let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         config.server.validate().map_err(invalid)?;
+        // Before anything counts: the catalogue's handles bind to the recorder on first use.
+        let recorder = match config.metrics.enabled {
+            true => crate::telemetry::install().map_err(std::io::Error::other)?,
+            false => None,
+        };
         let prepared = listener::prepare(&config.server.listeners, config.mqtt.max_packet_size)
             .map_err(invalid)?;
         let mut bound = Vec::with_capacity(prepared.len());
@@ -110,6 +117,14 @@ impl Gateway {
             Some(http) => Some(crate::dataplane::bind(http).await.map_err(failed)?),
             None => None,
         };
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(
+                https::HttpListener::bind("metrics", addr, None, None, Default::default())
+                    .await
+                    .map_err(failed)?,
+            ),
+            None => None,
+        };
         let broker =
             crate::startup::recover_broker(&config, hooks, &storage, snapshot).map_err(failed)?;
         if let Some(namespace) = &namespace {
@@ -121,10 +136,25 @@ impl Gateway {
             router.recover(routing_rows);
             router.start(&broker.tasks, &broker.shutdown);
         }
-        let management = management.map(|(listener, addr, app)| {
-            let https = listener.is_tls();
-            broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
-            (addr, https)
+        let scrape = recorder.map(|handle| {
+            broker.tasks.spawn(crate::telemetry::upkeep(handle.clone(), broker.shutdown.clone()));
+            Arc::new(crate::telemetry::Scrape::new(handle, broker.clone(), router.clone()))
+        });
+        let management = match management {
+            Some((listener, addr, app)) => {
+                let token = config.management.as_ref().map(|m| m.token()).transpose();
+                let token = token.map_err(failed)?.unwrap_or_default();
+                let app = app.merge(crate::mgmt::metrics_routes(token, scrape.clone()));
+                let https = listener.is_tls();
+                broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
+                Some((addr, https))
+            }
+            None => None,
+        };
+        let metrics = metrics_listener.map(|(listener, addr)| {
+            let app = crate::telemetry::routes(scrape.clone());
+            broker.tasks.spawn(listener.serve(app, broker.shutdown.clone(), "metrics"));
+            addr
         });
         let data_plane = match (data_plane, &config.http) {
             (Some((listener, addr)), Some(http)) => {
@@ -159,6 +189,7 @@ impl Gateway {
             listeners,
             management,
             data_plane,
+            metrics,
             namespace,
             router,
             broker,
@@ -198,6 +229,11 @@ impl Gateway {
     /// Where the data-plane API listens, when `[http]` is configured.
     pub fn data_plane_addr(&self) -> Option<SocketAddr> {
         self.data_plane.map(|(addr, _)| addr)
+    }
+
+    /// Where the metrics-only listener listens, when `[metrics]` gives `listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Whether the data-plane API speaks HTTPS (`[http]` has a certificate).
@@ -246,7 +282,8 @@ async fn sweep_retained(broker: Arc<Broker>) {
 /// listener on stdout, in config order, `gridmq listening <scheme> <address>` with scheme
 /// `mqtt` (tcp), `mqtts` (tls), `ws` or `wss`. The management API, when it runs, comes first,
 /// as `gridmq listening http <address>` (`https` over TLS), then the data-plane API as
-/// `gridmq listening api <address>` (`apis` over TLS).
+/// `gridmq listening api <address>` (`apis` over TLS), then the metrics-only listener as
+/// `gridmq listening metrics <address>`.
 pub fn announce(gateway: &Gateway) {
     if let Some(addr) = gateway.management_addr() {
         let scheme = if gateway.management_https() { "https" } else { "http" };
@@ -258,6 +295,10 @@ pub fn announce(gateway: &Gateway) {
             if gateway.data_plane_https() { ("https", "apis") } else { ("http", "api") };
         info!(%addr, scheme, "Data-plane API listening.");
         println!("gridmq listening {label} {addr}");
+    }
+    if let Some(addr) = gateway.metrics_addr() {
+        info!(%addr, "Metrics listening.");
+        println!("gridmq listening metrics {addr}");
     }
     for (kind, addr) in gateway.listener_addrs() {
         info!(listener = %kind, %addr, "Listening.");

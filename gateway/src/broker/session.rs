@@ -188,6 +188,13 @@ pub struct Offered {
     pub congested: bool,
 }
 
+impl SessionState {
+    /// Whether the attached connection is parked.
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+}
+
 impl Session {
     pub fn new(client_id: Arc<str>, id: u64, protocol: Protocol) -> Session {
         Session {

@@ -185,6 +185,11 @@ impl Dispatcher {
         self.due.lock().len()
     }
 
+    /// When the oldest waiting event entered the buffer.
+    pub fn oldest(&self) -> Option<SystemTime> {
+        self.due.lock().values().map(|p| p.event.published).min()
+    }
+
     /// The endpoint's validation state.
     pub fn status(&self) -> Status {
         self.status.lock().clone()

@@ -195,6 +195,13 @@ impl QueueSubscription {
         self.state.lock().locked.len()
     }
 
+    /// When the oldest available or locked event entered the buffer.
+    pub fn oldest(&self) -> Option<SystemTime> {
+        let state = self.state.lock();
+        let available = state.available.values().map(|p| p.event.published);
+        available.chain(state.locked.values().map(|l| l.pending.event.published)).min()
+    }
+
     /// Receives up to `max_events`, waiting up to `max_wait` for the first one (long poll).
     pub async fn receive(&self, max_events: usize, max_wait: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + max_wait;

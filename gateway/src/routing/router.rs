@@ -89,6 +89,14 @@ impl Subscriber {
         }
     }
 
+    /// When the oldest event not yet settled entered the buffer.
+    pub fn oldest(&self) -> Option<SystemTime> {
+        match self {
+            Subscriber::Push(d) => d.oldest(),
+            Subscriber::Queue(q) => q.oldest(),
+        }
+    }
+
     /// Deliveries waiting.
     pub fn waiting(&self) -> usize {
         match self {
@@ -504,6 +512,24 @@ impl Router {
                     Subscriber::Push(dispatcher) => Some(dispatcher.status()),
                     Subscriber::Queue(_) => None,
                 },
+            })
+            .collect()
+    }
+
+    /// For each subscription with events not yet settled, its topic (`systemTopic` for the
+    /// system topic) and the age in seconds of its oldest such event.
+    pub fn oldest_pending(&self) -> Vec<(String, f64)> {
+        let now = SystemTime::now();
+        self.topology()
+            .dispatchers
+            .values()
+            .filter_map(|s| {
+                let age = now.duration_since(s.oldest()?).unwrap_or_default().as_secs_f64();
+                let topic = match s.topic() {
+                    topic if &**topic == SYSTEM_TOPIC => "systemTopic".to_string(),
+                    topic => topic.to_string(),
+                };
+                Some((topic, age))
             })
             .collect()
     }
