@@ -528,7 +528,7 @@ impl Broker {
                     self.offer(&session, redelivery);
                 }
                 None => {
-                    metrics::counter!("gridmq_shared_messages_dropped_total").increment(1);
+                    crate::telemetry::catalogue::DROPPED_NO_SHARED_MEMBER.increment(1);
                 }
             }
         }
@@ -691,8 +691,11 @@ impl Broker {
 
     /// The `end-session` queue policy: kick the client with 0x97 and discard the session.
     fn overflow(&self, session: &Arc<Session>) {
-        metrics::counter!("gridmq_session_overflows_total").increment(1);
-        session.kick(ReasonCode::QuotaExceeded);
+        // A kicked connection counts its own drop when it ends; an offline session is counted
+        // here.
+        if !session.kick(ReasonCode::QuotaExceeded) {
+            crate::telemetry::catalogue::dropped_session(ReasonCode::QuotaExceeded);
+        }
         self.end_session(session);
     }
 }

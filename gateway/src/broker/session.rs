@@ -314,7 +314,7 @@ impl Session {
     /// Records that a publisher waited a whole pause for this session in vain (see `stalled`).
     pub fn mark_stalled(&self) {
         if !self.stalled.swap(true, Ordering::Relaxed) {
-            metrics::counter!("gridmq_session_stalls_total").increment(1);
+            metrics::counter!(crate::telemetry::catalogue::SESSION_STALLS).increment(1);
             tracing::debug!(client_id = %self.client_id, "Subscriber stalled; publishers no longer wait for it.");
         }
     }
@@ -483,7 +483,7 @@ impl SessionState {
             || (self.queued_bytes + size > config.max_queued_bytes && !self.queue.is_empty())
         {
             if delivery.qos == QoS::AtMostOnce {
-                metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
+                crate::telemetry::catalogue::DROPPED_QUEUE_FULL.increment(1);
                 return Enqueued::Dropped;
             }
             match config.queue_full {
@@ -495,7 +495,7 @@ impl SessionState {
                             journal.delete_entry(client_id, old.seq, old.elidable);
                         }
                     }
-                    metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
+                    crate::telemetry::catalogue::DROPPED_QUEUE_FULL.increment(1);
                     outcome = Enqueued::Dropped;
                 }
             }

@@ -81,6 +81,7 @@ pub struct Dispatcher {
     stop: CancellationToken,
     /// Where deliveries go once retired, when the subscription lives on.
     successor: OnceLock<super::router::Subscriber>,
+    counters: crate::telemetry::catalogue::SubscriptionCounters,
 }
 
 /// Where a subscription's endpoint validation stands.
@@ -104,10 +105,12 @@ impl Dispatcher {
         buffer: Arc<Buffer>,
         dead_letters: Arc<DeadLetters>,
     ) -> Dispatcher {
+        let (topic, name): (Arc<str>, Arc<str>) = (topic.into(), name.into());
         Dispatcher {
             key: format!("{topic}/{name}").into(),
-            topic: topic.into(),
-            name: name.into(),
+            counters: crate::telemetry::catalogue::SubscriptionCounters::new(&topic, &name),
+            topic,
+            name,
             filter,
             sink,
             policy,
@@ -235,10 +238,12 @@ impl Dispatcher {
                     .iter()
                     .map(|p| Delivery { event: &p.event.event, delivery_count: p.attempts + 1 })
                     .collect();
+                let started = std::time::Instant::now();
                 let result = tokio::select! {
                     result = this.sink.send(&deliveries) => result,
                     () = stop.cancelled() => return,
                 };
+                this.counters.destination.record(started.elapsed().as_secs_f64());
                 drop(deliveries);
                 this.complete(batch, result);
                 drop(permit);
@@ -324,6 +329,7 @@ impl Dispatcher {
             }
         }
         for pending in expired {
+            self.counters.expired.increment(1);
             self.dead_letter(pending, sinks::DeadLetterReason::MaxRetryDurationExceeded, None);
         }
         candidates
@@ -340,7 +346,7 @@ impl Dispatcher {
     fn complete(&self, batch: Vec<Pending>, result: Result<(), DeliveryError>) {
         let error = match result {
             Ok(()) => {
-                metrics::counter!("gridmq_routing_delivered_total").increment(batch.len() as u64);
+                self.counters.delivered.increment(batch.len() as u64);
                 for pending in batch {
                     self.buffer.settle(&self.key, &pending.event);
                 }
@@ -348,7 +354,7 @@ impl Dispatcher {
             }
             Err(error) => error,
         };
-        metrics::counter!("gridmq_routing_delivery_failures_total").increment(1);
+        self.counters.failed(error.kind.outcome_name(), batch.len() as u64);
         tracing::warn!(subscription = %self.key, events = batch.len(), %error, "Delivery failed.");
         let now = SystemTime::now();
         for mut pending in batch {
@@ -406,7 +412,10 @@ impl Dispatcher {
             attempts = pending.attempts,
             "Event dead-lettered."
         );
-        self.dead_letters.add(&self.key, record.to_json());
+        self.counters.dead_lettered.increment(1);
+        if self.dead_letters.add(&self.key, record.to_json()) {
+            self.counters.dropped.increment(1);
+        }
         self.buffer.settle(&self.key, &pending.event);
     }
 }

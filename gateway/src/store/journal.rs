@@ -143,7 +143,7 @@ impl Journal {
                 && matches!(slot, Op::PutEntry(client, s, _) if *s == seq && client == client_id)
             {
                 *slot = Op::Nop;
-                metrics::counter!("gridmq_store_elided_total").increment(1);
+                crate::telemetry::catalogue::ELIDED.increment(1);
                 return put;
             }
         }

@@ -12,11 +12,11 @@
 //! not be touched before [`super::install`], or they stay bound to no recorder; the gateway
 //! installs it before any listener accepts.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use metrics::{Counter, Gauge, Histogram, Unit, counter, gauge, histogram};
 
-use crate::mqtt::QoS;
+use crate::mqtt::{QoS, ReasonCode};
 
 // === MQTT (Event Grid: MQTT.Connections, MQTT.RequestCount, MQTT.SuccessfulPublishedMessages,
 // MQTT.FailedPublishedMessages, MQTT.SuccessfulDeliveredMessages, MQTT.Throughput,
@@ -169,15 +169,18 @@ pub static ROUTED_OK: LazyLock<Counter> = LazyLock::new(|| counter!(ROUTED, "res
 pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| histogram!(STORE_COMMIT_SECONDS));
 pub static COMMIT_OPS: LazyLock<Histogram> = LazyLock::new(|| histogram!(STORE_COMMIT_OPS));
 
-/// A failed publish (rare: the label lookup is acceptable here).
-pub fn publish_failed(qos: QoS, reason: &'static str) {
+/// A refused publish (rare: the label lookup is acceptable here); `reason` is the PUBACK or
+/// DISCONNECT reason code.
+pub fn publish_failed(qos: QoS, reason: ReasonCode) {
+    let reason = format!("{reason:?}");
     counter!(PUBLISHED, "qos" => qos_label(qos), "result" => "failure", "reason" => reason)
         .increment(1);
 }
 
-/// A CONNECT answered with `reason` (a CONNACK reason code's name).
-pub fn connection_attempt(success: bool, reason: &'static str) {
-    let result = if success { "success" } else { "failure" };
+/// A CONNECT answered with the CONNACK reason `code`.
+pub fn connection_attempt(code: ReasonCode) {
+    let result = if code.is_error() { "failure" } else { "success" };
+    let reason = format!("{code:?}");
     counter!(CONNECTION_ATTEMPTS, "result" => result, "reason" => reason).increment(1);
 }
 
@@ -191,12 +194,83 @@ pub fn subscription_operations(operation: &'static str, success: bool, count: u6
         .increment(count);
 }
 
-/// A session the broker ended, for `reason`.
-pub fn dropped_session(reason: &'static str) {
-    counter!(DROPPED_SESSIONS, "reason" => reason).increment(1);
+/// A connection the broker ended, with the DISCONNECT reason `code`.
+pub fn dropped_session(code: ReasonCode) {
+    counter!(DROPPED_SESSIONS, "reason" => format!("{code:?}")).increment(1);
 }
 
 /// A routed message that found no route or was refused.
 pub fn routed_failed(reason: &'static str) {
     counter!(ROUTED, "result" => "failure", "reason" => reason).increment(1);
+}
+
+pub const DROPPED_MESSAGES: &str = "gridmq_mqtt_dropped_messages_total";
+pub const SESSION_STALLS: &str = "gridmq_session_stalls_total";
+pub const STORE_ELIDED: &str = "gridmq_store_elided_ops_total";
+pub const LINGER_REFUSED: &str = "gridmq_linger_refused_total";
+pub const ROUTING_UNMATCHED: &str = "gridmq_routing_unmatched_events_total";
+pub const LIFECYCLE_DROPPED: &str = "gridmq_lifecycle_events_dropped_total";
+
+/// Messages a session never received, by reason.
+pub static DROPPED_EXPIRED: LazyLock<Counter> =
+    LazyLock::new(|| counter!(DROPPED_MESSAGES, "reason" => "expired"));
+pub static DROPPED_TOO_LARGE: LazyLock<Counter> =
+    LazyLock::new(|| counter!(DROPPED_MESSAGES, "reason" => "too_large"));
+pub static DROPPED_QUEUE_FULL: LazyLock<Counter> =
+    LazyLock::new(|| counter!(DROPPED_MESSAGES, "reason" => "queue_full"));
+pub static DROPPED_NO_SHARED_MEMBER: LazyLock<Counter> =
+    LazyLock::new(|| counter!(DROPPED_MESSAGES, "reason" => "no_shared_member"));
+pub static ELIDED: LazyLock<Counter> = LazyLock::new(|| counter!(STORE_ELIDED));
+pub static UNMATCHED: LazyLock<Counter> = LazyLock::new(|| counter!(ROUTING_UNMATCHED));
+
+/// The handles of one event subscription, labelled `topic` and `subscription` (configured
+/// names, bounded by `[access.limits]`), made when its dispatcher or queue is built.
+pub struct SubscriptionCounters {
+    topic: Arc<str>,
+    name: Arc<str>,
+    pub delivered: Counter,
+    pub dead_lettered: Counter,
+    pub dropped: Counter,
+    pub expired: Counter,
+    pub destination: Histogram,
+    pub received: Counter,
+    pub acknowledged: Counter,
+    pub released: Counter,
+    pub rejected: Counter,
+    pub lock_lost: Counter,
+}
+
+impl SubscriptionCounters {
+    pub fn new(topic: &Arc<str>, name: &Arc<str>) -> SubscriptionCounters {
+        let labels = [
+            metrics::Label::new("topic", topic.to_string()),
+            metrics::Label::new("subscription", name.to_string()),
+        ];
+        SubscriptionCounters {
+            topic: topic.clone(),
+            name: name.clone(),
+            delivered: counter!(SUBSCRIPTION_DELIVERED, labels.iter()),
+            dead_lettered: counter!(SUBSCRIPTION_DEAD_LETTERED, labels.iter()),
+            dropped: counter!(SUBSCRIPTION_DROPPED, labels.iter()),
+            expired: counter!(SUBSCRIPTION_EXPIRED, labels.iter()),
+            destination: histogram!(DESTINATION_SECONDS, labels.iter()),
+            received: counter!(PULL_RECEIVED, labels.iter()),
+            acknowledged: counter!(PULL_ACKNOWLEDGED, labels.iter()),
+            released: counter!(PULL_RELEASED, labels.iter()),
+            rejected: counter!(PULL_REJECTED, labels.iter()),
+            lock_lost: counter!(PULL_LOCK_LOST, labels.iter()),
+        }
+    }
+
+    /// `events` events whose delivery attempt failed with `error` (Event Grid's outcome name:
+    /// `Busy`, `TimedOut`, `NotFound`, ...).
+    pub fn failed(&self, error: &'static str, events: u64) {
+        counter!(
+            SUBSCRIPTION_FAILED,
+            "topic" => self.topic.to_string(),
+            "subscription" => self.name.to_string(),
+            "error" => error
+        )
+        .increment(events);
+    }
 }
