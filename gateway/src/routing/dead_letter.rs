@@ -6,7 +6,7 @@
 //!
 //! **Bound**: at most `MAX_DEAD_LETTERS` records in all; past it the oldest record of the same
 //! subscription is dropped, logged at error level and counted in
-//! `gridmq_routing_dead_letters_dropped_total`.
+//! `gridmq_subscription_dropped_events_total`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
