@@ -329,3 +329,46 @@ async fn a_scripted_workload_is_counted_exactly() {
     // The metrics listener serves nothing else.
     assert_eq!(exchange(metrics, "GET", "/clients", &bearer, "").await.0, 404);
 }
+
+/// The `gridmq_*` metric families named in `text`, histogram and summary suffixes taken off.
+fn families(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("gridmq_") {
+        let name: String =
+            rest[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        rest = &rest[start + name.len()..];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        names.insert(family.to_string());
+    }
+    names
+}
+
+#[tokio::test]
+async fn every_metric_is_documented_and_the_dashboard_uses_only_real_ones() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let table = readme.split("## Monitoring").nth(1).expect("a Monitoring section");
+    let documented = families(table.split("\n## ").next().unwrap_or(table));
+    let dashboard = std::fs::read_to_string(root.join("examples/grafana-dashboard.json"))
+        .expect("the dashboard");
+    serde_json::from_str::<Value>(&dashboard).expect("the dashboard is JSON");
+    for family in families(&dashboard) {
+        assert!(documented.contains(&family), "the dashboard uses {family}, not in README");
+    }
+    // What a running gateway renders (after a little traffic) is in the table.
+    let gridmq = Gridmq::start_with_config("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let client = v5::Client::connect(gridmq.addr, "one").await;
+    client.disconnect().await;
+    let (status, body) =
+        exchange(gridmq.metrics.expect("metrics"), "GET", "/metrics", "", "").await;
+    assert_eq!(status, 200);
+    let rendered = families(&body);
+    assert!(rendered.contains("gridmq_mqtt_connection_attempts_total"), "{body}");
+    for family in rendered {
+        assert!(documented.contains(&family), "{family} is rendered but not in README");
+    }
+}
