@@ -177,8 +177,17 @@ pub fn publish_failed(qos: QoS, reason: ReasonCode) {
         .increment(1);
 }
 
+/// Accepted CONNECTs, the common case of [`connection_attempt`] kept as a handle for
+/// connection storms.
+static CONNECT_OK: LazyLock<Counter> =
+    LazyLock::new(|| counter!(CONNECTION_ATTEMPTS, "result" => "success", "reason" => "Success"));
+
 /// A CONNECT answered with the CONNACK reason `code`.
 pub fn connection_attempt(code: ReasonCode) {
+    if code == ReasonCode::Success {
+        CONNECT_OK.increment(1);
+        return;
+    }
     let result = if code.is_error() { "failure" } else { "success" };
     let reason = format!("{code:?}");
     counter!(CONNECTION_ATTEMPTS, "result" => result, "reason" => reason).increment(1);
