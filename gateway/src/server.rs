@@ -108,8 +108,8 @@ impl Gateway {
             (Some(management), Some(namespace)) => {
                 let token = management.token().map_err(failed)?;
                 let (listener, addr) = crate::mgmt::bind(management).await.map_err(failed)?;
-                let app = crate::mgmt::app(namespace.clone(), token, router.clone());
-                Some((listener, addr, app))
+                let app = crate::mgmt::app(namespace.clone(), token.clone(), router.clone());
+                Some((listener, addr, app, token))
             }
             _ => None,
         };
@@ -140,17 +140,12 @@ impl Gateway {
             broker.tasks.spawn(crate::telemetry::upkeep(handle.clone(), broker.shutdown.clone()));
             Arc::new(crate::telemetry::Scrape::new(handle, broker.clone(), router.clone()))
         });
-        let management = match management {
-            Some((listener, addr, app)) => {
-                let token = config.management.as_ref().map(|m| m.token()).transpose();
-                let token = token.map_err(failed)?.unwrap_or_default();
-                let app = app.merge(crate::mgmt::metrics_routes(token, scrape.clone()));
-                let https = listener.is_tls();
-                broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
-                Some((addr, https))
-            }
-            None => None,
-        };
+        let management = management.map(|(listener, addr, app, token)| {
+            let app = app.merge(crate::mgmt::metrics_routes(token, scrape.clone()));
+            let https = listener.is_tls();
+            broker.tasks.spawn(crate::mgmt::serve(listener, app, broker.shutdown.clone()));
+            (addr, https)
+        });
         let metrics = metrics_listener.map(|(listener, addr)| {
             let app = crate::telemetry::routes(scrape.clone());
             broker.tasks.spawn(listener.serve(app, broker.shutdown.clone(), "metrics"));
