@@ -372,3 +372,13 @@ async fn every_metric_is_documented_and_the_dashboard_uses_only_real_ones() {
         assert!(documented.contains(&family), "{family} is rendered but not in README");
     }
 }
+
+#[tokio::test]
+async fn metrics_turned_off_are_not_served() {
+    let gridmq =
+        Gridmq::start_with_config("[metrics]\nenabled = false\nlisten = \"127.0.0.1:0\"\n");
+    let client = v5::Client::connect(gridmq.addr, "one").await;
+    client.disconnect().await;
+    let (status, _) = exchange(gridmq.metrics.expect("metrics"), "GET", "/metrics", "", "").await;
+    assert_eq!(status, 404);
+}
