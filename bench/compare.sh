@@ -15,6 +15,11 @@
 #   GRIDMQ_BASELINE  another gridmq binary (an older build, say); add "baseline" to BENCH_BROKERS
 #                    to run it with the same config, so a change is measured against its base
 #                    in one run rather than against a figure from another day
+#   GRIDMQ_BASELINE_CONFIG  config file for the baseline (default GRIDMQ_CONFIG): with
+#                    GRIDMQ_BASELINE set to the same binary, measures what a setting costs,
+#                    e.g. a file with `[metrics]` `enabled = false` for the cost of metrics
+#   BENCH_ROUNDS     how many times the scenario list runs (default 1); the brokers alternate
+#                    within every round, and the table shows each figure's median over rounds
 #   RUMQTTD_ROOT     where rumqttd is installed (default ~/.cache/gridmq-bench/rumqttd)
 #   BENCH_PORT       first of the four loopback ports used (default 21883)
 # Needs: cargo, python3, and root (or a mosquitto already installed) for apt-get.
@@ -25,6 +30,7 @@ DURATION=${BENCH_DURATION:-10}
 BROKERS=${BENCH_BROKERS:-"gridmq mosquitto rumqttd"}
 SCENARIOS=${BENCH_SCENARIOS:-"fan-in:0 fan-in:1 fan-out:0 fan-out:1 pairs:0 pairs:1 idle:0"}
 EXTRA_ARGS=${BENCH_ARGS:-}
+ROUNDS=${BENCH_ROUNDS:-1}
 RUMQTTD_ROOT=${RUMQTTD_ROOT:-$HOME/.cache/gridmq-bench/rumqttd}
 PORT_BASE=${BENCH_PORT:-21883}
 GRIDMQ_PORT=$PORT_BASE
@@ -145,15 +151,16 @@ start_broker() {
     case $broker in
     gridmq | baseline)
         BROKER_PORT=$GRIDMQ_PORT
-        local binary=$GRIDMQ
+        local binary=$GRIDMQ config=${GRIDMQ_CONFIG:-}
         if [[ $broker == baseline ]]; then
             binary=${GRIDMQ_BASELINE:?set GRIDMQ_BASELINE to the baseline gridmq binary}
+            config=${GRIDMQ_BASELINE_CONFIG:-$config}
         fi
         # A fresh data directory per run, in the run's temp dir: gridmq runs with its default
         # durable store, as a user's would, without leaving files where the script was started.
         rm -rf "$WORK/gridmq-data"
         "$binary" serve --listen "127.0.0.1:$BROKER_PORT" --data-dir "$WORK/gridmq-data" \
-            ${GRIDMQ_CONFIG:+--config "$GRIDMQ_CONFIG"} >>"$log" 2>&1 &
+            ${config:+--config "$config"} >>"$log" 2>&1 &
         ;;
     mosquitto)
         BROKER_PORT=$MOSQUITTO_PORT
@@ -205,7 +212,8 @@ status_kb() { awk -v key="$2:" '$1 == key { print $2 }' "/proc/$1/status"; }
 
 # --- the runs ----------------------------------------------------------------------------------
 
-log "brokers: $BROKERS; scenarios: $SCENARIOS; $DURATION s each; results: $RESULTS"
+log "brokers: $BROKERS; scenarios: $SCENARIOS; $DURATION s each; $ROUNDS round(s); results: $RESULTS"
+for round in $(seq 1 "$ROUNDS"); do
 for scenario_qos in $SCENARIOS; do
     scenario=${scenario_qos%%:*}
     qos=${scenario_qos##*:}
@@ -217,7 +225,7 @@ for scenario_qos in $SCENARIOS; do
         fi
         sleep 0.5 # let the broker settle before reading its baseline memory
         base_kb=$(status_kb "$BROKER_PID" VmRSS)
-        log "$broker $scenario qos $qos (pid $BROKER_PID, port $BROKER_PORT)"
+        log "round $round: $broker $scenario qos $qos (pid $BROKER_PID, port $BROKER_PORT)"
         # shellcheck disable=SC2086 # EXTRA_ARGS is a list of flags
         line=$("$BENCH" --scenario "$scenario" --qos "$qos" --duration "$DURATION" \
             --host 127.0.0.1 --port "$BROKER_PORT" --label "$broker" $EXTRA_ARGS \
@@ -240,6 +248,7 @@ row["broker_base_rss_kb"] = json.loads(sys.argv[4])
 print(json.dumps(row))' "$line" "$cpu" "$hwm_kb" "${base_kb:-null}" | tee -a "$RESULTS" >&2
     done
 done
+done
 
 # --- the table ---------------------------------------------------------------------------------
 
@@ -256,10 +265,17 @@ for r in rows:
         keys.append(key)
 
 def get(scenario, qos, broker):
-    for r in rows:
-        if r.get("scenario") == scenario and r.get("qos") == qos and r.get("label") == broker:
-            return r
-    return None
+    """The run of `broker`, or with several rounds a run of each figure's median."""
+    runs = [r for r in rows
+            if r.get("scenario") == scenario and r.get("qos") == qos and r.get("label") == broker]
+    if len(runs) <= 1:
+        return runs[0] if runs else None
+    merged = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = sorted(r[key] for r in runs if isinstance(r.get(key), (int, float)))
+            merged[key] = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+    return merged
 
 def fmt(v, digits=0):
     if v is None:
@@ -278,7 +294,9 @@ title = {"fan-in": "fan-in {c}->1", "fan-out": "fan-out 1->{c}", "pairs": "pairs
 header = ["scenario", "metric"] + brokers
 others = [b for b in ("baseline", "mosquitto", "rumqttd") if b in brokers and "gridmq" in brokers]
 header += [f"gridmq/{b}" for b in others]
-print(f"Payload 64 B unless noted, {duration} s per scenario, one broker at a time.\n")
+rounds = max(sum(1 for r in rows if (r.get("scenario"), r.get("qos"), r.get("clients")) == k and r.get("label") == brokers[0]) for k in keys) if keys and brokers else 1
+print(f"Payload 64 B unless noted, {duration} s per scenario, one broker at a time"
+      + (f", medians of {rounds} alternating rounds" if rounds > 1 else "") + ".\n")
 print("| " + " | ".join(header) + " |")
 print("|" + "---|" * len(header))
 for scenario, qos, clients in keys:

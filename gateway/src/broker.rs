@@ -63,6 +63,15 @@ pub struct Broker {
     pub lingering: Arc<tokio::sync::Semaphore>,
 }
 
+/// What [`Broker::census`] counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Census {
+    pub sessions: usize,
+    pub parked: usize,
+    pub retained: usize,
+    pub retained_bytes: usize,
+}
+
 /// One matching subscription found during fan-out, before overlapping ones are merged.
 /// What a fan-out did.
 #[derive(Default)]
@@ -194,6 +203,25 @@ impl Broker {
     /// The number of live sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()
+    }
+
+    /// Counts for the metrics scrape: sessions, attached and parked connections, each
+    /// session's queue depth (handed to `depth`, never kept per client) and the retained
+    /// messages with their payload bytes. Takes each session's lock in turn, never two at once.
+    pub fn census(&self, mut depth: impl FnMut(usize)) -> Census {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let mut census = Census { sessions: sessions.len(), ..Census::default() };
+        for session in sessions {
+            let state = session.lock();
+            census.parked += usize::from(state.is_parked());
+            depth(state.queue.len());
+        }
+        let retained = self.retained.read();
+        retained.for_each(|_, (message, _)| {
+            census.retained += 1;
+            census.retained_bytes += message.payload.len();
+        });
+        census
     }
 
     /// Fans `message` out to every matching subscription; returns how many sessions it was
@@ -502,7 +530,7 @@ impl Broker {
                     self.offer(&session, redelivery);
                 }
                 None => {
-                    metrics::counter!("gridmq_shared_messages_dropped_total").increment(1);
+                    crate::telemetry::catalogue::DROPPED_NO_SHARED_MEMBER.increment(1);
                 }
             }
         }
@@ -665,8 +693,11 @@ impl Broker {
 
     /// The `end-session` queue policy: kick the client with 0x97 and discard the session.
     fn overflow(&self, session: &Arc<Session>) {
-        metrics::counter!("gridmq_session_overflows_total").increment(1);
-        session.kick(ReasonCode::QuotaExceeded);
+        // A kicked connection counts its own drop when it ends; an offline session is counted
+        // here.
+        if !session.kick(ReasonCode::QuotaExceeded) {
+            crate::telemetry::catalogue::dropped_session(ReasonCode::QuotaExceeded);
+        }
         self.end_session(session);
     }
 }

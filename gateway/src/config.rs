@@ -31,6 +31,7 @@ pub use crate::server::config::{
     ClientAuth, ListenerConfig, ListenerKind, ServerConfig, TlsVersion,
 };
 pub use crate::store::StoreConfig;
+pub use crate::telemetry::MetricsConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -54,6 +55,9 @@ pub struct Config {
     /// `[http]`: the data-plane HTTP API (namespace topic publish, HTTP publish into MQTT,
     /// retained messages); off unless the table is present.
     pub http: Option<DataPlaneConfig>,
+    /// `[metrics]`: Prometheus metrics; on by default, served on the management listener and,
+    /// with `listen`, on a listener of their own.
+    pub metrics: MetricsConfig,
     /// `[namespace]`: namespace-wide settings.
     pub namespace: NamespaceSettings,
     /// `[clients.NAME]`: registered clients.

@@ -305,7 +305,8 @@ where
                 read = read_some(&mut self.stream, &mut self.read_buf, self.busy), if congested.is_none() => {
                     match read {
                         Ok((0, _)) | Err(_) => return Step::End(Ending::lost()),
-                        Ok((_, filled)) => {
+                        Ok((read, filled)) => {
+                            crate::telemetry::catalogue::RECEIVED_BYTES.increment(read as u64);
                             self.busy = filled;
                             self.active = true;
                             if let Some(ending) = Box::pin(self.process_input()).await {
@@ -505,6 +506,10 @@ where
     /// session and everything else the connection holds are let go of first: a server-ended
     /// connection then lingers (`linger.rs`) holding only its transport.
     async fn finish(mut self: Box<Self>, ending: Ending) {
+        crate::telemetry::catalogue::OPEN_CONNECTIONS.decrement(1);
+        if let Some(disconnect) = &ending.notify {
+            crate::telemetry::catalogue::dropped_session(disconnect.reason);
+        }
         if let Some(disconnect) = &ending.notify
             && self.protocol == Protocol::V5
         {
@@ -578,6 +583,7 @@ where
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
+            crate::telemetry::catalogue::SENT_BYTES.increment(self.write_buf.len() as u64);
             if self.busy {
                 self.write_buf.clear();
             } else {

@@ -44,6 +44,9 @@ impl Builder {
         if let Some(management) = &mut config.management {
             management.listen = loopback;
         }
+        if let Some(listen) = &mut config.metrics.listen {
+            *listen = loopback;
+        }
         config.store.in_memory = true;
         Builder { config }
     }

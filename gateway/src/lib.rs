@@ -24,6 +24,7 @@
 //! - [`diagnostics`]: Event Grid's diagnostic log categories as rate-limited `tracing` events.
 //! - [`logging`]: the `[log]` table and the log's format.
 //! - [`readiness`]: what `/readyz` answers from.
+//! - [`telemetry`]: Prometheus metrics (`/metrics`) and the metric catalogue.
 
 pub mod access;
 pub mod auth;
@@ -44,6 +45,7 @@ pub mod routing;
 pub mod server;
 pub mod startup;
 pub mod store;
+pub mod telemetry;
 
 pub use config::Config;
 pub use hooks::Hooks;

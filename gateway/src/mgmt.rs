@@ -159,33 +159,55 @@ async fn require_token(
     }
 }
 
+/// `GET /metrics` behind the admin token, for the management listener (see
+/// [`crate::telemetry`]).
+pub fn metrics_routes(token: String, scrape: Option<Arc<crate::telemetry::Scrape>>) -> Router {
+    let token = Arc::new(token);
+    crate::telemetry::routes(scrape).route_layer(middleware::from_fn(
+        move |headers: HeaderMap, request: Request, next: Next| {
+            let refused = refusal(&token, &headers);
+            async move {
+                match refused {
+                    None => next.run(request).await,
+                    Some(response) => response,
+                }
+            }
+        },
+    ))
+}
+
 impl Api {
     /// The 401 answer when `headers` do not carry the admin token.
     fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim);
-        if let Some(token) = presented
-            && constant_time_eq(token.as_bytes(), self.token.as_bytes())
-        {
-            return None;
-        }
-        let mut response = ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            code: "Unauthorized",
-            message: "Authorization: Bearer <admin token> required".into(),
-        }
-        .into_response();
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        Some(response)
+        refusal(&self.token, headers)
     }
 
     /// The namespace's resource id, the prefix of every resource's id.
     fn resource_id(&self) -> String {
         self.namespace.resources().namespace.resource_id()
     }
+}
+
+/// The 401 answer when `headers` do not carry `token`.
+fn refusal(token: &str, headers: &HeaderMap) -> Option<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let Some(presented) = presented
+        && constant_time_eq(presented.as_bytes(), token.as_bytes())
+    {
+        return None;
+    }
+    let mut response = ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "Unauthorized",
+        message: "Authorization: Bearer <admin token> required".into(),
+    }
+    .into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
 }
 
 async fn list(State(api): State<Arc<Api>>, kind: ResourceKind) -> Response {

@@ -49,6 +49,8 @@ pub struct Gateway {
     management: Option<(SocketAddr, bool)>,
     /// Where the data-plane API listens, when `[http]` is present, and whether it speaks HTTPS.
     data_plane: Option<(SocketAddr, bool)>,
+    /// Where the metrics-only listener listens, when `[metrics]` gives `listen`.
+    metrics: Option<SocketAddr>,
     namespace: Option<Arc<crate::namespace::Namespace>>,
     router: Option<Arc<crate::routing::Router>>,
     broker: Arc<Broker>,
@@ -73,6 +75,11 @@ impl Gateway {
     pub async fn start(config: Config, hooks: Hooks) -> std::io::Result<Gateway> {
         let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         config.server.validate().map_err(invalid)?;
+        // Before anything counts: the catalogue's handles bind to the recorder on first use.
+        let recorder = match config.metrics.enabled {
+            true => crate::telemetry::install().map_err(std::io::Error::other)?,
+            false => None,
+        };
         let prepared = listener::prepare(&config.server.listeners, config.mqtt.max_packet_size)
             .map_err(invalid)?;
         let readiness = crate::readiness::Readiness::new();
@@ -158,6 +165,14 @@ impl Gateway {
             namespace.clone(),
             router.clone(),
         ));
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => Some(
+                https::HttpListener::bind("metrics", addr, None, None, Default::default())
+                    .await
+                    .map_err(failed)?,
+            ),
+            None => None,
+        };
         let broker =
             crate::startup::recover_broker(&config, hooks, &storage, snapshot).map_err(failed)?;
         if let Some(namespace) = &namespace {
@@ -169,17 +184,30 @@ impl Gateway {
             router.recover(routing_rows);
             router.start(&broker.tasks, &broker.shutdown);
         }
+        let scrape = recorder.map(|handle| {
+            broker.tasks.spawn(crate::telemetry::upkeep(handle.clone(), broker.shutdown.clone()));
+            Arc::new(crate::telemetry::Scrape::new(handle, broker.clone(), router.clone()))
+        });
         // A `[management]` table turns access control on, so the namespace is there.
         let management = management.map(|(deferred, token, addr, https)| {
             if let Some(namespace) = &namespace {
-                deferred.set(crate::mgmt::app_with_reload(
-                    namespace.clone(),
-                    token,
-                    router.clone(),
-                    Some(reloader.clone()),
-                ));
+                let metrics = crate::mgmt::metrics_routes(token.clone(), scrape.clone());
+                deferred.set(
+                    crate::mgmt::app_with_reload(
+                        namespace.clone(),
+                        token,
+                        router.clone(),
+                        Some(reloader.clone()),
+                    )
+                    .merge(metrics),
+                );
             }
             (addr, https)
+        });
+        let metrics = metrics_listener.map(|(listener, addr)| {
+            let app = crate::telemetry::routes(scrape.clone());
+            broker.tasks.spawn(listener.serve(app, broker.shutdown.clone(), "metrics"));
+            addr
         });
         let data_plane = match (data_plane, &config.http) {
             (Some((deferred, addr, https)), Some(http)) => {
@@ -225,6 +253,7 @@ impl Gateway {
             listeners,
             management,
             data_plane,
+            metrics,
             namespace,
             router,
             broker,
@@ -267,6 +296,11 @@ impl Gateway {
     /// Where the data-plane API listens, when `[http]` is configured.
     pub fn data_plane_addr(&self) -> Option<SocketAddr> {
         self.data_plane.map(|(addr, _)| addr)
+    }
+
+    /// Where the metrics-only listener listens, when `[metrics]` gives `listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// Whether the data-plane API speaks HTTPS (`[http]` has a certificate).
@@ -326,7 +360,8 @@ async fn sweep_retained(broker: Arc<Broker>) {
 /// listener on stdout, in config order, `gridmq listening <scheme> <address>` with scheme
 /// `mqtt` (tcp), `mqtts` (tls), `ws` or `wss`. The management API, when it runs, comes first,
 /// as `gridmq listening http <address>` (`https` over TLS), then the data-plane API as
-/// `gridmq listening api <address>` (`apis` over TLS).
+/// `gridmq listening api <address>` (`apis` over TLS), then the metrics-only listener as
+/// `gridmq listening metrics <address>`.
 pub fn announce(gateway: &Gateway) {
     if let Some(addr) = gateway.management_addr() {
         let scheme = if gateway.management_https() { "https" } else { "http" };
@@ -338,6 +373,10 @@ pub fn announce(gateway: &Gateway) {
             if gateway.data_plane_https() { ("https", "apis") } else { ("http", "api") };
         info!(%addr, scheme, "Data-plane API listening.");
         println!("gridmq listening {label} {addr}");
+    }
+    if let Some(addr) = gateway.metrics_addr() {
+        info!(%addr, "Metrics listening.");
+        println!("gridmq listening metrics {addr}");
     }
     for (kind, addr) in gateway.listener_addrs() {
         info!(listener = %kind, %addr, "Listening.");

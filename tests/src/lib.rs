@@ -35,6 +35,8 @@ pub struct Gridmq {
     pub api_tls: bool,
     /// The first MQTT-over-TLS listener, when the config declares one before its `tcp` one.
     pub mqtts: Option<SocketAddr>,
+    /// The metrics-only listener, when `[metrics]` gives `listen` (announced as `metrics`).
+    pub metrics: Option<SocketAddr>,
     _config: Option<tempfile::NamedTempFile>,
     data: Arc<tempfile::TempDir>,
 }
@@ -112,6 +114,7 @@ impl Gridmq {
         let (mut http, mut http_tls) = (None, false);
         let (mut api, mut api_tls) = (None, false);
         let mut mqtts = None;
+        let mut metrics = None;
         let addr = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
@@ -131,6 +134,7 @@ impl Gridmq {
                     api = Some(rest.trim().parse().expect("data-plane address"));
                     api_tls = scheme == "apis";
                 }
+                "metrics" => metrics = Some(rest.trim().parse().expect("metrics address")),
                 "mqtts" if mqtts.is_none() => {
                     mqtts = Some(rest.trim().parse().expect("MQTT TLS address"));
                 }
@@ -142,7 +146,7 @@ impl Gridmq {
         };
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gridmq { child, addr, http, api, http_tls, api_tls, mqtts, _config: file, data }
+        Gridmq { child, addr, http, api, http_tls, api_tls, mqtts, metrics, _config: file, data }
     }
 
     /// The config file the broker was started with.

@@ -506,6 +506,10 @@ certificate = "tls/server.pem"
 private_key = "tls/server.key"
 min_tls_version = "1.3"
 
+[metrics]
+enabled = true
+listen = "127.0.0.1:9464"
+
 [http]
 listen = "0.0.0.0:8443"
 access_keys = ["ZGF0YS1wbGFuZS1rZXk="]
@@ -667,6 +671,8 @@ fn unknown_config_fields_are_refused() {
     config_refused(&mutated(&config, &["mqtt", "max_packet_bytes"], json!(1)));
     config_refused(&mutated(&config, &["log", "level"], json!("debug")));
     config_refused(&mutated(&config, &["log", "format"], json!("xml")));
+    config_refused(&mutated(&config, &["metrics", "port"], json!(9464)));
+    config_refused(&mutated(&config, &["metrics", "listen"], json!("localhost")));
     config_refused(&mutated(&config, &["clients", "car1", "AuthenticationName"], json!("x")));
     let route = json!({"topic": "telemetry", "filter": "#"});
     config_refused(&json!({"routing": {"routes": [route]}}));

@@ -9,7 +9,7 @@ use crate::config::ConfigError;
 #[serde(rename_all = "kebab-case")]
 pub enum QueueFull {
     /// The oldest queued message is dropped to make room, and the
-    /// `gridmq_session_messages_dropped_total` counter goes up.
+    /// `gridmq_mqtt_dropped_messages_total{reason="queue_full"}` counter goes up.
     DropOldest,
     /// The session is discarded, as Event Grid's SessionOverflow does: a connected client gets
     /// DISCONNECT 0x97 (quota exceeded) and its queued messages are gone.

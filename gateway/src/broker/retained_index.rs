@@ -111,6 +111,15 @@ impl<V> RetainedIndex<V> {
         }
     }
 
+    /// Calls f(topic, value) for every stored topic, `$` topics included.
+    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+        let mut stack = vec![&self.root];
+        while let Some(node) = stack.pop() {
+            node.report(&mut f);
+            stack.extend(node.children.values());
+        }
+    }
+
     /// Removes every entry for which keep returns false (used to drop expired messages).
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &V) -> bool) {
         // Values are taken in one pass over the whole tree; the names that held them are then

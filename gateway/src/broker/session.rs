@@ -188,6 +188,13 @@ pub struct Offered {
     pub congested: bool,
 }
 
+impl SessionState {
+    /// Whether the attached connection is parked.
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+}
+
 impl Session {
     pub fn new(client_id: Arc<str>, id: u64, protocol: Protocol) -> Session {
         Session {
@@ -307,7 +314,7 @@ impl Session {
     /// Records that a publisher waited a whole pause for this session in vain (see `stalled`).
     pub fn mark_stalled(&self) {
         if !self.stalled.swap(true, Ordering::Relaxed) {
-            metrics::counter!("gridmq_session_stalls_total").increment(1);
+            metrics::counter!(crate::telemetry::catalogue::SESSION_STALLS).increment(1);
             tracing::debug!(client_id = %self.client_id, "Subscriber stalled; publishers no longer wait for it.");
         }
     }
@@ -476,7 +483,7 @@ impl SessionState {
             || (self.queued_bytes + size > config.max_queued_bytes && !self.queue.is_empty())
         {
             if delivery.qos == QoS::AtMostOnce {
-                metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
+                crate::telemetry::catalogue::DROPPED_QUEUE_FULL.increment(1);
                 return Enqueued::Dropped;
             }
             match config.queue_full {
@@ -488,7 +495,7 @@ impl SessionState {
                             journal.delete_entry(client_id, old.seq, old.elidable);
                         }
                     }
-                    metrics::counter!("gridmq_session_messages_dropped_total").increment(1);
+                    crate::telemetry::catalogue::DROPPED_QUEUE_FULL.increment(1);
                     outcome = Enqueued::Dropped;
                 }
             }

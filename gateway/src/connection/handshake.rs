@@ -237,6 +237,8 @@ where
         _attached: guard,
         _slot: None,
     };
+    crate::telemetry::catalogue::connection_attempt(ReasonCode::Success);
+    crate::telemetry::catalogue::OPEN_CONNECTIONS.increment(1);
     connection.send(Packet::ConnAck(ConnAck {
         session_present,
         code: ReasonCode::Success,
@@ -468,6 +470,7 @@ async fn attach(
 
 /// A refusing CONNACK, encoded.
 fn refusal(protocol: Protocol, code: ReasonCode, reason: Option<String>) -> BytesMut {
+    crate::telemetry::catalogue::connection_attempt(code);
     let mut out = BytesMut::new();
     let connack = ConnAck {
         session_present: false,

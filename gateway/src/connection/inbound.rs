@@ -213,8 +213,12 @@ where
             .emit();
         }
         let code = match verdict {
-            Err(Refused::Close(code)) => return Some(Ending::violation(code)),
+            Err(Refused::Close(code)) => {
+                crate::telemetry::catalogue::publish_failed(publish.qos, code);
+                return Some(Ending::violation(code));
+            }
             Err(Refused::Nack(code, reason)) => {
+                crate::telemetry::catalogue::publish_failed(publish.qos, code);
                 if publish.qos != QoS::AtMostOnce {
                     // Acknowledgements go in the order the publishes came (MQTT-4.6.0-2):
                     // the run's first, even past a pause.
@@ -234,6 +238,7 @@ where
                 return None;
             }
             Ok((message, routed)) => {
+                crate::telemetry::catalogue::PUBLISHED_OK.get(publish.qos).increment(1);
                 if publish.qos != QoS::ExactlyOnce && !message.retain {
                     // The message joins the run; a QoS 1 one is acknowledged once the run is
                     // fanned out, after what routing holds it on is durable.
@@ -476,6 +481,10 @@ where
                 }
             }
         }
+        let failed = reasons.iter().filter(|r| r.is_error()).count() as u64;
+        let catalogue = crate::telemetry::catalogue::subscription_operations;
+        catalogue("subscribe", true, reasons.len() as u64 - failed);
+        catalogue("subscribe", false, failed);
         let ticket = self.broker.persist_session(&self.session, None);
         self.hold(ticket);
         let properties = self.reason_properties(denial);
@@ -489,6 +498,8 @@ where
     }
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let count = unsubscribe.filters.len() as u64;
+        crate::telemetry::catalogue::subscription_operations("unsubscribe", true, count);
         let reasons = unsubscribe
             .filters
             .iter()

@@ -64,7 +64,7 @@ where
         }
         Err(_) => {
             debug!("Too many lingering connections: closing at once.");
-            metrics::counter!("gridmq_linger_refused_total").increment(1);
+            metrics::counter!(crate::telemetry::catalogue::LINGER_REFUSED).increment(1);
             close_now(stream, last).await;
         }
     }

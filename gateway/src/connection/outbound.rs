@@ -51,19 +51,22 @@ impl Outbound {
         let now = Instant::now();
         let mut barrier = None;
         let mut state = session.lock();
+        // Counted once per drain, not per message.
+        let mut delivered = [0u64; 3];
         while let Some(delivery) = state.next_delivery() {
             let stored = delivery.seq != 0;
             if delivery.message.is_expired(now) || !self.fits(&delivery, now) {
                 if delivery.message.is_expired(now) {
-                    metrics::counter!("gridmq_messages_expired_total").increment(1);
+                    crate::telemetry::catalogue::DROPPED_EXPIRED.increment(1);
                 } else {
-                    metrics::counter!("gridmq_messages_too_large_total").increment(1);
+                    crate::telemetry::catalogue::DROPPED_TOO_LARGE.increment(1);
                 }
                 if let (true, Some(journal)) = (stored, journal) {
                     journal.delete_entry(&session.client_id, delivery.seq, delivery.elidable);
                 }
                 continue;
             }
+            delivered[delivery.qos as usize] += 1;
             if delivery.qos == QoS::AtMostOnce {
                 self.write(&delivery, None, false, now, buf);
                 continue;
@@ -79,6 +82,14 @@ impl Outbound {
                 barrier = Some(journal.append(op));
             }
             self.write(&entry.delivery, Some(id), false, now, buf);
+        }
+        let counters = &*crate::telemetry::catalogue::DELIVERED_BY_QOS;
+        for (qos, count) in
+            [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().zip(delivered)
+        {
+            if count > 0 {
+                counters.get(qos).increment(count);
+            }
         }
         // Publishers that paused for this session are woken once, when the queue reaches
         // its low-water mark (`notify_waiters` takes a lock every time, so not on every drain).

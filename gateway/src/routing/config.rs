@@ -30,7 +30,7 @@ pub struct RoutingConfig {
     /// however many subscriptions still owe it). At the bound a publish that would be routed
     /// is refused: a 5.0 publisher gets PUBACK 0x97 (Quota exceeded), a 3.1.1 QoS 1/2
     /// publisher is disconnected so that it sends again, a QoS 0 message is dropped and
-    /// counted in `gridmq_routing_refused_total`.
+    /// counted in `gridmq_routing_routed_messages_total` (`result="failure"`).
     pub max_buffered_events: usize,
     /// `[[routing.routes]]`: which messages go to which namespace topic. A message matching
     /// several routes goes to each of their topics (once per topic).

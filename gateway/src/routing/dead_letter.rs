@@ -8,7 +8,7 @@
 //!
 //! **Bound**: at most `MAX_DEAD_LETTERS` records in all; past it the oldest record of the same
 //! subscription is dropped, logged at error level and counted in
-//! `gridmq_routing_dead_letters_dropped_total`.
+//! `gridmq_subscription_dropped_events_total`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,8 +37,9 @@ impl DeadLetters {
         DeadLetters { journal, next_seq: AtomicU64::new(1), rows: Mutex::new(BTreeMap::new()) }
     }
 
-    /// Keeps `record` for subscription `key`.
-    pub fn add(&self, key: &Arc<str>, record: Box<RawValue>) {
+    /// Keeps `record` for subscription `key`; true when the store was full and the
+    /// subscription's oldest record was dropped for it.
+    pub fn add(&self, key: &Arc<str>, record: Box<RawValue>) -> bool {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         self.append(Op::PutRouting(
             RoutingTable::DeadLetters,
@@ -49,15 +50,16 @@ impl DeadLetters {
         let mut rows = self.rows.lock();
         let total: usize = rows.values().map(BTreeMap::len).sum();
         let subscription = rows.entry(key.clone()).or_default();
+        let mut dropped = false;
         if total >= MAX_DEAD_LETTERS
             && let Some((oldest, _)) = subscription.pop_first()
         {
+            dropped = true;
             tracing::error!(subscription = %key, seq = oldest, "Dead-letter store full; dropped the oldest record.");
-            metrics::counter!("gridmq_routing_dead_letters_dropped_total").increment(1);
             self.append(Op::DeleteRouting(RoutingTable::DeadLetters, key.clone(), oldest));
         }
         subscription.insert(seq, record);
-        metrics::counter!("gridmq_routing_dead_lettered_total").increment(1);
+        dropped
     }
 
     /// A record read back from the store.

@@ -83,6 +83,7 @@ pub struct Dispatcher {
     successor: OnceLock<super::router::Subscriber>,
     /// This dispatcher in `/readyz`: ready while it runs with its endpoint validated.
     readiness: crate::readiness::Entry,
+    counters: crate::telemetry::catalogue::SubscriptionCounters,
 }
 
 /// Where a subscription's endpoint validation stands.
@@ -107,14 +108,16 @@ impl Dispatcher {
         dead_letters: Arc<DeadLetters>,
         readiness: &Arc<crate::readiness::Readiness>,
     ) -> Dispatcher {
+        let (topic, name): (Arc<str>, Arc<str>) = (topic.into(), name.into());
         let key = format!("{topic}/{name}");
         let readiness =
             readiness.register(crate::readiness::Component::Dispatcher, key.clone(), "not started");
         Dispatcher {
             readiness,
             key: key.into(),
-            topic: topic.into(),
-            name: name.into(),
+            counters: crate::telemetry::catalogue::SubscriptionCounters::new(&topic, &name),
+            topic,
+            name,
             filter,
             sink,
             policy,
@@ -195,6 +198,11 @@ impl Dispatcher {
         self.due.lock().len()
     }
 
+    /// When the oldest waiting event entered the buffer.
+    pub fn oldest(&self) -> Option<SystemTime> {
+        self.due.lock().values().map(|p| p.event.published).min()
+    }
+
     /// The endpoint's validation state.
     pub fn status(&self) -> Status {
         self.status.lock().clone()
@@ -244,10 +252,12 @@ impl Dispatcher {
                     .iter()
                     .map(|p| Delivery { event: &p.event.event, delivery_count: p.attempts + 1 })
                     .collect();
+                let started = std::time::Instant::now();
                 let result = tokio::select! {
                     result = this.sink.send(&deliveries) => result,
                     () = stop.cancelled() => return,
                 };
+                this.counters.destination.record(started.elapsed().as_secs_f64());
                 drop(deliveries);
                 this.complete(batch, result);
                 drop(permit);
@@ -336,6 +346,7 @@ impl Dispatcher {
             }
         }
         for pending in expired {
+            self.counters.expired.increment(1);
             self.dead_letter(pending, sinks::DeadLetterReason::MaxRetryDurationExceeded, None);
         }
         candidates
@@ -352,7 +363,7 @@ impl Dispatcher {
     fn complete(&self, batch: Vec<Pending>, result: Result<(), DeliveryError>) {
         let error = match result {
             Ok(()) => {
-                metrics::counter!("gridmq_routing_delivered_total").increment(batch.len() as u64);
+                self.counters.delivered.increment(batch.len() as u64);
                 for pending in batch {
                     self.buffer.settle(&self.key, &pending.event);
                 }
@@ -360,7 +371,7 @@ impl Dispatcher {
             }
             Err(error) => error,
         };
-        metrics::counter!("gridmq_routing_delivery_failures_total").increment(1);
+        self.counters.failed(error.kind.outcome_name(), batch.len() as u64);
         tracing::warn!(subscription = %self.key, events = batch.len(), %error, "Delivery failed.");
         let now = SystemTime::now();
         for mut pending in batch {
@@ -418,7 +429,10 @@ impl Dispatcher {
             attempts = pending.attempts,
             "Event dead-lettered."
         );
-        self.dead_letters.add(&self.key, record.to_raw());
+        self.counters.dead_lettered.increment(1);
+        if self.dead_letters.add(&self.key, record.to_raw()) {
+            self.counters.dropped.increment(1);
+        }
         self.buffer.settle(&self.key, &pending.event);
     }
 }

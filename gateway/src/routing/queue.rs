@@ -110,6 +110,7 @@ pub struct QueueSubscription {
     arrived: Notify,
     /// Where events go once retired, when the subscription lives on.
     successor: std::sync::OnceLock<super::router::Subscriber>,
+    counters: crate::telemetry::catalogue::SubscriptionCounters,
 }
 
 impl QueueSubscription {
@@ -123,10 +124,12 @@ impl QueueSubscription {
         buffer: Arc<Buffer>,
         dead_letters: Arc<DeadLetters>,
     ) -> QueueSubscription {
+        let (topic, name): (Arc<str>, Arc<str>) = (topic.into(), name.into());
         QueueSubscription {
             key: format!("{topic}/{name}").into(),
-            topic: topic.into(),
-            name: name.into(),
+            counters: crate::telemetry::catalogue::SubscriptionCounters::new(&topic, &name),
+            topic,
+            name,
             filter,
             policy,
             lock_duration,
@@ -195,6 +198,13 @@ impl QueueSubscription {
         self.state.lock().locked.len()
     }
 
+    /// When the oldest available or locked event entered the buffer.
+    pub fn oldest(&self) -> Option<SystemTime> {
+        let state = self.state.lock();
+        let available = state.available.values().map(|p| p.event.published);
+        available.chain(state.locked.values().map(|l| l.pending.event.published)).min()
+    }
+
     /// Receives up to `max_events`, waiting up to `max_wait` for the first one (long poll).
     pub async fn receive(&self, max_events: usize, max_wait: Duration) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + max_wait;
@@ -222,6 +232,7 @@ impl QueueSubscription {
     /// Settles events for good.
     pub fn acknowledge(&self, tokens: &[String]) -> TokenOutcome {
         self.apply(tokens, |this, _, locked| {
+            this.counters.acknowledged.increment(1);
             this.buffer.settle(&this.key, &locked.pending.event);
         })
     }
@@ -230,6 +241,7 @@ impl QueueSubscription {
     pub fn release(&self, tokens: &[String], delay: Duration) -> TokenOutcome {
         let at = SystemTime::now() + delay;
         self.apply(tokens, |this, state, locked| {
+            this.counters.released.increment(1);
             let Locked { pending, first_received, .. } = locked;
             this.buffer.reschedule(&this.key, &pending.event, pending.attempts, at);
             state.first_received.insert(pending.event.seq, first_received);
@@ -241,6 +253,7 @@ impl QueueSubscription {
     /// Dead-letters events.
     pub fn reject(&self, tokens: &[String]) -> TokenOutcome {
         self.apply(tokens, |this, _, locked| {
+            this.counters.rejected.increment(1);
             this.dead_letter(locked.pending, DeadLetterReason::Rejected);
         })
     }
@@ -309,6 +322,7 @@ impl QueueSubscription {
                 }
                 let mut pending = entry.remove();
                 if self.policy.expired(pending.event.published, now) {
+                    self.counters.expired.increment(1);
                     dead.push((pending, DeadLetterReason::MaxRetryDurationExceeded));
                     continue;
                 }
@@ -341,6 +355,7 @@ impl QueueSubscription {
         for (pending, reason) in dead {
             self.dead_letter(pending, reason);
         }
+        self.counters.received.increment(out.len() as u64);
         (out, next)
     }
 
@@ -352,6 +367,7 @@ impl QueueSubscription {
             if let Some(Locked { pending, first_received, .. }) = state.locked.remove(&token) {
                 state.first_received.insert(pending.event.seq, first_received);
                 state.available.insert((millis(now), pending.event.seq), pending);
+                self.counters.lock_lost.increment(1);
                 state.lost.push_back(token);
                 if state.lost.len() > LOST_TOKENS {
                     state.lost.pop_front();
@@ -377,7 +393,10 @@ impl QueueSubscription {
             custom_delivery_properties: BTreeMap::new(),
         };
         tracing::info!(subscription = %self.key, event_id = %pending.event.event.id, reason = reason.as_str(), "Event dead-lettered.");
-        self.dead_letters.add(&self.key, record.to_raw());
+        self.counters.dead_lettered.increment(1);
+        if self.dead_letters.add(&self.key, record.to_raw()) {
+            self.counters.dropped.increment(1);
+        }
         self.buffer.settle(&self.key, &pending.event);
     }
 }

@@ -92,6 +92,14 @@ impl Subscriber {
         }
     }
 
+    /// When the oldest event not yet settled entered the buffer.
+    pub fn oldest(&self) -> Option<SystemTime> {
+        match self {
+            Subscriber::Push(d) => d.oldest(),
+            Subscriber::Queue(q) => q.oldest(),
+        }
+    }
+
     /// Deliveries waiting.
     pub fn waiting(&self) -> usize {
         match self {
@@ -537,6 +545,24 @@ impl Router {
             .collect()
     }
 
+    /// For each subscription with events not yet settled, its topic (`systemTopic` for the
+    /// system topic) and the age in seconds of its oldest such event.
+    pub fn oldest_pending(&self) -> Vec<(String, f64)> {
+        let now = SystemTime::now();
+        self.topology()
+            .dispatchers
+            .values()
+            .filter_map(|s| {
+                let age = now.duration_since(s.oldest()?).unwrap_or_default().as_secs_f64();
+                let topic = match s.topic() {
+                    topic if &**topic == SYSTEM_TOPIC => "systemTopic".to_string(),
+                    topic => topic.to_string(),
+                };
+                Some((topic, age))
+            })
+            .collect()
+    }
+
     /// Events buffered for delivery.
     pub fn buffered(&self) -> usize {
         self.buffer.len()
@@ -661,7 +687,7 @@ impl Router {
         let takers: Vec<&Subscriber> =
             dispatchers.iter().filter(|d| d.filter().matches(&event)).collect();
         if takers.is_empty() {
-            metrics::counter!("gridmq_routing_unmatched_total").increment(1);
+            crate::telemetry::catalogue::UNMATCHED.increment(1);
             return Ok(None);
         }
         let keys: Vec<&Arc<str>> = takers.iter().map(|d| d.key()).collect();
@@ -760,7 +786,7 @@ impl Router {
             };
             if self.admit(&topic, cloud_event, now).is_err() {
                 tracing::error!("Routing buffer full; a lifecycle event was dropped.");
-                metrics::counter!("gridmq_lifecycle_events_dropped_total").increment(1);
+                metrics::counter!(crate::telemetry::catalogue::LIFECYCLE_DROPPED).increment(1);
             }
         }
     }
@@ -797,6 +823,7 @@ impl RoutingTap for Router {
         ticket = ticket.max(
             self.admit_in(&topology, last, event, now).map_err(|_| self.refuse(message, now))?,
         );
+        crate::telemetry::catalogue::ROUTED_OK.increment(1);
         Ok(ticket)
     }
 }
@@ -806,13 +833,13 @@ impl Router {
     /// `LOG_EVERY`, not once per refused publish.
     fn refuse(&self, message: &RoutedMessage, now: SystemTime) -> TapRefused {
         use std::sync::atomic::Ordering::Relaxed;
-        metrics::counter!("gridmq_routing_refused_total").increment(1);
+        crate::telemetry::catalogue::routed_failed("buffer_full");
         let now_ms = super::buffer::millis(now);
         let last = self.full_logged.load(Relaxed);
         if now_ms.saturating_sub(last) >= LOG_EVERY.as_millis() as u64
             && self.full_logged.compare_exchange(last, now_ms, Relaxed, Relaxed).is_ok()
         {
-            tracing::warn!(topic = %message.topic, buffered = self.buffer.len(), "Routing buffer full; publishes are refused until deliveries catch up (see gridmq_routing_refused_total).");
+            tracing::warn!(topic = %message.topic, buffered = self.buffer.len(), "Routing buffer full; publishes are refused until deliveries catch up (see gridmq_routing_routed_messages_total, result \"failure\").");
         }
         TapRefused {
             code: ReasonCode::QuotaExceeded,
@@ -833,7 +860,7 @@ impl LifecycleObserver for LifecycleTap {
         }
         if self.sender.try_send(event.clone()).is_err() {
             tracing::error!("Lifecycle queue full; a lifecycle event was dropped.");
-            metrics::counter!("gridmq_lifecycle_events_dropped_total").increment(1);
+            metrics::counter!(crate::telemetry::catalogue::LIFECYCLE_DROPPED).increment(1);
         }
     }
 }

@@ -116,6 +116,11 @@ impl Journal {
         (journal, handle)
     }
 
+    /// Operations appended and not yet taken by a commit.
+    pub fn backlog(&self) -> usize {
+        self.pending.lock().ops.len()
+    }
+
     /// Appends one op and returns the ticket that is durable once it is committed.
     pub fn append(&self, op: Op) -> Ticket {
         let mut pending = self.pending.lock();
@@ -141,7 +146,7 @@ impl Journal {
                 && matches!(slot, Op::PutEntry(client, s, _) if *s == seq && client == client_id)
             {
                 *slot = Op::Nop;
-                metrics::counter!("gridmq_store_elided_total").increment(1);
+                crate::telemetry::catalogue::ELIDED.increment(1);
                 return put;
             }
         }
@@ -236,8 +241,9 @@ impl Journal {
                 elapsed_us = started.elapsed().as_micros() as u64,
                 "Committed."
             );
-            metrics::counter!("gridmq_store_commits_total").increment(1);
-            metrics::counter!("gridmq_store_ops_total").increment(ops.len() as u64);
+            // The histograms' counts are the commits, their sums the ops and the time spent.
+            crate::telemetry::catalogue::COMMIT_SECONDS.record(started.elapsed().as_secs_f64());
+            crate::telemetry::catalogue::COMMIT_OPS.record(ops.len() as f64);
             self.committed.send_replace(upto);
         }
     }
