@@ -146,8 +146,12 @@ impl Reloader {
             None => None,
         };
         let namespace_sections = changes.namespace();
+        // A file that turns access control off asks for the open embedded mode, which only a
+        // restart gives: applying it here would leave an empty namespace and every client
+        // without grants.
+        let turns_access_off = !config.access_control_applies();
         let namespace_plan = match &self.namespace {
-            Some(namespace) if !namespace_sections.is_empty() => {
+            Some(namespace) if !namespace_sections.is_empty() && !turns_access_off => {
                 Some((namespace, namespace.plan_reload(&config, changes.auth)?))
             }
             _ => None,

@@ -100,3 +100,20 @@ fn reloads_are_counted_and_a_refused_one_changes_nothing() {
     assert_eq!(recorder.count("refused"), 1);
     assert_eq!(recorder.count("applied"), 2);
 }
+
+#[test]
+fn a_file_that_turns_access_control_off_waits_for_a_restart() {
+    let file = tempfile::NamedTempFile::new().expect("file");
+    std::fs::write(file.path(), BASE).expect("write");
+    let config = Config::load(file.path()).expect("config");
+    let namespace = Namespace::open(&config, &[]).expect("open").expect("namespace");
+    let reloader = Reloader::new(config, Some(namespace.clone()), None);
+    reloader.watch(file.path().to_path_buf(), Box::new(|_| {}));
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    std::fs::write(file.path(), "").expect("write");
+    let outcome = runtime.block_on(reloader.reload()).expect("reloaded");
+    assert!(outcome.applied.is_empty(), "{outcome:?}");
+    assert!(outcome.restart_required.iter().any(|s| s == "topicSpaces"), "{outcome:?}");
+    assert!(namespace.resources().topic_spaces.contains_key("aaa"), "the grants stay");
+}
