@@ -16,9 +16,8 @@ use gateway_tests::Gridmq;
 use gateway_tests::azure_sdk::{self, Target};
 use gateway_tests::certs::{ALL_VERSIONS, Pki, client_config};
 use gateway_tests::http_raw;
+use gateway_tests::webhook;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TOKEN: &str = "arm-sdk-admin-token-0123456789";
 const KEY: &str = "YXJtLXNkay1kYXRhLXBsYW5lLWtleS0wMTIzNDU2Nzg5";
@@ -66,20 +65,6 @@ topic = "telemetry"
     )
 }
 
-async fn webhook() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("OPTIONS"))
-        .respond_with(ResponseTemplate::new(200).insert_header("WebHook-Allowed-Origin", "*"))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/hook"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    server
-}
-
 /// Receives from the `pull` queue subscription with the access key.
 async fn receive(api: SocketAddr) -> Value {
     let target = "/topics/telemetry/eventsubscriptions/pull:receive?api-version=2024-06-01&maxEvents=10&maxWaitTime=10";
@@ -94,7 +79,7 @@ async fn receive(api: SocketAddr) -> Value {
 async fn the_azure_mgmt_sdk_sets_up_a_namespace_that_routes_mqtt() {
     let pki = Pki::new("arm-sdk-ca");
     let device = pki.self_signed_client("dev1");
-    let hook = webhook().await;
+    let hook = webhook::accepting().await;
     let config = config(&pki);
     let mut gridmq = Gridmq::start_with_config(&config);
     assert!(gridmq.http_tls, "the management API speaks HTTPS");

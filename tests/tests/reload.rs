@@ -10,9 +10,9 @@ use gateway::mqtt::{Packet, Protocol, QoS, ReasonCode};
 use gateway_tests::Gridmq;
 use gateway_tests::http::request;
 use gateway_tests::packet_client::{PacketClient, connect_packet, publish};
+use gateway_tests::webhook;
 use serde_json::json;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
 const TOKEN: &str = "e2e-admin-token-0123456789";
 
@@ -79,20 +79,6 @@ const ROUTE: &str = r#"
 topic_filter = "vehicles/#"
 topic = "telemetry"
 "#;
-
-/// A wiremock server that passes the abuse-protection handshake and accepts every POST.
-async fn webhook() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("OPTIONS"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("WebHook-Allowed-Origin", "eventgrid.azure.net"),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
-    server
-}
 
 /// The bodies of the POSTs received so far.
 async fn posted(server: &MockServer) -> Vec<String> {
@@ -182,7 +168,7 @@ async fn publish_until_routed(
 #[tokio::test]
 async fn sighup_applies_a_new_route_and_a_removed_group_and_refuses_an_invalid_edit() -> Result<()>
 {
-    let server = webhook().await;
+    let server = webhook::accepting().await;
     let url = format!("{}/hook", server.uri());
     let (gridmq, log) = Gridmq::start_logged(&config(&url, true, "", ""), &[], "info");
     let mut watcher = connect(gridmq.addr, "watcher").await?;
@@ -243,7 +229,7 @@ async fn sighup_applies_a_new_route_and_a_removed_group_and_refuses_an_invalid_e
 
 #[tokio::test]
 async fn post_config_reload_answers_what_applied_and_what_needs_a_restart() -> Result<()> {
-    let server = webhook().await;
+    let server = webhook::accepting().await;
     let url = format!("{}/hook", server.uri());
     let management = format!("[management]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n");
     let gridmq = Gridmq::start_with_config(&config(&url, true, "", &management));
