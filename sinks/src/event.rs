@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 mod json_text;
 
-pub use json_text::{JsonText, JsonTextError};
+pub use json_text::{FIDELITY_CORPUS, JsonText, JsonTextError};
 
 /// A CloudEvents 1.0 event.
 #[derive(Debug, Clone, PartialEq)]

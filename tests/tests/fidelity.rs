@@ -24,18 +24,7 @@ const TOKEN: &str = "fidelity-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// JSON that `serde_json::Value` would not give back as written.
-const CORPUS: [&str; 10] = [
-    "47.782000000000004",
-    "123456789012345678901234567890",
-    "1E+2",
-    "-0.0",
-    r#""\u00e9""#,
-    r#""\ud83d\ude00""#,
-    r#"{"z":1,"a":2}"#,
-    r#"{"a":1,"a":2}"#,
-    r#"{ "k" : [1, 2 ,3] }"#,
-    r#"[{"n":1.0e-7,"s":"tab\tquote\"slash\/"},null,true]"#,
-];
+const CORPUS: [&str; 10] = sinks::event::FIDELITY_CORPUS;
 
 /// How each corpus payload is published; the subject (MQTT topic) names the way and the index.
 const WAYS: [&str; 5] = ["mqtt-pfi", "mqtt-content-type", "http-mqtt", "topic", "topic-batch"];
