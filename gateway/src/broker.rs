@@ -3,7 +3,8 @@
 //! Connection tasks call into one shared `Broker`. The publish path takes the subscription
 //! tree's read lock (publishes never wait for one another, only for a SUBSCRIBE being applied),
 //! collects the matching sessions, and pushes a `Delivery` into each session's own queue under
-//! that session's lock. No global lock is held while a session is locked for enqueueing.
+//! that session's lock, still under the tree's read lock. On this path locks nest in one
+//! order: the tree, then one session, then the journal; none is held across an await.
 //!
 //! Invariant: a session in the registry is not ended; a session in the subscription tree is
 //! in the registry, except briefly while `end_session` removes it from both.
@@ -94,8 +95,8 @@ struct Delivered {
 
 /// Borrows its session from the subscription tree: the fan-out runs under the tree's read
 /// lock, so no session's reference count is touched per delivery. Those counts share a cache
-/// line with the session's lock, which the subscriber's connection takes on another core, and
-/// the clone and drop of an `Arc` per target were a tenth of a fan-out's CPU.
+/// line with the session's lock, which the subscriber's connection takes on another core, so
+/// an `Arc` clone and drop per target would contend with it.
 struct Target<'a> {
     session: &'a Arc<Session>,
     qos: QoS,
