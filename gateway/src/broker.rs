@@ -477,7 +477,6 @@ impl Broker {
             let filters: Vec<String> = state.subscriptions.drain().map(|(f, _)| f).collect();
             let shared = state.take_shared();
             state.queue.clear();
-            state.queued_bytes = 0;
             state.inflight.clear();
             state.inbound_qos2.clear();
             (filters, shared)

@@ -3,9 +3,9 @@
 //! comes. What else wakes a parked connection (a delivery, a kick) goes through its session
 //! (`Session::park`).
 //!
-//! A connection with a task of its own costs its task (about 1 KB), tokio's registration of its
-//! socket (256 bytes) and its timer; a parked one costs its boxed state, one slot in the table
-//! below and an entry in the heap (ARCHITECTURE.md, "Parked connections").
+//! A connection with a task of its own costs its task, tokio's registration of its socket and
+//! its timer; a parked one costs its boxed state, one slot in the table below and an entry in
+//! the heap (ARCHITECTURE.md, "Parked connections").
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

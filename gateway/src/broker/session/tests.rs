@@ -33,7 +33,7 @@ fn delivery() -> Delivery {
 fn publishers_pause_at_the_soft_limit_and_resume_at_half_of_it() {
     let config = MqttConfig { publisher_pause_queue: 8, ..MqttConfig::default() };
     let session = Session::new("sub".into(), 1, Protocol::V5);
-    session.lock().attached = Some(Attachment { connection_id: 1, kicked: None, window: 100 });
+    session.lock().attached = Some(Attachment { kicked: None, window: 100 });
     for _ in 0..7 {
         assert!(!session.enqueue(delivery(), &config, None, || 0).congested);
     }
@@ -65,7 +65,7 @@ impl Parked for Counted {
 
 fn attached() -> Session {
     let session = Session::new("parked".into(), 1, Protocol::V5);
-    session.lock().attached = Some(Attachment { connection_id: 1, kicked: None, window: 100 });
+    session.lock().attached = Some(Attachment { kicked: None, window: 100 });
     session
 }
 
