@@ -252,11 +252,11 @@ where
             let waiting_on = self.running.pause.waiting_on().cloned();
             let paused = waiting_on.is_some();
             let config = &self.core.broker.config;
-            // Biased, in this order: a paused publisher's wait comes first because it is the
-            // only arm then (reading is off); reading comes before the session's wake-up so a
-            // client that publishes and acknowledges in bursts is read out before its
-            // deliveries are drained; the timer comes last, as anything else that is ready
-            // moves or makes moot what it would look at.
+            // Biased: the arms are polled in this order, not at random. Waiting for space and
+            // reading exclude each other; reading comes before the wake-up because the top of
+            // the loop drains the queue after either, and PUBACKs read first make room in the
+            // in-flight window for that drain; the timer comes last, so that a packet already
+            // there counts for the keep-alive before the timer looks.
             tokio::select! {
                 biased;
                 // Paused: the congested session signals queue space (or detaches). We are the
@@ -408,7 +408,7 @@ where
         };
         let session = self.core.session.clone();
         let deadline = self.core.deadline();
-        let parked = self.into_parked(parker.clone());
+        let parked = (*self).into_parked(parker.clone());
         match session.park(parked, || parker.watch(fd, &session)) {
             Ok(()) => {
                 parker.schedule(deadline, fd);

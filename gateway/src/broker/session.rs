@@ -490,10 +490,10 @@ impl SessionState {
             match config.queue_full {
                 QueueFull::EndSession => return Enqueued::Overflow,
                 QueueFull::DropOldest => {
-                    if let Some(old) = self.queue.pop_front() {
-                        if let (Some(journal), true) = (journal, old.seq != 0) {
-                            journal.delete_entry(client_id, old.seq, old.elidable);
-                        }
+                    if let Some(old) = self.queue.pop_front()
+                        && let (Some(journal), true) = (journal, old.seq != 0)
+                    {
+                        journal.delete_entry(client_id, old.seq, old.elidable);
                     }
                     crate::telemetry::catalogue::DROPPED_QUEUE_FULL.increment(1);
                     outcome = Enqueued::Dropped;

@@ -23,7 +23,7 @@ pub(super) struct ParkedConnection<S> {
 impl<S> Connection<S> {
     /// Sets the running parts aside; the connection must be quiet (`Running::is_quiet`), so
     /// they hold nothing.
-    pub(super) fn into_parked(self: Box<Self>, parker: Arc<Parker>) -> Box<ParkedConnection<S>> {
+    pub(super) fn into_parked(self, parker: Arc<Parker>) -> Box<ParkedConnection<S>> {
         debug_assert!(self.running.is_quiet());
         Box::new(ParkedConnection { core: self.core, parker })
     }

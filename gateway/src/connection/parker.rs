@@ -189,7 +189,9 @@ impl Parker {
                 timer.as_mut().reset(next);
             }
             tokio::select! {
+                // Shutdown: the sessions' kicks have resumed every parked connection.
                 () = shutdown.cancelled() => return,
+                // A parked socket has something (data, or a hang-up): resume its connection.
                 ready = poll.readable_mut() => {
                     let mut guard = match ready {
                         Ok(guard) => guard,
@@ -222,6 +224,7 @@ impl Parker {
                     }
                     guard.clear_ready();
                 }
+                // The earliest deadline in the heap: resume the connections that are due.
                 () = &mut timer => {
                     let now = Instant::now();
                     let mut due = Vec::new();
@@ -242,6 +245,7 @@ impl Parker {
                         }
                     }
                 }
+                // A connection parked with an earlier deadline: re-arm the timer at the top.
                 () = self.earlier.notified() => {}
             }
         }
