@@ -245,8 +245,7 @@ where
                 }
                 continue;
             }
-            if self.running.park.as_ref().is_some_and(ParkTimer::is_due) && self.running.is_quiet()
-            {
+            if self.running.should_park() {
                 return Step::Park;
             }
             let waiting_on = self.running.pause.waiting_on().cloned();

@@ -58,10 +58,28 @@ pub struct Parker {
     after: Duration,
 }
 
+/// The parked sessions by descriptor, and how many there are, kept in step.
 #[derive(Default)]
 struct Table {
     by_fd: Vec<Option<Arc<Session>>>,
     parked: usize,
+}
+
+impl Table {
+    fn insert(&mut self, slot: usize, session: &Arc<Session>) {
+        if self.by_fd.len() <= slot {
+            self.by_fd.resize(slot + 1, None);
+        }
+        if self.by_fd[slot].replace(session.clone()).is_none() {
+            self.parked += 1;
+        }
+    }
+
+    fn remove(&mut self, slot: usize) {
+        if self.by_fd.get_mut(slot).and_then(Option::take).is_some() {
+            self.parked -= 1;
+        }
+    }
 }
 
 impl Parker {
@@ -108,18 +126,13 @@ impl Parker {
             return false;
         }
         let mut table = self.sessions.lock();
-        if table.by_fd.len() <= slot {
-            table.by_fd.resize(slot + 1, None);
-        }
         if let Err(error) =
             self.registry.register(&mut SourceFd(&fd), Token(slot), Interest::READABLE)
         {
             warn!(%error, "Could not park a connection.");
             return false;
         }
-        if table.by_fd[slot].replace(session.clone()).is_none() {
-            table.parked += 1;
-        }
+        table.insert(slot, session);
         true
     }
 
@@ -127,10 +140,7 @@ impl Parker {
     pub(super) fn unwatch(&self, fd: RawFd) {
         let _ = self.registry.deregister(&mut SourceFd(&fd));
         let Ok(slot) = usize::try_from(fd) else { return };
-        let mut table = self.sessions.lock();
-        if table.by_fd.get_mut(slot).and_then(Option::take).is_some() {
-            table.parked -= 1;
-        }
+        self.sessions.lock().remove(slot);
     }
 
     /// Reminds the loop to look at `fd`'s connection at `deadline`.

@@ -48,6 +48,11 @@ impl Running {
         Running { park: Some(park), ..Running::connected(codec, BytesMut::new(), BytesMut::new()) }
     }
 
+    /// Whether to park now: parking is due and nothing holds the connection.
+    pub(super) fn should_park(&self) -> bool {
+        self.park.as_ref().is_some_and(ParkTimer::is_due) && self.is_quiet()
+    }
+
     /// Whether the connection holds nothing that a parked connection could not: no partial
     /// packet, nothing to write or wait for, no pause.
     pub(super) fn is_quiet(&self) -> bool {

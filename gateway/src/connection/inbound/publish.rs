@@ -45,7 +45,7 @@ where
             return Some(Ending::violation(code));
         }
         if publish.qos == QoS::ExactlyOnce {
-            match self.check_qos2(publish.packet_id.unwrap_or(0)) {
+            match self.qos2_is_new(publish.packet_id.unwrap_or(0)) {
                 Ok(true) => {}
                 Ok(false) => return None,
                 Err(code) => return Some(Ending::violation(code)),
@@ -97,7 +97,7 @@ where
     /// Whether a QoS 2 publish is new: false for one re-sent while we still hold its packet
     /// id (it is acknowledged again and delivers nothing), an error when the client has more
     /// in flight than our Receive Maximum.
-    fn check_qos2(&mut self, packet_id: u16) -> Result<bool, ReasonCode> {
+    fn qos2_is_new(&mut self, packet_id: u16) -> Result<bool, ReasonCode> {
         let state = self.core.session.lock();
         if state.inbound_qos2.contains(&packet_id) {
             drop(state);
