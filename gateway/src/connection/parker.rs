@@ -143,9 +143,10 @@ impl Parker {
         self.sessions.lock().remove(slot);
     }
 
-    /// Reminds the loop to look at `fd`'s connection at `deadline`.
+    /// Reminds the loop to look at `fd`'s connection at `deadline`; `fd` is watched (`watch`).
     pub(super) fn schedule(&self, deadline: Instant, fd: RawFd) {
-        let entry = self.entry(deadline, fd);
+        let Ok(slot) = usize::try_from(fd) else { return };
+        let entry = self.entry(deadline, slot);
         let mut heap = self.deadlines.lock();
         let earliest = heap.peek().is_none_or(|Reverse(first)| entry < *first);
         heap.push(Reverse(entry));
@@ -160,30 +161,32 @@ impl Parker {
     }
 
     /// A heap entry: the deadline in whole milliseconds after `epoch`, rounded up so that an
-    /// entry never comes due before its deadline, above the socket's 24 bits.
-    fn entry(&self, deadline: Instant, fd: RawFd) -> u64 {
+    /// entry never comes due before its deadline, above the socket's slot (its descriptor,
+    /// below `FD_LIMIT`, see `watch`) in 24 bits.
+    fn entry(&self, deadline: Instant, slot: usize) -> u64 {
         let after = deadline.saturating_duration_since(self.epoch);
         let ms = u64::try_from(after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX >> 24);
-        (ms.min(u64::MAX >> 24) << 24) | (u64::try_from(fd).unwrap_or(0) & FD_MASK)
+        (ms.min(u64::MAX >> 24) << 24) | (slot as u64 & FD_MASK)
     }
 
-    /// When an entry comes due, and its socket.
-    fn unpack(&self, entry: u64) -> (Instant, RawFd) {
+    /// When an entry comes due, and its socket's slot.
+    fn unpack(&self, entry: u64) -> (Instant, usize) {
         let at = self.epoch + Duration::from_millis(entry >> 24);
-        (at, RawFd::try_from(entry & FD_MASK).unwrap_or(-1))
+        // 24 bits fit a `usize` on every platform tokio runs on.
+        (at, (entry & FD_MASK) as usize)
     }
 
     /// Whether the entry is that of a connection parked now with that deadline (else it is
     /// stale: the connection was resumed, and parked again with a new entry, or left).
     fn is_current(&self, entry: u64) -> bool {
-        let (_, fd) = self.unpack(entry);
-        self.session(fd)
+        let (_, slot) = self.unpack(entry);
+        self.session(slot)
             .and_then(|session| session.parked_deadline())
-            .is_some_and(|deadline| self.entry(deadline, fd) == entry)
+            .is_some_and(|deadline| self.entry(deadline, slot) == entry)
     }
 
-    fn session(&self, fd: RawFd) -> Option<Arc<Session>> {
-        let slot = usize::try_from(fd).ok()?;
+    /// The session parked on the socket in `slot`, if there is one.
+    fn session(&self, slot: usize) -> Option<Arc<Session>> {
         self.sessions.lock().by_fd.get(slot).cloned().flatten()
     }
 
@@ -225,9 +228,7 @@ impl Parker {
                             break;
                         }
                         for event in &events {
-                            if let Ok(fd) = RawFd::try_from(event.token().0)
-                                && let Some(session) = self.session(fd)
-                            {
+                            if let Some(session) = self.session(event.token().0) {
                                 session.unpark();
                             }
                         }
@@ -249,8 +250,8 @@ impl Parker {
                         }
                     }
                     for entry in due {
-                        let (_, fd) = self.unpack(entry);
-                        if let Some(session) = self.session(fd) {
+                        let (_, slot) = self.unpack(entry);
+                        if let Some(session) = self.session(slot) {
                             session.unpark_if_due(now);
                         }
                     }
