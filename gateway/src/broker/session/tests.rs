@@ -108,3 +108,25 @@ fn a_parked_connection_is_resumed_by_a_delivery_or_a_kick_and_never_parks_over_w
     session.unpark();
     assert_eq!(resumed.load(Ordering::SeqCst), 3, "its socket woke it");
 }
+
+/// The queue's byte total follows every way in and out, so the bounds and the soft limit
+/// never see a stale size.
+#[test]
+fn the_queue_keeps_its_byte_total_in_step() {
+    let mut queue = Queue::default();
+    let mut shared = delivery();
+    let key = crate::broker::message::SharedKey { group: "g".into(), filter: "t".into() };
+    shared.shared = Some(Arc::new(key));
+    for delivery in [delivery(), shared, delivery()] {
+        queue.push_back(delivery);
+    }
+    // Each test delivery counts its one-byte topic and one-byte payload.
+    assert_eq!((queue.len(), queue.bytes()), (3, 6));
+    let mut taken = Vec::new();
+    queue.take_where(|delivery| delivery.shared.is_some(), &mut taken);
+    assert_eq!((taken.len(), queue.len(), queue.bytes()), (1, 2, 4));
+    assert!(queue.pop_front().is_some());
+    assert_eq!(queue.bytes(), 2);
+    queue.clear();
+    assert_eq!((queue.len(), queue.bytes()), (0, 0));
+}
