@@ -79,6 +79,7 @@ impl Codec {
 
     /// What the first byte of the packet at the front of `buf` says, whole or not; `None` when
     /// `buf` is empty. Nothing is checked: `decode` reports what is wrong with the packet.
+    #[inline]
     pub fn head(buf: &[u8]) -> Option<Head> {
         peek::head(buf)
     }
