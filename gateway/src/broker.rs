@@ -206,9 +206,9 @@ impl Broker {
         self.sessions.lock().len()
     }
 
-    /// Counts for the metrics scrape: sessions, attached and parked connections, each
-    /// session's queue depth (handed to `depth`, never kept per client) and the retained
-    /// messages with their payload bytes. Takes each session's lock in turn, never two at once.
+    /// Counts for the metrics scrape: sessions, parked connections, each session's queue depth
+    /// (handed to `depth`, never kept per client) and the retained messages with their payload
+    /// bytes. Takes each session's lock in turn, never two at once.
     pub fn census(&self, mut depth: impl FnMut(usize)) -> Census {
         let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
         let mut census = Census { sessions: sessions.len(), ..Census::default() };
@@ -478,7 +478,6 @@ impl Broker {
             let filters: Vec<String> = state.subscriptions.drain().map(|(f, _)| f).collect();
             let shared = state.take_shared();
             state.queue.clear();
-            state.queued_bytes = 0;
             state.inflight.clear();
             state.inbound_qos2.clear();
             (filters, shared)

@@ -3,21 +3,28 @@
 //! is parked with its session until its socket, its session or its deadline wakes it
 //! (`parker.rs`, `parked.rs`; ARCHITECTURE.md, "Parked connections").
 //!
-//! The task owns the socket and both buffers. Reading, queue wake-ups (which also carry kicks:
-//! takeover, overflow, lost access, shutdown) and one timer (keep-alive and credentials' expiry)
-//! are one `select!`; everything that a wake-up produces is appended to the write buffer and
-//! written with one `write_all`, so a burst of deliveries costs one syscall rather than one per
-//! packet. In the other direction, a burst of QoS 0 and QoS 1 publishes is fanned out in runs.
+//! A connection is its `Core`, what survives parking, and while it has a task its `Running`
+//! parts (`running.rs`): both buffers, the pause, the durability barrier, the held run and the
+//! parking timer. Reading, queue wake-ups (which also carry kicks: takeover, overflow, lost
+//! access, shutdown) and one timer (keep-alive, credentials' expiry, the pause's bound, the
+//! next parking look) are one `select!`; everything that a wake-up produces is appended to the
+//! write buffer and written with one `write_all`, so a burst of deliveries costs one syscall
+//! rather than one per packet. In the other direction, a burst of QoS 0 and QoS 1 publishes is
+//! fanned out in runs.
 //!
 //! Invariant: the connection holds its session's `attach` lock from CONNACK until it has
 //! detached, so no two connections ever drive one session.
 
+mod ending;
 mod handshake;
 mod inbound;
 mod linger;
 mod outbound;
+mod park_timer;
 mod parked;
 mod parker;
+mod pause;
+mod running;
 mod socket;
 
 pub use self::linger::{LINGER, LINGER_BYTES, MAX_LINGERING};
@@ -39,15 +46,17 @@ use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tracing::debug;
 
+use self::ending::Ending;
 use self::outbound::Outbound;
+use self::park_timer::ParkTimer;
+use self::running::Running;
 use crate::broker::Broker;
 use crate::broker::config::MqttConfig;
 use crate::broker::message::Message;
 use crate::broker::session::{Session, Stage};
-use crate::hooks::{ClientIdentity, DisconnectReason, LifecycleEvent};
+use crate::hooks::{ClientIdentity, DisconnectReason};
 use crate::mqtt::{Codec, Disconnect, Packet, Properties, Protocol, ReasonCode};
 use crate::store::Ticket;
-use crate::store::record::now_ms;
 
 /// The initial capacity of the buffer a CONNECT is read into and of the CONNACK's write
 /// buffer; both grow when they must, and are let go once the connection is idle. Small,
@@ -104,8 +113,8 @@ where
     let Some(mut connection) = Box::pin(handshake::accept(stream, peer, broker)).await else {
         return;
     };
-    connection._slot = slot;
-    connection.parker = parker;
+    connection.core._slot = slot;
+    connection.running.park = parker.map(ParkTimer::connected);
     drive(connection).await;
 }
 
@@ -136,17 +145,6 @@ enum Step {
     Park,
 }
 
-/// How a connected session ends.
-#[derive(Debug)]
-struct Ending {
-    reason: DisconnectReason,
-    /// A DISCONNECT to send before closing (5.0 only); boxed, as its properties would
-    /// otherwise make every `Ending` (and the futures that return one) 300 bytes larger.
-    notify: Option<Box<Disconnect>>,
-    /// Whether the will is published.
-    publish_will: bool,
-}
-
 /// A will waiting for the connection to end.
 #[derive(Debug)]
 struct Will {
@@ -154,13 +152,11 @@ struct Will {
     delay: u32,
 }
 
-/// A connected client, after a successful CONNACK.
-struct Connection<S> {
+/// What survives parking: everything a connection is between packets. A parked connection
+/// keeps only this (`parked.rs`), so each field here is paid for by every idle client.
+struct Core<S> {
     broker: Arc<Broker>,
     stream: S,
-    read_buf: BytesMut,
-    write_buf: BytesMut,
-    codec: Codec,
     protocol: Protocol,
     session: Arc<Session>,
     identity: ClientIdentity,
@@ -184,169 +180,102 @@ struct Connection<S> {
     #[allow(clippy::box_collection, reason = "8 bytes inline instead of 48 for every connection")]
     inbound_aliases: Option<Box<HashMap<u16, Arc<str>>>>,
     outbound: Outbound,
-    /// The subscriber sessions whose queues our last publish left past their soft limit: we
-    /// read nothing more from this client until every one of them has drained (or
-    /// `pause_until` passes), so the publisher slows to the slowest subscriber's pace instead
-    /// of a subscriber losing messages. One that drains first must not end the pause: another
-    /// may still be at its bound, where the next message would be dropped.
-    congested: Vec<Arc<Session>>,
-    /// When the current pause must end at the latest (`mqtt.max_publisher_pause_ms`).
-    pause_until: Instant,
-    /// Whether the last read filled all the room the read buffer had (see `BUSY_READ`).
-    busy: bool,
     /// When the client's credentials lapse (token `exp`, certificate `notAfter`, webhook
     /// `expiration`): the connection ends then unless re-authentication (AUTH 0x19) extends it.
     credentials_expire: Option<Instant>,
-    /// The journal point that must be durable before the write buffer goes out: an
-    /// acknowledgement must never promise what a crash could still lose.
-    barrier: Option<Ticket>,
-    /// QoS 0 and QoS 1 publishes already read, held back by a pause (see `process_input`; a
-    /// held QoS 1 publish is not acknowledged until it is fanned out); boxed, as it is rare
-    /// and every idle connection carries the field.
-    held: Option<Box<inbound::Run>>,
-    parker: Option<Arc<Parker>>,
-    /// Whether to park at the next moment with nothing to do: at once after CONNACK (so a
-    /// connection storm never holds a task per connection), then after `Parker::after`
-    /// without traffic.
-    park_due: bool,
-    /// Whether anything was read or woken since `park_check` was set.
-    active: bool,
-    /// When to look whether the connection was quiet since the last look.
-    park_check: Instant,
     _attached: OwnedMutexGuard<()>,
     _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl<S> Core<S> {
+    /// When the keep-alive runs out unless a packet arrives: 1.5 times the negotiated value
+    /// after the last whole packet.
+    fn keep_alive_ends(&self) -> Instant {
+        self.last_packet + Duration::from_millis(u64::from(self.keep_alive) * 1500)
+    }
+
+    /// What the connection must look at even if nothing wakes it: the earlier of the
+    /// keep-alive's end and the credentials' expiry.
+    fn deadline(&self) -> Instant {
+        let keep_alive = self.keep_alive_ends();
+        self.credentials_expire.map_or(keep_alive, |expiry| expiry.min(keep_alive))
+    }
+}
+
+/// A connected client, after a successful CONNACK.
+struct Connection<S> {
+    core: Core<S>,
+    running: Running,
 }
 
 impl<S> Connection<S>
 where
     S: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
 {
-    /// The connection's event loop; returns why it ended, or that it should park.
+    /// The connection's event loop; returns why it ended, or that it should park. Each turn
+    /// writes out what there is to write, ends a pause that is over, parks when quiet, and
+    /// then waits for the one thing that comes first (see the `select!`).
     async fn run(&mut self) -> Step {
-        let session = self.session.clone();
-        // Packets that arrived in the same read as CONNECT are already buffered.
-        if !self.read_buf.is_empty()
-            && let Some(ending) = Box::pin(self.process_input()).await
-        {
+        let session = self.core.session.clone();
+        if let Some(ending) = self.read_leftovers().await {
             return Step::End(ending);
         }
-        if self.read_buf.is_empty() {
-            // The CONNECT's buffer is not kept: reads from here on allocate what they need.
-            self.read_buf = BytesMut::new();
-        }
-        // One timer for the keep-alive and the credentials' expiry, armed at the earlier of
-        // the two and moved only when it fires early or re-authentication brings the expiry
-        // forward. The keep-alive deadline moves later with every packet; re-arming the timer
-        // on every turn put a timer-wheel removal and insertion, under the time driver's lock,
-        // on every read: about a fifth of the CPU of a QoS 1 fan-in.
+        // One timer for the keep-alive, the credentials' expiry, the pause's bound and the
+        // next parking look, armed at the earliest and moved only when it fires early or
+        // something earlier comes up. The keep-alive deadline moves later with every packet;
+        // re-arming the timer on every turn would put a timer-wheel removal and insertion,
+        // under the time driver's lock, on every read.
         let timer = tokio::time::sleep_until(self.timer_deadline());
         tokio::pin!(timer);
         loop {
-            if self.broker.is_stopping() {
-                return Step::End(Ending::kicked(ReasonCode::ServerShuttingDown));
+            if let Some(ending) = self.kicked() {
+                return Step::End(ending);
             }
-            if let Some(reason) = session.kicked() {
-                return Step::End(Ending::kicked(reason));
-            }
-            let drained = self.outbound.drain(
-                &session,
-                &mut self.write_buf,
-                self.broker.journal(),
-                &self.broker.config,
-            );
-            self.hold(drained);
-            if let Some(ticket) = self.barrier.take() {
-                self.broker.durable(Some(ticket)).await;
-            }
-            if let Err(error) = self.flush().await {
+            if let Err(error) = self.write_out().await {
                 debug!(%error, "Write failed.");
                 return Step::End(Ending::lost());
             }
-            if let Some(expiry) = self.credentials_expire
-                && expiry < timer.deadline()
-            {
-                timer.as_mut().reset(expiry);
+            if let Some(earlier) = self.earlier_deadline(timer.deadline()) {
+                timer.as_mut().reset(earlier);
             }
-            if !self.congested.is_empty() && self.pause_until < timer.deadline() {
-                // The pause's bound rides on the same timer: when it fires early, it is moved
-                // back to the next real deadline, and the check above ends the pause.
-                timer.as_mut().reset(self.pause_until);
-            }
-            if !self.congested.is_empty() {
-                let pause_over = Instant::now() >= self.pause_until;
-                while let Some(target) = self.congested.last() {
-                    let still_congested = target.is_congested(&self.broker.config);
-                    if still_congested && !pause_over {
-                        break;
-                    }
-                    if still_congested {
-                        target.mark_stalled();
-                    }
-                    self.congested.pop();
+            if self.running.pause.ease(&self.core.broker.config) {
+                // Packets held back while paused are still in the read buffer.
+                if let Some(ending) = Box::pin(self.process_input()).await {
+                    return Step::End(ending);
                 }
-                if self.congested.is_empty() {
-                    // Packets held back while congested are still in the read buffer.
-                    if let Some(ending) = Box::pin(self.process_input()).await {
-                        return Step::End(ending);
-                    }
-                    continue;
-                }
+                continue;
             }
-            if self.park_due && self.parker.is_some() && self.is_quiet() {
+            if self.running.should_park() {
                 return Step::Park;
             }
-            let congested = self.congested.last().cloned();
+            let waiting_on = self.running.pause.waiting_on().cloned();
+            let paused = waiting_on.is_some();
+            let config = &self.core.broker.config;
+            // Biased: the arms are polled in this order, not at random. Waiting for space and
+            // reading exclude each other; reading comes before the wake-up because the top of
+            // the loop drains the queue after either, and PUBACKs read first make room in the
+            // in-flight window for that drain; the timer comes last, so that a packet already
+            // there counts for the keep-alive before the timer looks.
             tokio::select! {
                 biased;
-                () = wait_for_space(congested.as_ref(), &self.broker.config), if congested.is_some() => {
-                    // We are the ones not reading: the client's PINGREQs wait in the socket.
-                    self.last_packet = Instant::now();
+                // Paused: the congested session signals queue space (or detaches). We are the
+                // ones not reading, so the client's PINGREQs wait in the socket: the
+                // keep-alive counts from now.
+                () = wait_for_space(waiting_on.as_ref(), config), if paused => {
+                    self.core.last_packet = Instant::now();
                 }
-                read = read_some(&mut self.stream, &mut self.read_buf, self.busy), if congested.is_none() => {
-                    match read {
-                        Ok((0, _)) | Err(_) => return Step::End(Ending::lost()),
-                        Ok((read, filled)) => {
-                            crate::telemetry::catalogue::RECEIVED_BYTES.increment(read as u64);
-                            self.busy = filled;
-                            self.active = true;
-                            if let Some(ending) = Box::pin(self.process_input()).await {
-                                return Step::End(ending);
-                            }
-                            if self.read_buf.is_empty() && !self.busy {
-                                // Nothing partial is left: a quiet connection holds no buffer.
-                                self.read_buf = BytesMut::new();
-                            }
-                        }
+                // Not paused: whatever the client sent.
+                read = read_some(&mut self.core.stream, &mut self.running.read_buf, self.running.busy), if !paused => {
+                    if let Some(ending) = self.on_read(read).await {
+                        return Step::End(ending);
                     }
                 }
-                () = session.wake.notified() => self.active = true,
+                // Deliveries queued or a kick for us: the top of the loop drains and looks.
+                () = session.wake.notified() => self.stir(),
+                // A deadline: keep-alive, credentials, the pause's bound or a parking look.
                 () = &mut timer => {
-                    let now = Instant::now();
-                    if self.credentials_expire.is_some_and(|at| at <= now) {
-                        // MQTT 5 has no "credentials expired" code; 0xA0 (maximum connect time)
-                        // says the time this connection was authorized for is over.
-                        return Step::End(Ending {
-                            reason: DisconnectReason::Administrative(ReasonCode::MaximumConnectTime),
-                            notify: Some(Box::new(Disconnect::new(ReasonCode::MaximumConnectTime))),
-                            publish_will: true,
-                        });
-                    }
-                    if self.keep_alive_ends() <= now {
-                        return Step::End(Ending {
-                            reason: DisconnectReason::KeepAliveTimeout,
-                            notify: Some(Box::new(Disconnect::new(ReasonCode::KeepAliveTimeout))),
-                            publish_will: true,
-                        });
-                    }
-                    if let Some(parker) = &self.parker
-                        && self.park_check <= now
-                    {
-                        if self.active {
-                            self.active = false;
-                            self.park_check = now + parker.after();
-                        } else {
-                            self.park_due = true;
-                        }
+                    if let Some(ending) = self.on_timer() {
+                        return Step::End(ending);
                     }
                     timer.as_mut().reset(self.timer_deadline());
                 }
@@ -354,80 +283,141 @@ where
         }
     }
 
-    /// When the keep-alive runs out unless a packet arrives: 1.5 times the negotiated value
-    /// after the last whole packet.
-    fn keep_alive_ends(&self) -> Instant {
-        keep_alive_ends(self.last_packet, self.keep_alive)
+    /// Handles packets that arrived in the same read as CONNECT, then lets the CONNECT's
+    /// buffer go: reads from here on allocate what they need.
+    async fn read_leftovers(&mut self) -> Option<Ending> {
+        if !self.running.read_buf.is_empty()
+            && let Some(ending) = Box::pin(self.process_input()).await
+        {
+            return Some(ending);
+        }
+        if self.running.read_buf.is_empty() {
+            self.running.read_buf = BytesMut::new();
+        }
+        None
     }
 
-    /// The earlier of the keep-alive's end and the credentials' expiry.
-    fn next_deadline(&self) -> Instant {
-        deadline(self.last_packet, self.keep_alive, self.credentials_expire)
+    /// Why the connection must end now regardless of what the client does: the server is
+    /// stopping, or the session was taken over, overflowed or lost its access.
+    fn kicked(&self) -> Option<Ending> {
+        if self.core.broker.is_stopping() {
+            return Some(Ending::kicked(ReasonCode::ServerShuttingDown));
+        }
+        self.core.session.kicked().map(Ending::kicked)
     }
 
-    /// The connection's timer: `next_deadline`, or earlier the next look at whether it is
-    /// quiet enough to park.
-    fn timer_deadline(&self) -> Instant {
-        let deadline = self.next_deadline();
-        if self.parker.is_some() && !self.park_due {
-            deadline.min(self.park_check)
-        } else {
-            deadline
+    /// Moves queued deliveries into the write buffer, waits until what it acknowledges is
+    /// durable, and writes it.
+    async fn write_out(&mut self) -> io::Result<()> {
+        let core = &mut self.core;
+        let drained = core.outbound.drain(
+            &core.session,
+            &mut self.running.write_buf,
+            core.broker.journal(),
+            &core.broker.config,
+        );
+        self.running.hold(drained);
+        if let Some(ticket) = self.running.barrier.take() {
+            self.core.broker.durable(Some(ticket)).await;
+        }
+        self.flush().await
+    }
+
+    /// A deadline earlier than the timer's `armed` one that came up since it was armed:
+    /// re-authentication brought the credentials' expiry forward, or a pause began. When the
+    /// timer fires early for it, it is moved back to the next real deadline.
+    fn earlier_deadline(&self, armed: Instant) -> Option<Instant> {
+        let credentials = self.core.credentials_expire.filter(|&expiry| expiry < armed);
+        let pause = self.running.pause.deadline().filter(|&until| until < armed);
+        match (credentials, pause) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Whether the connection holds nothing that a parked connection could not: no partial
-    /// packet, nothing to write or wait for, no pause.
-    fn is_quiet(&self) -> bool {
-        self.read_buf.is_empty()
-            && self.write_buf.is_empty()
-            && !self.busy
-            && self.congested.is_empty()
-            && self.held.is_none()
-            && self.barrier.is_none()
+    /// Acts on what a read brought: the client's packets, or the end of the connection.
+    async fn on_read(&mut self, read: io::Result<(usize, bool)>) -> Option<Ending> {
+        let (read, filled) = match read {
+            Ok((0, _)) | Err(_) => return Some(Ending::lost()),
+            Ok(read) => read,
+        };
+        crate::telemetry::catalogue::RECEIVED_BYTES.increment(read as u64);
+        self.running.busy = filled;
+        self.stir();
+        if let Some(ending) = Box::pin(self.process_input()).await {
+            return Some(ending);
+        }
+        if self.running.read_buf.is_empty() && !self.running.busy {
+            // Nothing partial is left: a quiet connection holds no buffer.
+            self.running.read_buf = BytesMut::new();
+        }
+        None
+    }
+
+    /// The timer fired: ends the connection when its credentials or keep-alive ran out, and
+    /// takes the parking timer's look.
+    fn on_timer(&mut self) -> Option<Ending> {
+        let now = Instant::now();
+        if self.core.credentials_expire.is_some_and(|at| at <= now) {
+            // MQTT 5 has no "credentials expired" code; 0xA0 (maximum connect time) says the
+            // time this connection was authorized for is over.
+            return Some(Ending::administrative(ReasonCode::MaximumConnectTime));
+        }
+        if self.core.keep_alive_ends() <= now {
+            return Some(Ending {
+                reason: DisconnectReason::KeepAliveTimeout,
+                notify: Some(Box::new(Disconnect::new(ReasonCode::KeepAliveTimeout))),
+                publish_will: true,
+            });
+        }
+        if let Some(park) = &mut self.running.park {
+            park.look(now);
+        }
+        None
+    }
+
+    /// Something was read or woken: the connection is not quiet.
+    fn stir(&mut self) {
+        if let Some(park) = &mut self.running.park {
+            park.stir();
+        }
+    }
+
+    /// The connection's timer: `Core::deadline`, or earlier the next look at whether it is
+    /// quiet enough to park.
+    fn timer_deadline(&self) -> Instant {
+        let deadline = self.core.deadline();
+        match self.running.park.as_ref().and_then(ParkTimer::deadline) {
+            Some(check) => deadline.min(check),
+            None => deadline,
+        }
     }
 
     /// Parks the connection with its session (ARCHITECTURE.md, "Parked connections"), or
     /// gives it back when something already waits for it or its socket cannot park.
     fn park(mut self: Box<Self>) -> Result<(), Box<Self>> {
-        let Some(parker) = self.parker.clone() else { return Err(self) };
-        let Some(fd) = self.stream.park() else {
-            // A transport that does not park (or a socket lost on the way, which the next
-            // read reports) goes on as a task.
-            self.park_due = false;
-            self.park_check = Instant::now() + Duration::from_secs(86_400 * 365);
+        let Some(parker) = self.running.park.as_ref().map(|park| park.parker.clone()) else {
             return Err(self);
         };
-        let session = self.session.clone();
-        let deadline = self.next_deadline();
-        let parked = match self.into_parked() {
-            Ok(parked) => parked,
-            Err(mut this) => {
-                this.stream.unpark();
-                this.awake();
-                return Err(this);
-            }
+        let Some(fd) = self.core.stream.park() else {
+            // A transport that does not park (or a socket lost on the way, which the next
+            // read reports) goes on as a task.
+            self.running.park = None;
+            return Err(self);
         };
+        let session = self.core.session.clone();
+        let deadline = self.core.deadline();
+        let parked = (*self).into_parked(parker.clone());
         match session.park(parked, || parker.watch(fd, &session)) {
             Ok(()) => {
                 parker.schedule(deadline, fd);
                 Ok(())
             }
             Err(parked) => {
-                let mut this = (*parked).into_connection();
-                this.stream.unpark();
+                let mut this = parked.into_connection();
+                this.core.stream.unpark();
                 Err(this)
             }
-        }
-    }
-
-    /// Starts a new wait for quiet: a connection that was just woken parks again only after
-    /// `Parker::after` without traffic.
-    fn awake(&mut self) {
-        self.park_due = false;
-        self.active = false;
-        if let Some(parker) = &self.parker {
-            self.park_check = Instant::now() + parker.after();
         }
     }
 
@@ -442,36 +432,31 @@ where
         let mut now = None;
         // Consecutive PUBACKs are finished together, under one lock of the session: a busy
         // subscriber sends them in runs, and its publishers contend for that lock.
-        let mut acks = [0u16; PUBACK_RUN];
-        let mut pending = 0;
+        let mut acks = PubAcks::new();
         // QoS 0 and 1 publishes fanned out together (see `Broker::publish_run`), starting with
         // what a pause held back.
-        let mut run = self.held.take().map(|held| *held).unwrap_or_default();
+        let mut run = self.running.held.take().map(|held| *held).unwrap_or_default();
         let ending = loop {
-            if !run.is_empty() && self.congested.is_empty() && !inbound::joins_run(&self.read_buf) {
+            let paused = self.running.pause.is_paused();
+            if !run.is_empty() && !paused && !inbound::joins_run(&self.running.read_buf) {
                 // What comes next must not overtake the run, or the buffer is read out.
                 self.flush_run(&mut run, false);
             }
-            if !self.congested.is_empty() {
-                self.finish_deliveries(&acks[..pending], Stage::AwaitingPubAck);
+            if self.running.pause.is_paused() {
+                acks.finish(self);
                 break None;
             }
-            let decoded = self.codec.decode(&mut self.read_buf, Some(self.protocol));
+            let decoded =
+                self.running.codec.decode(&mut self.running.read_buf, Some(self.core.protocol));
             if let Ok(Some(Packet::PubAck(ack))) = &decoded {
-                self.last_packet = *now.get_or_insert_with(Instant::now);
-                if pending == PUBACK_RUN {
-                    self.finish_deliveries(&acks, Stage::AwaitingPubAck);
-                    pending = 0;
-                }
-                acks[pending] = ack.packet_id;
-                pending += 1;
+                self.core.last_packet = *now.get_or_insert_with(Instant::now);
+                acks.push(self, ack.packet_id);
                 continue;
             }
-            self.finish_deliveries(&acks[..pending], Stage::AwaitingPubAck);
-            pending = 0;
+            acks.finish(self);
             match decoded {
                 Ok(Some(packet)) => {
-                    self.last_packet = *now.get_or_insert_with(Instant::now);
+                    self.core.last_packet = *now.get_or_insert_with(Instant::now);
                     let ending = match packet {
                         Packet::Publish(publish) => self.on_publish(publish, &mut run),
                         packet => self.handle(packet, &mut run).await,
@@ -487,7 +472,7 @@ where
                     }
                 }
                 Err(error) => {
-                    debug!(%error, client_id = %self.session.client_id, "Malformed packet.");
+                    debug!(%error, client_id = %self.core.session.client_id, "Malformed packet.");
                     break Some(Ending::violation(error.reason_code()));
                 }
             }
@@ -496,161 +481,78 @@ where
             // What the client published before it broke the protocol or left still goes out.
             self.flush_run(&mut run, true);
         } else if !run.is_empty() {
-            self.held = Some(Box::new(run));
+            self.running.held = Some(Box::new(run));
         }
         ending
     }
 
-    /// Detaches from the session and applies what the ending implies: will, session expiry or
-    /// removal, lifecycle event; then closes, with the DISCONNECT when there is one. The
-    /// session and everything else the connection holds are let go of first: a server-ended
-    /// connection then lingers (`linger.rs`) holding only its transport.
-    async fn finish(mut self: Box<Self>, ending: Ending) {
-        crate::telemetry::catalogue::OPEN_CONNECTIONS.decrement(1);
-        if let Some(disconnect) = &ending.notify {
-            crate::telemetry::catalogue::dropped_session(disconnect.reason);
-        }
-        if let Some(disconnect) = &ending.notify
-            && self.protocol == Protocol::V5
-        {
-            Codec::encode(
-                &Packet::Disconnect((**disconnect).clone()),
-                self.protocol,
-                &mut self.write_buf,
-            );
-        }
-        let (generation, expiry, shared) = {
-            let mut state = self.session.lock();
-            state.attached = None;
-            (state.generation, state.expiry_interval, state.take_shared())
-        };
-        // A detached session congests nobody: publishers paused for it go on at once.
-        self.session.space.notify_waiters();
-        self.broker.redistribute(shared, &self.session);
-        self.broker.persist_session(&self.session, Some(now_ms()));
-        let shutting_down = self.broker.shutdown.is_cancelled();
-        if let Some(will) = self.will.take()
-            && ending.publish_will
-            && !shutting_down
-        {
-            let delay = will.delay.min(expiry);
-            self.broker.schedule_will(
-                will.message,
-                self.session.clone(),
-                generation,
-                Duration::from_secs(u64::from(delay)),
-            );
-        }
-        if expiry == 0 {
-            self.broker.end_session(&self.session);
-        } else if expiry != u32::MAX && !shutting_down {
-            self.broker.schedule_expiry(
-                self.session.clone(),
-                generation,
-                Duration::from_secs(u64::from(expiry)),
-            );
-        }
-        debug!(client_id = %self.session.client_id, reason = ?ending.reason, "Client disconnected.");
-        crate::diagnostics::MqttDisconnected {
-            client_identity: &self.identity.authentication_name,
-            session_name: &self.session.client_id,
-            protocol: self.protocol,
-            websocket: self.stream.websocket(),
-            reason: &ending.reason,
-        }
-        .emit();
-        self.broker.hooks.emit(LifecycleEvent::Disconnected {
-            identity: self.identity.clone(),
-            connection: self.number,
-            reason: ending.reason,
-        });
-        let (broker, stream, last) = (*self).into_transport();
-        if ending.notify.is_some() {
-            linger::close(&broker, stream, last).await;
-        } else {
-            // The client ended the connection: there is nothing of its own left to read.
-            linger::close_now(stream, last).await;
-        }
-    }
-
-    /// The broker, the transport and what is left to write; everything else (the session's
-    /// attach lock, the listener's slot) is dropped here.
-    fn into_transport(self) -> (Arc<Broker>, S, BytesMut) {
-        let Connection { broker, stream, write_buf, .. } = self;
-        (broker, stream, write_buf)
-    }
-
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.write_buf.is_empty() {
-            self.stream.write_all(&self.write_buf).await?;
-            crate::telemetry::catalogue::SENT_BYTES.increment(self.write_buf.len() as u64);
-            if self.busy {
-                self.write_buf.clear();
+        let write_buf = &mut self.running.write_buf;
+        if !write_buf.is_empty() {
+            self.core.stream.write_all(write_buf).await?;
+            crate::telemetry::catalogue::SENT_BYTES.increment(write_buf.len() as u64);
+            if self.running.busy {
+                write_buf.clear();
             } else {
                 // A connection that is not reading bursts gives its write buffer back: an idle
                 // connection then holds none, and a busy one keeps its grown buffer.
-                self.write_buf = BytesMut::new();
+                *write_buf = BytesMut::new();
             }
-            self.stream.flush().await?;
+            self.core.stream.flush().await?;
         }
         Ok(())
     }
 
     /// Makes the next write wait until `ticket` is durable.
     fn hold(&mut self, ticket: Option<Ticket>) {
-        self.barrier = self.barrier.max(ticket);
+        self.running.hold(ticket);
     }
 
     /// Appends a packet to the write buffer.
     fn send(&mut self, packet: Packet) {
-        Codec::encode(&packet, self.protocol, &mut self.write_buf);
+        Codec::encode(&packet, self.core.protocol, &mut self.running.write_buf);
     }
 
     /// Properties carrying a reason string, when the client has not asked us to leave them out.
     fn reason_properties(&self, reason: Option<String>) -> Properties {
         Properties {
-            reason_string: reason.filter(|_| self.problem_information),
+            reason_string: reason.filter(|_| self.core.problem_information),
             ..Properties::default()
         }
     }
 }
 
-impl Ending {
-    fn lost() -> Ending {
-        Ending { reason: DisconnectReason::ConnectionLost, notify: None, publish_will: true }
+/// PUBACKs read back to back, finished together under one lock of the session.
+struct PubAcks {
+    ids: [u16; PUBACK_RUN],
+    len: usize,
+}
+
+impl PubAcks {
+    fn new() -> PubAcks {
+        PubAcks { ids: [0; PUBACK_RUN], len: 0 }
     }
 
-    fn violation(code: ReasonCode) -> Ending {
-        Ending {
-            reason: DisconnectReason::ProtocolViolation(code),
-            notify: Some(Box::new(Disconnect::new(code))),
-            publish_will: true,
+    /// Adds one, finishing those before it first when the batch is full.
+    fn push<S>(&mut self, connection: &mut Connection<S>, packet_id: u16)
+    where
+        S: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
+    {
+        if self.len == PUBACK_RUN {
+            self.finish(connection);
         }
+        self.ids[self.len] = packet_id;
+        self.len += 1;
     }
 
-    fn kicked(code: ReasonCode) -> Ending {
-        let reason = match code {
-            ReasonCode::SessionTakenOver => DisconnectReason::SessionTakenOver,
-            ReasonCode::QuotaExceeded => DisconnectReason::SessionOverflow,
-            ReasonCode::ServerShuttingDown => DisconnectReason::ServerShutdown,
-            other => DisconnectReason::Administrative(other),
-        };
-        // A server going down is not the client's failure: its will is not published.
-        let publish_will = code != ReasonCode::ServerShuttingDown;
-        Ending { reason, notify: Some(Box::new(Disconnect::new(code))), publish_will }
+    /// Finishes the deliveries acknowledged so far.
+    fn finish<S>(&mut self, connection: &mut Connection<S>)
+    where
+        S: AsyncRead + AsyncWrite + Park + Unpin + Send + 'static,
+    {
+        connection.finish_deliveries(&self.ids[..self.len], Stage::AwaitingPubAck);
+        self.len = 0;
     }
-}
-
-/// When the keep-alive runs out: 1.5 times the negotiated seconds after the last packet.
-fn keep_alive_ends(last_packet: Instant, keep_alive: u16) -> Instant {
-    last_packet + Duration::from_millis(u64::from(keep_alive) * 1500)
-}
-
-/// What a connection must look at even if nothing wakes it: the earlier of the keep-alive's
-/// end and the credentials' expiry.
-fn deadline(last_packet: Instant, keep_alive: u16, credentials_expire: Option<Instant>) -> Instant {
-    let keep_alive = keep_alive_ends(last_packet, keep_alive);
-    credentials_expire.map_or(keep_alive, |expiry| expiry.min(keep_alive))
 }
 
 /// Reads what the client sent into `buf`: with `busy`, straight into `buf` with `BUSY_READ`

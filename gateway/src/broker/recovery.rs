@@ -111,7 +111,6 @@ pub fn recover(broker: &Arc<Broker>, snapshot: Snapshot) -> Result<Recovered, St
         };
         match stage {
             None => {
-                state.queued_bytes += delivery.size();
                 state.queue.push_back(delivery);
             }
             Some(stage) => {

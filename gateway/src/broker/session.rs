@@ -9,6 +9,10 @@
 //! the `attach` lock for its whole life; a takeover waits for that lock, so the old connection
 //! has let go of the session before the new one touches it.
 
+mod queue;
+
+pub use self::queue::Queue;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +75,6 @@ pub struct Inflight {
 /// The link from a session to the connection attached to it.
 #[derive(Debug, Clone)]
 pub struct Attachment {
-    pub connection_id: u64,
     /// Set when the connection must close with this reason (takeover, overflow, lost access);
     /// see `Session::kick`. The first reason stays.
     pub kicked: Option<ReasonCode>,
@@ -85,8 +88,7 @@ pub struct SessionState {
     pub protocol: Protocol,
     /// Keyed by the filter as subscribed (shared filters with their `$share/g/` prefix).
     pub subscriptions: HashMap<String, Subscription>,
-    pub queue: VecDeque<Delivery>,
-    pub queued_bytes: usize,
+    pub queue: Queue,
     /// Whether a publish found this session congested since publishers were last woken: the
     /// drain that reaches the low-water mark wakes them (see `under_low_water`).
     pub publishers_waiting: bool,
@@ -203,8 +205,7 @@ impl Session {
             state: Mutex::new(SessionState {
                 protocol,
                 subscriptions: HashMap::new(),
-                queue: VecDeque::new(),
-                queued_bytes: 0,
+                queue: Queue::default(),
                 publishers_waiting: false,
                 reserved: 0,
                 inflight: VecDeque::new(),
@@ -392,7 +393,7 @@ impl Session {
             return RunRoom { room: wanted, reserved: 0 };
         }
         let cap = config.max_queued_messages.min(2 * SessionState::soft_limit(config));
-        let room = if state.queued_bytes >= config.max_queued_bytes / 2 {
+        let room = if state.queue.bytes() >= config.max_queued_bytes / 2 {
             0
         } else {
             cap.saturating_sub(state.queue.len() + state.reserved).min(wanted)
@@ -480,7 +481,7 @@ impl SessionState {
         let size = delivery.size();
         let mut outcome = Enqueued::Queued;
         while self.queue.len() >= config.max_queued_messages
-            || (self.queued_bytes + size > config.max_queued_bytes && !self.queue.is_empty())
+            || (self.queue.bytes() + size > config.max_queued_bytes && !self.queue.is_empty())
         {
             if delivery.qos == QoS::AtMostOnce {
                 crate::telemetry::catalogue::DROPPED_QUEUE_FULL.increment(1);
@@ -489,11 +490,10 @@ impl SessionState {
             match config.queue_full {
                 QueueFull::EndSession => return Enqueued::Overflow,
                 QueueFull::DropOldest => {
-                    if let Some(old) = self.queue.pop_front() {
-                        self.queued_bytes -= old.size();
-                        if let (Some(journal), true) = (journal, old.seq != 0) {
-                            journal.delete_entry(client_id, old.seq, old.elidable);
-                        }
+                    if let Some(old) = self.queue.pop_front()
+                        && let (Some(journal), true) = (journal, old.seq != 0)
+                    {
+                        journal.delete_entry(client_id, old.seq, old.elidable);
                     }
                     crate::telemetry::catalogue::DROPPED_QUEUE_FULL.increment(1);
                     outcome = Enqueued::Dropped;
@@ -509,7 +509,6 @@ impl SessionState {
             delivery.elidable = Some(put);
             *ticket = (*ticket).max(Some(put));
         }
-        self.queued_bytes += size;
         self.queue.push_back(delivery);
         outcome
     }
@@ -517,7 +516,7 @@ impl SessionState {
     /// At `publisher_pause_queue` messages, or past half of either queue bound.
     pub fn over_soft_limit(&self, config: &MqttConfig) -> bool {
         self.queue.len() >= Self::soft_limit(config)
-            || self.queued_bytes >= config.max_queued_bytes / 2
+            || self.queue.bytes() >= config.max_queued_bytes / 2
     }
 
     /// At or under half the soft limit, by count and by bytes: where a drain wakes the
@@ -526,7 +525,7 @@ impl SessionState {
     /// behind one publisher, the publisher went from one barely drained queue to the next.
     pub fn under_low_water(&self, config: &MqttConfig) -> bool {
         self.queue.len() <= Self::soft_limit(config) / 2
-            && self.queued_bytes <= config.max_queued_bytes / 4
+            && self.queue.bytes() <= config.max_queued_bytes / 4
     }
 
     fn soft_limit(config: &MqttConfig) -> usize {
@@ -540,9 +539,7 @@ impl SessionState {
         if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
             return None;
         }
-        let delivery = self.queue.pop_front()?;
-        self.queued_bytes -= delivery.size();
-        Some(delivery)
+        self.queue.pop_front()
     }
 
     /// Puts a delivery in flight under a fresh packet id and returns that id.
@@ -579,16 +576,7 @@ impl SessionState {
     /// the client for good (queued, or in flight before PUBREC), so another member can have it.
     pub fn take_shared(&mut self) -> Vec<Delivery> {
         let mut taken = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        for delivery in self.queue.drain(..) {
-            if delivery.shared.is_some() {
-                taken.push(delivery);
-            } else {
-                kept.push_back(delivery);
-            }
-        }
-        self.queue = kept;
-        self.queued_bytes = self.queue.iter().map(Delivery::size).sum();
+        self.queue.take_where(|delivery| delivery.shared.is_some(), &mut taken);
         let mut inflight = VecDeque::with_capacity(self.inflight.len());
         for entry in self.inflight.drain(..) {
             if entry.delivery.shared.is_some() && entry.stage != Stage::AwaitingPubComp {

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tracing::debug;
 
 use super::outbound::Outbound;
-use super::{Connection, INITIAL_BUFFER, Peer, Will};
+use super::running::Running;
+use super::{Connection, Core, INITIAL_BUFFER, Peer, Will};
 use crate::broker::Broker;
 use crate::broker::message::Message;
 use crate::broker::session::{Attachment, Session};
@@ -143,8 +144,7 @@ where
     let window = usize::from(
         connect.properties.receive_maximum.unwrap_or(u16::MAX).min(config.max_inflight),
     );
-    let connection_id = broker.next_id();
-    let attachment = Attachment { connection_id, kicked: None, window };
+    let attachment = Attachment { kicked: None, window };
     let (session, session_present, guard) =
         Box::pin(attach(&broker, &client_id, connect.clean_start, protocol, attachment)).await?;
     let cancelled_will = {
@@ -205,12 +205,9 @@ where
     let max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
     let alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
     let number = NEXT_CONNECTION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut connection = Connection {
+    let core = Core {
         broker: broker.clone(),
         stream,
-        read_buf,
-        write_buf: BytesMut::with_capacity(INITIAL_BUFFER),
-        codec,
         protocol,
         session: session.clone(),
         identity: identity.clone(),
@@ -224,19 +221,13 @@ where
         problem_information: connect.properties.request_problem_information != Some(0),
         inbound_aliases: None,
         outbound: Outbound::new(protocol, max_packet_size, alias_maximum),
-        barrier: None,
         credentials_expire: expires_in.map(|left| Instant::now() + left),
-        congested: Vec::new(),
-        pause_until: Instant::now(),
-        busy: false,
-        held: None,
-        parker: None,
-        park_due: true,
-        active: false,
-        park_check: Instant::now(),
         _attached: guard,
         _slot: None,
     };
+    let write_buf = BytesMut::with_capacity(INITIAL_BUFFER);
+    let mut connection =
+        Connection { core, running: Running::connected(codec, read_buf, write_buf) };
     crate::telemetry::catalogue::connection_attempt(ReasonCode::Success);
     crate::telemetry::catalogue::OPEN_CONNECTIONS.increment(1);
     connection.send(Packet::ConnAck(ConnAck {
@@ -245,7 +236,7 @@ where
         properties,
     }));
     if session_present {
-        connection.outbound.resend(&session, &mut connection.write_buf);
+        connection.core.outbound.resend(&session, &mut connection.running.write_buf);
     }
     debug!(client_id = %client_id, ?protocol, session_present, "Client connected.");
     crate::diagnostics::MqttConnected {
@@ -253,7 +244,7 @@ where
         session_name: &client_id,
         protocol,
         websocket,
-        authentication_type: connection.auth_method.as_deref(),
+        authentication_type: connection.core.auth_method.as_deref(),
         session_present,
     }
     .emit();
@@ -281,7 +272,7 @@ where
 {
     loop {
         // Read the level before decoding: a failed decode may have consumed the bytes.
-        let level = connect_level(buf);
+        let level = Codec::connect_level(buf);
         match codec.decode(buf, None) {
             Ok(Some(Packet::Connect(connect))) => return Ok(connect),
             Ok(Some(_)) => return Err(Refusal { protocol: None, code: ReasonCode::ProtocolError }),
@@ -315,24 +306,6 @@ fn refusal_for(error: &DecodeError, level: Option<u8>) -> Refusal {
             _ => Refusal { protocol: None, code },
         },
     }
-}
-
-/// The protocol level byte of a CONNECT at the front of `buf`, when it is there to read.
-fn connect_level(buf: &BytesMut) -> Option<u8> {
-    let mut bytes = &buf[..];
-    if bytes.first()? >> 4 != 1 {
-        return None;
-    }
-    bytes.advance(1);
-    for _ in 0..4 {
-        let byte = *bytes.first()?;
-        bytes.advance(1);
-        if byte & 0x80 == 0 {
-            break;
-        }
-    }
-    // Protocol name "MQTT": two length bytes and four characters, then the level.
-    bytes.get(6).copied()
 }
 
 /// What the client authenticated as, the 5.0 method, and when its credentials lapse.

@@ -3,9 +3,9 @@
 //! comes. What else wakes a parked connection (a delivery, a kick) goes through its session
 //! (`Session::park`).
 //!
-//! A connection with a task of its own costs its task (about 1 KB), tokio's registration of its
-//! socket (256 bytes) and its timer; a parked one costs its boxed state, one slot in the table
-//! below and an entry in the heap (ARCHITECTURE.md, "Parked connections").
+//! A connection with a task of its own costs its task, tokio's registration of its socket and
+//! its timer; a parked one costs its boxed state, one slot in the table below and an entry in
+//! the heap (ARCHITECTURE.md, "Parked connections").
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -58,10 +58,28 @@ pub struct Parker {
     after: Duration,
 }
 
+/// The parked sessions by descriptor, and how many there are, kept in step.
 #[derive(Default)]
 struct Table {
     by_fd: Vec<Option<Arc<Session>>>,
     parked: usize,
+}
+
+impl Table {
+    fn insert(&mut self, slot: usize, session: &Arc<Session>) {
+        if self.by_fd.len() <= slot {
+            self.by_fd.resize(slot + 1, None);
+        }
+        if self.by_fd[slot].replace(session.clone()).is_none() {
+            self.parked += 1;
+        }
+    }
+
+    fn remove(&mut self, slot: usize) {
+        if self.by_fd.get_mut(slot).and_then(Option::take).is_some() {
+            self.parked -= 1;
+        }
+    }
 }
 
 impl Parker {
@@ -108,18 +126,13 @@ impl Parker {
             return false;
         }
         let mut table = self.sessions.lock();
-        if table.by_fd.len() <= slot {
-            table.by_fd.resize(slot + 1, None);
-        }
         if let Err(error) =
             self.registry.register(&mut SourceFd(&fd), Token(slot), Interest::READABLE)
         {
             warn!(%error, "Could not park a connection.");
             return false;
         }
-        if table.by_fd[slot].replace(session.clone()).is_none() {
-            table.parked += 1;
-        }
+        table.insert(slot, session);
         true
     }
 
@@ -127,15 +140,13 @@ impl Parker {
     pub(super) fn unwatch(&self, fd: RawFd) {
         let _ = self.registry.deregister(&mut SourceFd(&fd));
         let Ok(slot) = usize::try_from(fd) else { return };
-        let mut table = self.sessions.lock();
-        if table.by_fd.get_mut(slot).and_then(Option::take).is_some() {
-            table.parked -= 1;
-        }
+        self.sessions.lock().remove(slot);
     }
 
-    /// Reminds the loop to look at `fd`'s connection at `deadline`.
+    /// Reminds the loop to look at `fd`'s connection at `deadline`; `fd` is watched (`watch`).
     pub(super) fn schedule(&self, deadline: Instant, fd: RawFd) {
-        let entry = self.entry(deadline, fd);
+        let Ok(slot) = usize::try_from(fd) else { return };
+        let entry = self.entry(deadline, slot);
         let mut heap = self.deadlines.lock();
         let earliest = heap.peek().is_none_or(|Reverse(first)| entry < *first);
         heap.push(Reverse(entry));
@@ -150,30 +161,32 @@ impl Parker {
     }
 
     /// A heap entry: the deadline in whole milliseconds after `epoch`, rounded up so that an
-    /// entry never comes due before its deadline, above the socket's 24 bits.
-    fn entry(&self, deadline: Instant, fd: RawFd) -> u64 {
+    /// entry never comes due before its deadline, above the socket's slot (its descriptor,
+    /// below `FD_LIMIT`, see `watch`) in 24 bits.
+    fn entry(&self, deadline: Instant, slot: usize) -> u64 {
         let after = deadline.saturating_duration_since(self.epoch);
         let ms = u64::try_from(after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX >> 24);
-        (ms.min(u64::MAX >> 24) << 24) | (u64::try_from(fd).unwrap_or(0) & FD_MASK)
+        (ms.min(u64::MAX >> 24) << 24) | (slot as u64 & FD_MASK)
     }
 
-    /// When an entry comes due, and its socket.
-    fn unpack(&self, entry: u64) -> (Instant, RawFd) {
+    /// When an entry comes due, and its socket's slot.
+    fn unpack(&self, entry: u64) -> (Instant, usize) {
         let at = self.epoch + Duration::from_millis(entry >> 24);
-        (at, RawFd::try_from(entry & FD_MASK).unwrap_or(-1))
+        // 24 bits fit a `usize` on every platform tokio runs on.
+        (at, (entry & FD_MASK) as usize)
     }
 
     /// Whether the entry is that of a connection parked now with that deadline (else it is
     /// stale: the connection was resumed, and parked again with a new entry, or left).
     fn is_current(&self, entry: u64) -> bool {
-        let (_, fd) = self.unpack(entry);
-        self.session(fd)
+        let (_, slot) = self.unpack(entry);
+        self.session(slot)
             .and_then(|session| session.parked_deadline())
-            .is_some_and(|deadline| self.entry(deadline, fd) == entry)
+            .is_some_and(|deadline| self.entry(deadline, slot) == entry)
     }
 
-    fn session(&self, fd: RawFd) -> Option<Arc<Session>> {
-        let slot = usize::try_from(fd).ok()?;
+    /// The session parked on the socket in `slot`, if there is one.
+    fn session(&self, slot: usize) -> Option<Arc<Session>> {
         self.sessions.lock().by_fd.get(slot).cloned().flatten()
     }
 
@@ -189,7 +202,9 @@ impl Parker {
                 timer.as_mut().reset(next);
             }
             tokio::select! {
+                // Shutdown: the sessions' kicks have resumed every parked connection.
                 () = shutdown.cancelled() => return,
+                // A parked socket has something (data, or a hang-up): resume its connection.
                 ready = poll.readable_mut() => {
                     let mut guard = match ready {
                         Ok(guard) => guard,
@@ -213,15 +228,14 @@ impl Parker {
                             break;
                         }
                         for event in &events {
-                            if let Ok(fd) = RawFd::try_from(event.token().0)
-                                && let Some(session) = self.session(fd)
-                            {
+                            if let Some(session) = self.session(event.token().0) {
                                 session.unpark();
                             }
                         }
                     }
                     guard.clear_ready();
                 }
+                // The earliest deadline in the heap: resume the connections that are due.
                 () = &mut timer => {
                     let now = Instant::now();
                     let mut due = Vec::new();
@@ -236,12 +250,13 @@ impl Parker {
                         }
                     }
                     for entry in due {
-                        let (_, fd) = self.unpack(entry);
-                        if let Some(session) = self.session(fd) {
+                        let (_, slot) = self.unpack(entry);
+                        if let Some(session) = self.session(slot) {
                             session.unpark_if_due(now);
                         }
                     }
                 }
+                // A connection parked with an earlier deadline: re-arm the timer at the top.
                 () = self.earlier.notified() => {}
             }
         }

@@ -6,8 +6,9 @@
 //! CONNECT, topic alias ranges, receive maximum) are left to the broker.
 //!
 //! Layout: `decode` (fixed header, then one file per packet family under `decode/`), `encode`,
-//! `properties` (both directions, plus the table of which packet may carry which property),
-//! `read` and `write` (MQTT's primitive types) and `topic` (topic name and filter rules).
+//! `peek` (what a packet's first bytes say before it is whole), `properties` (both directions,
+//! plus the table of which packet may carry which property), `read` and `write` (MQTT's
+//! primitive types) and `topic` (topic name and filter rules).
 //!
 //! Invariants:
 //! - `decode` consumes bytes only when it returns a packet or an error found in a whole packet;
@@ -19,6 +20,7 @@
 
 mod decode;
 mod encode;
+mod peek;
 mod properties;
 mod read;
 mod topic;
@@ -29,6 +31,7 @@ mod tests;
 
 use bytes::{Bytes, BytesMut};
 
+pub use self::peek::Head;
 use super::{DecodeError, Packet, Properties, Protocol, QoS};
 
 /// Decoder and encoder settings for one connection.
@@ -72,6 +75,19 @@ impl Codec {
         protocol: Option<Protocol>,
     ) -> Result<Option<Packet>, DecodeError> {
         decode::packet(buf, protocol, self.max_packet_size)
+    }
+
+    /// What the first byte of the packet at the front of `buf` says, whole or not; `None` when
+    /// `buf` is empty. Nothing is checked: `decode` reports what is wrong with the packet.
+    #[inline]
+    pub fn head(buf: &[u8]) -> Option<Head> {
+        peek::head(buf)
+    }
+
+    /// The protocol level a CONNECT at the front of `buf` announces, when that many bytes
+    /// have arrived; read before decoding, since a failed decode may consume them.
+    pub fn connect_level(buf: &[u8]) -> Option<u8> {
+        peek::connect_level(buf)
     }
 
     /// Appends the encoding of `packet` for `protocol` to `buf`.

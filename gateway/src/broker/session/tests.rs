@@ -33,7 +33,7 @@ fn delivery() -> Delivery {
 fn publishers_pause_at_the_soft_limit_and_resume_at_half_of_it() {
     let config = MqttConfig { publisher_pause_queue: 8, ..MqttConfig::default() };
     let session = Session::new("sub".into(), 1, Protocol::V5);
-    session.lock().attached = Some(Attachment { connection_id: 1, kicked: None, window: 100 });
+    session.lock().attached = Some(Attachment { kicked: None, window: 100 });
     for _ in 0..7 {
         assert!(!session.enqueue(delivery(), &config, None, || 0).congested);
     }
@@ -65,7 +65,7 @@ impl Parked for Counted {
 
 fn attached() -> Session {
     let session = Session::new("parked".into(), 1, Protocol::V5);
-    session.lock().attached = Some(Attachment { connection_id: 1, kicked: None, window: 100 });
+    session.lock().attached = Some(Attachment { kicked: None, window: 100 });
     session
 }
 
@@ -107,4 +107,26 @@ fn a_parked_connection_is_resumed_by_a_delivery_or_a_kick_and_never_parks_over_w
     assert_eq!(resumed.load(Ordering::SeqCst), 2, "not due for a minute");
     session.unpark();
     assert_eq!(resumed.load(Ordering::SeqCst), 3, "its socket woke it");
+}
+
+/// The queue's byte total follows every way in and out, so the bounds and the soft limit
+/// never see a stale size.
+#[test]
+fn the_queue_keeps_its_byte_total_in_step() {
+    let mut queue = Queue::default();
+    let mut shared = delivery();
+    let key = crate::broker::message::SharedKey { group: "g".into(), filter: "t".into() };
+    shared.shared = Some(Arc::new(key));
+    for delivery in [delivery(), shared, delivery()] {
+        queue.push_back(delivery);
+    }
+    // Each test delivery counts its one-byte topic and one-byte payload.
+    assert_eq!((queue.len(), queue.bytes()), (3, 6));
+    let mut taken = Vec::new();
+    queue.take_where(|delivery| delivery.shared.is_some(), &mut taken);
+    assert_eq!((taken.len(), queue.len(), queue.bytes()), (1, 2, 4));
+    assert!(queue.pop_front().is_some());
+    assert_eq!(queue.bytes(), 2);
+    queue.clear();
+    assert_eq!((queue.len(), queue.bytes()), (0, 0));
 }

@@ -37,9 +37,9 @@ const NAMES: [&str; 16] = [
     "AUTH",
 ];
 
-const CONNECT: u8 = 1;
-const PUBLISH: u8 = 3;
-const PUBACK: u8 = 4;
+pub(super) const CONNECT: u8 = 1;
+pub(super) const PUBLISH: u8 = 3;
+pub(super) const PUBACK: u8 = 4;
 const PUBREC: u8 = 5;
 const PUBREL: u8 = 6;
 const PUBCOMP: u8 = 7;

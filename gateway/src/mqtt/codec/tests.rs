@@ -1004,3 +1004,30 @@ fn encode_publish_overrides_replace_the_shared_properties() {
     };
     assert_eq!(decode(&buf, Some(V5)), Ok(Some(Packet::Publish(expected))));
 }
+
+#[test]
+fn head_reads_the_first_byte_only() {
+    use super::Head;
+    assert_eq!(Codec::head(&[]), None);
+    // A lone first byte is enough: the rest of the packet has not arrived.
+    assert_eq!(
+        Codec::head(&[0x30]),
+        Some(Head::Publish { qos: Some(QoS::AtMostOnce), retain: false })
+    );
+    assert_eq!(
+        Codec::head(&[0x3B]),
+        Some(Head::Publish { qos: Some(QoS::AtLeastOnce), retain: true })
+    );
+    assert_eq!(Codec::head(&[0x36]), Some(Head::Publish { qos: None, retain: false }));
+    assert_eq!(Codec::head(&[0x40, 0x02]), Some(Head::PubAck));
+    assert_eq!(Codec::head(&[0x50]), Some(Head::Other));
+    assert_eq!(Codec::head(&[0x00]), Some(Head::Other));
+}
+
+#[test]
+fn connect_level_is_read_before_the_connect_is_whole() {
+    let connect = pkt(0x10, [s("MQTT"), vec![5, 0x02, 0, 60, 0]].concat());
+    assert_eq!(Codec::connect_level(&connect[..9]), Some(5));
+    assert_eq!(Codec::connect_level(&connect[..8]), None);
+    assert_eq!(Codec::connect_level(&[0x20, 0x02, 0, 0]), None);
+}
