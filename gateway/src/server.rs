@@ -348,11 +348,8 @@ impl Gateway {
 
 async fn sweep_retained(broker: Arc<Broker>) {
     let mut interval = tokio::time::interval(RETAINED_SWEEP);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => broker.purge_expired_retained(),
-            () = broker.shutdown.cancelled() => return,
-        }
+    while broker.shutdown.run_until_cancelled(interval.tick()).await.is_some() {
+        broker.purge_expired_retained();
     }
 }
 

@@ -9,7 +9,9 @@
 //! # Keys
 //!
 //! `data` (the whole data, e.g. a text payload routed as a JSON string), `data.a.b` (a path of
-//! object members; member names are case-sensitive and cannot contain `.`, as in Event Grid), the
+//! object members and array indexes, `data.readings.0.value`, read by [`sinks::json_path`] as
+//! delivery properties read it; member names are case-sensitive and cannot contain `.`, as in
+//! Event Grid), the
 //! attributes `id`, `source`, `type`, `subject`, `time`, `datacontenttype`, `dataschema` and
 //! `specversion`, or an extension attribute name such as an enrichment key. Attribute names and
 //! the `data` prefix are case-insensitive (`Subject`, `Data.Temp`), as in Event Grid's examples.
@@ -505,8 +507,7 @@ impl Key {
         match self {
             Key::Data(path) => {
                 let Some(data) = parsed.data() else { return Found::Missing };
-                let value =
-                    path.iter().try_fold(data, |value, member| value.as_object()?.get(member));
+                let value = sinks::json_path::lookup(data, path.iter().map(String::as_str));
                 value.map_or(Found::Missing, Found::Json)
             }
             Key::Attribute(name) => {

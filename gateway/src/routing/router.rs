@@ -708,12 +708,8 @@ impl Router {
         let mut connections: HashMap<u64, u64> = HashMap::new();
         let topic: Arc<str> = SYSTEM_TOPIC.into();
         loop {
-            let event = tokio::select! {
-                event = events.recv() => match event {
-                    Some(event) => event,
-                    None => return,
-                },
-                () = shutdown.cancelled() => return,
+            let Some(Some(event)) = shutdown.run_until_cancelled(events.recv()).await else {
+                return;
             };
             let now = SystemTime::now();
             let source = self.resource_id.as_str();
