@@ -42,7 +42,10 @@ fn config(max_buffered: usize) -> Config {
 }
 
 fn state_with(config: &Config, admin_token: Option<&str>) -> Arc<DataPlane> {
-    let router = crate::routing::Router::build(config, None, &[]).expect("router").expect("routes");
+    let plan = config.routing_section().plan().expect("plan");
+    let router = crate::routing::Router::build(&config.namespace, plan, None, &[])
+        .expect("router")
+        .expect("routes");
     let mut hooks = Hooks::allow_all();
     hooks.tap = Some(router.clone());
     let broker = Broker::new(config.mqtt.clone(), hooks, None);
