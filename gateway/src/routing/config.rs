@@ -300,7 +300,7 @@ impl RoutingSection<'_> {
             &self.routing.enrichments.static_,
             &self.routing.enrichments.dynamic,
         )
-        .map_err(|error| invalid(error.field, error.problem))?;
+        .map_err(|error| invalid(error.field, error.problem.to_string()))?;
         let mut topics = BTreeMap::new();
         for (name, topic) in self.topics {
             let path = format!("topics.{name}");
@@ -432,7 +432,8 @@ impl SubscriptionConfig {
             None => default_ttl,
             Some(text) => {
                 let field = format!("{path}.eventTimeToLive");
-                let ttl = parse_iso8601_duration(text).map_err(|p| invalid(&field, p))?;
+                let ttl =
+                    parse_iso8601_duration(text).map_err(|p| invalid(&field, p.to_string()))?;
                 if ttl < Duration::from_secs(60) || ttl > retention {
                     return Err(invalid(
                         field,
@@ -465,10 +466,9 @@ impl SubscriptionConfig {
                 Some(out)
             }
         };
-        let filter = self
-            .filters
-            .compile(&paths.filters)
-            .map_err(|error| invalid(paths.filter_field(&error.field), error.problem.clone()))?;
+        let filter = self.filters.compile(&paths.filters).map_err(|error| {
+            invalid(paths.filter_field(&error.field), error.problem.to_string())
+        })?;
         let policy = sinks::RetryPolicy { max_attempts, time_to_live, delays, ..defaults };
         let lock_duration = Duration::from_secs(u64::from(lock.unwrap_or(60)));
         Ok(SubscriptionPlan {
@@ -482,10 +482,15 @@ impl SubscriptionConfig {
     }
 }
 
+/// Text that is not an ISO 8601 duration of the kind Event Grid takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an ISO 8601 duration such as P7D, PT1H or PT30S")]
+pub struct NotADuration(pub String);
+
 /// Parses the ISO 8601 durations Event Grid takes (`P7D`, `PT1M`, `P1DT12H`, `PT30S`); years,
 /// months and weeks are refused because their length is not fixed.
-pub fn parse_iso8601_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not an ISO 8601 duration such as P7D, PT1H or PT30S");
+pub fn parse_iso8601_duration(text: &str) -> Result<Duration, NotADuration> {
+    let bad = || NotADuration(text.to_owned());
     let rest = text.strip_prefix('P').ok_or_else(bad)?;
     if rest.is_empty() {
         return Err(bad());
@@ -496,7 +501,7 @@ pub fn parse_iso8601_duration(text: &str) -> Result<Duration, String> {
         None => (rest, None),
     };
     let mut total = 0f64;
-    let mut add = |part: &str, units: &[(char, f64)]| -> Result<(), String> {
+    let mut add = |part: &str, units: &[(char, f64)]| -> Result<(), NotADuration> {
         let mut number = String::new();
         let mut last_unit = 0;
         for c in part.chars() {
