@@ -551,4 +551,53 @@ mod tests {
         check("PT1S1M", None);
         check("P1W", None);
     }
+
+    #[test]
+    fn the_plan_carries_event_grids_retry_defaults() {
+        let topics: BTreeMap<String, TopicConfig> = toml::from_str(
+            r#"
+            [orders]
+            eventRetentionInDays = 3
+            [orders.eventSubscriptions.hook.destination]
+            endpointType = "WebHook"
+            endpointUrl = "http://127.0.0.1:1/hook"
+            [orders.eventSubscriptions.forward.destination]
+            endpointType = "CustomTopic"
+            endpoint = "http://127.0.0.1:1/api/events"
+            sasKey = "a2V5"
+            [orders.eventSubscriptions.pull]
+            deliveryMode = "Queue"
+            maxDeliveryCount = 4
+            "#,
+        )
+        .expect("toml");
+        let routing = RoutingConfig::default();
+        let section = RoutingSection {
+            routing: &routing,
+            topics: &topics,
+            system_topic: None,
+            runtime_topics: false,
+        };
+        let plan = section.plan().expect("plan");
+        let subs = &plan.topics["orders"].subscriptions;
+        let policy = |name: &str| (subs[name].policy.max_attempts, subs[name].policy.time_to_live);
+        // A namespace subscription may retry as long as its topic keeps the event; a custom
+        // topic's for at most a day.
+        assert_eq!(policy("hook"), (10, Duration::from_secs(3 * 86_400)));
+        assert_eq!(policy("forward"), (30, Duration::from_secs(86_400)));
+        assert_eq!(policy("pull"), (4, Duration::from_secs(3 * 86_400)));
+        assert_eq!(subs["pull"].lock_duration, Duration::from_secs(60));
+        assert_eq!(subs["hook"].path, "topics.orders.eventSubscriptions.hook");
+        assert!(plan.system.is_empty() && plan.routes.is_empty());
+
+        let mut too_many = topics.clone();
+        let pull = too_many.get_mut("orders").and_then(|t| t.event_subscriptions.get_mut("pull"));
+        pull.expect("pull").max_delivery_count = Some(11);
+        let section = RoutingSection { topics: &too_many, ..section };
+        let error = section.plan().err().expect("refused").to_string();
+        assert_eq!(
+            error,
+            "topics.orders.eventSubscriptions.pull.maxDeliveryCount: must be 1 to 10, found 11"
+        );
+    }
 }
