@@ -617,9 +617,8 @@ impl Broker {
     fn after(self: &Arc<Self>, delay: Duration, then: impl FnOnce(&Broker) + Send + 'static) {
         let broker = self.clone();
         self.tasks.spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => then(&broker),
-                () = broker.shutdown.cancelled() => {}
+            if broker.shutdown.run_until_cancelled(tokio::time::sleep(delay)).await.is_some() {
+                then(&broker);
             }
         });
     }

@@ -173,14 +173,20 @@ impl Config {
             http.validate()?;
         }
         self.resources().validate(&self.access.limits)?;
+        // Checking the routing section is planning it; the router builds from the plan that
+        // `routing_section().plan()` gives again at start-up and on a reload.
+        self.routing_section().plan()?;
+        Ok(())
+    }
+
+    /// The routing part of the file: `[routing]`, `[topics.NAME]` and `[systemTopic]`.
+    pub fn routing_section(&self) -> crate::routing::config::RoutingSection<'_> {
         crate::routing::config::RoutingSection {
             routing: &self.routing,
             topics: &self.topics,
             system_topic: self.system_topic.as_ref(),
             runtime_topics: self.management.is_some(),
         }
-        .validate()?;
-        Ok(())
     }
 
     /// The namespace resources the file declares.

@@ -236,24 +236,7 @@ pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'
 
 /// Percent-decodes `text`; a `%` not followed by two hex digits stays as it is.
 pub(crate) fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(high), Some(low)) =
-                (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b)))
-        {
-            // Two hex digits make at most 0xFF.
-            decoded.push((high * 16 + low) as u8);
-            i += 3;
-            continue;
-        }
-        decoded.push(bytes[i]);
-        i += 1;
-    }
-    decoded
+    percent_encoding::percent_decode_str(text).collect()
 }
 
 /// Percent-decodes `text` into a string; `None` when the bytes are not UTF-8.
@@ -261,18 +244,19 @@ pub(crate) fn percent_decode_utf8(text: &str) -> Option<String> {
     String::from_utf8(percent_decode(text)).ok()
 }
 
+/// What [`percent_encode`] encodes: every byte but unreserved ones (RFC 3986: letters, digits,
+/// `-._~`) and `/`.
+const TOPIC_ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 /// Percent-encodes every byte but unreserved ones (RFC 3986: letters, digits, `-._~`) and `/`,
 /// so that a topic stays readable in a header or a link.
 pub fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
+    percent_encoding::utf8_percent_encode(text, TOPIC_ENCODED).to_string()
 }
 
 // === impl ApiError ===

@@ -299,11 +299,8 @@ impl DataPlaneFailed<'_> {
 pub async fn report_suppressed(shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(SUMMARY_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => summarize(),
-            () = shutdown.cancelled() => break,
-        }
+    while shutdown.run_until_cancelled(interval.tick()).await.is_some() {
+        summarize();
     }
     summarize();
 }

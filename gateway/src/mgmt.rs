@@ -64,6 +64,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+// The admin token is compared in constant time, so response timing does not reveal how much
+// of a guess was right.
+use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{MIN_TOKEN_LENGTH, ManagementConfig};
@@ -196,7 +199,7 @@ fn refusal(token: &str, headers: &HeaderMap) -> Option<Response> {
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim);
     if let Some(presented) = presented
-        && constant_time_eq(presented.as_bytes(), token.as_bytes())
+        && bool::from(presented.as_bytes().ct_eq(token.as_bytes()))
     {
         return None;
     }
@@ -310,15 +313,6 @@ fn not_found(kind: ResourceKind, name: &str) -> ApiError {
         code: "NotFound",
         message: format!("{}/{name} not found", kind.as_str()),
     }
-}
-
-/// Compares without an early exit, so response timing does not reveal how much of a guessed
-/// token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 // === impl ApiError ===

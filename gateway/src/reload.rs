@@ -159,7 +159,8 @@ impl Reloader {
         let routing_sections = changes.routing();
         let router_plan = match &self.router {
             Some(router) if !routing_sections.is_empty() => {
-                Some((router, router.plan_reload(&config).map_err(ReloadError::Routing)?))
+                let plan = config.routing_section().plan().and_then(|p| router.plan_reload(p));
+                Some((router, plan.map_err(|e| ReloadError::Routing(e.to_string()))?))
             }
             _ => None,
         };

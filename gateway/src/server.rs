@@ -138,13 +138,15 @@ impl Gateway {
         if let Some(journal) = storage.journal() {
             readiness.watch_store(journal);
         }
+        let routing = config.routing_section().plan().map_err(|e| failed(e.to_string()))?;
         let router = crate::routing::Router::build_with(
-            &config,
+            &config.namespace,
+            routing,
             storage.journal(),
             stored,
             readiness.clone(),
         )
-        .map_err(failed)?;
+        .map_err(|e| failed(e.to_string()))?;
         let mut hooks = hooks;
         if let Some(router) = &router {
             // The tap is installed even without routes, so a config reload can add some; with
@@ -348,11 +350,8 @@ impl Gateway {
 
 async fn sweep_retained(broker: Arc<Broker>) {
     let mut interval = tokio::time::interval(RETAINED_SWEEP);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => broker.purge_expired_retained(),
-            () = broker.shutdown.cancelled() => return,
-        }
+    while broker.shutdown.run_until_cancelled(interval.tick()).await.is_some() {
+        broker.purge_expired_retained();
     }
 }
 

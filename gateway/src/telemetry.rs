@@ -74,11 +74,8 @@ pub fn install() -> Result<Option<PrometheusHandle>, MetricsError> {
 /// Drains histogram samples every few seconds until `shutdown`.
 pub async fn upkeep(handle: PrometheusHandle, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(UPKEEP);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => handle.run_upkeep(),
-            () = shutdown.cancelled() => return,
-        }
+    while shutdown.run_until_cancelled(interval.tick()).await.is_some() {
+        handle.run_upkeep();
     }
 }
 

@@ -184,7 +184,13 @@ fn lookup(event: &CloudEvent, path: &str) -> Option<String> {
         "dataschema" => attribute(event.dataschema.as_deref()),
         "data" => match &event.data {
             // A parsed copy, read for the header only; the event's data is sent as it came.
-            Data::Json(json) => scalar(walk(&json.to_value(), rest)?),
+            Data::Json(json) => {
+                let data = json.to_value();
+                scalar(crate::json_path::lookup(
+                    &data,
+                    rest.into_iter().flat_map(|rest| rest.split('.')),
+                )?)
+            }
             Data::None | Data::Binary(_) => None,
         },
         extension => match rest {
@@ -192,18 +198,6 @@ fn lookup(event: &CloudEvent, path: &str) -> Option<String> {
             Some(_) => None,
         },
     }
-}
-
-/// Follows a dotted path into JSON; array items by index.
-fn walk<'v>(mut value: &'v Value, path: Option<&str>) -> Option<&'v Value> {
-    for segment in path.into_iter().flat_map(|path| path.split('.')) {
-        value = match value {
-            Value::Object(map) => map.get(segment)?,
-            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(value)
 }
 
 /// A string, number or boolean as header text.

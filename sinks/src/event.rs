@@ -305,21 +305,7 @@ fn write_string(out: &mut Vec<u8>, text: &str) {
 
 /// A new unique event id: a random (version 4) UUID in its usual text form.
 pub fn new_id() -> String {
-    use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 16];
-    // The system random source does not fail on Linux once the process runs; fall back to the
-    // clock so an id is still unique enough rather than panicking.
-    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        bytes = nanos.to_le_bytes();
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// `at` as Event Grid writes times: RFC 3339 in UTC with seven fractional digits, e.g.

@@ -16,6 +16,8 @@
 //! - [`custom_topic`]: publishing to Event Grid custom topics with SAS keys or tokens.
 //! - [`event_hubs`]: CloudEvents over AMQP to Event Hubs, in batches by partition key.
 //! - [`delivery_property`]: custom delivery headers, static or read from the event.
+//! - [`json_path`]: the JSON path lookup that filters and delivery properties share.
+//! - [`media_type`]: whether a content type is JSON, the one rule every path uses.
 //! - [`batch`], [`http`], [`config`]: batching limits, the shared HTTP client, config problems.
 //!
 //! **Invariant:** a sink never sleeps, loops or retries; retrying is the gateway's, by the
@@ -30,6 +32,8 @@ pub mod error;
 pub mod event;
 pub mod event_hubs;
 pub mod http;
+pub mod json_path;
+pub mod media_type;
 pub mod retry;
 pub mod sink;
 pub mod webhook;

@@ -66,6 +66,16 @@ impl Schedule {
         };
         Duration::from_secs(pick(table, attempts).copied().unwrap_or_default())
     }
+
+    /// The most attempts Event Grid allows a subscription (the bound of its
+    /// `maxDeliveryCount`), which is also the default: 10 from namespace topics, 30 for custom
+    /// topics.
+    pub fn max_attempts(self) -> u32 {
+        match self {
+            Schedule::Namespace => 10,
+            Schedule::CustomTopic => 30,
+        }
+    }
 }
 
 // === impl RetryPolicy ===
@@ -75,11 +85,23 @@ impl RetryPolicy {
     /// one day (the default topic retention); a custom topic subscription makes 30 attempts
     /// within 1,440 minutes.
     pub fn for_schedule(schedule: Schedule) -> RetryPolicy {
-        let (max_attempts, time_to_live) = match schedule {
-            Schedule::Namespace => (10, Duration::from_secs(24 * 3600)),
-            Schedule::CustomTopic => (30, Duration::from_secs(1440 * 60)),
+        let time_to_live = match schedule {
+            Schedule::Namespace => Duration::from_secs(24 * 3600),
+            Schedule::CustomTopic => Duration::from_secs(1440 * 60),
         };
-        RetryPolicy { schedule, max_attempts, time_to_live, delays: None }
+        RetryPolicy { schedule, max_attempts: schedule.max_attempts(), time_to_live, delays: None }
+    }
+
+    /// Event Grid's defaults for a subscription of a topic that keeps events for `retention`:
+    /// a namespace subscription's events may wait as long as the topic keeps them, a custom
+    /// topic's at most 1,440 minutes.
+    pub fn for_subscription(schedule: Schedule, retention: Duration) -> RetryPolicy {
+        let mut policy = RetryPolicy::for_schedule(schedule);
+        policy.time_to_live = match schedule {
+            Schedule::Namespace => retention,
+            Schedule::CustomTopic => retention.min(policy.time_to_live),
+        };
+        policy
     }
 
     /// This policy with `delays` in place of the schedule's table and without the failures'

@@ -18,6 +18,9 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, Uri, header};
 use base64::Engine as _;
+// Keys and tokens are compared in constant time, so response timing does not reveal how much
+// of a guess was right.
+use subtle::ConstantTimeEq as _;
 
 use super::{param, percent_decode, percent_decode_utf8};
 
@@ -65,7 +68,7 @@ impl Credentials {
             if scheme.eq_ignore_ascii_case("Bearer") {
                 return match &self.admin_token {
                     Some(token)
-                        if constant_time_eq(credential.trim().as_bytes(), token.as_bytes()) =>
+                        if bool::from(credential.trim().as_bytes().ct_eq(token.as_bytes())) =>
                     {
                         Ok(())
                     }
@@ -82,7 +85,7 @@ impl Credentials {
     }
 
     fn check_key(&self, presented: &str, source: &str) -> Result<(), String> {
-        if self.keys.iter().any(|(key, _)| constant_time_eq(presented.as_bytes(), key.as_bytes())) {
+        if self.keys.iter().any(|(key, _)| bool::from(presented.as_bytes().ct_eq(key.as_bytes()))) {
             Ok(())
         } else {
             Err(format!("the {source} is not an access key of this namespace"))
@@ -185,15 +188,6 @@ fn parse_expiry(text: &str) -> Option<SystemTime> {
     .ok()?;
     let at = time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp();
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(at).ok()?))
-}
-
-/// Compares without an early exit, so response timing does not reveal how much of a guessed
-/// key was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ fn is_json(response: &Response) -> bool {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value: &HeaderValue| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"))
+        .is_some_and(sinks::media_type::is_json)
 }
 
 fn code(status: StatusCode) -> &'static str {

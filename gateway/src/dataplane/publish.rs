@@ -88,7 +88,7 @@ pub(super) fn events_of(
     max_events: usize,
 ) -> Result<Vec<CloudEvent>, ApiError> {
     let content_type = header_text(headers, "content-type").unwrap_or_default();
-    let media_type = media_type(content_type);
+    let media_type = sinks::media_type::essence(content_type);
     match media_type.as_str() {
         "application/cloudevents+json" => {
             if body.len() > max_event_bytes {
@@ -229,7 +229,7 @@ fn binary_event(
     let content_type = header_text(headers, "content-type").map(str::to_string);
     let data = match &content_type {
         _ if body.is_empty() => Data::None,
-        Some(content_type) if is_json(content_type) => {
+        Some(content_type) if sinks::media_type::is_json(content_type) => {
             // The body is kept as sent; it is only checked to be JSON.
             Data::Json(JsonText::parse(body).map_err(|error| {
                 ApiError::bad_request("body", format!("not JSON though content-type is: {error}"))
@@ -256,15 +256,4 @@ fn no_such_topic(topic: &str) -> ApiError {
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|value| value.to_str().ok())
-}
-
-/// The media type of a content type, lowercase, without parameters.
-fn media_type(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
-}
-
-/// Whether data of `content_type` is JSON: `application/json`, `text/json` or `*/*+json`.
-fn is_json(content_type: &str) -> bool {
-    let media = media_type(content_type);
-    media == "application/json" || media == "text/json" || media.ends_with("+json")
 }

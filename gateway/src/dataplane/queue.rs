@@ -95,10 +95,10 @@ async fn receive(
         Err(error) => return error.into_response(),
     };
     // A long poll ends with shutdown (empty), so that it never holds the grace period.
-    let received = tokio::select! {
-        received = queue.receive(max_events, Duration::from_secs(max_wait)) => received,
-        () = shutdown.cancelled() => Vec::new(),
-    };
+    let received = shutdown
+        .run_until_cancelled(queue.receive(max_events, Duration::from_secs(max_wait)))
+        .await
+        .unwrap_or_default();
     // Written by hand so that each event's data goes out as the text that was published
     // (`CloudEvent::write_json`), never through a `serde_json::Value`.
     let mut body = br#"{"value":["#.to_vec();

@@ -42,7 +42,10 @@ fn config(max_buffered: usize) -> Config {
 }
 
 fn state_with(config: &Config, admin_token: Option<&str>) -> Arc<DataPlane> {
-    let router = crate::routing::Router::build(config, None, &[]).expect("router").expect("routes");
+    let plan = config.routing_section().plan().expect("plan");
+    let router = crate::routing::Router::build(&config.namespace, plan, None, &[])
+        .expect("router")
+        .expect("routes");
     let mut hooks = Hooks::allow_all();
     hooks.tap = Some(router.clone());
     let broker = Broker::new(config.mqtt.clone(), hooks, None);
@@ -324,6 +327,13 @@ fn binary_mode_maps_headers_and_body() {
     let events = publish::events_of(&headers, body.clone(), 1024, 5).expect("event");
     let sinks::Data::Json(json) = &events[0].data else { panic!("{:?}", events[0].data) };
     assert_eq!(json.published(), &body, "the body is the data, byte for byte");
+
+    // `text/json` is JSON here as in MQTT routing: one rule, `sinks::media_type::is_json`.
+    headers.insert("content-type", "Text/JSON".parse().expect("header"));
+    let body = Bytes::from_static(b"[1, 2]");
+    let events = publish::events_of(&headers, body.clone(), 1024, 5).expect("event");
+    let sinks::Data::Json(json) = &events[0].data else { panic!("{:?}", events[0].data) };
+    assert_eq!(json.published(), &body);
 }
 
 #[tokio::test]

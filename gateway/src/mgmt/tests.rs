@@ -282,7 +282,9 @@ mod topics {
         ))
         .expect("config");
         let namespace = Namespace::open(&config, &[]).expect("namespace").expect("on");
-        let router = crate::routing::Router::build(&config, None, &[]).expect("router");
+        let plan = config.routing_section().plan().expect("plan");
+        let router = crate::routing::Router::build(&config.namespace, plan, None, &[]);
+        let router = router.expect("router");
         (namespace, router.expect("router"))
     }
 

@@ -197,7 +197,7 @@ impl SubscriptionConfig {
 /// A planned subscription's properties in ARM shape, as the management API answers them: the
 /// effective values (defaults filled in), no secrets, and none of gridmq's own extensions
 /// (subject filters, retry delays, sink tuning beyond batching).
-pub fn to_arm(flat: &SubscriptionConfig, plan: &SubscriptionPlan) -> Value {
+pub fn to_arm(plan: &SubscriptionPlan) -> Value {
     let max_delivery_count = plan.policy.max_attempts;
     let time_to_live = iso8601(plan.policy.time_to_live);
     let delivery = match &plan.destination {
@@ -219,9 +219,9 @@ pub fn to_arm(flat: &SubscriptionConfig, plan: &SubscriptionPlan) -> Value {
         }),
     };
     let mut filters = json!({
-        "filters": serde_json::to_value(&flat.filters.advanced_filters).unwrap_or(Value::Null),
+        "filters": serde_json::to_value(&plan.filters.advanced_filters).unwrap_or(Value::Null),
     });
-    if let Some(types) = &flat.filters.included_event_types {
+    if let Some(types) = &plan.filters.included_event_types {
         filters["includedEventTypes"] = json!(types);
     }
     json!({
@@ -315,7 +315,7 @@ mod tests {
         let (arm_flat, _) = arm.resolved("s").unwrap();
         assert_eq!(arm_flat, flat.resolved("s").unwrap().0);
         let plan = arm.plan("s", "sub", retention).unwrap();
-        let rendered = to_arm(&arm_flat, &plan);
+        let rendered = to_arm(&plan);
         assert_eq!(rendered["deliveryConfiguration"]["queue"]["eventTimeToLive"], "P1D");
         assert_eq!(rendered["deliveryConfiguration"]["queue"]["receiveLockDurationInSeconds"], 90);
         // What the API answers can be sent back.

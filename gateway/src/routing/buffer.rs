@@ -151,11 +151,23 @@ pub fn encode_event(published: SystemTime, event: &CloudEvent) -> Vec<u8> {
     record
 }
 
+/// A routing row that cannot be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("event record shorter than 8 bytes")]
+    ShortEvent,
+    #[error(transparent)]
+    Event(#[from] sinks::event::EventError),
+    #[error("delivery record too short")]
+    ShortDelivery,
+}
+
 /// Reads an `Events` row.
-pub fn decode_event(record: &[u8]) -> Result<(SystemTime, CloudEvent), String> {
-    let (time, json) = record.split_at_checked(8).ok_or("event record shorter than 8 bytes")?;
-    let published = from_millis(u64::from_le_bytes(time.try_into().map_err(|_| "bad time")?));
-    let event = CloudEvent::from_json_bytes(json).map_err(|e| e.to_string())?;
+pub fn decode_event(record: &[u8]) -> Result<(SystemTime, CloudEvent), RecordError> {
+    let time: [u8; 8] =
+        record.get(..8).and_then(|b| b.try_into().ok()).ok_or(RecordError::ShortEvent)?;
+    let published = from_millis(u64::from_le_bytes(time));
+    let event = CloudEvent::from_json_bytes(&record[8..])?;
     Ok((published, event))
 }
 
@@ -167,11 +179,11 @@ pub fn encode_delivery(attempts: u32, next: SystemTime) -> Vec<u8> {
 }
 
 /// Reads a `Deliveries` row: attempts made and the next attempt's time.
-pub fn decode_delivery(record: &[u8]) -> Result<(u32, SystemTime), String> {
+pub fn decode_delivery(record: &[u8]) -> Result<(u32, SystemTime), RecordError> {
     let attempts: [u8; 4] =
-        record.get(..4).and_then(|b| b.try_into().ok()).ok_or("delivery record too short")?;
+        record.get(..4).and_then(|b| b.try_into().ok()).ok_or(RecordError::ShortDelivery)?;
     let next: [u8; 8] =
-        record.get(4..12).and_then(|b| b.try_into().ok()).ok_or("delivery record too short")?;
+        record.get(4..12).and_then(|b| b.try_into().ok()).ok_or(RecordError::ShortDelivery)?;
     Ok((u32::from_le_bytes(attempts), from_millis(u64::from_le_bytes(next))))
 }
 

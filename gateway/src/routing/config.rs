@@ -16,11 +16,13 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::routing::filter::FiltersConfig;
+use crate::routing::enrich::Enrichments;
+use crate::routing::filter::{Filter, FiltersConfig};
 
 /// The `[routing]` table. Routing is on when it declares at least one route.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -126,6 +128,19 @@ impl TopicConfig {
         Ok(())
     }
 
+    /// Checks the topic at `path` and plans each of its subscriptions with its retention.
+    pub fn plan(&self, path: &str) -> Result<TopicPlan, RoutingConfigError> {
+        self.validate(path)?;
+        let retention = self.retention();
+        let mut subscriptions = BTreeMap::new();
+        for (name, config) in &self.event_subscriptions {
+            let plan =
+                config.plan(&format!("{path}.eventSubscriptions.{name}"), name, retention)?;
+            subscriptions.insert(name.clone(), plan);
+        }
+        Ok(TopicPlan { config: self.clone(), subscriptions })
+    }
+
     /// How long an event may wait: the subscriptions' default and largest time to live.
     pub fn retention(&self) -> Duration {
         Duration::from_secs(u64::from(self.event_retention_in_days) * 86_400)
@@ -228,9 +243,37 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> RoutingConfi
     RoutingConfigError { field: field.into(), problem: problem.into() }
 }
 
+/// The routing section checked and turned into what the router runs with. Checking the
+/// config produces it ([`RoutingSection::plan`]); the router is built from it and a reload
+/// applies it, so nothing is checked or planned a second way.
+#[derive(Clone)]
+pub struct RoutingPlan {
+    /// See [`RoutingConfig::max_buffered_events`].
+    pub max_buffered_events: usize,
+    /// MQTT topic filter and namespace topic of each route, in the file's order.
+    pub routes: Vec<(String, Arc<str>)>,
+    pub enrichments: Enrichments,
+    /// The namespace topics the file declares.
+    pub topics: BTreeMap<String, TopicPlan>,
+    /// The system topic's subscriptions (lifecycle events); empty without any.
+    pub system: BTreeMap<String, SubscriptionPlan>,
+    /// See [`RoutingSection::runtime_topics`].
+    pub runtime_topics: bool,
+}
+
+/// A namespace topic with its subscriptions planned.
+#[derive(Clone)]
+pub struct TopicPlan {
+    /// The topic as configured, subscriptions included: what a reload compares and the
+    /// management API shows.
+    pub config: TopicConfig,
+    pub subscriptions: BTreeMap<String, SubscriptionPlan>,
+}
+
 impl RoutingSection<'_> {
-    /// Checks every routing field; the error names the first bad one.
-    pub fn validate(&self) -> Result<(), RoutingConfigError> {
+    /// Checks every routing field and plans the topics and subscriptions; the error names the
+    /// first bad field.
+    pub fn plan(&self) -> Result<RoutingPlan, RoutingConfigError> {
         if self.routing.max_buffered_events == 0 {
             return Err(invalid("routing.max_buffered_events", "must be at least 1"));
         }
@@ -253,36 +296,54 @@ impl RoutingSection<'_> {
                 ));
             }
         }
-        crate::routing::enrich::Enrichments::parse(
+        let enrichments = Enrichments::parse(
             &self.routing.enrichments.static_,
             &self.routing.enrichments.dynamic,
         )
-        .map_err(|error| invalid(error.field.clone(), error.problem.clone()))?;
+        .map_err(|error| invalid(error.field, error.problem.to_string()))?;
+        let mut topics = BTreeMap::new();
         for (name, topic) in self.topics {
             let path = format!("topics.{name}");
             crate::access::model::check_resource_name(name).map_err(|p| invalid(&path, p))?;
-            topic.validate(&path)?;
-            let retention = topic.retention();
-            for (sub, config) in &topic.event_subscriptions {
-                config.plan(&format!("{path}.eventSubscriptions.{sub}"), sub, retention)?;
-            }
+            topics.insert(name.clone(), topic.plan(&path)?);
         }
-        if let Some(system) = self.system_topic {
-            for (sub, config) in &system.event_subscriptions {
-                let retention = Duration::from_secs(7 * 86_400);
-                config.plan(&format!("systemTopic.eventSubscriptions.{sub}"), sub, retention)?;
-            }
+        let mut system = BTreeMap::new();
+        for (sub, config) in self.system_topic.iter().flat_map(|s| &s.event_subscriptions) {
+            let path = format!("systemTopic.eventSubscriptions.{sub}");
+            system.insert(sub.clone(), config.plan(&path, sub, SYSTEM_TOPIC_RETENTION)?);
         }
-        Ok(())
+        let routes = self
+            .routing
+            .routes
+            .iter()
+            .map(|route| (route.topic_filter.clone(), Arc::<str>::from(route.topic.as_str())))
+            .collect();
+        Ok(RoutingPlan {
+            max_buffered_events: self.routing.max_buffered_events,
+            routes,
+            enrichments,
+            topics,
+            system,
+            runtime_topics: self.runtime_topics,
+        })
     }
 }
 
+/// How long the system topic keeps lifecycle events: Event Grid's longest retention.
+pub const SYSTEM_TOPIC_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
 /// A subscription's settings checked and turned into what the dispatcher runs with.
+#[derive(Debug, Clone)]
 pub struct SubscriptionPlan {
+    /// Where the subscription is configured (`topics.T.eventSubscriptions.S`, `properties`):
+    /// what errors found when its sink is built are named under.
+    pub path: String,
     /// Where events are pushed; `None` for a queue subscription.
     pub destination: Option<Destination>,
     pub policy: sinks::RetryPolicy,
-    pub filter: crate::routing::filter::Filter,
+    pub filter: Filter,
+    /// The filters as configured (flattened), for the management API.
+    pub filters: FiltersConfig,
     /// Queue subscriptions: the receive lock.
     pub lock_duration: Duration,
 }
@@ -297,15 +358,17 @@ impl SubscriptionConfig {
     ) -> Result<SubscriptionPlan, RoutingConfigError> {
         crate::access::model::check_resource_name(name).map_err(|p| invalid(path, p))?;
         let (flat, paths) = self.resolved(path)?;
-        flat.plan_flat(&paths, retention)
+        flat.plan_flat(path, &paths, retention)
     }
 
     /// [`SubscriptionConfig::plan`] of a resolved (flattened) subscription.
     fn plan_flat(
         &self,
+        path: &str,
         paths: &super::arm::FieldPaths,
         retention: Duration,
     ) -> Result<SubscriptionPlan, RoutingConfigError> {
+        let subscription_path = path;
         let path = paths.delivery.as_str();
         let destination_path = paths.destination.as_str();
         let lock = self.receive_lock_duration_in_seconds;
@@ -336,27 +399,29 @@ impl SubscriptionConfig {
             }
             _ => {}
         }
-        let (schedule, max_count, default_attempts, default_ttl) = match &self.destination {
-            None => (sinks::Schedule::Namespace, 10, 10, retention),
+        let destination_problem =
+            |p: sinks::ConfigProblem| invalid(format!("{destination_path}.{}", p.field), p.problem);
+        let schedule = match &self.destination {
+            None => sinks::Schedule::Namespace,
             Some(Destination::WebHook(webhook)) => {
-                webhook
-                    .validate()
-                    .map_err(|p| invalid(format!("{destination_path}.{}", p.field), p.problem))?;
-                (sinks::Schedule::Namespace, 10, 10, retention)
+                webhook.validate().map_err(destination_problem)?;
+                sinks::Schedule::Namespace
             }
             Some(Destination::EventHub(hub)) => {
-                hub.validate()
-                    .map_err(|p| invalid(format!("{destination_path}.{}", p.field), p.problem))?;
-                (sinks::Schedule::Namespace, 10, 10, retention)
+                hub.validate().map_err(destination_problem)?;
+                sinks::Schedule::Namespace
             }
             Some(Destination::CustomTopic(topic)) => {
-                topic
-                    .validate()
-                    .map_err(|p| invalid(format!("{destination_path}.{}", p.field), p.problem))?;
-                (sinks::Schedule::CustomTopic, 30, 30, retention.min(Duration::from_secs(86_400)))
+                topic.validate().map_err(destination_problem)?;
+                sinks::Schedule::CustomTopic
             }
         };
-        let max_attempts = self.max_delivery_count.unwrap_or(default_attempts);
+        // Event Grid's defaults and bounds come from the sinks' retry policy, the one place
+        // that knows them.
+        let defaults = sinks::RetryPolicy::for_subscription(schedule, retention);
+        let max_count = schedule.max_attempts();
+        let default_ttl = defaults.time_to_live;
+        let max_attempts = self.max_delivery_count.unwrap_or(defaults.max_attempts);
         if !(1..=max_count).contains(&max_attempts) {
             return Err(invalid(
                 format!("{path}.maxDeliveryCount"),
@@ -367,7 +432,8 @@ impl SubscriptionConfig {
             None => default_ttl,
             Some(text) => {
                 let field = format!("{path}.eventTimeToLive");
-                let ttl = parse_iso8601_duration(text).map_err(|p| invalid(&field, p))?;
+                let ttl =
+                    parse_iso8601_duration(text).map_err(|p| invalid(&field, p.to_string()))?;
                 if ttl < Duration::from_secs(60) || ttl > retention {
                     return Err(invalid(
                         field,
@@ -400,25 +466,31 @@ impl SubscriptionConfig {
                 Some(out)
             }
         };
-        let filter = self
-            .filters
-            .compile(&paths.filters)
-            .map_err(|error| invalid(paths.filter_field(&error.field), error.problem.clone()))?;
-        let policy = sinks::RetryPolicy { schedule, max_attempts, time_to_live, delays };
+        let filter = self.filters.compile(&paths.filters).map_err(|error| {
+            invalid(paths.filter_field(&error.field), error.problem.to_string())
+        })?;
+        let policy = sinks::RetryPolicy { max_attempts, time_to_live, delays, ..defaults };
         let lock_duration = Duration::from_secs(u64::from(lock.unwrap_or(60)));
         Ok(SubscriptionPlan {
+            path: subscription_path.to_owned(),
             destination: self.destination.clone(),
             policy,
             filter,
+            filters: self.filters.clone(),
             lock_duration,
         })
     }
 }
 
+/// Text that is not an ISO 8601 duration of the kind Event Grid takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an ISO 8601 duration such as P7D, PT1H or PT30S")]
+pub struct NotADuration(pub String);
+
 /// Parses the ISO 8601 durations Event Grid takes (`P7D`, `PT1M`, `P1DT12H`, `PT30S`); years,
 /// months and weeks are refused because their length is not fixed.
-pub fn parse_iso8601_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not an ISO 8601 duration such as P7D, PT1H or PT30S");
+pub fn parse_iso8601_duration(text: &str) -> Result<Duration, NotADuration> {
+    let bad = || NotADuration(text.to_owned());
     let rest = text.strip_prefix('P').ok_or_else(bad)?;
     if rest.is_empty() {
         return Err(bad());
@@ -429,7 +501,7 @@ pub fn parse_iso8601_duration(text: &str) -> Result<Duration, String> {
         None => (rest, None),
     };
     let mut total = 0f64;
-    let mut add = |part: &str, units: &[(char, f64)]| -> Result<(), String> {
+    let mut add = |part: &str, units: &[(char, f64)]| -> Result<(), NotADuration> {
         let mut number = String::new();
         let mut last_unit = 0;
         for c in part.chars() {
@@ -478,5 +550,54 @@ mod tests {
         check("7D", None);
         check("PT1S1M", None);
         check("P1W", None);
+    }
+
+    #[test]
+    fn the_plan_carries_event_grids_retry_defaults() {
+        let topics: BTreeMap<String, TopicConfig> = toml::from_str(
+            r#"
+            [orders]
+            eventRetentionInDays = 3
+            [orders.eventSubscriptions.hook.destination]
+            endpointType = "WebHook"
+            endpointUrl = "http://127.0.0.1:1/hook"
+            [orders.eventSubscriptions.forward.destination]
+            endpointType = "CustomTopic"
+            endpoint = "http://127.0.0.1:1/api/events"
+            sasKey = "a2V5"
+            [orders.eventSubscriptions.pull]
+            deliveryMode = "Queue"
+            maxDeliveryCount = 4
+            "#,
+        )
+        .expect("toml");
+        let routing = RoutingConfig::default();
+        let section = RoutingSection {
+            routing: &routing,
+            topics: &topics,
+            system_topic: None,
+            runtime_topics: false,
+        };
+        let plan = section.plan().expect("plan");
+        let subs = &plan.topics["orders"].subscriptions;
+        let policy = |name: &str| (subs[name].policy.max_attempts, subs[name].policy.time_to_live);
+        // A namespace subscription may retry as long as its topic keeps the event; a custom
+        // topic's for at most a day.
+        assert_eq!(policy("hook"), (10, Duration::from_secs(3 * 86_400)));
+        assert_eq!(policy("forward"), (30, Duration::from_secs(86_400)));
+        assert_eq!(policy("pull"), (4, Duration::from_secs(3 * 86_400)));
+        assert_eq!(subs["pull"].lock_duration, Duration::from_secs(60));
+        assert_eq!(subs["hook"].path, "topics.orders.eventSubscriptions.hook");
+        assert!(plan.system.is_empty() && plan.routes.is_empty());
+
+        let mut too_many = topics.clone();
+        let pull = too_many.get_mut("orders").and_then(|t| t.event_subscriptions.get_mut("pull"));
+        pull.expect("pull").max_delivery_count = Some(11);
+        let section = RoutingSection { topics: &too_many, ..section };
+        let error = section.plan().err().expect("refused").to_string();
+        assert_eq!(
+            error,
+            "topics.orders.eventSubscriptions.pull.maxDeliveryCount: must be 1 to 10, found 11"
+        );
     }
 }

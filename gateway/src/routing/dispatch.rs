@@ -185,12 +185,14 @@ impl Dispatcher {
         !self.started.swap(true, Ordering::AcqRel)
     }
 
-    /// Waits until the global `shutdown`, or until this dispatcher is retired.
-    async fn stopped(&self, shutdown: &CancellationToken) {
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = self.stop.cancelled() => {}
-        }
+    /// Runs `work` to its end, unless the global `shutdown` comes or this dispatcher is
+    /// retired first: `None` then.
+    async fn until_stopped<T>(
+        &self,
+        shutdown: &CancellationToken,
+        work: impl Future<Output = T>,
+    ) -> Option<T> {
+        self.stop.run_until_cancelled(shutdown.run_until_cancelled(work)).await.flatten()
     }
 
     /// Deliveries waiting (not in flight).
@@ -222,26 +224,21 @@ impl Dispatcher {
             }
             let paused_until = *self.paused_until.lock();
             if paused_until > tokio::time::Instant::now() {
-                tokio::select! {
-                    () = tokio::time::sleep_until(paused_until) => {}
-                    () = self.stopped(&shutdown) => return,
+                let pause = tokio::time::sleep_until(paused_until);
+                if self.until_stopped(&shutdown, pause).await.is_none() {
+                    return;
                 }
             }
-            let permit = tokio::select! {
-                permit = requests.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                () = self.stopped(&shutdown) => return,
-            };
+            let permit = self.until_stopped(&shutdown, requests.clone().acquire_owned()).await;
+            let Some(Ok(permit)) = permit else { return };
             let batch = self.take_due();
             if batch.is_empty() {
                 drop(permit);
                 let wait = self.next_due().unwrap_or(IDLE_RECHECK).min(IDLE_RECHECK);
-                tokio::select! {
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(wait) => {}
-                    () = self.stopped(&shutdown) => return,
+                // Woken by a new delivery, or at the next due time at the latest.
+                let woken = tokio::time::timeout(wait, self.wake.notified());
+                if self.until_stopped(&shutdown, woken).await.is_none() {
+                    return;
                 }
                 continue;
             }
@@ -253,9 +250,9 @@ impl Dispatcher {
                     .map(|p| Delivery { event: &p.event.event, delivery_count: p.attempts + 1 })
                     .collect();
                 let started = std::time::Instant::now();
-                let result = tokio::select! {
-                    result = this.sink.send(&deliveries) => result,
-                    () = stop.cancelled() => return,
+                let Some(result) = stop.run_until_cancelled(this.sink.send(&deliveries)).await
+                else {
+                    return;
                 };
                 this.counters.destination.record(started.elapsed().as_secs_f64());
                 drop(deliveries);
@@ -268,9 +265,8 @@ impl Dispatcher {
     /// Runs the validation handshake until it succeeds; false on shutdown.
     async fn validate(&self, shutdown: &CancellationToken) -> bool {
         loop {
-            let result = tokio::select! {
-                result = self.sink.validate() => result,
-                () = self.stopped(shutdown) => return false,
+            let Some(result) = self.until_stopped(shutdown, self.sink.validate()).await else {
+                return false;
             };
             let attempts = {
                 let mut status = self.status.lock();
@@ -303,9 +299,8 @@ impl Dispatcher {
                 retry_in_secs = pause.as_secs_f64(),
                 "Endpoint refused validation; its events wait."
             );
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = self.stopped(shutdown) => return false,
+            if self.until_stopped(shutdown, tokio::time::sleep(pause)).await.is_none() {
+                return false;
             }
         }
     }

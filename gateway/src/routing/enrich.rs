@@ -85,7 +85,55 @@ pub enum Variable {
 #[error("{field}: {problem}")]
 pub struct EnrichmentError {
     pub field: String,
-    pub problem: String,
+    pub problem: EnrichmentProblem,
+}
+
+/// What is wrong with the enrichments, or with one enrichment's key or value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrichmentProblem {
+    #[error("{0} enrichments; at most {MAX_ENRICHMENTS} are allowed")]
+    TooMany(usize),
+    #[error("the key must not be empty")]
+    EmptyKey,
+    #[error("keys may hold only lowercase letters a-z and digits 0-9")]
+    KeyCharacters,
+    #[error("the key has {0} characters; at most {MAX_KEY_CHARS}")]
+    KeyTooLong(usize),
+    #[error("keys must not start with `azsp`")]
+    ReservedKey,
+    #[error("`{0}` is a CloudEvents context attribute")]
+    ContextAttribute(String),
+    #[error("the value has {0} characters; at most {MAX_VALUE_CHARS}")]
+    ValueTooLong(usize),
+    #[error("key `{0}` is also a static enrichment")]
+    AlsoStatic(String),
+    #[error(
+        "a dynamic value must be exactly one variable such as \
+         ${{client.authenticationName}}, found `{0}`"
+    )]
+    NotOneVariable(String),
+    #[error("unknown variable {0}")]
+    UnknownVariable(String),
+    /// The name in `client.attributes` or `mqtt.message.userProperties` of the variable.
+    #[error("{variable}: {problem}")]
+    Name { variable: String, problem: NameProblem },
+}
+
+/// A malformed name in a variable (`${client.attributes['...']}`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameProblem {
+    #[error("the name is missing")]
+    Missing,
+    /// Holds the name as it would be quoted.
+    #[error(
+        "a name with characters other than letters, digits, '_' and '-' must be quoted, as in \
+         ['{0}']"
+    )]
+    MustBeQuoted(String),
+    #[error("only \\' and \\\\ may follow a backslash")]
+    BadEscape,
+    #[error("an apostrophe in a quoted name must be escaped as \\'")]
+    BareApostrophe,
 }
 
 impl Enrichments {
@@ -96,10 +144,7 @@ impl Enrichments {
     ) -> Result<Enrichments, EnrichmentError> {
         let count = static_.len() + dynamic.len();
         if count > MAX_ENRICHMENTS {
-            return Err(error(
-                FIELD.to_owned(),
-                format!("{count} enrichments; at most {MAX_ENRICHMENTS} are allowed"),
-            ));
+            return Err(error(FIELD.to_owned(), EnrichmentProblem::TooMany(count)));
         }
         let mut entries = Vec::with_capacity(count);
         for (key, value) in static_ {
@@ -113,7 +158,7 @@ impl Enrichments {
                 .and_then(|()| check_value(value))
                 .map_err(|p| error(field.clone(), p))?;
             if static_.contains_key(key) {
-                return Err(error(field, format!("key `{key}` is also a static enrichment")));
+                return Err(error(field, EnrichmentProblem::AlsoStatic(key.clone())));
             }
             let variable = Variable::parse(value).map_err(|p| error(field, p))?;
             entries.push((key.clone(), Enrichment::Dynamic(variable)));
@@ -148,14 +193,11 @@ impl Enrichments {
 
 impl Variable {
     /// Parses a dynamic enrichment value: exactly one `${...}` variable, nothing around it.
-    pub fn parse(value: &str) -> Result<Variable, String> {
+    pub fn parse(value: &str) -> Result<Variable, EnrichmentProblem> {
         let Some(inner) = value.strip_prefix("${").and_then(|rest| rest.strip_suffix('}')) else {
-            return Err(format!(
-                "a dynamic value must be exactly one variable such as \
-                 ${{client.authenticationName}}, found `{value}`"
-            ));
+            return Err(EnrichmentProblem::NotOneVariable(value.to_owned()));
         };
-        let unknown = || format!("unknown variable {value}");
+        let unknown = || EnrichmentProblem::UnknownVariable(value.to_owned());
         let variable = match inner {
             "client.authenticationName" => Variable::AuthenticationName,
             "mqtt.message.topicName" => Variable::TopicName,
@@ -227,41 +269,38 @@ fn extension_value(value: &Value) -> JsonText {
 
 /// The name after `client.attributes` or `mqtt.message.userProperties`: `None` when `rest` is
 /// neither `.name` nor `['name']`, an error when the name is malformed.
-fn name_of(rest: &str, value: &str) -> Option<Result<String, String>> {
+fn name_of(rest: &str, value: &str) -> Option<Result<String, EnrichmentProblem>> {
+    let named = |problem| EnrichmentProblem::Name { variable: value.to_owned(), problem };
     if let Some(name) = rest.strip_prefix('.') {
         let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
         if name.is_empty() {
-            return Some(Err(format!("{value}: the name is missing")));
+            return Some(Err(named(NameProblem::Missing)));
         }
         if !name.chars().all(plain) {
-            return Some(Err(format!(
-                "{value}: a name with characters other than letters, digits, '_' and '-' must be \
-                 quoted, as in ['{}']",
-                escape(name)
-            )));
+            return Some(Err(named(NameProblem::MustBeQuoted(escape(name)))));
         }
         return Some(Ok(name.to_owned()));
     }
     let quoted = rest.strip_prefix("['")?.strip_suffix("']")?;
-    Some(unescape(quoted).map_err(|problem| format!("{value}: {problem}")))
+    Some(unescape(quoted).map_err(named))
 }
 
 /// A quoted name's text: `\'` is an apostrophe and `\\` a backslash; nothing else is escaped.
-fn unescape(quoted: &str) -> Result<String, String> {
+fn unescape(quoted: &str) -> Result<String, NameProblem> {
     let mut name = String::with_capacity(quoted.len());
     let mut chars = quoted.chars();
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
                 Some(escaped @ ('\'' | '\\')) => name.push(escaped),
-                _ => return Err("only \\' and \\\\ may follow a backslash".to_owned()),
+                _ => return Err(NameProblem::BadEscape),
             },
-            '\'' => return Err("an apostrophe in a quoted name must be escaped as \\'".to_owned()),
+            '\'' => return Err(NameProblem::BareApostrophe),
             c => name.push(c),
         }
     }
     if name.is_empty() {
-        return Err("the name is missing".to_owned());
+        return Err(NameProblem::Missing);
     }
     Ok(name)
 }
@@ -271,34 +310,34 @@ fn escape(name: &str) -> String {
     name.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-fn check_key(key: &str) -> Result<(), String> {
+fn check_key(key: &str) -> Result<(), EnrichmentProblem> {
     if key.is_empty() {
-        return Err("the key must not be empty".to_owned());
+        return Err(EnrichmentProblem::EmptyKey);
     }
     if !key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-        return Err("keys may hold only lowercase letters a-z and digits 0-9".to_owned());
+        return Err(EnrichmentProblem::KeyCharacters);
     }
     if key.len() > MAX_KEY_CHARS {
-        return Err(format!("the key has {} characters; at most {MAX_KEY_CHARS}", key.len()));
+        return Err(EnrichmentProblem::KeyTooLong(key.len()));
     }
     if key.starts_with("azsp") {
-        return Err("keys must not start with `azsp`".to_owned());
+        return Err(EnrichmentProblem::ReservedKey);
     }
     if CONTEXT_ATTRIBUTES.contains(&key) {
-        return Err(format!("`{key}` is a CloudEvents context attribute"));
+        return Err(EnrichmentProblem::ContextAttribute(key.to_owned()));
     }
     Ok(())
 }
 
-fn check_value(value: &str) -> Result<(), String> {
+fn check_value(value: &str) -> Result<(), EnrichmentProblem> {
     let chars = value.chars().count();
     if chars > MAX_VALUE_CHARS {
-        return Err(format!("the value has {chars} characters; at most {MAX_VALUE_CHARS}"));
+        return Err(EnrichmentProblem::ValueTooLong(chars));
     }
     Ok(())
 }
 
-fn error(field: String, problem: String) -> EnrichmentError {
+fn error(field: String, problem: EnrichmentProblem) -> EnrichmentError {
     EnrichmentError { field, problem }
 }
 

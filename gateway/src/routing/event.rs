@@ -18,8 +18,9 @@
 //! | `datacontenttype` | the MQTT 5 Content Type, verbatim, when present; else `application/json` for inline JSON, `application/octet-stream` for bytes; absent for an empty payload |
 //!
 //! The payload becomes `data` by these rules, first match wins ("JSON type" is a media type of
-//! `application/json` or any `+json` suffix type such as `application/geo+json`, with any
-//! parameters such as `charset`, compared case-insensitively):
+//! the form `*/json` or `*/*+json`, such as `application/json`, `text/json` or
+//! `application/geo+json`, with any parameters such as `charset`, compared case-insensitively:
+//! [`sinks::media_type::is_json`], the rule the HTTP APIs and the sinks use too):
 //!
 //! | Message | `data` |
 //! |---|---|
@@ -115,8 +116,10 @@ pub fn client_event(message: &RoutedMessage) -> Result<Option<CloudEvent>, Inval
         return Ok(None);
     }
     let properties = &*message.properties;
-    let structured =
-        properties.content_type.as_deref().is_some_and(|ct| media_type(ct) == STRUCTURED);
+    let structured = properties
+        .content_type
+        .as_deref()
+        .is_some_and(|ct| sinks::media_type::essence(ct) == STRUCTURED);
     if structured {
         // The payload is shared, not copied: `data` and extension values are slices of it.
         let event = CloudEvent::from_json(&message.payload).map_err(InvalidEvent::Structured)?;
@@ -224,7 +227,7 @@ fn payload_data(payload: &Bytes, pfi: Option<u8>, content_type: Option<&str>) ->
     if payload.is_empty() {
         return Data::None;
     }
-    let json_type = content_type.is_some_and(|ct| is_json(&media_type(ct)));
+    let json_type = content_type.is_some_and(sinks::media_type::is_json);
     if !json_type && pfi != Some(1) {
         return Data::Binary(payload.clone());
     }
@@ -237,17 +240,6 @@ fn payload_data(payload: &Bytes, pfi: Option<u8>, content_type: Option<&str>) ->
         return Data::Json(json);
     }
     Data::Json(JsonText::string(text))
-}
-
-/// The media type of a content type, lowercased, without parameters.
-fn media_type(content_type: &str) -> String {
-    let essence = content_type.split(';').next().unwrap_or_default();
-    essence.trim().to_ascii_lowercase()
-}
-
-/// Whether a media type (from [`media_type`]) holds JSON text.
-fn is_json(media_type: &str) -> bool {
-    media_type == JSON || media_type.ends_with("+json")
 }
 
 /// CloudEvents attribute names are lowercase ASCII letters and digits. Context attribute names

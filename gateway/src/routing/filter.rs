@@ -9,7 +9,9 @@
 //! # Keys
 //!
 //! `data` (the whole data, e.g. a text payload routed as a JSON string), `data.a.b` (a path of
-//! object members; member names are case-sensitive and cannot contain `.`, as in Event Grid), the
+//! object members and array indexes, `data.readings.0.value`, read by [`sinks::json_path`] as
+//! delivery properties read it; member names are case-sensitive and cannot contain `.`, as in
+//! Event Grid), the
 //! attributes `id`, `source`, `type`, `subject`, `time`, `datacontenttype`, `dataschema` and
 //! `specversion`, or an extension attribute name such as an enrichment key. Attribute names and
 //! the `data` prefix are case-insensitive (`Subject`, `Data.Temp`), as in Event Grid's examples.
@@ -122,7 +124,49 @@ pub enum Operator {
 #[error("{field}: {problem}")]
 pub struct FilterError {
     pub field: String,
-    pub problem: String,
+    pub problem: FilterProblem,
+}
+
+/// What is wrong with a filter field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterProblem {
+    #[error("lists no event type; omit it to include every type")]
+    NoEventType,
+    #[error("an event type must not be empty")]
+    EmptyEventType,
+    #[error("{0} advanced filters; at most {MAX_ADVANCED_FILTERS} are allowed")]
+    TooManyFilters(usize),
+    #[error("{0} values across all advanced filters; at most {MAX_FILTER_VALUES} are allowed")]
+    TooManyValues(usize),
+    #[error("{0:?} takes no `value` or `values`")]
+    TakesNoValue(Operator),
+    #[error("{0:?} takes a single `value`, not `values`")]
+    TakesOneValue(Operator),
+    #[error("{0:?} needs a `value`")]
+    NeedsValue(Operator),
+    #[error("give `values` or `value`, not both")]
+    ValueAndValues,
+    #[error("{0:?} needs at least one of `values`")]
+    NeedsValues(Operator),
+    #[error("must be true or false")]
+    NotABool,
+    #[error("must be a number")]
+    NotANumber,
+    #[error("the low end is above the high end")]
+    InvertedRange,
+    #[error("a range must be two numbers, [low, high]")]
+    NotARange,
+    #[error("longer than {MAX_STRING_CHARS} characters")]
+    TooLong,
+    #[error("must be a string")]
+    NotAString,
+    #[error("`{0}` has an empty member name")]
+    EmptyMember(String),
+    #[error(
+        "`{0}` is not a key: use `data`, `data.<path>`, a CloudEvents attribute or an \
+         extension attribute name (letters and digits)"
+    )]
+    NotAKey(String),
 }
 
 /// Compiled filters, checked once per routed event.
@@ -209,26 +253,22 @@ impl FiltersConfig {
             "" => rest.to_owned(),
             prefix => format!("{prefix}.{rest}"),
         };
-        let fail = |rest: &str, problem: String| FilterError { field: field(rest), problem };
+        let fail = |rest: &str, problem: FilterProblem| FilterError { field: field(rest), problem };
         let included_event_types = match &self.included_event_types {
             None => None,
             Some(types) if types.is_empty() => {
-                let problem = "lists no event type; omit it to include every type".to_owned();
-                return Err(fail("includedEventTypes", problem));
+                return Err(fail("includedEventTypes", FilterProblem::NoEventType));
             }
             Some(types) => {
                 if let Some(i) = types.iter().position(String::is_empty) {
-                    let problem = "an event type must not be empty".to_owned();
+                    let problem = FilterProblem::EmptyEventType;
                     return Err(fail(&format!("includedEventTypes[{i}]"), problem));
                 }
                 Some(types.iter().cloned().collect())
             }
         };
         if self.advanced_filters.len() > MAX_ADVANCED_FILTERS {
-            let problem = format!(
-                "{} advanced filters; at most {MAX_ADVANCED_FILTERS} are allowed",
-                self.advanced_filters.len()
-            );
+            let problem = FilterProblem::TooManyFilters(self.advanced_filters.len());
             return Err(fail("advancedFilters", problem));
         }
         let mut conditions = Vec::with_capacity(self.advanced_filters.len());
@@ -241,10 +281,7 @@ impl FiltersConfig {
             conditions.push(condition);
         }
         if value_count > MAX_FILTER_VALUES {
-            let problem = format!(
-                "{value_count} values across all advanced filters; at most {MAX_FILTER_VALUES} are allowed"
-            );
-            return Err(fail("advancedFilters", problem));
+            return Err(fail("advancedFilters", FilterProblem::TooManyValues(value_count)));
         }
         let case = |s: &Option<String>| {
             let s = s.as_deref().filter(|s| !s.is_empty())?;
@@ -327,34 +364,28 @@ impl<'e> Parsed<'e> {
 impl AdvancedFilter {
     /// The compiled condition and how many values it counts towards the limit; an error names
     /// the field below the filter (`.key`, `.values[2]`).
-    fn compile(&self) -> Result<(Condition, usize), (String, String)> {
+    fn compile(&self) -> Result<(Condition, usize), (String, FilterProblem)> {
         let key = parse_key(&self.key).map_err(|problem| (".key".to_owned(), problem))?;
         let operator = self.operator_type;
         let values: Vec<&Value> = match (operator.shape(), &self.value, &self.values) {
             (Shape::Nothing, None, None) => Vec::new(),
             (Shape::Nothing, _, _) => {
-                return Err((String::new(), format!("{operator:?} takes no `value` or `values`")));
+                return Err((String::new(), FilterProblem::TakesNoValue(operator)));
             }
             (Shape::Number | Shape::Bool, Some(value), None) => vec![value],
             (Shape::Number | Shape::Bool, _, Some(_)) => {
-                return Err((
-                    String::new(),
-                    format!("{operator:?} takes a single `value`, not `values`"),
-                ));
+                return Err((String::new(), FilterProblem::TakesOneValue(operator)));
             }
             (Shape::Number | Shape::Bool, None, None) => {
-                return Err((String::new(), format!("{operator:?} needs a `value`")));
+                return Err((String::new(), FilterProblem::NeedsValue(operator)));
             }
             (_, Some(_), Some(_)) => {
-                return Err((String::new(), "give `values` or `value`, not both".to_owned()));
+                return Err((String::new(), FilterProblem::ValueAndValues));
             }
             (_, Some(value), None) => vec![value],
             (_, None, Some(values)) if !values.is_empty() => values.iter().collect(),
             (_, None, _) => {
-                return Err((
-                    String::new(),
-                    format!("{operator:?} needs at least one of `values`"),
-                ));
+                return Err((String::new(), FilterProblem::NeedsValues(operator)));
             }
         };
         let field = |j: usize| match self.value {
@@ -365,17 +396,18 @@ impl AdvancedFilter {
             Shape::Nothing => Check::Null,
             Shape::Bool => match values.first() {
                 Some(Value::Bool(b)) => Check::BoolEquals(*b),
-                _ => return Err((field(0), "must be true or false".to_owned())),
+                _ => return Err((field(0), FilterProblem::NotABool)),
             },
             Shape::Number => {
                 let number = values.first().and_then(|v| v.as_f64());
-                let number = number.ok_or_else(|| (field(0), "must be a number".to_owned()))?;
+                let number = number.ok_or_else(|| (field(0), FilterProblem::NotANumber))?;
                 Check::Compare(operator.comparison(), number)
             }
             Shape::Numbers => {
-                let numbers = values.iter().enumerate().map(|(j, v)| {
-                    v.as_f64().ok_or_else(|| (field(j), "must be a number".to_owned()))
-                });
+                let numbers = values
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| v.as_f64().ok_or_else(|| (field(j), FilterProblem::NotANumber)));
                 Check::NumberIn(numbers.collect::<Result<_, _>>()?)
             }
             Shape::Ranges => {
@@ -383,25 +415,20 @@ impl AdvancedFilter {
                     values.iter().enumerate().map(|(j, v)| match v.as_array().map(Vec::as_slice) {
                         Some([low, high]) => match (low.as_f64(), high.as_f64()) {
                             (Some(low), Some(high)) if low <= high => Ok((low, high)),
-                            (Some(_), Some(_)) => {
-                                Err((field(j), "the low end is above the high end".to_owned()))
-                            }
-                            _ => Err((
-                                field(j),
-                                "a range must be two numbers, [low, high]".to_owned(),
-                            )),
+                            (Some(_), Some(_)) => Err((field(j), FilterProblem::InvertedRange)),
+                            _ => Err((field(j), FilterProblem::NotARange)),
                         },
-                        _ => Err((field(j), "a range must be two numbers, [low, high]".to_owned())),
+                        _ => Err((field(j), FilterProblem::NotARange)),
                     });
                 Check::InRange(ranges.collect::<Result<_, _>>()?)
             }
             Shape::Strings => {
                 let strings = values.iter().enumerate().map(|(j, v)| match v {
                     Value::String(s) if s.chars().count() > MAX_STRING_CHARS => {
-                        Err((field(j), format!("longer than {MAX_STRING_CHARS} characters")))
+                        Err((field(j), FilterProblem::TooLong))
                     }
                     Value::String(s) => Ok(s.to_lowercase()),
-                    _ => Err((field(j), "must be a string".to_owned())),
+                    _ => Err((field(j), FilterProblem::NotAString)),
                 });
                 Check::Text(operator.text_op(), strings.collect::<Result<_, _>>()?)
             }
@@ -505,8 +532,7 @@ impl Key {
         match self {
             Key::Data(path) => {
                 let Some(data) = parsed.data() else { return Found::Missing };
-                let value =
-                    path.iter().try_fold(data, |value, member| value.as_object()?.get(member));
+                let value = sinks::json_path::lookup(data, path.iter().map(String::as_str));
                 value.map_or(Found::Missing, Found::Json)
             }
             Key::Attribute(name) => {
@@ -578,7 +604,7 @@ fn number_text(number: &Number) -> String {
 }
 
 /// Parses an advanced filter key (see the module documentation).
-fn parse_key(key: &str) -> Result<Key, String> {
+fn parse_key(key: &str) -> Result<Key, FilterProblem> {
     let data_prefix = key.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("data."));
     if key.eq_ignore_ascii_case("data") {
         return Ok(Key::Data(Vec::new()));
@@ -587,16 +613,13 @@ fn parse_key(key: &str) -> Result<Key, String> {
         let path = key.get(5..).unwrap_or_default().split('.');
         let path: Vec<String> = path.map(str::to_owned).collect();
         if path.iter().any(String::is_empty) {
-            return Err(format!("`{key}` has an empty member name"));
+            return Err(FilterProblem::EmptyMember(key.to_owned()));
         }
         return Ok(Key::Data(path));
     }
     let name = key.to_ascii_lowercase();
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
-        return Err(format!(
-            "`{key}` is not a key: use `data`, `data.<path>`, a CloudEvents attribute or an \
-             extension attribute name (letters and digits)"
-        ));
+        return Err(FilterProblem::NotAKey(key.to_owned()));
     }
     Ok(Key::Attribute(name))
 }

@@ -2,7 +2,7 @@
 //! (`gridmq deadletters list|redrive --data-dir DIR`). The store allows one process at a time,
 //! so this fails with a clear error while the gateway runs; use the management API then.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use serde_json::value::RawValue;
@@ -10,22 +10,39 @@ use sinks::DeadLetterRecord;
 
 use super::buffer::{encode_delivery, encode_event};
 use crate::store::redb::RedbStore;
-use crate::store::{Op, RoutingTable, Store};
+use crate::store::{Op, RoutingTable, Store, StoreError};
+
+/// Why dead letters could not be listed or re-driven offline.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    #[error("{}: no gridmq store here", .0.display())]
+    NoStore(PathBuf),
+    #[error("{0} (is gridmq running on this data directory?)")]
+    Busy(StoreError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0:?} is not a subscription key TOPIC/SUBSCRIPTION")]
+    NotAKey(String),
+    #[error("dead letter {key} #{seq}: unreadable: {source}")]
+    UnreadableRecord { key: String, seq: u64, source: serde_json::Error },
+    #[error("dead letter {key} #{seq}: unreadable: {source}")]
+    UnreadableEvent { key: String, seq: u64, source: sinks::dead_letter::DeadLetterError },
+}
 
 /// One dead-letter record: subscription key (`topic/subscription`), id, record.
 /// The record is its stored JSON text, so that listing shows the data as it was published.
 pub type DeadLetterRow = (String, u64, Box<RawValue>);
 
 /// The dead letters stored in `dir`, optionally of one subscription key (`topic/subscription`).
-pub fn list(dir: &Path, key: Option<&str>) -> Result<Vec<DeadLetterRow>, String> {
+pub fn list(dir: &Path, key: Option<&str>) -> Result<Vec<DeadLetterRow>, OfflineError> {
     let store = open(dir)?;
-    let snapshot = store.load().map_err(|e| e.to_string())?;
+    let snapshot = store.load()?;
     let rows = snapshot.routing.get(&RoutingTable::DeadLetters).cloned().unwrap_or_default();
     rows.into_iter()
         .filter(|(k, _, _)| key.is_none_or(|key| k == key))
         .map(|(k, seq, record)| {
             let record = serde_json::from_slice(&record)
-                .map_err(|e| format!("dead letter {k} #{seq}: unreadable: {e}"))?;
+                .map_err(|source| OfflineError::UnreadableRecord { key: k.clone(), seq, source })?;
             Ok((k, seq, record))
         })
         .collect()
@@ -33,12 +50,10 @@ pub fn list(dir: &Path, key: Option<&str>) -> Result<Vec<DeadLetterRow>, String>
 
 /// Moves the dead letters of subscription `key` (`ids`, or all) back into the routing buffer
 /// as new deliveries; the gateway sends them at its next start. Returns how many.
-pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, String> {
+pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, OfflineError> {
     let store = open(dir)?;
-    let snapshot = store.load().map_err(|e| e.to_string())?;
-    let (topic, _) = key
-        .rsplit_once('/')
-        .ok_or_else(|| format!("{key:?} is not a subscription key TOPIC/SUBSCRIPTION"))?;
+    let snapshot = store.load()?;
+    let (topic, _) = key.rsplit_once('/').ok_or_else(|| OfflineError::NotAKey(key.to_owned()))?;
     let topic = if topic == "systemTopic" { super::router::SYSTEM_TOPIC } else { topic };
     let key = format!("{topic}/{}", key.rsplit_once('/').map_or("", |(_, s)| s));
     let mut next = snapshot
@@ -56,7 +71,7 @@ pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, Stri
             continue;
         }
         let event = DeadLetterRecord::event_of(&record)
-            .map_err(|e| format!("dead letter {k} #{seq}: unreadable: {e}"))?;
+            .map_err(|source| OfflineError::UnreadableEvent { key: k.clone(), seq, source })?;
         ops.push(Op::PutRouting(
             RoutingTable::Events,
             topic.into(),
@@ -73,13 +88,13 @@ pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, Stri
         next += 1;
         count += 1;
     }
-    store.commit(&ops).map_err(|e| e.to_string())?;
+    store.commit(&ops)?;
     Ok(count)
 }
 
-fn open(dir: &Path) -> Result<RedbStore, String> {
+fn open(dir: &Path) -> Result<RedbStore, OfflineError> {
     if !dir.join("gridmq.redb").exists() {
-        return Err(format!("{}: no gridmq store here", dir.display()));
+        return Err(OfflineError::NoStore(dir.to_path_buf()));
     }
-    RedbStore::open(dir).map_err(|e| format!("{e} (is gridmq running on this data directory?)"))
+    RedbStore::open(dir).map_err(OfflineError::Busy)
 }

@@ -19,13 +19,13 @@ use tokio_util::task::TaskTracker;
 
 use super::buffer::BufferedEvent;
 use super::buffer::{Buffer, decode_delivery, decode_event};
-use super::config::{Destination, SubscriptionConfig, TopicConfig};
+use super::config::{Destination, RoutingConfigError, RoutingPlan, SubscriptionPlan, TopicPlan};
 use super::dead_letter::DeadLetters;
 use super::dispatch::{Dispatcher, Status};
 use super::enrich::Enrichments;
 use super::filter::Filter;
 use super::queue::QueueSubscription;
-use crate::config::Config;
+use crate::access::model::NamespaceSettings;
 use crate::hooks::{LifecycleEvent, LifecycleObserver, RoutedMessage, RoutingTap, TapRefused};
 use crate::mqtt::ReasonCode;
 use crate::store::{Journal, Op, RoutingTable, Ticket};
@@ -46,6 +46,22 @@ mod topics;
 
 pub use reload::RouterReload;
 pub use topics::{TopicsError, is_topic_kind};
+
+/// Why the router could not be built; each names the field or stored resource.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A routing field, or a subscription whose sink cannot be built from it.
+    #[error(transparent)]
+    Invalid(#[from] RoutingConfigError),
+    #[error("routing: HTTP client: {0}")]
+    HttpClient(String),
+    /// A topic the management API stored, e.g. `store: topics[t].properties.publisherType`.
+    #[error("store: topics[{name}].{error}")]
+    StoredTopic { name: String, error: TopicsError },
+    /// A subscription the management API stored that no longer reads.
+    #[error("store: eventSubscriptions[{name}]: {error}")]
+    StoredSubscription { name: String, error: serde_json::Error },
+}
 
 /// An event subscription: pushed by a dispatcher, or a queue consumers pull from.
 #[derive(Clone)]
@@ -131,8 +147,8 @@ struct RouteTable {
 #[derive(Clone, Default)]
 struct Topology {
     routes: Arc<RouteTable>,
-    /// Every namespace topic's definition, subscriptions included (declared and stored).
-    definitions: BTreeMap<String, TopicConfig>,
+    /// Every namespace topic's plan, subscriptions included (declared and stored).
+    definitions: BTreeMap<String, TopicPlan>,
     topics: HashMap<Arc<str>, Vec<Subscriber>>,
     dispatchers: BTreeMap<Arc<str>, Subscriber>,
     /// The properties the management API created each topic (`topic`) and subscription
@@ -150,18 +166,16 @@ struct Parts {
 }
 
 impl Parts {
-    /// The subscriber of subscription `name` of `topic`, configured at `path`.
+    /// The subscriber of subscription `name` of `topic`, as planned. Fails when the sink
+    /// cannot be built; the error names the field under the subscription's path.
     fn subscriber(
         &self,
         topic: &str,
-        path: &str,
         name: &str,
-        sub: &SubscriptionConfig,
-        retention: Duration,
-    ) -> Result<Subscriber, super::config::RoutingConfigError> {
-        let plan = sub.plan(path, name, retention)?;
-        let problem = |p: sinks::ConfigProblem| super::config::RoutingConfigError {
-            field: format!("{path}.destination.{}", p.field),
+        plan: &SubscriptionPlan,
+    ) -> Result<Subscriber, RoutingConfigError> {
+        let problem = |p: sinks::ConfigProblem| RoutingConfigError {
+            field: format!("{}.destination.{}", plan.path, p.field),
             problem: p.problem,
         };
         let sink: Arc<dyn sinks::Sink> = match &plan.destination {
@@ -169,8 +183,8 @@ impl Parts {
                 return Ok(Subscriber::Queue(Arc::new(QueueSubscription::new(
                     topic,
                     name,
-                    plan.filter,
-                    plan.policy,
+                    plan.filter.clone(),
+                    plan.policy.clone(),
                     plan.lock_duration,
                     self.buffer.clone(),
                     self.dead_letters.clone(),
@@ -191,28 +205,25 @@ impl Parts {
         Ok(Subscriber::Push(Arc::new(Dispatcher::new(
             topic,
             name,
-            plan.filter,
+            plan.filter.clone(),
             sink,
-            plan.policy,
+            plan.policy.clone(),
             self.buffer.clone(),
             self.dead_letters.clone(),
             &self.readiness,
         ))))
     }
 
-    /// Adds `topic`'s subscribers to `topology`.
+    /// Adds the subscribers of `topic`'s planned subscriptions to `topology`.
     fn add_topic(
         &self,
         topology: &mut Topology,
         topic: &str,
-        path: &str,
-        subs: &BTreeMap<String, SubscriptionConfig>,
-        retention: Duration,
-    ) -> Result<(), super::config::RoutingConfigError> {
+        subscriptions: &BTreeMap<String, SubscriptionPlan>,
+    ) -> Result<(), RoutingConfigError> {
         let entry = topology.topics.entry(topic.into()).or_default();
-        for (name, sub) in subs {
-            let path = format!("{path}.eventSubscriptions.{name}");
-            let subscriber = self.subscriber(topic, &path, name, sub, retention)?;
+        for (name, plan) in subscriptions {
+            let subscriber = self.subscriber(topic, name, plan)?;
             topology.dispatchers.insert(subscriber.key().clone(), subscriber.clone());
             entry.push(subscriber);
         }
@@ -279,98 +290,61 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds the router `config` asks for, over `journal` (`None`: in-memory), with the
-    /// topics and subscriptions the management API stored (`stored`: kind, name, JSON; other
-    /// kinds are skipped). `None` when there is no route, no event subscription and no
-    /// management API (namespace topics without routes still take events from the data-plane
-    /// publish API).
+    /// Builds the router of namespace `namespace` from the checked routing section `plan`,
+    /// over `journal` (`None`: in-memory), with the topics and subscriptions the management API
+    /// stored (`stored`: kind, name, JSON; other kinds are skipped). `None` when there is no
+    /// route, no event subscription and no management API (namespace topics without routes
+    /// still take events from the data-plane publish API).
     pub fn build(
-        config: &Config,
+        namespace: &NamespaceSettings,
+        plan: RoutingPlan,
         journal: Option<Arc<Journal>>,
         stored: &[(String, String, Vec<u8>)],
-    ) -> Result<Option<Arc<Router>>, String> {
-        Router::build_with(config, journal, stored, crate::readiness::Readiness::new())
+    ) -> Result<Option<Arc<Router>>, BuildError> {
+        Router::build_with(namespace, plan, journal, stored, crate::readiness::Readiness::new())
     }
 
     /// [`Router::build`], with its push dispatchers reporting to `readiness`.
     pub fn build_with(
-        config: &Config,
+        namespace: &NamespaceSettings,
+        plan: RoutingPlan,
         journal: Option<Arc<Journal>>,
         stored: &[(String, String, Vec<u8>)],
         readiness: Arc<crate::readiness::Readiness>,
-    ) -> Result<Option<Arc<Router>>, String> {
-        let system = config.system_topic.as_ref().map(|s| &s.event_subscriptions);
-        let lifecycle_on = system.is_some_and(|subs| !subs.is_empty());
-        let has_subscriptions = config.topics.values().any(|t| !t.event_subscriptions.is_empty());
+    ) -> Result<Option<Arc<Router>>, BuildError> {
+        let lifecycle_on = !plan.system.is_empty();
+        let has_subscriptions = plan.topics.values().any(|t| !t.subscriptions.is_empty());
         let stored_topics = stored.iter().any(|(kind, ..)| topics::is_topic_kind(kind));
-        if config.routing.routes.is_empty()
+        if plan.routes.is_empty()
             && !lifecycle_on
             && !has_subscriptions
-            && config.management.is_none()
+            && !plan.runtime_topics
             && !stored_topics
         {
             return Ok(None);
         }
-        let enrichments = Enrichments::parse(
-            &config.routing.enrichments.static_,
-            &config.routing.enrichments.dynamic,
-        )
-        .map_err(|e| format!("{}: {}", e.field, e.problem))?;
-        let buffer = Arc::new(Buffer::new(journal.clone(), config.routing.max_buffered_events));
+        let buffer = Arc::new(Buffer::new(journal.clone(), plan.max_buffered_events));
         let dead_letters = Arc::new(DeadLetters::new(journal.clone()));
-        let client = sinks::http_client().map_err(|e| format!("routing: HTTP client: {e}"))?;
+        let client = sinks::http_client().map_err(BuildError::HttpClient)?;
         let parts =
             Parts { buffer: buffer.clone(), dead_letters: dead_letters.clone(), client, readiness };
-        let mut declared = std::collections::HashSet::new();
-        for (name, topic) in &config.topics {
-            declared.insert(name.clone());
-            for sub in topic.event_subscriptions.keys() {
-                declared.insert(format!("{name}/{sub}"));
-            }
-        }
-        let mut definitions = config.topics.clone();
+        let declared = declared_names(&plan.topics);
+        let mut definitions = plan.topics;
         let mut raw = HashMap::new();
         topics::merge_stored(&mut definitions, &mut raw, &declared, stored)?;
-        let routes = config
-            .routing
-            .routes
-            .iter()
-            .map(|route| (route.topic_filter.clone(), Arc::<str>::from(route.topic.as_str())))
-            .collect::<Vec<_>>();
-        let has_routes = std::sync::atomic::AtomicBool::new(!routes.is_empty());
-        let routes = Arc::new(RouteTable { routes, enrichments });
+        let has_routes = std::sync::atomic::AtomicBool::new(!plan.routes.is_empty());
+        let routes = Arc::new(RouteTable { routes: plan.routes, enrichments: plan.enrichments });
         let mut topology = Topology { raw, routes, ..Topology::default() };
         for (name, topic) in &definitions {
-            let path = if declared.contains(name) {
-                format!("topics.{name}")
-            } else {
-                format!("store: topics.{name}")
-            };
-            parts
-                .add_topic(
-                    &mut topology,
-                    name,
-                    &path,
-                    &topic.event_subscriptions,
-                    topic.retention(),
-                )
-                .map_err(|e| e.to_string())?;
+            parts.add_topic(&mut topology, name, &topic.subscriptions)?;
         }
-        if let Some(subs) = system {
-            parts
-                .add_topic(
-                    &mut topology,
-                    SYSTEM_TOPIC,
-                    "systemTopic",
-                    subs,
-                    Duration::from_secs(7 * 86_400),
-                )
-                .map_err(|e| e.to_string())?;
+        if lifecycle_on {
+            parts.add_topic(&mut topology, SYSTEM_TOPIC, &plan.system)?;
         }
         topology.definitions = definitions;
-        for route in &config.routing.routes {
-            if !topology.definitions.contains_key(&route.topic) {
-                tracing::warn!(topic = %route.topic, "A route names a namespace topic that does not exist yet: its events are dropped until the topic is created.");
+        for (_, topic) in &topology.routes.routes {
+            if !topology.definitions.contains_key(topic.as_ref()) {
+                tracing::warn!(topic = %topic, "A route names a namespace topic that does not exist yet: its events are dropped until the topic is created.");
             }
         }
         let (sender, receiver) = if lifecycle_on {
@@ -380,8 +354,8 @@ impl Router {
             (None, None)
         };
         Ok(Some(Arc::new(Router {
-            namespace: config.namespace.name.clone(),
-            resource_id: config.namespace.resource_id(),
+            namespace: namespace.name.clone(),
+            resource_id: namespace.resource_id(),
             has_routes,
             topology: parking_lot::RwLock::new(Arc::new(topology)),
             parts,
@@ -708,12 +682,8 @@ impl Router {
         let mut connections: HashMap<u64, u64> = HashMap::new();
         let topic: Arc<str> = SYSTEM_TOPIC.into();
         loop {
-            let event = tokio::select! {
-                event = events.recv() => match event {
-                    Some(event) => event,
-                    None => return,
-                },
-                () = shutdown.cancelled() => return,
+            let Some(Some(event)) = shutdown.run_until_cancelled(events.recv()).await else {
+                return;
             };
             let now = SystemTime::now();
             let source = self.resource_id.as_str();
@@ -846,6 +816,18 @@ impl Router {
             reason: "routing buffer full (routing.max_buffered_events)".into(),
         }
     }
+}
+
+/// The names the config file declares: its topics, and its subscriptions as `topic/name`.
+fn declared_names(topics: &BTreeMap<String, TopicPlan>) -> std::collections::HashSet<String> {
+    let mut declared = std::collections::HashSet::new();
+    for (name, topic) in topics {
+        declared.insert(name.clone());
+        for sub in topic.subscriptions.keys() {
+            declared.insert(format!("{name}/{sub}"));
+        }
+    }
+    declared
 }
 
 /// Hands lifecycle events from connection tasks to the router's lifecycle task.

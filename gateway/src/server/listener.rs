@@ -104,16 +104,11 @@ impl Bound {
         let limit = Arc::new(Semaphore::new(limit));
         let mut backoff = Duration::from_millis(10);
         loop {
-            let permit = tokio::select! {
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
-                () = broker.shutdown.cancelled() => return,
-            };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = broker.shutdown.cancelled() => return,
+            let permit = broker.shutdown.run_until_cancelled(limit.clone().acquire_owned()).await;
+            let Some(Ok(permit)) = permit else { return };
+            let Some(accepted) = broker.shutdown.run_until_cancelled(listener.accept()).await
+            else {
+                return;
             };
             match accepted {
                 Ok((stream, addr)) => {
@@ -219,18 +214,15 @@ async fn handshake_within<T, E: std::fmt::Display>(
     what: &str,
     handshake: impl Future<Output = Result<T, E>>,
 ) -> Option<T> {
-    tokio::select! {
-        result = tokio::time::timeout(timeout, handshake) => match result {
-            Ok(Ok(stream)) => Some(stream),
-            Ok(Err(error)) => {
-                debug!(%error, "{what} handshake failed.");
-                None
-            }
-            Err(_) => {
-                debug!(?timeout, "{what} handshake timed out.");
-                None
-            }
-        },
-        () = broker.shutdown.cancelled() => None,
+    match broker.shutdown.run_until_cancelled(tokio::time::timeout(timeout, handshake)).await? {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            debug!(%error, "{what} handshake failed.");
+            None
+        }
+        Err(_) => {
+            debug!(?timeout, "{what} handshake timed out.");
+            None
+        }
     }
 }

@@ -32,19 +32,7 @@ fn key_sink(server: &MockServer) -> CustomTopicSink {
 }
 
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
+    percent_encoding::percent_decode_str(text).decode_utf8().unwrap().into_owned()
 }
 
 /// `M/d/yyyy h:mm:ss AM` (UTC) as Unix seconds.

@@ -149,3 +149,19 @@ fn defaults_per_schedule() {
     let topic = RetryPolicy::for_schedule(Schedule::CustomTopic);
     assert_eq!((topic.max_attempts, topic.time_to_live.as_secs()), (30, 86_400));
 }
+
+#[test]
+fn subscription_defaults_follow_the_topics_retention() {
+    let week = Duration::from_secs(7 * 86_400);
+    let hour = Duration::from_secs(3_600);
+    let namespace = RetryPolicy::for_subscription(Schedule::Namespace, week);
+    assert_eq!((namespace.max_attempts, namespace.time_to_live), (10, week));
+    let topic = RetryPolicy::for_subscription(Schedule::CustomTopic, week);
+    assert_eq!((topic.max_attempts, topic.time_to_live.as_secs()), (30, 86_400));
+    let short = RetryPolicy::for_subscription(Schedule::CustomTopic, hour);
+    assert_eq!(short.time_to_live, hour);
+    assert_eq!(
+        (Schedule::Namespace.max_attempts(), Schedule::CustomTopic.max_attempts()),
+        (10, 30)
+    );
+}

@@ -120,7 +120,9 @@ fn binary(event: &CloudEvent, headers: &mut HeaderMap) -> Result<Vec<u8>, Delive
         Data::Binary(bytes) => bytes.to_vec(),
         // In the JSON event format, data of a non-JSON media type is held as a string: the
         // body is that text, not a quoted JSON string.
-        Data::Json(json) if json.is_string() && !content_type.is_some_and(is_json) => {
+        Data::Json(json)
+            if json.is_string() && !content_type.is_some_and(crate::media_type::is_json) =>
+        {
             json.as_string().unwrap_or_default().into_bytes()
         }
         // The payload bytes as published, whitespace around the value included.
@@ -128,24 +130,14 @@ fn binary(event: &CloudEvent, headers: &mut HeaderMap) -> Result<Vec<u8>, Delive
     })
 }
 
-/// Whether a media type is JSON (`application/json`, `text/json`, `...+json`).
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
-}
+/// What the CloudEvents HTTP binding percent-encodes in a header value: characters outside
+/// printable ASCII (non-ASCII bytes always are), space, `"` and `%`.
+const HEADER_ENCODED: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
 
-/// The CloudEvents HTTP binding's header encoding: characters outside printable ASCII, space,
-/// `"` and `%` are percent-encoded as UTF-8.
+/// The CloudEvents HTTP binding's header encoding, as UTF-8.
 fn percent_encode(text: &str) -> String {
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'%' {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
+    percent_encoding::utf8_percent_encode(text, HEADER_ENCODED).to_string()
 }
 
 fn header_name(name: &str) -> Result<HeaderName, DeliveryError> {
@@ -175,13 +167,5 @@ mod tests {
         assert_eq!(percent_encode("vehicles/1"), "vehicles/1");
         assert_eq!(percent_encode("a b\"c%d"), "a%20b%22c%25d");
         assert_eq!(percent_encode("é"), "%C3%A9");
-    }
-
-    #[test]
-    fn json_media_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("application/cloudevents+json; charset=utf-8"));
-        assert!(is_json("Text/JSON"));
-        assert!(!is_json("text/plain"));
     }
 }

@@ -322,5 +322,5 @@ fn error_fields_name_the_config_path() {
     let error =
         Enrichments::parse(&map(&[]), &map(&[("clientname", "${client.foo}")])).unwrap_err();
     assert_eq!(error.field, "routing.enrichments.dynamic.clientname");
-    assert_eq!(error.problem, "unknown variable ${client.foo}");
+    assert_eq!(error.problem.to_string(), "unknown variable ${client.foo}");
 }

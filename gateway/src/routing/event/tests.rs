@@ -126,6 +126,15 @@ fn payloads() {
             v5(None, Some("application/geo+json"), br#"{"type":"Point"}"#),
             json!({"datacontenttype": "application/geo+json", "data": {"type": "Point"}}),
         ),
+        // `text/json` is JSON here as on the HTTP paths (`*/json`, CloudEvents' JSON format).
+        (
+            v5(None, Some("text/json"), br#"{"type":"Point"}"#),
+            json!({"datacontenttype": "text/json", "data": {"type": "Point"}}),
+        ),
+        (
+            v5(Some(1), Some("Text/JSON; charset=utf-8"), b"42"),
+            json!({"datacontenttype": "Text/JSON; charset=utf-8", "data": 42}),
+        ),
         (
             v5(None, Some("application/json"), b"\xff"),
             json!({"datacontenttype": "application/json", "data_base64": "/w=="}),

@@ -19,8 +19,7 @@ use std::sync::atomic::Ordering;
 
 use super::topics::{SUBSCRIPTIONS, TOPICS};
 use super::{RouteTable, Router, SYSTEM_TOPIC, Subscriber, Topology};
-use crate::config::Config;
-use crate::routing::enrich::Enrichments;
+use crate::routing::config::{RoutingConfigError, RoutingPlan};
 #[cfg(test)]
 use crate::routing::queue::QueueSubscription;
 use crate::store::Op;
@@ -41,31 +40,15 @@ impl Router {
         self.changes.lock().await
     }
 
-    /// Plans a reload to `config`: builds the new topology, with new dispatchers only for
-    /// what changed. Nothing changes until [`Router::apply_reload`]. The error names the
-    /// field, as at start-up.
-    pub fn plan_reload(&self, config: &Config) -> Result<RouterReload, String> {
+    /// Plans a reload to the checked routing section `plan`: builds the new topology, with new
+    /// dispatchers only for what changed. Nothing changes until [`Router::apply_reload`]. The
+    /// error names the field, as at start-up.
+    pub fn plan_reload(&self, plan: RoutingPlan) -> Result<RouterReload, RoutingConfigError> {
         let current = self.topology();
         let old_declared = self.declared.read().clone();
-        let enrichments = Enrichments::parse(
-            &config.routing.enrichments.static_,
-            &config.routing.enrichments.dynamic,
-        )
-        .map_err(|e| format!("{}: {}", e.field, e.problem))?;
-        let routes: Vec<(String, Arc<str>)> = config
-            .routing
-            .routes
-            .iter()
-            .map(|route| (route.topic_filter.clone(), Arc::<str>::from(route.topic.as_str())))
-            .collect();
-        let mut declared = HashSet::new();
-        for (name, topic) in &config.topics {
-            declared.insert(name.clone());
-            for sub in topic.event_subscriptions.keys() {
-                declared.insert(format!("{name}/{sub}"));
-            }
-        }
-        let mut definitions = config.topics.clone();
+        let RoutingPlan { routes, enrichments, topics, .. } = plan;
+        let declared = super::declared_names(&topics);
+        let mut definitions = topics;
         let mut raw = HashMap::new();
         let mut deletes = Vec::new();
         for (name, definition) in &current.definitions {
@@ -89,7 +72,7 @@ impl Router {
                 }
                 deletes.push(Op::DeleteResource(TOPICS.into(), name.as_str().into()));
             }
-            for (sub, sub_config) in &definition.event_subscriptions {
+            for (sub, sub_config) in &definition.config.event_subscriptions {
                 let key = format!("{name}/{sub}");
                 if old_declared.contains(&key) {
                     continue;
@@ -100,7 +83,11 @@ impl Router {
                 }
                 match definitions.get_mut(name) {
                     Some(kept) => {
-                        kept.event_subscriptions.insert(sub.clone(), sub_config.clone());
+                        // Planned again: the file may have changed the topic's retention.
+                        let path = format!("topics.{name}.eventSubscriptions.{sub}");
+                        let sub_plan = sub_config.plan(&path, sub, kept.config.retention())?;
+                        kept.config.event_subscriptions.insert(sub.clone(), sub_config.clone());
+                        kept.subscriptions.insert(sub.clone(), sub_plan);
                         if let Some(value) = current.raw.get(&key) {
                             raw.insert(key, value.clone());
                         }
@@ -120,32 +107,19 @@ impl Router {
             raw,
         };
         for (name, topic) in &definitions {
-            let path = if declared.contains(name) {
-                format!("topics.{name}")
-            } else {
-                format!("store: topics.{name}")
-            };
+            let retention = topic.config.retention();
             let before =
-                current.definitions.get(name).filter(|d| d.retention() == topic.retention());
+                current.definitions.get(name).filter(|d| d.config.retention() == retention);
             let entry = next.topics.entry(name.as_str().into()).or_default();
-            for (sub, sub_config) in &topic.event_subscriptions {
+            for (sub, sub_plan) in &topic.subscriptions {
                 let key = format!("{name}/{sub}");
                 let unchanged = before
-                    .and_then(|d| d.event_subscriptions.get(sub))
-                    .filter(|old| *old == sub_config)
+                    .and_then(|d| d.config.event_subscriptions.get(sub))
+                    .filter(|old| Some(*old) == topic.config.event_subscriptions.get(sub))
                     .and_then(|_| current.dispatchers.get(key.as_str()).cloned());
                 let subscriber = match unchanged {
                     Some(subscriber) => subscriber,
-                    None => self
-                        .parts
-                        .subscriber(
-                            name,
-                            &format!("{path}.eventSubscriptions.{sub}"),
-                            sub,
-                            sub_config,
-                            topic.retention(),
-                        )
-                        .map_err(|e| e.to_string())?,
+                    None => self.parts.subscriber(name, sub, sub_plan)?,
                 };
                 next.dispatchers.insert(subscriber.key().clone(), subscriber.clone());
                 entry.push(subscriber);

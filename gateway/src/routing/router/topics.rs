@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{Router, SYSTEM_TOPIC, Subscriber, Topology};
-use crate::routing::config::{SubscriptionConfig, TopicConfig};
+use super::{BuildError, Router, SYSTEM_TOPIC, Subscriber, Topology};
+use crate::routing::config::{SubscriptionConfig, TopicConfig, TopicPlan};
 use crate::store::Op;
 
 /// The store's kind of a run-time namespace topic.
@@ -58,14 +58,14 @@ fn invalid(field: &str, problem: impl Into<String>) -> TopicsError {
     TopicsError::Invalid { field: field.into(), problem: problem.into() }
 }
 
-/// Adds the stored topics and subscriptions to `definitions`, skipping names the config
-/// declares. The error names the stored resource and the field.
+/// Adds the stored topics and subscriptions to `definitions`, planned, skipping names the
+/// config declares. The error names the stored resource and the field.
 pub(super) fn merge_stored(
-    definitions: &mut BTreeMap<String, TopicConfig>,
+    definitions: &mut BTreeMap<String, TopicPlan>,
     raw: &mut std::collections::HashMap<String, Value>,
     declared: &std::collections::HashSet<String>,
     stored: &[(String, String, Vec<u8>)],
-) -> Result<(), String> {
+) -> Result<(), BuildError> {
     let mut subscriptions = Vec::new();
     for (kind, name, body) in stored {
         if !is_topic_kind(kind) {
@@ -76,8 +76,9 @@ pub(super) fn merge_stored(
             continue;
         }
         if kind == TOPICS {
-            let topic = parse_topic(body).map_err(|e| format!("store: topics[{name}].{e}"))?;
-            definitions.insert(name.clone(), topic);
+            let topic = parse_topic(body)
+                .map_err(|error| BuildError::StoredTopic { name: name.clone(), error })?;
+            definitions.insert(name.clone(), topic.plan(&format!("store: topics.{name}"))?);
             raw.insert(name.clone(), serde_json::from_slice(body).unwrap_or(Value::Null));
         } else {
             subscriptions.push((name, body));
@@ -86,16 +87,19 @@ pub(super) fn merge_stored(
     for (name, body) in subscriptions {
         let Some((topic, sub)) = name.split_once('/') else { continue };
         let config: SubscriptionConfig = serde_json::from_slice(body)
-            .map_err(|e| format!("store: eventSubscriptions[{name}]: {e}"))?;
-        match definitions.get_mut(topic) {
-            Some(definition) => {
-                definition.event_subscriptions.insert(sub.to_string(), config);
-                raw.insert(name.clone(), serde_json::from_slice(body).unwrap_or(Value::Null));
-            }
-            None => {
-                tracing::warn!(%name, "A stored event subscription's topic is gone; it is ignored.")
-            }
-        }
+            .map_err(|error| BuildError::StoredSubscription { name: name.clone(), error })?;
+        let Some(definition) = definitions.get_mut(topic) else {
+            tracing::warn!(%name, "A stored event subscription's topic is gone; it is ignored.");
+            continue;
+        };
+        let path = match declared.contains(topic) {
+            true => format!("topics.{topic}.eventSubscriptions.{sub}"),
+            false => format!("store: topics.{topic}.eventSubscriptions.{sub}"),
+        };
+        let plan = config.plan(&path, sub, definition.config.retention())?;
+        definition.config.event_subscriptions.insert(sub.to_string(), config);
+        definition.subscriptions.insert(sub.to_string(), plan);
+        raw.insert(name.clone(), serde_json::from_slice(body).unwrap_or(Value::Null));
     }
     Ok(())
 }
@@ -139,23 +143,20 @@ impl Router {
 
     /// A namespace topic's properties in ARM shape.
     pub fn topic(&self, name: &str) -> Option<Value> {
-        self.topology().definitions.get(name).map(TopicConfig::to_arm)
+        self.topology().definitions.get(name).map(|topic| topic.config.to_arm())
     }
 
     /// The names of `topic`'s subscriptions; `None` without such a topic.
     pub fn subscription_names(&self, topic: &str) -> Option<Vec<String>> {
         let topology = self.topology();
-        Some(topology.definitions.get(topic)?.event_subscriptions.keys().cloned().collect())
+        Some(topology.definitions.get(topic)?.subscriptions.keys().cloned().collect())
     }
 
     /// An event subscription's properties in ARM shape.
     pub fn subscription(&self, topic: &str, name: &str) -> Option<Value> {
         let topology = self.topology();
-        let definition = topology.definitions.get(topic)?;
-        let config = definition.event_subscriptions.get(name)?;
-        let (flat, _) = config.resolved("properties").ok()?;
-        let plan = config.plan("properties", name, definition.retention()).ok()?;
-        Some(crate::routing::arm::to_arm(&flat, &plan))
+        let plan = topology.definitions.get(topic)?.subscriptions.get(name)?;
+        Some(crate::routing::arm::to_arm(plan))
     }
 
     /// Creates or changes a namespace topic; returns whether it existed.
@@ -189,7 +190,7 @@ impl Router {
         let mut next = Topology::clone(&current);
         let mut replaced = Vec::new();
         if let Some(existing) = existing {
-            topic.event_subscriptions = existing.event_subscriptions.clone();
+            topic.event_subscriptions = existing.config.event_subscriptions.clone();
             next.topics.remove(name);
             for sub in topic.event_subscriptions.keys() {
                 if let Some(old) = next.dispatchers.remove(format!("{name}/{sub}").as_str()) {
@@ -197,18 +198,18 @@ impl Router {
                 }
             }
         }
-        let path = "properties";
+        // The topic's own fields were checked above, so what fails here is an existing
+        // subscription under the new retention.
+        let existing_subscription = |e: crate::routing::config::RoutingConfigError| {
+            invalid(
+                &e.field,
+                format!("{} (with this topic's retention, an existing subscription)", e.problem),
+            )
+        };
+        let topic = topic.plan("properties").map_err(existing_subscription)?;
         self.parts
-            .add_topic(&mut next, name, path, &topic.event_subscriptions, topic.retention())
-            .map_err(|e| {
-                invalid(
-                    &e.field,
-                    format!(
-                        "{} (with this topic's retention, an existing subscription)",
-                        e.problem
-                    ),
-                )
-            })?;
+            .add_topic(&mut next, name, &topic.subscriptions)
+            .map_err(existing_subscription)?;
         next.definitions.insert(name.to_string(), topic);
         let body = json_bytes(&properties);
         next.raw.insert(name.to_string(), properties);
@@ -230,7 +231,7 @@ impl Router {
         next.topics.remove(name);
         next.raw.remove(name);
         let mut removed = Vec::new();
-        for sub in definition.event_subscriptions.keys() {
+        for sub in definition.subscriptions.keys() {
             let key = format!("{name}/{sub}");
             if let Some(old) = next.dispatchers.remove(key.as_str()) {
                 removed.push(old);
@@ -291,8 +292,8 @@ impl Router {
             return Err(TopicsError::NotFound(format!("topics/{topic}")));
         };
         let config = subscription_of(properties.clone())?;
-        let subscriber =
-            self.parts.subscriber(topic, "properties", name, &config, definition.retention())?;
+        let plan = config.plan("properties", name, definition.config.retention())?;
+        let subscriber = self.parts.subscriber(topic, name, &plan)?;
         let old = current.dispatchers.get(key.as_str()).cloned();
         if let Some(old) = &old
             && matches!(old, Subscriber::Push(_)) != matches!(subscriber, Subscriber::Push(_))
@@ -305,7 +306,8 @@ impl Router {
         }
         let mut next = Topology::clone(&current);
         if let Some(definition) = next.definitions.get_mut(topic) {
-            definition.event_subscriptions.insert(name.to_string(), config);
+            definition.config.event_subscriptions.insert(name.to_string(), config);
+            definition.subscriptions.insert(name.to_string(), plan);
         }
         let list = next.topics.entry(topic.into()).or_default();
         list.retain(|s| s.key().as_ref() != key);
@@ -332,7 +334,8 @@ impl Router {
         let Some(old) = current.dispatchers.get(key.as_str()).cloned() else { return Ok(false) };
         let mut next = Topology::clone(&current);
         if let Some(definition) = next.definitions.get_mut(topic) {
-            definition.event_subscriptions.remove(name);
+            definition.config.event_subscriptions.remove(name);
+            definition.subscriptions.remove(name);
         }
         if let Some(list) = next.topics.get_mut(topic) {
             list.retain(|s| s.key().as_ref() != key);

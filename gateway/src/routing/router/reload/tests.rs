@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::config::Config;
 
 const TOKEN: &str = "unit-admin-token-0123456789";
 
@@ -11,6 +12,14 @@ fn config(subscriptions: &str) -> Config {
     .expect("config")
 }
 
+fn plan(config: &Config) -> crate::routing::config::RoutingPlan {
+    config.routing_section().plan().expect("plan")
+}
+
+fn build(config: &Config) -> Result<Option<Arc<Router>>, super::super::BuildError> {
+    Router::build(&config.namespace, plan(config), None, &[])
+}
+
 const KEPT: &str = "[topics.declared.eventSubscriptions.kept]\ndeliveryMode = \"Queue\"\n";
 const CHANGED: &str = "[topics.declared.eventSubscriptions.changed]\ndeliveryMode = \"Queue\"\n";
 const CHANGED_NEW: &str = "[topics.declared.eventSubscriptions.changed]\ndeliveryMode = \"Queue\"\n\
@@ -19,9 +28,7 @@ const GONE: &str = "[topics.declared.eventSubscriptions.gone]\ndeliveryMode = \"
 
 #[tokio::test]
 async fn a_reload_keeps_unchanged_and_api_made_subscriptions_and_replaces_the_rest() {
-    let router = Router::build(&config(&format!("{KEPT}{CHANGED}{GONE}")), None, &[])
-        .expect("build")
-        .expect("router");
+    let router = build(&config(&format!("{KEPT}{CHANGED}{GONE}"))).expect("build").expect("router");
     let queue = json!({"deliveryConfiguration": {"deliveryMode": "Queue"}});
     router.put_topic("api-made", json!({})).await.expect("topic");
     router.put_subscription("api-made", "pull", queue.clone()).await.expect("subscription");
@@ -29,7 +36,7 @@ async fn a_reload_keeps_unchanged_and_api_made_subscriptions_and_replaces_the_re
     let kept = router.queue("declared", "kept").expect("kept");
     let changed = router.queue("declared", "changed").expect("changed");
 
-    let plan = router.plan_reload(&config(&format!("{KEPT}{CHANGED_NEW}"))).expect("valid");
+    let plan = router.plan_reload(plan(&config(&format!("{KEPT}{CHANGED_NEW}")))).expect("valid");
     assert!(router.queue("declared", "gone").is_some(), "nothing changes before applying");
     router.apply_reload(plan).await;
 
@@ -44,7 +51,7 @@ async fn a_reload_keeps_unchanged_and_api_made_subscriptions_and_replaces_the_re
 
 #[tokio::test]
 async fn a_subscription_that_cannot_be_built_refuses_the_reload() {
-    let router = Router::build(&config(KEPT), None, &[]).expect("build").expect("router");
+    let router = build(&config(KEPT)).expect("build").expect("router");
     let broken = "[topics.declared.eventSubscriptions.hook]\n\
                   [topics.declared.eventSubscriptions.hook.destination]\n\
                   endpointType = \"WebHook\"\nendpointUrl = \"not a url\"\n";
@@ -55,7 +62,8 @@ async fn a_subscription_that_cannot_be_built_refuses_the_reload() {
     assert!(invalid.is_err(), "start-up refuses the same file");
     let (sub, hook) = toml_subscription(broken);
     config.topics.get_mut("declared").expect("topic").event_subscriptions.insert(sub, hook);
-    let error = router.plan_reload(&config).err().expect("refused");
+    let error = config.routing_section().plan().and_then(|plan| router.plan_reload(plan));
+    let error = error.err().expect("refused").to_string();
     assert!(error.contains("topics.declared.eventSubscriptions.hook.destination"), "{error}");
     assert!(router.queue("declared", "kept").is_some(), "nothing changed");
 }
