@@ -90,7 +90,9 @@ where
             Box::pin(super::linger::close(&broker, stream, connack)).await;
             return None;
         }
-        let id: Arc<str> = format!("gridmq-{}", broker.next_id()).into();
+        // A random id, not a counter: the counter starts again after a restart, and a counted
+        // id could name a session stored by the previous run and take it over.
+        let id: Arc<str> = format!("gridmq-{}", sinks::event::new_id()).into();
         assigned = Some(id.clone());
         id
     } else {
