@@ -19,11 +19,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::ClientView;
 use crate::access::authorizer::{AccessPolicy, Subject};
 use crate::access::model::{ALL_GROUP, Permission, Resources};
 use crate::access::query::Query;
 use crate::access::template::TopicTemplate;
-use crate::access::ClientView;
 use crate::hooks::ClientIdentity;
 use crate::mqtt::topic::split_shared;
 
@@ -144,7 +144,9 @@ pub fn explain(
     let subject = policy.subject(identity);
     let (authentication_name, registered, view) = match subject {
         Subject::Disabled { client } => (client.to_string(), true, None),
-        Subject::Enabled { client, registered, view } => (client.to_string(), registered, Some(view)),
+        Subject::Enabled { client, registered, view } => {
+            (client.to_string(), registered, Some(view))
+        }
     };
     let groups = group_matches(resources, view.as_ref());
     // What the templates are matched against, or why nothing can grant.
@@ -249,9 +251,8 @@ fn group_matches(resources: &Resources, view: Option<&ClientView<'_>>) -> Vec<Gr
         vec![GroupMatch { name: ALL_GROUP.to_string(), query: None, matched: view.is_some() }];
     for (name, group) in &resources.client_groups {
         // The resources are validated, so the query parses; one that did not would match no one.
-        let matched = view.is_some_and(|view| {
-            Query::parse(&group.query).is_ok_and(|query| query.matches(view))
-        });
+        let matched = view
+            .is_some_and(|view| Query::parse(&group.query).is_ok_and(|query| query.matches(view)));
         groups.push(GroupMatch { name: name.clone(), query: Some(group.query.clone()), matched });
     }
     groups
