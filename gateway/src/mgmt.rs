@@ -194,7 +194,7 @@ impl Api {
 }
 
 /// The 401 answer when `headers` do not carry `token`.
-fn refusal(token: &str, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(token: &str, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
