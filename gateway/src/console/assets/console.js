@@ -422,15 +422,17 @@ async function explain(event) {
       (answer.disabled ? "disabled" : answer.registered ? "registered" : "not registered") + "; found as " + answer.client.foundAs + ").");
     const groups = el("p", {}, "Client groups: " + (answer.groups.filter((g) => g.matched).map((g) => g.name).join(", ") || "none") +
       "; not in: " + (answer.groups.filter((g) => !g.matched).map((g) => g.name).join(", ") || "none") + ".");
+    const templates = (b) => el("ul", {}, b.templates.map((t) => el("li", {},
+      el("code", { text: t.substituted === null ? t.template + " (does not apply)" : t.substituted }),
+      t.matches ? " matches" : "")));
+    const rows = answer.bindings.map((b) => el("tr", { "data-verdict": b.verdict },
+      el("th", { scope: "row", text: b.binding }), el("td", { text: b.clientGroup }), el("td", { text: b.permission }),
+      el("td", { text: b.topicSpace }), el("td", { text: b.why }), el("td", {}, templates(b))));
+    const headings = ["Binding", "Client group", "Permission", "Topic space", "Verdict", "Templates for this client"];
     const table = el("table", { id: "explain-bindings" },
       el("caption", { text: "Each permission binding" }),
-      el("thead", {}, el("tr", {}, ["Binding", "Client group", "Permission", "Topic space", "Verdict", "Templates for this client"].map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, answer.bindings.map((b) => el("tr", { "data-verdict": b.verdict },
-        el("th", { scope: "row", text: b.binding }), el("td", { text: b.clientGroup }), el("td", { text: b.permission }),
-        el("td", { text: b.topicSpace }), el("td", { text: b.why }),
-        el("td", {}, el("ul", {}, b.templates.map((t) => el("li", {},
-          el("code", { text: t.substituted === null ? t.template + " (does not apply)" : t.substituted }),
-          t.matches ? " matches" : "")))))))));
+      el("thead", {}, el("tr", {}, headings.map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows));
     out.replaceChildren(verdict, el("p", { id: "explain-reason", text: answer.reason }), who, groups, table);
   } catch (error) {
     out.replaceChildren(el("p", { class: "error", text: String(error.message || error) }));
