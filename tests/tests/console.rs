@@ -328,7 +328,7 @@ async fn drive(
 
     // A message the webhook refuses (400) is dead-lettered at once; the console re-drives it
     // to the recovered endpoint.
-    let car1 = v5::Client::connect(gridmq.addr, "car1").await;
+    let mut car1 = v5::Client::connect(gridmq.addr, "car1").await;
     car1.publish("vehicles/car1/speed", v5::QoS::AtLeastOnce, false, br#"{"speed":42}"#).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -371,15 +371,23 @@ async fn drive(
     assert!(traced.contains("Routed to topic telemetry, taken by: hook"), "{traced}");
     click(browser, "#trace-stop").await?;
 
-    // The overview after some traffic, for the README.
-    for n in 0..20 {
-        car1.publish("vehicles/car1/speed", v5::QoS::AtLeastOnce, false, format!("{n}").as_bytes())
-            .await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // The overview, sampling while traffic flows (a subscriber, routed events), for the README.
     go(browser, base, "overview").await?;
     wait_text(browser, "#chart-messages figcaption", |t| t.contains("Messages")).await?;
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    let granted = car1.subscribe("vehicles/car1/#", v5::QoS::AtMostOnce).await;
+    assert!(format!("{granted:?}").starts_with("Success"), "{granted:?}");
+    let started = tokio::time::Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < Duration::from_secs(14) {
+        n += 1;
+        let payload = format!("{{\"speed\":{}}}", n % 90);
+        for _ in 0..1 + n % 7 {
+            car1.publish("vehicles/car1/speed", v5::QoS::AtLeastOnce, false, payload.as_bytes())
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_text(browser, "#deliveries tbody", |t| t.contains("telemetry/hook")).await?;
     screenshot(browser, "overview.png").await?;
 
     // Signing out forgets the token: the login page is back, even after a reload.

@@ -186,14 +186,14 @@ async function sampleMetrics() {
   const now = Date.now();
   samples.push({ t: now, values: parseMetrics(text) });
   while (samples.length && samples[0].t < now - KEEP_MS) samples.shift();
-  if (!$("page-overview").hidden) drawOverview();
+  if (!$("page-overview").hidden) await loadOverview();
 }
 
 const bySubscription = (l) => l.topic + "/" + l.subscription;
 
 // Each chart: its series per sample, as gauges or as per-second rates of counters.
 const CHARTS = [
-  { id: "connections", title: "Connections", unit: "", series: (v) => sumBy(v, "gridmq_mqtt_connections") },
+  { id: "connections", title: "Connections", unit: "", series: (v) => new Map([["connections", sum(sumBy(v, "gridmq_mqtt_connections"))]]) },
   { id: "messages", title: "Messages per second", unit: "/s", rate: true, series: (v) => new Map([
       ["in", sum(sumBy(v, "gridmq_mqtt_published_messages_total"))],
       ["out", sum(sumBy(v, "gridmq_mqtt_delivered_messages_total"))],
@@ -249,6 +249,9 @@ function format(value) {
 function drawOverview() {
   const holder = $("charts");
   const now = Date.now();
+  // The x axis spans what the page has seen, from 20 seconds up to the 15 minutes it keeps.
+  const span = Math.min(KEEP_MS, Math.max(20 * 1000, samples.length ? now - samples[0].t : 0));
+  const spanText = span < 120 * 1000 ? Math.round(span / 1000) + " s" : Math.round(span / 60000) + " min";
   for (const chart of CHARTS) {
     let figure = $("chart-" + chart.id);
     if (!figure) {
@@ -265,7 +268,9 @@ function drawOverview() {
     graph.replaceChildren(svg("line", { class: "axis", x1: 0, y1: 130, x2: 400, y2: 130 }));
     const top = svg("text", { x: 2, y: 10 });
     top.textContent = format(max) + chart.unit;
-    graph.append(top);
+    const left = svg("text", { x: 2, y: 139 });
+    left.textContent = "−" + spanText;
+    graph.append(top, left);
     const legend = figure.querySelector(".legend");
     legend.replaceChildren();
     const latest = [];
@@ -273,7 +278,7 @@ function drawOverview() {
     for (const [name, line] of lines) {
       const colour = COLOURS[index++ % COLOURS.length];
       const path = line.map(([t, v]) => {
-        const x = 400 - ((now - t) / KEEP_MS) * 400;
+        const x = 400 - ((now - t) / span) * 400;
         const y = 130 - (v / max) * 115;
         return x.toFixed(1) + "," + y.toFixed(1);
       }).join(" ");
