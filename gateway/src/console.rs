@@ -42,6 +42,9 @@ pub struct Console {
     pub namespace: Arc<Namespace>,
     pub token: String,
     pub trace: Arc<Trace>,
+    /// The broker's: live traces end when it is cancelled, so they do not hold the listener's
+    /// graceful shutdown open.
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub info: Info,
 }
 

@@ -155,8 +155,7 @@ impl Gateway {
         }
         // The console's live trace looks on from the routing tap's place (`console/trace.rs`);
         // with no viewer it costs a publish one atomic load.
-        let shutdown = CancellationToken::new();
-        let trace = Arc::new(crate::console::Trace::new(router.clone(), shutdown.clone()));
+        let trace = Arc::new(crate::console::Trace::new(router.clone()));
         if config.management.is_some() {
             hooks.tap = Some(trace.tap(hooks.tap.take()));
         }
@@ -183,13 +182,6 @@ impl Gateway {
         };
         let broker =
             crate::startup::recover_broker(&config, hooks, &storage, snapshot).map_err(failed)?;
-        broker.tasks.spawn({
-            let stopping = broker.shutdown.clone();
-            async move {
-                stopping.cancelled().await;
-                shutdown.cancel()
-            }
-        });
         if let Some(namespace) = &namespace {
             namespace.attach(&broker);
         }
@@ -220,6 +212,7 @@ impl Gateway {
                             namespace: namespace.clone(),
                             token: token.clone(),
                             trace: trace.clone(),
+                            shutdown: broker.shutdown.clone(),
                             info: console_info(&config, &listeners, addr, https),
                         }),
                         router.is_some(),

@@ -112,6 +112,60 @@ async fn access_check_explains_against_the_binary_and_needs_the_token() -> Resul
     Ok(())
 }
 
+#[tokio::test]
+async fn the_sessions_api_lists_and_deletes_a_persistent_session() -> Result<()> {
+    let mut gridmq = Gridmq::start_with_config(&config("http://127.0.0.1:9"));
+    let api = gridmq.http.context("management API")?;
+    let mut options = gateway_tests::clients::v4::options(gridmq.addr, "car2");
+    options.set_clean_session(false);
+    let mut car2 = gateway_tests::clients::v4::Client::connect_with(options.clone()).await?;
+    car2.subscribe("vehicles/car2/#", gateway_tests::clients::v4::QoS::AtLeastOnce).await;
+    let (status, listing) =
+        request(api, "GET", "/console/api/sessions?search=CAR2", TOKEN, None).await?;
+    assert_eq!(status, 200, "{listing}");
+    let row = &listing["value"][0];
+    assert_eq!((row["clientId"].as_str(), row["connected"].as_bool()), (Some("car2"), Some(true)));
+    assert_eq!(row["protocol"], "MQTT3");
+    assert_eq!(row["subscriptions"], json!({"vehicles/car2/#": 1}));
+    car2.disconnect().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, listing) =
+            request(api, "GET", "/console/api/sessions?search=car2", TOKEN, None).await?;
+        let row = &listing["value"][0];
+        if row["connected"] == false && row["hasSession"] == true {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "still connected: {listing}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = request(api, "DELETE", "/console/api/sessions/car2", TOKEN, None).await?;
+    assert_eq!(status, 200);
+    let (status, _) = request(api, "DELETE", "/console/api/sessions/car2", TOKEN, None).await?;
+    assert_eq!(status, 404, "nothing left to delete");
+    let car2 = gateway_tests::clients::v4::Client::connect_with(options).await?;
+    assert!(!car2.connack.session_present, "the session was discarded");
+    drop(car2);
+
+    // A live trace that is open does not hold the broker's shutdown up.
+    let mut stream = tokio::net::TcpStream::connect(api).await?;
+    let get = format!(
+        "GET /console/api/trace?filter=%23 HTTP/1.1\r\nhost: {api}\r\n\
+         authorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, get.as_bytes()).await?;
+    let mut head = vec![0; 512];
+    let read =
+        tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut stream, &mut head)).await??;
+    let head = String::from_utf8_lossy(&head[..read]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"), "{head}");
+    let started = std::time::Instant::now();
+    let status = gridmq.terminate(Duration::from_secs(10)).context("exits on SIGTERM")?;
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    Ok(())
+}
+
 /// chromedriver on a free loopback port, stopped by pid when dropped.
 struct Driver {
     child: Child,

@@ -16,7 +16,8 @@ fn console() -> Router {
     let console = Console {
         namespace,
         token: TOKEN.into(),
-        trace: Arc::new(Trace::new(None, CancellationToken::new())),
+        trace: Arc::new(Trace::new(None)),
+        shutdown: CancellationToken::new(),
         info: Info {
             version: "0.0.0-test",
             listeners: vec!["mqtt 127.0.0.1:1883".into()],

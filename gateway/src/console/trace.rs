@@ -63,7 +63,6 @@ pub struct Trace {
     epoch: Instant,
     next_id: AtomicU64,
     router: Option<Arc<crate::routing::Router>>,
-    shutdown: CancellationToken,
 }
 
 struct Viewer {
@@ -89,9 +88,8 @@ pub struct TraceTap {
 // === impl Trace ===
 
 impl Trace {
-    /// A trace with no viewers; `router` previews where sampled messages are routed, and
-    /// streams end when `shutdown` is cancelled.
-    pub fn new(router: Option<Arc<crate::routing::Router>>, shutdown: CancellationToken) -> Trace {
+    /// A trace with no viewers; `router` previews where sampled messages are routed.
+    pub fn new(router: Option<Arc<crate::routing::Router>>) -> Trace {
         Trace {
             watching: AtomicBool::new(false),
             viewers: RwLock::new(Vec::new()),
@@ -100,7 +98,6 @@ impl Trace {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             router,
-            shutdown,
         }
     }
 
@@ -268,7 +265,8 @@ pub async fn stream(State(console): State<Arc<Console>>, RawQuery(query): RawQue
         let body = json!({ "error": { "code": "TooManyRequests", "message": message } });
         return (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
     };
-    let state = StreamState { watch, receiver, reported: (0, 0), greeted: false };
+    let shutdown = console.shutdown.clone();
+    let state = StreamState { watch, receiver, shutdown, reported: (0, 0), greeted: false };
     let body = futures_util::stream::unfold(state, next_chunk);
     let mut response = Body::from_stream(body).into_response();
     let headers = response.headers_mut();
@@ -280,6 +278,8 @@ pub async fn stream(State(console): State<Arc<Console>>, RawQuery(query): RawQue
 struct StreamState {
     watch: Watch,
     receiver: mpsc::Receiver<Sample>,
+    /// Ends the stream (the broker shuts down).
+    shutdown: CancellationToken,
     /// The dropped and sampled-out totals last reported.
     reported: (u64, u64),
     greeted: bool,
@@ -301,7 +301,7 @@ async fn next_chunk(
         let event = json!({ "kind": "lost", "dropped": lost.0, "sampledOut": lost.1 });
         return Some((Ok(format!("data: {event}\n\n")), state));
     }
-    let shutdown = state.watch.trace.shutdown.clone();
+    let shutdown = state.shutdown.clone();
     tokio::select! {
         () = shutdown.cancelled() => None,
         sample = state.receiver.recv() => {

@@ -42,7 +42,7 @@ impl RoutingTap for Counting {
 
 #[tokio::test]
 async fn with_no_viewer_the_tap_is_the_inner_one() {
-    let trace = Arc::new(Trace::new(None, CancellationToken::new()));
+    let trace = Arc::new(Trace::new(None));
     let inner = Arc::new(Counting::default());
     let tap = trace.tap(Some(inner.clone()));
     assert!(!tap.active(), "inactive like the router without routes");
@@ -55,7 +55,7 @@ async fn with_no_viewer_the_tap_is_the_inner_one() {
 
 #[tokio::test]
 async fn a_viewer_sees_matching_messages_only_and_detaches_on_drop() {
-    let trace = Arc::new(Trace::new(None, CancellationToken::new()));
+    let trace = Arc::new(Trace::new(None));
     let tap = trace.tap(None);
     assert!(!tap.active());
     let (watch, mut samples) = trace.attach("vehicles/+/speed".into()).expect("attach");
@@ -76,7 +76,7 @@ async fn a_viewer_sees_matching_messages_only_and_detaches_on_drop() {
 
 #[tokio::test]
 async fn a_viewer_that_falls_behind_loses_samples_and_publishers_never_wait() {
-    let trace = Arc::new(Trace::new(None, CancellationToken::new()));
+    let trace = Arc::new(Trace::new(None));
     let tap = trace.tap(None);
     let (watch, mut samples) = trace.attach_bounded("#".into(), 10).expect("attach");
     let started = Instant::now();
@@ -97,7 +97,7 @@ async fn a_viewer_that_falls_behind_loses_samples_and_publishers_never_wait() {
 
 #[tokio::test]
 async fn at_most_max_viewers_watch() {
-    let trace = Arc::new(Trace::new(None, CancellationToken::new()));
+    let trace = Arc::new(Trace::new(None));
     let watches: Vec<_> =
         (0..MAX_VIEWERS).map(|_| trace.attach("#".into()).expect("room")).collect();
     assert!(trace.attach("#".into()).is_none());
