@@ -4,12 +4,14 @@
 //! `target/tmp/console-screenshots/`.
 
 use std::net::{SocketAddr, TcpListener};
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::FutureExt;
 use gateway_tests::Gridmq;
 use gateway_tests::clients::v5;
 use gateway_tests::http::request;
@@ -214,7 +216,8 @@ impl Driver {
             json!({ "binary": "/usr/bin/chromium", "args": args }),
         );
         let url = format!("http://127.0.0.1:{}", driver.port);
-        let deadline = tokio::time::Instant::now() + WAIT;
+        // Chromium starts slowly on a loaded machine.
+        let deadline = tokio::time::Instant::now() + 3 * WAIT;
         let client = loop {
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
             match ClientBuilder::new(connector)
@@ -308,12 +311,18 @@ async fn the_console_in_a_real_browser() -> Result<()> {
     let api: SocketAddr = gridmq.http.context("management API")?;
     let base = format!("http://{api}/console");
     let (_driver, browser) = Driver::start().await?;
-    let outcome = drive(&browser, &gridmq, api, &base, &webhook).await;
-    if outcome.is_err() {
+    // A failed assertion unwinds; the browser is closed first, so that no Chromium outlives
+    // the test (killing chromedriver alone would leave it running).
+    let outcome =
+        AssertUnwindSafe(drive(&browser, &gridmq, api, &base, &webhook)).catch_unwind().await;
+    if !matches!(outcome, Ok(Ok(()))) {
         let _ = screenshot(&browser, "failure.png").await;
     }
     browser.close().await?;
-    outcome
+    match outcome {
+        Ok(outcome) => outcome,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 async fn drive(
@@ -401,8 +410,10 @@ async fn drive(
     }
     click(browser, "tr[data-subscription='telemetry/hook'] button[data-action='dead-letters']")
         .await?;
-    let record = wait_text(browser, "#dl-list li pre", |t| t.contains("speed")).await?;
+    let record = wait_text(browser, "#dl-list li pre.dl-record", |t| t.contains("speed")).await?;
     assert!(record.contains("\"deadletterreason\": \"NonRetriable\""), "{record}");
+    let data = wait_text(browser, "#dl-list li .dl-data", |t| !t.is_empty()).await?;
+    assert_eq!(data, "{\n  \"speed\": 42\n}", "the event's data, decoded and pretty-printed");
     webhook.reset().await;
     mount(webhook, 200).await;
     click(browser, "#dl-list li button[data-action='redrive-one']").await?;

@@ -489,8 +489,23 @@ async function showDeadLetters(topic, name) {
         (props.deliveryresult || "none") + " " + (props.deliverystatuscode || "") + " at " + (props.deliveryattemptutc || "-")),
         el("button", { type: "button", class: "secondary", "data-action": "redrive-one", onclick: () => deadLetterAction("redrive", [item.id]) }, "Re-drive"),
         el("button", { type: "button", class: "danger", "data-action": "delete-one", onclick: () => deadLetterAction("delete", [item.id]) }, "Delete")),
-      el("pre", { text: JSON.stringify(record, null, 2) }));
+      decodedData(record.event),
+      el("pre", { class: "dl-record", text: JSON.stringify(record, null, 2) }));
   }));
+}
+
+// An event's binary data (`data_base64`) as text, when it is UTF-8: JSON pretty-printed.
+function decodedData(event) {
+  if (!event || typeof event.data_base64 !== "string") return null;
+  try {
+    const bytes = Uint8Array.from(atob(event.data_base64), (c) => c.charCodeAt(0));
+    const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    let shown = text;
+    try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch (_) { /* not JSON: as text */ }
+    return el("div", {}, "Data (data_base64, decoded):", el("pre", { class: "dl-data", text: shown }));
+  } catch (_) {
+    return null;
+  }
 }
 
 async function deadLetterAction(action, ids) {
