@@ -11,7 +11,10 @@
 //!   viewer that does not keep up loses samples (counted, and reported to it), and a publisher
 //!   never waits;
 //! - the routing preview (the CloudEvent and the subscriptions that take it) is computed on
-//!   the viewer's own task, from the sample, not on the publish path.
+//!   the viewer's own task, from the sample, not on the publish path, by the router's own
+//!   mapping and filters ([`crate::routing::Router::preview`]). It is the event as routing
+//!   builds it, but for a plain MQTT message routing draws a fresh event id each time, so the
+//!   preview's id is not the delivered event's.
 //!
 //! At most [`MAX_VIEWERS`] viewers watch at once; each stream ends when its HTTP connection
 //! goes or when the broker shuts down.
