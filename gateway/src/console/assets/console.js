@@ -455,9 +455,9 @@ async function loadRouting() {
   const [subs, topics] = await Promise.all([api("/routing/subscriptions"), api("/topics")]);
   const body = $("subscriptions").querySelector("tbody");
   body.replaceChildren(...subs.value.map((s) => {
-    const endpoint = s.endpoint
-      ? Object.entries(s.endpoint).filter(([, v]) => v !== null).map(([k, v]) => k + ": " + v).join("; ")
-      : "";
+    const e = s.endpoint;
+    const endpoint = !e ? "" : (e.validated ? "validated" : "handshake pending") +
+      ", " + e.validationAttempts + " handshake attempt(s)" + (e.validationError ? "; last error: " + e.validationError : "");
     return el("tr", { "data-subscription": s.topic + "/" + s.name },
       el("td", { text: s.topic }), el("th", { scope: "row", text: s.name }), el("td", { text: s.deliveryMode }),
       el("td", { text: endpoint }), el("td", { text: s.waiting }), el("td", { text: s.locked }),
