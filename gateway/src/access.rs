@@ -15,6 +15,7 @@
 //! - [`permissions`]: what one client may do, compiled for fast per-message checks.
 //! - [`authorizer`]: the policy built from the resources and the cached [`Authorizer`]
 //!   implementation the broker calls.
+//! - [`explain`]: why a client may or may not publish or subscribe (`POST /access:check`).
 //!
 //! Invariants:
 //! - Nothing here does I/O or knows about connections; the broker calls in through
@@ -32,6 +33,7 @@ use std::collections::BTreeMap;
 use crate::hooks::{AttributeValue, ClientIdentity};
 
 pub mod authorizer;
+pub mod explain;
 pub mod model;
 pub mod permissions;
 pub mod query;

@@ -201,6 +201,11 @@ impl Broker {
         self.stopping.load(Ordering::Acquire)
     }
 
+    /// Every live session, for the console's listing; not for a hot path.
+    pub fn sessions_snapshot(&self) -> Vec<Arc<Session>> {
+        self.sessions.lock().values().cloned().collect()
+    }
+
     /// The number of live sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()

@@ -13,6 +13,7 @@
 //! - [`namespace`]: resources, authorization and authentication assembled into the broker's
 //!   hooks; changes applied to live sessions.
 //! - [`mgmt`]: the REST management API over the namespace's resources.
+//! - [`console`]: the operator console at `/console` on the management listener.
 //! - [`routing`]: every publish and lifecycle event as a CloudEvent, durably buffered and
 //!   delivered to event subscriptions (push through `sinks`, or queues for pull delivery).
 //! - [`dataplane`]: the data-plane HTTP API (namespace topic publish, HTTP publish into MQTT,
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod dataplane;
 pub mod diagnostics;
 pub mod embed;

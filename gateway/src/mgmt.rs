@@ -26,6 +26,10 @@
 //! optional body `{"ids": [..]}` (all records without it), answering `{"redriven": n}` or
 //! `{"deleted": n}`. See `mgmt/routing.rs`.
 //!
+//! # Access explainer
+//! `POST /access:check` with `{"client", "action": "publish" | "subscribe", "topic"}` answers
+//! whether the client may, and why (`mgmt/access_check.rs`, [`crate::access::explain`]).
+//!
 //! # Config reload
 //! `POST /config:reload` reads the config file again and applies what changed (see
 //! [`crate::reload`]): 200 with `{"applied": [...], "restartRequired": [...]}` (section
@@ -47,6 +51,7 @@
 //!
 //! Handlers are tested in process with `app(..).oneshot(request)` (`mgmt/tests.rs`).
 
+mod access_check;
 mod arm;
 mod config;
 mod reload;
@@ -110,7 +115,7 @@ pub fn app_with_reload(
     reloader: Option<Arc<crate::reload::Reloader>>,
 ) -> Router {
     let api = Arc::new(Api { namespace, token: token.into(), router, reloader });
-    let mut resources = reload::routes(routing::routes());
+    let mut resources = access_check::routes(reload::routes(routing::routes()));
     for kind in ResourceKind::ALL {
         resources = resources
             .route(&format!("/{}", kind.as_str()), get(move |state| list(state, kind)))
@@ -192,7 +197,7 @@ impl Api {
 }
 
 /// The 401 answer when `headers` do not carry `token`.
-fn refusal(token: &str, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn refusal(token: &str, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

@@ -231,6 +231,17 @@ impl Namespace {
         &self.access
     }
 
+    /// The identity of the client holding `client_id`'s session, when it connected since
+    /// start-up (the console and the access explainer look clients up by it).
+    pub fn known_identity(&self, client_id: &str) -> Option<ClientIdentity> {
+        self.known.lock().get(client_id).cloned()
+    }
+
+    /// The broker the namespace is attached to, while it runs.
+    pub fn attached_broker(&self) -> Option<Arc<Broker>> {
+        self.broker()
+    }
+
     /// Whether the config file declares this resource.
     pub fn is_declared(&self, kind: ResourceKind, name: &str) -> bool {
         self.declared.read().contains(&(kind, name.to_string()))

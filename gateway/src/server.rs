@@ -96,7 +96,8 @@ impl Gateway {
         }
         let recovery =
             readiness.register(crate::readiness::Component::Recovery, "store", "recovery running");
-        let listeners = bound.iter().map(|b| (b.kind, b.addr)).collect();
+        let listeners: Vec<(ListenerKind, SocketAddr)> =
+            bound.iter().map(|b| (b.kind, b.addr)).collect();
         let failed = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         // The HTTP APIs are served from before the store is read, so that `/readyz` can say
         // that recovery runs; their other routes answer 503 until the gateway is up. A start
@@ -154,6 +155,12 @@ impl Gateway {
             hooks.tap = Some(router.clone());
             hooks.observers.extend(router.observer());
         }
+        // The console's live trace looks on from the routing tap's place (`console/trace.rs`);
+        // with no viewer it costs a publish one atomic load.
+        let trace = Arc::new(crate::console::Trace::new(router.clone()));
+        if config.management.is_some() {
+            hooks.tap = Some(trace.tap(hooks.tap.take()));
+        }
         let namespace = crate::namespace::Namespace::open(&config, stored).map_err(failed)?;
         let hooks = match &namespace {
             Some(namespace) => {
@@ -197,11 +204,21 @@ impl Gateway {
                 deferred.set(
                     crate::mgmt::app_with_reload(
                         namespace.clone(),
-                        token,
+                        token.clone(),
                         router.clone(),
                         Some(reloader.clone()),
                     )
-                    .merge(metrics),
+                    .merge(metrics)
+                    .merge(crate::console::routes(
+                        Arc::new(crate::console::Console {
+                            namespace: namespace.clone(),
+                            token: token.clone(),
+                            trace: trace.clone(),
+                            shutdown: broker.shutdown.clone(),
+                            info: console_info(&config, &listeners, addr, https),
+                        }),
+                        router.is_some(),
+                    )),
                 );
             }
             (addr, https)
@@ -380,5 +397,27 @@ pub fn announce(gateway: &Gateway) {
     for (kind, addr) in gateway.listener_addrs() {
         info!(listener = %kind, %addr, "Listening.");
         println!("gridmq listening {} {addr}", kind.scheme());
+    }
+}
+
+/// What the console's overview says about this gateway.
+fn console_info(
+    config: &Config,
+    listeners: &[(ListenerKind, SocketAddr)],
+    management: SocketAddr,
+    https: bool,
+) -> crate::console::Info {
+    let mut shown: Vec<String> =
+        listeners.iter().map(|(kind, addr)| format!("{} {addr}", kind.scheme())).collect();
+    shown.push(format!("{} {management} (management)", if https { "https" } else { "http" }));
+    let store = match config.store.in_memory {
+        true => "in memory (nothing survives a restart)".to_string(),
+        false => format!("redb in {}", config.store.data_dir.display()),
+    };
+    crate::console::Info {
+        version: env!("CARGO_PKG_VERSION"),
+        listeners: shown,
+        store,
+        started: std::time::Instant::now(),
     }
 }

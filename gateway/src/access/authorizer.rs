@@ -65,6 +65,16 @@ pub struct AccessControl {
     cache: RwLock<HashMap<Arc<str>, CacheEntry>>,
 }
 
+/// A client as the policy judges it ([`AccessPolicy::subject`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// A registered client that is disabled: it may do nothing.
+    Disabled { client: &'a Arc<str> },
+    /// A client judged by `view`: its registered name and attributes when `registered`, its
+    /// identity as given otherwise.
+    Enabled { client: &'a Arc<str>, registered: bool, view: ClientView<'a> },
+}
+
 #[derive(Debug)]
 struct RegisteredClient {
     authentication_name: Arc<str>,
@@ -152,21 +162,34 @@ impl AccessPolicy {
         Ok(policy)
     }
 
-    /// Compiles what the client may do (see the module docs).
-    pub fn compile(&self, identity: &ClientIdentity) -> Permissions {
-        let registered = self.clients.get(&identity.authentication_name.to_lowercase());
-        let (client, view) = match registered {
+    /// How the policy judges `identity`: step 1 of the module docs. The explainer
+    /// ([`crate::access::explain`]) starts from the same answer.
+    pub fn subject<'a>(&'a self, identity: &'a ClientIdentity) -> Subject<'a> {
+        match self.clients.get(&identity.authentication_name.to_lowercase()) {
             Some(registered) if !registered.enabled => {
-                return Permissions::disabled(registered.authentication_name.clone());
+                Subject::Disabled { client: &registered.authentication_name }
             }
-            Some(registered) => (
-                registered.authentication_name.clone(),
-                ClientView {
+            Some(registered) => Subject::Enabled {
+                client: &registered.authentication_name,
+                registered: true,
+                view: ClientView {
                     authentication_name: &registered.authentication_name,
                     attributes: &registered.attributes,
                 },
-            ),
-            None => (identity.authentication_name.clone(), ClientView::from(identity)),
+            },
+            None => Subject::Enabled {
+                client: &identity.authentication_name,
+                registered: false,
+                view: ClientView::from(identity),
+            },
+        }
+    }
+
+    /// Compiles what the client may do (see the module docs).
+    pub fn compile(&self, identity: &ClientIdentity) -> Permissions {
+        let (client, view) = match self.subject(identity) {
+            Subject::Disabled { client } => return Permissions::disabled(client.clone()),
+            Subject::Enabled { client, view, .. } => (client.clone(), view),
         };
         let mut groups: Vec<Arc<str>> = vec![ALL_GROUP.into()];
         let mut grants = self.all_grants.clone();

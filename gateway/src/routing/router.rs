@@ -41,8 +41,11 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// never wait for lifecycle events.
 const LIFECYCLE_QUEUE: usize = 10_000;
 
+mod preview;
 mod reload;
 mod topics;
+
+pub use self::preview::Preview;
 
 pub use reload::RouterReload;
 pub use topics::{TopicsError, is_topic_kind};
