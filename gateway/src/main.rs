@@ -172,11 +172,15 @@ async fn serve(
     let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     // Errors name the listener field, e.g. `server.listeners[1].certificate: cannot read ...`.
-    let gateway = Gateway::start(config, Hooks::allow_all()).await?;
+    // The message already says what its causes say, so it is printed alone.
+    let gateway = match Gateway::start(config, Hooks::allow_all()).await {
+        Ok(gateway) => gateway,
+        Err(error) => anyhow::bail!("{error}"),
+    };
     if let Some((path, overrides)) = source {
         gateway.reloader().watch(path, overrides);
     }
-    gateway::server::announce(&gateway);
+    gateway.announce();
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
