@@ -177,7 +177,8 @@ async fn require_credential(
         Ok(()) => next.run(request).await,
         Err(problem) => {
             let mut response =
-                ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", problem).into_response();
+                ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", problem.to_string())
+                    .into_response();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("SharedAccessSignature"),

@@ -228,7 +228,9 @@ impl JwtVerifier {
         let http = match &config.jwks_url {
             Some(_) => Some(
                 super::webhook::http_client(Duration::from_millis(config.jwks_timeout_ms))
-                    .map_err(|problem| AuthConfigError::invalid("jwt.jwks_url", problem))?,
+                    .map_err(|problem| {
+                        AuthConfigError::invalid("jwt.jwks_url", problem.to_string())
+                    })?,
             ),
             None => None,
         };
@@ -251,8 +253,10 @@ impl JwtVerifier {
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }
-        let body = super::webhook::read_body(response, MAX_JWKS_BYTES).await.map_err(fail)?;
-        let keys = keys_from_jwks(&body).map_err(fail)?;
+        let body = super::webhook::read_body(response, MAX_JWKS_BYTES)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let keys = keys_from_jwks(&body).map_err(|e| fail(e.to_string()))?;
         tracing::debug!(%url, keys = keys.len(), "Fetched the JWT issuer's keys.");
         *self.remote_keys.write() = Arc::new(keys);
         Ok(())
@@ -439,11 +443,42 @@ fn read(path: &std::path::Path, field: &'static str) -> Result<String, AuthConfi
     })
 }
 
+/// A key file or JWKS document that gives no usable key.
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    #[error("bad PEM: {0}")]
+    Pem(String),
+    #[error("bad certificate: {0}")]
+    Certificate(String),
+    #[error("unexpected PEM block {0:?}; expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE")]
+    PemBlock(String),
+    #[error("no public key in the file")]
+    NoKey,
+    #[error("bad public key: {0}")]
+    PublicKey(String),
+    #[error("only EC keys on P-256 are supported (ES256)")]
+    Curve,
+    #[error("unsupported public key algorithm {0}; expected RSA or EC P-256")]
+    Algorithm(String),
+    #[error("bad JWKS JSON: {0}")]
+    JwksJson(serde_json::Error),
+    #[error("a JWKS needs a \"keys\" array")]
+    NoKeysArray,
+    #[error("bad RSA key {0:?}: {1}")]
+    Rsa(Option<String>, jsonwebtoken::errors::Error),
+    #[error("RSA key {0:?} needs n and e")]
+    RsaParts(Option<String>),
+    #[error("bad EC key {0:?}: {1}")]
+    Ec(Option<String>, jsonwebtoken::errors::Error),
+    #[error("EC key {0:?} needs x and y")]
+    EcParts(Option<String>),
+}
+
 /// The RSA and P-256 keys in a PEM text.
-fn keys_from_pem(text: &str) -> Result<Vec<Key>, String> {
+fn keys_from_pem(text: &str) -> Result<Vec<Key>, KeyError> {
     let mut keys = Vec::new();
     for pem in x509_parser::pem::Pem::iter_from_buffer(text.as_bytes()) {
-        let pem = pem.map_err(|e| format!("bad PEM: {e}"))?;
+        let pem = pem.map_err(|e| KeyError::Pem(e.to_string()))?;
         let spki_der;
         let spki = match pem.label.as_str() {
             "RSA PUBLIC KEY" => {
@@ -460,31 +495,29 @@ fn keys_from_pem(text: &str) -> Result<Vec<Key>, String> {
             }
             "CERTIFICATE" => {
                 let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&pem.contents)
-                    .map_err(|e| format!("bad certificate: {e}"))?;
+                    .map_err(|e| KeyError::Certificate(e.to_string()))?;
                 keys.push(key_from_spki(cert.public_key().raw)?);
                 continue;
             }
             other => {
-                return Err(format!(
-                    "unexpected PEM block {other:?}; expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE"
-                ));
+                return Err(KeyError::PemBlock(other.to_string()));
             }
         };
         keys.push(key_from_spki(spki)?);
     }
     if keys.is_empty() {
-        return Err("no public key in the file".into());
+        return Err(KeyError::NoKey);
     }
     Ok(keys)
 }
 
 /// A key from a DER SubjectPublicKeyInfo: RSA, or EC on P-256.
-fn key_from_spki(der: &[u8]) -> Result<Key, String> {
+fn key_from_spki(der: &[u8]) -> Result<Key, KeyError> {
     use x509_parser::oid_registry::{
         OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION,
     };
     let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der)
-        .map_err(|e| format!("bad public key: {e}"))?;
+        .map_err(|e| KeyError::PublicKey(e.to_string()))?;
     let bits = spki.subject_public_key.data.as_ref();
     let oid = &spki.algorithm.algorithm;
     if *oid == OID_PKCS1_RSAENCRYPTION {
@@ -503,18 +536,16 @@ fn key_from_spki(der: &[u8]) -> Result<Key, String> {
                 key: DecodingKey::from_ec_der(bits),
             });
         }
-        return Err("only EC keys on P-256 are supported (ES256)".into());
+        return Err(KeyError::Curve);
     }
-    Err(format!("unsupported public key algorithm {oid}; expected RSA or EC P-256"))
+    Err(KeyError::Algorithm(oid.to_string()))
 }
 
 /// The RSA and P-256 signature keys of a JWKS document; others (encryption keys, other
 /// curves) are skipped.
-fn keys_from_jwks(json: &[u8]) -> Result<Vec<Key>, String> {
-    let document: Value =
-        serde_json::from_slice(json).map_err(|e| format!("bad JWKS JSON: {e}"))?;
-    let entries =
-        document.get("keys").and_then(Value::as_array).ok_or("a JWKS needs a \"keys\" array")?;
+fn keys_from_jwks(json: &[u8]) -> Result<Vec<Key>, KeyError> {
+    let document: Value = serde_json::from_slice(json).map_err(KeyError::JwksJson)?;
+    let entries = document.get("keys").and_then(Value::as_array).ok_or(KeyError::NoKeysArray)?;
     let mut keys = Vec::new();
     for entry in entries {
         let field = |name: &str| entry.get(name).and_then(Value::as_str);
@@ -526,14 +557,14 @@ fn keys_from_jwks(json: &[u8]) -> Result<Vec<Key>, String> {
             (Some("RSA"), _) => match (field("n"), field("e")) {
                 (Some(n), Some(e)) => DecodingKey::from_rsa_components(n, e)
                     .map(|key| (JwtAlgorithm::RS256, key))
-                    .map_err(|e| format!("bad RSA key {kid:?}: {e}"))?,
-                _ => return Err(format!("RSA key {kid:?} needs n and e")),
+                    .map_err(|e| KeyError::Rsa(kid.clone(), e))?,
+                _ => return Err(KeyError::RsaParts(kid)),
             },
             (Some("EC"), Some("P-256")) => match (field("x"), field("y")) {
                 (Some(x), Some(y)) => DecodingKey::from_ec_components(x, y)
                     .map(|key| (JwtAlgorithm::ES256, key))
-                    .map_err(|e| format!("bad EC key {kid:?}: {e}"))?,
-                _ => return Err(format!("EC key {kid:?} needs x and y")),
+                    .map_err(|e| KeyError::Ec(kid.clone(), e))?,
+                _ => return Err(KeyError::EcParts(kid)),
             },
             _ => continue,
         };
