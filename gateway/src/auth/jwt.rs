@@ -275,7 +275,7 @@ impl JwtVerifier {
                 let expires_in = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0));
                 allow_vouched(resources, client_id, &subject, attributes, Some(expires_in))
             }
-            Err(problem) => deny(ReasonCode::NotAuthorized, problem),
+            Err(problem) => deny(ReasonCode::NotAuthorized, problem.to_string()),
         }
     }
 
@@ -283,14 +283,14 @@ impl JwtVerifier {
     async fn verify(
         &self,
         token: &[u8],
-    ) -> Result<(String, BTreeMap<String, crate::hooks::AttributeValue>, i64), String> {
-        let token = std::str::from_utf8(token).map_err(|_| "the token is not UTF-8".to_string())?;
+    ) -> Result<Verified, TokenRejected> {
+        let token = std::str::from_utf8(token).map_err(|_| TokenRejected::NotUtf8)?;
         let header_part = token.split('.').next().unwrap_or_default();
         let header: Header = URL_SAFE_NO_PAD
             .decode(header_part)
             .ok()
             .and_then(|json| serde_json::from_slice(&json).ok())
-            .ok_or_else(|| "the token is not a JWT (bad header)".to_string())?;
+            .ok_or(TokenRejected::Header)?;
         let alg = header.alg.unwrap_or_default();
         let allowed: Vec<&str> = self.config.algorithms.iter().map(|a| a.name()).collect();
         let algorithm = alg
@@ -298,9 +298,7 @@ impl JwtVerifier {
             .ok()
             .and_then(JwtAlgorithm::of)
             .filter(|a| self.config.algorithms.contains(a))
-            .ok_or_else(|| {
-                format!("token algorithm {alg:?} is not allowed (allowed: {})", allowed.join(", "))
-            })?;
+            .ok_or_else(|| TokenRejected::Algorithm { alg: alg.clone(), allowed: allowed.join(", ") })?;
 
         let mut claims = self.check_signature(token, algorithm, header.kid.as_deref());
         if claims.is_err() && self.should_refetch(header.kid.as_deref()) {
@@ -317,7 +315,7 @@ impl JwtVerifier {
         token: &str,
         algorithm: JwtAlgorithm,
         kid: Option<&str>,
-    ) -> Result<serde_json::Map<String, Value>, String> {
+    ) -> Result<serde_json::Map<String, Value>, TokenRejected> {
         let remote = self.remote_keys.read().clone();
         let candidates: Vec<&Key> = self
             .file_keys
@@ -333,10 +331,7 @@ impl JwtVerifier {
         };
         let keys = if by_kid.is_empty() { candidates } else { by_kid };
         if keys.is_empty() {
-            return Err(format!(
-                "no {} key of the issuer to verify the token with",
-                algorithm.name()
-            ));
+            return Err(TokenRejected::NoKey(algorithm.name()));
         }
         let mut validation = Validation::new(algorithm.algorithm());
         // Claims are checked by `check_claims`, with reasons; here only the signature.
@@ -344,7 +339,7 @@ impl JwtVerifier {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let mut last_error = String::new();
+        let mut last_error = None;
         for key in keys {
             match jsonwebtoken::decode::<serde_json::Map<String, Value>>(
                 token,
@@ -352,10 +347,13 @@ impl JwtVerifier {
                 &validation,
             ) {
                 Ok(data) => return Ok(data.claims),
-                Err(error) => last_error = error.to_string(),
+                Err(error) => last_error = Some(error),
             }
         }
-        Err(format!("token signature does not verify with the issuer's keys ({last_error})"))
+        Err(match last_error {
+            Some(error) => TokenRejected::Signature(error),
+            None => TokenRejected::NoKey(algorithm.name()),
+        })
     }
 
     /// Whether a failed signature check should fetch the JWKS URL again: a URL is configured,
@@ -374,47 +372,47 @@ impl JwtVerifier {
     fn check_claims(
         &self,
         claims: serde_json::Map<String, Value>,
-    ) -> Result<(String, BTreeMap<String, crate::hooks::AttributeValue>, i64), String> {
+    ) -> Result<Verified, TokenRejected> {
         let config = &self.config;
         match claims.get("iss") {
             Some(Value::String(iss)) if *iss == config.issuer => {}
             Some(Value::String(iss)) => {
-                return Err(format!(
-                    "token issuer {iss:?} is not the configured issuer {:?}",
-                    config.issuer
-                ));
+                return Err(TokenRejected::Issuer {
+                    iss: iss.clone(),
+                    configured: config.issuer.clone(),
+                });
             }
-            _ => return Err("token has no iss (issuer) claim".into()),
+            _ => return Err(TokenRejected::Missing("iss (issuer)")),
         }
         let audiences: Vec<&str> = match claims.get("aud") {
             Some(Value::String(aud)) => vec![aud.as_str()],
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-            _ => return Err("token has no aud (audience) claim".into()),
+            _ => return Err(TokenRejected::Missing("aud (audience)")),
         };
         if !audiences.iter().any(|aud| config.audiences.iter().any(|c| c == aud)) {
-            return Err(format!(
-                "token audience {audiences:?} holds none of the configured audiences {:?}",
-                config.audiences
-            ));
+            return Err(TokenRejected::Audience {
+                audiences: format!("{audiences:?}"),
+                configured: format!("{:?}", config.audiences),
+            });
         }
         let now = now_unix();
         let leeway = i64::try_from(config.leeway_secs).unwrap_or(i64::MAX);
         let exp = match claims.get("exp") {
-            Some(value) => numeric_date(value).ok_or("token exp claim is not a number")?,
-            None => return Err("token has no exp (expiry) claim".into()),
+            Some(value) => numeric_date(value).ok_or(TokenRejected::NotANumber("exp"))?,
+            None => return Err(TokenRejected::Missing("exp (expiry)")),
         };
         if now > exp.saturating_add(leeway) {
-            return Err(format!("token expired at {}", rfc3339(exp)));
+            return Err(TokenRejected::Expired(rfc3339(exp)));
         }
         if let Some(value) = claims.get("nbf") {
-            let nbf = numeric_date(value).ok_or("token nbf claim is not a number")?;
+            let nbf = numeric_date(value).ok_or(TokenRejected::NotANumber("nbf"))?;
             if now.saturating_add(leeway) < nbf {
-                return Err(format!("token not valid before {}", rfc3339(nbf)));
+                return Err(TokenRejected::NotYetValid(rfc3339(nbf)));
             }
         }
         let subject = match claims.get("sub") {
             Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
-            _ => return Err("token has no sub (subject) claim".into()),
+            _ => return Err(TokenRejected::Missing("sub (subject)")),
         };
         let attributes = claims
             .iter()
@@ -423,6 +421,36 @@ impl JwtVerifier {
             .collect();
         Ok((subject, attributes, exp))
     }
+}
+
+/// What a verified token vouches for: the subject, the attributes and `exp`.
+type Verified = (String, BTreeMap<String, crate::hooks::AttributeValue>, i64);
+
+/// Why a token does not authenticate its client.
+#[derive(Debug, thiserror::Error)]
+enum TokenRejected {
+    #[error("the token is not UTF-8")]
+    NotUtf8,
+    #[error("the token is not a JWT (bad header)")]
+    Header,
+    #[error("token algorithm {alg:?} is not allowed (allowed: {allowed})")]
+    Algorithm { alg: String, allowed: String },
+    #[error("no {0} key of the issuer to verify the token with")]
+    NoKey(&'static str),
+    #[error("token signature does not verify with the issuer's keys ({0})")]
+    Signature(jsonwebtoken::errors::Error),
+    #[error("token issuer {iss:?} is not the configured issuer {configured:?}")]
+    Issuer { iss: String, configured: String },
+    #[error("token has no {0} claim")]
+    Missing(&'static str),
+    #[error("token audience {audiences} holds none of the configured audiences {configured}")]
+    Audience { audiences: String, configured: String },
+    #[error("token {0} claim is not a number")]
+    NotANumber(&'static str),
+    #[error("token expired at {0}")]
+    Expired(String),
+    #[error("token not valid before {0}")]
+    NotYetValid(String),
 }
 
 /// A NumericDate: seconds since the epoch, an integer or a float (truncated).

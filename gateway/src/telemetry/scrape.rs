@@ -1,6 +1,7 @@
-//! What is read at scrape time rather than counted as it happens: sessions, parked
-//! connections and queue depths, retained messages, the journal's backlog, each namespace
-//! topic's backlog, and the process's memory and file descriptors.
+//! What is read at scrape time rather than counted as it happens: the process's memory and
+//! file descriptors here, and the gateway's parts (sessions, parked connections and queue
+//! depths, retained messages, the journal's backlog, each namespace topic's backlog) through
+//! the reader the composition root gives (`gateway/gauges.rs`).
 
 use metrics::gauge;
 use metrics_exporter_prometheus::PrometheusHandle;
