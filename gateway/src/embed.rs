@@ -18,8 +18,8 @@
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
-use crate::hooks::Hooks;
 use crate::gateway::{Gateway, StartError};
+use crate::hooks::Hooks;
 
 /// Prepares an embedded gateway.
 #[derive(Debug, Clone)]

@@ -153,18 +153,13 @@ impl Gateway {
             router.clone(),
         ));
         let metrics_listener = match config.metrics.listen {
-            Some(addr) => Some(
-                HttpListener::bind("metrics", addr, None, None, Default::default()).await?,
-            ),
+            Some(addr) => {
+                Some(HttpListener::bind("metrics", addr, None, None, Default::default()).await?)
+            }
             None => None,
         };
-        let broker = crate::startup::recover_broker(
-            &config.mqtt,
-            &config.store,
-            hooks,
-            &storage,
-            snapshot,
-        )?;
+        let broker =
+            crate::startup::recover_broker(&config.mqtt, &config.store, hooks, &storage, snapshot)?;
         if let Some(namespace) = &namespace {
             namespace.attach(&broker);
         }
@@ -216,12 +211,14 @@ impl Gateway {
         };
         let parker = match config.mqtt.park_after_ms {
             0 => None,
-            ms => Some(crate::connection::Parker::start(
-                Duration::from_millis(ms),
-                &broker.tasks,
-                broker.shutdown.clone(),
-            )
-            .map_err(StartError::Parker)?),
+            ms => Some(
+                crate::connection::Parker::start(
+                    Duration::from_millis(ms),
+                    &broker.tasks,
+                    broker.shutdown.clone(),
+                )
+                .map_err(StartError::Parker)?,
+            ),
         };
         for listener in bound {
             broker.tasks.spawn(listener.accept_loop(broker.clone(), parker.clone()));

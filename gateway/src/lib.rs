@@ -53,5 +53,5 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
-pub use hooks::Hooks;
 pub use gateway::{Gateway, StartError};
+pub use hooks::Hooks;

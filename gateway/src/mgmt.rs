@@ -135,9 +135,7 @@ pub async fn serve(listener: HttpListener, app: Router, shutdown: CancellationTo
 
 /// Binds the API's listener, HTTPS when `certificate` and `private_key` are set; the error
 /// names the field.
-pub async fn bind(
-    config: &ManagementConfig,
-) -> Result<(HttpListener, SocketAddr), HttpBindError> {
+pub async fn bind(config: &ManagementConfig) -> Result<(HttpListener, SocketAddr), HttpBindError> {
     HttpListener::bind(
         "management",
         config.listen,

@@ -180,14 +180,13 @@ impl Namespace {
                 warn!(kind = %kind_name, %name, "The config declares this resource: the stored one is ignored.");
                 continue;
             }
-            let value: serde_json::Value =
-                serde_json::from_slice(body).map_err(|source| OpenError::StoredJson {
-                    kind: kind_name.clone(),
-                    name: name.clone(),
-                    source,
-                })?;
-            kind.put(&mut resources, name, value).map_err(|source| {
-                OpenError::StoredResource { kind: kind_name.clone(), name: name.clone(), source }
+            let value: serde_json::Value = serde_json::from_slice(body).map_err(|source| {
+                OpenError::StoredJson { kind: kind_name.clone(), name: name.clone(), source }
+            })?;
+            kind.put(&mut resources, name, value).map_err(|source| OpenError::StoredResource {
+                kind: kind_name.clone(),
+                name: name.clone(),
+                source,
             })?;
         }
         let registry = Registry::new(resources.clone(), limits.clone())?;

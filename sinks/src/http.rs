@@ -47,8 +47,8 @@ pub enum ClientError {
 /// the gateway's other HTTP clients (authentication webhook, JWKS) to add their own settings.
 pub fn http_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-        .map_err(ClientError::Verifier)?;
+    let verifier =
+        rustls_platform_verifier::Verifier::new(provider.clone()).map_err(ClientError::Verifier)?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(ClientError::Tls)?

@@ -597,7 +597,9 @@ pub enum NameError {
     Resource(String),
     #[error("client name {0:?} must be 1-128 of A-Z, a-z, 0-9, '-', ':', '.' and '_'")]
     Client(String),
-    #[error("{ALL_GROUP} is the built-in group of every client: it cannot be created, changed or deleted")]
+    #[error(
+        "{ALL_GROUP} is the built-in group of every client: it cannot be created, changed or deleted"
+    )]
     BuiltInGroup,
 }
 

@@ -280,10 +280,7 @@ impl JwtVerifier {
     }
 
     /// The subject, the attributes and `exp`, or why the token is refused.
-    async fn verify(
-        &self,
-        token: &[u8],
-    ) -> Result<Verified, TokenRejected> {
+    async fn verify(&self, token: &[u8]) -> Result<Verified, TokenRejected> {
         let token = std::str::from_utf8(token).map_err(|_| TokenRejected::NotUtf8)?;
         let header_part = token.split('.').next().unwrap_or_default();
         let header: Header = URL_SAFE_NO_PAD
@@ -298,7 +295,10 @@ impl JwtVerifier {
             .ok()
             .and_then(JwtAlgorithm::of)
             .filter(|a| self.config.algorithms.contains(a))
-            .ok_or_else(|| TokenRejected::Algorithm { alg: alg.clone(), allowed: allowed.join(", ") })?;
+            .ok_or_else(|| TokenRejected::Algorithm {
+                alg: alg.clone(),
+                allowed: allowed.join(", "),
+            })?;
 
         let mut claims = self.check_signature(token, algorithm, header.kid.as_deref());
         if claims.is_err() && self.should_refetch(header.kid.as_deref()) {

@@ -199,7 +199,8 @@ impl Webhook {
             (None, None) => None,
         };
         let timeout = Duration::from_millis(config.timeout_ms);
-        let http = http_client(timeout).map_err(|e| AuthConfigError::invalid("webhook", e.to_string()))?;
+        let http =
+            http_client(timeout).map_err(|e| AuthConfigError::invalid("webhook", e.to_string()))?;
         Ok(Webhook { endpoint, timeout, bearer_token, http })
     }
 

@@ -164,9 +164,7 @@ enum CertRejected {
     Name { field: &'static str, expected: String, client: String },
     #[error("certificate thumbprint does not match client {client:?} (SHA-256 {sha256})")]
     Thumbprint { client: String, sha256: String },
-    #[error(
-        "the certificate must chain to a registered CA certificate, and none is registered"
-    )]
+    #[error("the certificate must chain to a registered CA certificate, and none is registered")]
     NoCa,
     #[error("the client certificate is not usable: {0}")]
     Unusable(webpki::Error),
@@ -231,11 +229,7 @@ fn check_thumbprint(der: &[u8], allowed: &[String], client: &str) -> Result<(), 
     let sha1 = hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref());
     let matches =
         allowed.iter().any(|t| t.eq_ignore_ascii_case(&sha256) || t.eq_ignore_ascii_case(&sha1));
-    if matches {
-        Ok(())
-    } else {
-        Err(CertRejected::Thumbprint { client: client.into(), sha256 })
-    }
+    if matches { Ok(()) } else { Err(CertRejected::Thumbprint { client: client.into(), sha256 }) }
 }
 
 /// Verifies that the leaf chains to one of the registered CA certificates, through the
@@ -272,8 +266,7 @@ fn check_chain(
     let leaf = CertificateDer::from(chain[0].as_ref());
     let intermediates: Vec<CertificateDer<'_>> =
         chain[1..].iter().map(|der| CertificateDer::from(der.as_ref())).collect();
-    let end_entity = webpki::EndEntityCert::try_from(&leaf)
-        .map_err(CertRejected::Unusable)?;
+    let end_entity = webpki::EndEntityCert::try_from(&leaf).map_err(CertRejected::Unusable)?;
     let time = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or(0)));
     end_entity
         .verify_for_usage(

@@ -2,7 +2,6 @@
 
 use serde::Deserialize;
 
-
 /// What happens when a session's queue reaches `max_queued_messages` or `max_queued_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Broker, persist};
 use super::message::{Delivery, SharedKey};
 use super::session::{Inflight, Session, Stage, Subscription};
+use super::{Broker, persist};
 use crate::mqtt::{Protocol, QoS, SubscriptionOptions};
 use crate::store::record::{self, EntryRecord, EntryStage, SessionRecord, WillRecord};
 use crate::store::{Op, Snapshot, StoreError};

@@ -81,8 +81,7 @@ impl Credentials {
         if let Some(key) = text("aeg-sas-key") {
             return self.check_key(key.trim(), "aeg-sas-key header");
         }
-        let params =
-            super::query_params(uri).map_err(|_| Refused::QueryNotUtf8)?;
+        let params = super::query_params(uri).map_err(|_| Refused::QueryNotUtf8)?;
         if let Some(key) = param(&params, "aeg-sas-key") {
             return self.check_key(key.trim(), "aeg-sas-key query parameter");
         }
@@ -144,13 +143,13 @@ impl Credentials {
         if !signed_by_a_key {
             return Err(Refused::Signature);
         }
-        let expiry =
-            percent_decode_utf8(expiry).and_then(|text| parse_expiry(&text)).ok_or(Refused::Expiry)?;
+        let expiry = percent_decode_utf8(expiry)
+            .and_then(|text| parse_expiry(&text))
+            .ok_or(Refused::Expiry)?;
         if expiry <= now {
             return Err(Refused::Expired);
         }
-        let resource = percent_decode_utf8(resource)
-            .ok_or(Refused::ResourceNotUtf8)?;
+        let resource = percent_decode_utf8(resource).ok_or(Refused::ResourceNotUtf8)?;
         let scope = resource_path(&resource);
         if !starts_with_ignoring_case(uri.path(), scope) {
             return Err(Refused::Scope(uri.path().into()));

@@ -94,9 +94,7 @@ impl ManagementConfig {
             return Ok(token.clone());
         }
         let Some(variable) = &self.admin_token_env else {
-            return Err(ManagementConfigError::Token(
-                "the management API requires a credential",
-            ));
+            return Err(ManagementConfigError::Token("the management API requires a credential"));
         };
         let token = std::env::var(variable).map_err(|source| {
             ManagementConfigError::TokenVariable { variable: variable.clone(), source }

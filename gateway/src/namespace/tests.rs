@@ -16,7 +16,9 @@ fn the_embedded_default_has_no_namespace() {
 #[test]
 fn stored_resources_turn_access_control_on() {
     let rows = [stored("clientGroups", "fleet", r#"{"query":"attributes.a = 1"}"#)];
-    let namespace = Namespace::open(Config::default().namespace_section(), &rows).expect("open").expect("namespace");
+    let namespace = Namespace::open(Config::default().namespace_section(), &rows)
+        .expect("open")
+        .expect("namespace");
     assert!(namespace.resources().client_groups.contains_key("fleet"));
     assert!(!namespace.is_declared(ResourceKind::ClientGroups, "fleet"));
 }
@@ -30,7 +32,8 @@ fn the_config_is_authoritative_for_the_names_it_declares() {
         stored("topicSpaces", "extra", r#"{"topicTemplates":["extra/#"]}"#),
         stored("queues", "unknown-kind", "{}"),
     ];
-    let namespace = Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
     let resources = namespace.resources();
     assert_eq!(resources.topic_spaces["vehicles"].topic_templates, ["config/#"]);
     assert_eq!(resources.topic_spaces["extra"].topic_templates, ["extra/#"]);
@@ -44,10 +47,16 @@ fn an_invalid_stored_resource_is_named() {
         "b-one",
         r#"{"clientGroupName":"gone","topicSpaceName":"gone","permission":"Publisher"}"#,
     )];
-    let error = Namespace::open(Config::default().namespace_section(), &rows).err().expect("invalid").to_string();
+    let error = Namespace::open(Config::default().namespace_section(), &rows)
+        .err()
+        .expect("invalid")
+        .to_string();
     assert!(error.contains("permissionBindings[b-one].clientGroupName"), "{error}");
     let rows = [stored("clients", "car1", "not json")];
-    let error = Namespace::open(Config::default().namespace_section(), &rows).err().expect("invalid").to_string();
+    let error = Namespace::open(Config::default().namespace_section(), &rows)
+        .err()
+        .expect("invalid")
+        .to_string();
     assert!(error.starts_with("store: clients[car1]"), "{error}");
 }
 
@@ -69,7 +78,8 @@ async fn another_authentication_name_cannot_take_a_known_client_id() {
     use crate::mqtt::Protocol;
 
     let config = Config::parse("[auth]\nallow_anonymous = true\n").expect("config");
-    let namespace = Namespace::open(config.namespace_section(), &[]).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &[]).expect("open").expect("namespace");
     let gatekeeper = Gatekeeper { namespace: namespace.clone() };
     let request = |username: &'static str| AuthRequest {
         step: AuthStep::Connect,
@@ -111,7 +121,8 @@ async fn a_reload_keeps_api_resources_and_replaces_declared_ones() {
         stored("topicSpaces", "api-kept", r#"{"topicTemplates":["kept/#"]}"#),
         stored("topicSpaces", "api-taken", r#"{"topicTemplates":["api/#"]}"#),
     ];
-    let namespace = Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
     let reloaded = Config::parse(
         "[topicSpaces.declared]\ntopicTemplates = [\"new/#\"]\n\
          [topicSpaces.api-taken]\ntopicTemplates = [\"file/#\"]\n\
@@ -143,7 +154,8 @@ async fn a_reload_that_breaks_api_resources_is_refused_whole() {
         "api-binding",
         r#"{"clientGroupName":"$all","topicSpaceName":"vehicles","permission":"Publisher"}"#,
     )];
-    let namespace = Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
     let reloaded = Config::parse("[auth]\nallow_anonymous = true\n").expect("config");
     let error = namespace.plan_reload(reloaded.namespace_section(), false).err().expect("refused");
     assert!(

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-
 /// An invalid listener or TLS setting; the message names the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerConfigError {
@@ -250,7 +249,8 @@ impl ListenerConfig {
     }
 
     fn validate(&self, index: usize) -> Result<(), ServerConfigError> {
-        let invalid = |field, problem: &str| Err(ServerConfigError::listener(index, field, problem));
+        let invalid =
+            |field, problem: &str| Err(ServerConfigError::listener(index, field, problem));
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
         }

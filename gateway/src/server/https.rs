@@ -66,9 +66,11 @@ impl HttpListener {
             )?),
             None => None,
         };
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|source| HttpBindError::Bind { section, addr, source })?;
+        let tcp = TcpListener::bind(addr).await.map_err(|source| HttpBindError::Bind {
+            section,
+            addr,
+            source,
+        })?;
         let bound =
             tcp.local_addr().map_err(|source| HttpBindError::LocalAddr { section, source })?;
         let listener = match acceptor {

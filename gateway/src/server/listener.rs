@@ -83,7 +83,11 @@ impl Prepared {
     pub(crate) async fn bind(self) -> Result<Bound, ServerConfigError> {
         let address = self.config.address;
         let error = |e: std::io::Error| {
-            ServerConfigError::listener(self.index, "address", format!("cannot listen on {address}: {e}"))
+            ServerConfigError::listener(
+                self.index,
+                "address",
+                format!("cannot listen on {address}: {e}"),
+            )
         };
         let socket = if address.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
         let socket = socket.map_err(error)?;
@@ -204,9 +208,8 @@ async fn serve_secured(transport: &Transport, start: Box<connection::Start<TcpSt
             let handshake = async {
                 let tls = acceptor.accept(stream).await.map_err(SecureWsError::Tls)?;
                 let certificates = tls::peer_certificates(tls.get_ref().1);
-                let ws = ws::accept(tls, path, *max_message)
-                    .await
-                    .map_err(SecureWsError::WebSocket)?;
+                let ws =
+                    ws::accept(tls, path, *max_message).await.map_err(SecureWsError::WebSocket)?;
                 Ok::<_, SecureWsError>((ws, certificates))
             };
             let Some((stream, certificates)) =

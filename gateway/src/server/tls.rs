@@ -26,8 +26,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_rustls::TlsAcceptor;
 
-use super::config::{ClientAuth, ListenerConfig, TlsVersion};
 use super::config::ServerConfigError;
+use super::config::{ClientAuth, ListenerConfig, TlsVersion};
 
 /// Builds the TLS acceptor of the listener at `index`, reading its PEM files. Errors name the
 /// field, e.g. `server.listeners[1].certificate: cannot read tls/server.pem: ...`.
@@ -44,7 +44,9 @@ pub(crate) fn acceptor(
     let roots = match &listener.client_ca {
         Some(path) => {
             let mut roots = RootCertStore::empty();
-            for ca in read_certificates(path).map_err(|problem| error("client_ca", problem.to_string()))? {
+            for ca in read_certificates(path)
+                .map_err(|problem| error("client_ca", problem.to_string()))?
+            {
                 roots.add(ca).map_err(|e| {
                     error("client_ca", format!("bad CA certificate in {}: {e}", path.display()))
                 })?;

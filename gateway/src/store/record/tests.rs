@@ -11,8 +11,7 @@ fn entry_round_trips_and_rejects_garbage() {
         shared: Some(("g".into(), "a/+".into())),
     };
     let bytes = encode_with_message(&header, b"message bytes");
-    let (decoded, message): (EntryRecord, &[u8]) =
-        split_header("entries", &bytes).expect("decode");
+    let (decoded, message): (EntryRecord, &[u8]) = split_header("entries", &bytes).expect("decode");
     assert_eq!(decoded, header);
     assert_eq!(message, b"message bytes");
     assert!(split_header::<EntryRecord>("entries", &bytes[..6]).is_err());
