@@ -5,8 +5,8 @@
 //! the store is read (so `/readyz` can say that recovery runs), opens the store
 //! ([`crate::startup`]), builds the router ([`crate::routing`]) and, when the config turns access
 //! control on, the namespace ([`crate::namespace`]) into the broker's hooks, recovers the
-//! broker, and then starts accepting. Every module below takes its own config section; only
-//! this one and [`crate::reload`] see the whole [`Config`].
+//! broker, and then starts accepting. The parts take their own config sections; the whole
+//! [`Config`] stays here, in [`crate::reload`] and in [`crate::embed`].
 //!
 //! Shutdown order: stop accepting; tell every connection (5.0 clients get DISCONNECT 0x8B, in
 //! a lingering close: see `connection/linger.rs`); wait for connection tasks, lingering closes
