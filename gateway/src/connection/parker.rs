@@ -34,6 +34,27 @@ const EVENTS: usize = 256;
 const FD_LIMIT: usize = 1 << 24;
 const FD_MASK: u64 = (1 << 24) - 1;
 
+/// A parked socket's descriptor, known to be below [`FD_LIMIT`]: it fits the 24 bits a heap
+/// entry keeps for it, and indexes the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot(u32);
+
+impl Slot {
+    /// The slot of `fd`; `None` for a descriptor that is not parked (negative, or too high).
+    fn of(fd: RawFd) -> Option<Slot> {
+        u32::try_from(fd).ok().filter(|&fd| (fd as usize) < FD_LIMIT).map(Slot)
+    }
+
+    /// The slot in the low 24 bits of a heap entry, which a `u32` holds whole.
+    fn from_entry(entry: u64) -> Slot {
+        Slot((entry & FD_MASK) as u32)
+    }
+
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// Heap entries beyond twice the parked connections (plus this) are swept: a connection that
 /// is resumed and parks again leaves its old entry behind until it comes due.
 const HEAP_SLACK: usize = 1024;
@@ -135,7 +156,9 @@ impl Parker {
 
     /// Reminds the loop to look at `fd`'s connection at `deadline`.
     pub(super) fn schedule(&self, deadline: Instant, fd: RawFd) {
-        let entry = self.entry(deadline, fd);
+        // `watch` parks no socket outside the table, so there is nothing to look at then.
+        let Some(slot) = Slot::of(fd) else { return };
+        let entry = self.entry(deadline, slot);
         let mut heap = self.deadlines.lock();
         let earliest = heap.peek().is_none_or(|Reverse(first)| entry < *first);
         heap.push(Reverse(entry));
@@ -151,30 +174,29 @@ impl Parker {
 
     /// A heap entry: the deadline in whole milliseconds after `epoch`, rounded up so that an
     /// entry never comes due before its deadline, above the socket's 24 bits.
-    fn entry(&self, deadline: Instant, fd: RawFd) -> u64 {
+    fn entry(&self, deadline: Instant, slot: Slot) -> u64 {
         let after = deadline.saturating_duration_since(self.epoch);
         let ms = u64::try_from(after.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX >> 24);
-        (ms.min(u64::MAX >> 24) << 24) | (u64::try_from(fd).unwrap_or(0) & FD_MASK)
+        (ms.min(u64::MAX >> 24) << 24) | u64::from(slot.0)
     }
 
     /// When an entry comes due, and its socket.
-    fn unpack(&self, entry: u64) -> (Instant, RawFd) {
+    fn unpack(&self, entry: u64) -> (Instant, Slot) {
         let at = self.epoch + Duration::from_millis(entry >> 24);
-        (at, RawFd::try_from(entry & FD_MASK).unwrap_or(-1))
+        (at, Slot::from_entry(entry))
     }
 
     /// Whether the entry is that of a connection parked now with that deadline (else it is
     /// stale: the connection was resumed, and parked again with a new entry, or left).
     fn is_current(&self, entry: u64) -> bool {
-        let (_, fd) = self.unpack(entry);
-        self.session(fd)
+        let (_, slot) = self.unpack(entry);
+        self.session(slot)
             .and_then(|session| session.parked_deadline())
-            .is_some_and(|deadline| self.entry(deadline, fd) == entry)
+            .is_some_and(|deadline| self.entry(deadline, slot) == entry)
     }
 
-    fn session(&self, fd: RawFd) -> Option<Arc<Session>> {
-        let slot = usize::try_from(fd).ok()?;
-        self.sessions.lock().by_fd.get(slot).cloned().flatten()
+    fn session(&self, slot: Slot) -> Option<Arc<Session>> {
+        self.sessions.lock().by_fd.get(slot.index()).cloned().flatten()
     }
 
     async fn run(self: Arc<Self>, mut poll: AsyncFd<mio::Poll>, shutdown: CancellationToken) {
@@ -213,8 +235,8 @@ impl Parker {
                             break;
                         }
                         for event in &events {
-                            if let Ok(fd) = RawFd::try_from(event.token().0)
-                                && let Some(session) = self.session(fd)
+                            if let Some(slot) = RawFd::try_from(event.token().0).ok().and_then(Slot::of)
+                                && let Some(session) = self.session(slot)
                             {
                                 session.unpark();
                             }
@@ -236,8 +258,8 @@ impl Parker {
                         }
                     }
                     for entry in due {
-                        let (_, fd) = self.unpack(entry);
-                        if let Some(session) = self.session(fd) {
+                        let (_, slot) = self.unpack(entry);
+                        if let Some(session) = self.session(slot) {
                             session.unpark_if_due(now);
                         }
                     }
