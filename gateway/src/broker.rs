@@ -37,6 +37,12 @@ use crate::hooks::{ClientIdentity, Hooks, LifecycleEvent, RoutedMessage, TapRefu
 use crate::mqtt::{Protocol, QoS, ReasonCode, topic};
 use crate::store::{Journal, Op, Ticket};
 
+/// The most connections lingering at once (`connection/linger.rs`). A lingering plain TCP
+/// connection costs its socket and a task of about 1.5 KB (a TLS one its rustls state besides),
+/// so 1024 of them cost a few megabytes and a thousand descriptors beyond the listeners' own
+/// limits.
+pub const MAX_LINGERING: usize = 1024;
+
 /// The state every connection shares.
 pub struct Broker {
     pub config: MqttConfig,
@@ -59,7 +65,7 @@ pub struct Broker {
     stopping: std::sync::atomic::AtomicBool,
     /// Tracks connection tasks and timers, so shutdown can wait for them.
     pub tasks: TaskTracker,
-    /// Slots for connections in their lingering close, `connection::MAX_LINGERING` of them:
+    /// Slots for connections in their lingering close, [`MAX_LINGERING`] of them:
     /// past the bound, a disconnected client's socket is closed at once.
     pub lingering: Arc<tokio::sync::Semaphore>,
 }
@@ -119,7 +125,7 @@ impl Broker {
             shutdown: CancellationToken::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
-            lingering: Arc::new(tokio::sync::Semaphore::new(crate::connection::MAX_LINGERING)),
+            lingering: Arc::new(tokio::sync::Semaphore::new(MAX_LINGERING)),
         })
     }
 

@@ -100,8 +100,6 @@ pub enum ConfigError {
     Read { path: String, source: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     Parse { path: String, message: String },
-    #[error("invalid config: {field}: {problem}")]
-    Invalid { field: &'static str, problem: String },
     /// An invalid `[auth]` table.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthConfigError),
@@ -111,28 +109,21 @@ pub enum ConfigError {
     /// A routing field, e.g. `topics.telemetry.eventSubscriptions.hook.maxDeliveryCount: ...`.
     #[error("invalid config: {0}")]
     Routing(#[from] crate::routing::config::RoutingConfigError),
-    /// A field of one `[[server.listeners]]` entry, shown as `server.listeners[INDEX].FIELD`.
-    #[error("invalid config: server.listeners[{index}].{field}: {problem}")]
-    Listener { index: usize, field: &'static str, problem: String },
-    /// A field of a table, shown as `SECTION.FIELD`, e.g. `http.certificate`.
-    #[error("invalid config: {section}.{field}: {problem}")]
-    Section { section: &'static str, field: &'static str, problem: String },
-}
-
-impl ConfigError {
-    /// An invalid field of the listener at `index`.
-    pub fn listener(index: usize, field: &'static str, problem: impl Into<String>) -> ConfigError {
-        ConfigError::Listener { index, field, problem: problem.into() }
-    }
-
-    /// An invalid `field` of the table `section`.
-    pub fn section(
-        section: &'static str,
-        field: &'static str,
-        problem: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError::Section { section, field, problem: problem.into() }
-    }
+    /// A field of `[server]`, e.g. `server.listeners[1].path: ...`.
+    #[error("invalid config: {0}")]
+    Server(#[from] crate::server::config::ServerConfigError),
+    /// A field of `[store]`.
+    #[error("invalid config: {0}")]
+    Store(#[from] crate::store::StoreConfigError),
+    /// A field of `[mqtt]`.
+    #[error("invalid config: {0}")]
+    Mqtt(#[from] crate::broker::config::MqttConfigError),
+    /// A field of `[management]`.
+    #[error("invalid config: {0}")]
+    Management(#[from] crate::mgmt::ManagementConfigError),
+    /// A field of `[http]`.
+    #[error("invalid config: {0}")]
+    DataPlane(#[from] crate::dataplane::DataPlaneConfigError),
 }
 
 impl Config {
@@ -198,6 +189,17 @@ impl Config {
             topic_spaces: self.topic_spaces.clone(),
             permission_bindings: self.permission_bindings.clone(),
             ca_certificates: self.ca_certificates.clone(),
+        }
+    }
+
+    /// What the namespace is built from: the declared resources, `[access.limits]`, `[auth]`,
+    /// and whether access control applies.
+    pub fn namespace_section(&self) -> crate::namespace::NamespaceSection {
+        crate::namespace::NamespaceSection {
+            resources: self.resources(),
+            limits: self.access.limits.clone(),
+            auth: self.auth.clone(),
+            access_control: self.access_control_applies(),
         }
     }
 

@@ -53,9 +53,11 @@ use axum::routing::get;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub use self::config::{DataPlaneConfig, EVENT_GRID_MAX_BYTES, EVENT_GRID_MAX_EVENTS};
+pub use self::config::{
+    DataPlaneConfig, DataPlaneConfigError, EVENT_GRID_MAX_BYTES, EVENT_GRID_MAX_EVENTS,
+};
 use crate::broker::Broker;
-use crate::server::https::HttpListener;
+use crate::server::https::{HttpBindError, HttpListener};
 
 /// The data plane's shared state.
 pub struct DataPlane {
@@ -83,10 +85,9 @@ impl DataPlane {
         admin_token: Option<String>,
         broker: Arc<Broker>,
         router: Option<Arc<crate::routing::Router>>,
-    ) -> Result<DataPlane, String> {
-        let keys = config
-            .decoded_keys()
-            .map_err(|index| format!("http.access_keys[{index}]: must be non-empty base64"))?;
+    ) -> Result<DataPlane, DataPlaneConfigError> {
+        let keys =
+            config.decoded_keys().map_err(|index| DataPlaneConfigError::AccessKey { index })?;
         let credentials = auth::Credentials::new(keys, admin_token);
         Ok(DataPlane { router, broker, config, credentials })
     }
@@ -110,7 +111,7 @@ pub fn app(state: Arc<DataPlane>) -> Router {
 
 /// Binds the data plane's listener, HTTPS when `certificate` and `private_key` are set; the
 /// error names the field.
-pub async fn bind(config: &DataPlaneConfig) -> Result<(HttpListener, SocketAddr), String> {
+pub async fn bind(config: &DataPlaneConfig) -> Result<(HttpListener, SocketAddr), HttpBindError> {
     HttpListener::bind(
         "http",
         config.listen,
@@ -176,7 +177,8 @@ async fn require_credential(
         Ok(()) => next.run(request).await,
         Err(problem) => {
             let mut response =
-                ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", problem).into_response();
+                ApiError::new(StatusCode::UNAUTHORIZED, "Unauthorized", problem.to_string())
+                    .into_response();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("SharedAccessSignature"),

@@ -2,7 +2,7 @@
 //! loopback ports, with nothing on disk unless asked.
 //!
 //! ```no_run
-//! # async fn example() -> std::io::Result<()> {
+//! # async fn example() -> Result<(), gateway::StartError> {
 //! let gateway = gateway::embed::Builder::from_toml(r#"
 //!     [[routing.routes]]
 //!     topic = "telemetry"
@@ -18,8 +18,8 @@
 use std::path::PathBuf;
 
 use crate::config::{Config, ConfigError};
+use crate::gateway::{Gateway, StartError};
 use crate::hooks::Hooks;
-use crate::server::Gateway;
 
 /// Prepares an embedded gateway.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ impl Builder {
     /// Starts the gateway; its addresses are on the returned [`Gateway`]
     /// ([`Gateway::mqtt_addr`], [`Gateway::management_addr`]), and
     /// [`Gateway::shutdown`] stops it.
-    pub async fn start(self) -> std::io::Result<Gateway> {
+    pub async fn start(self) -> Result<Gateway, StartError> {
         Gateway::start(self.config, Hooks::allow_all()).await
     }
 }

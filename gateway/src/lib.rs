@@ -7,7 +7,9 @@
 //! - [`broker`]: sessions, the subscription tree, retained messages and fan-out.
 //! - [`hooks`]: the traits that authentication, authorization, routing and lifecycle events
 //!   plug into.
-//! - [`server`]: listeners, the gateway's lifetime and shutdown.
+//! - [`server`]: the listeners (MQTT over TCP, TLS, WebSocket; the HTTP APIs' listener).
+//! - [`gateway`]: the composition root: every part built from its config section, started
+//!   and shut down in order.
 //! - [`access`]: Event Grid's namespace resources and the authorization they grant.
 //! - [`auth`]: the authentication methods.
 //! - [`namespace`]: resources, authorization and authentication assembled into the broker's
@@ -36,9 +38,12 @@ pub mod console;
 pub mod dataplane;
 pub mod diagnostics;
 pub mod embed;
+pub mod gateway;
 pub mod hooks;
 pub mod logging;
 pub mod mgmt;
+#[cfg(test)]
+mod module_graph;
 pub mod mqtt;
 pub mod namespace;
 pub mod readiness;
@@ -50,5 +55,5 @@ pub mod store;
 pub mod telemetry;
 
 pub use config::Config;
+pub use gateway::{Gateway, StartError};
 pub use hooks::Hooks;
-pub use server::Gateway;

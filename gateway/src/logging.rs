@@ -17,14 +17,19 @@ pub enum LogFormat {
     Json,
 }
 
-impl std::str::FromStr for LogFormat {
-    type Err = String;
+/// A `--log-format` that is neither `text` nor `json`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a log format (text or json)")]
+pub struct UnknownLogFormat(String);
 
-    fn from_str(text: &str) -> Result<LogFormat, String> {
+impl std::str::FromStr for LogFormat {
+    type Err = UnknownLogFormat;
+
+    fn from_str(text: &str) -> Result<LogFormat, UnknownLogFormat> {
         match text {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("{other:?} is not a log format (text or json)")),
+            other => Err(UnknownLogFormat(other.into())),
         }
     }
 }

@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve { config: path, listen, data_dir, in_memory, log_format } => {
             let mut config = match &path {
-                Some(path) => Config::load(path)?,
+                Some(path) => Config::load(path).map_err(alone)?,
                 None => Config::default(),
             };
             // The log's format comes from the config, so the subscriber starts once it is read.
@@ -113,7 +113,7 @@ fn main() -> anyhow::Result<()> {
                 config.store.in_memory |= in_memory;
             };
             overrides(&mut config);
-            config.validate()?;
+            config.validate().map_err(alone)?;
             let source = path.map(|path| (path, Box::new(overrides) as gateway::reload::Overrides));
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -122,6 +122,12 @@ fn main() -> anyhow::Result<()> {
                 .block_on(serve(config, source))
         }
     }
+}
+
+/// A config or start-up error as one message: it already names the field and says what its
+/// causes say, so the chain of causes would only repeat it.
+fn alone(error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
 }
 
 /// A small runtime for the client commands.
@@ -172,11 +178,11 @@ async fn serve(
     let mut interrupt = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     // Errors name the listener field, e.g. `server.listeners[1].certificate: cannot read ...`.
-    let gateway = Gateway::start(config, Hooks::allow_all()).await?;
+    let gateway = Gateway::start(config, Hooks::allow_all()).await.map_err(alone)?;
     if let Some((path, overrides)) = source {
         gateway.reloader().watch(path, overrides);
     }
-    gateway::server::announce(&gateway);
+    gateway.announce();
     loop {
         tokio::select! {
             _ = terminate.recv() => break,

@@ -74,17 +74,18 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq as _;
 use tokio_util::sync::CancellationToken;
 
-pub use self::config::{MIN_TOKEN_LENGTH, ManagementConfig};
+pub use self::config::{MIN_TOKEN_LENGTH, ManagementConfig, ManagementConfigError};
+pub use self::reload::{ConfigReload, ReloadRefused};
 use crate::access::model::ValidationError;
 use crate::namespace::{Change, ChangeError, Namespace, ResourceKind};
-use crate::server::https::HttpListener;
+use crate::server::https::{HttpBindError, HttpListener};
 
 /// The API's shared state.
 struct Api {
     namespace: Arc<Namespace>,
     token: String,
     router: Option<Arc<crate::routing::Router>>,
-    reloader: Option<Arc<crate::reload::Reloader>>,
+    reloader: Option<Arc<dyn ConfigReload>>,
 }
 
 /// An error answer: status, Event Grid-style code and a message naming the field.
@@ -112,7 +113,7 @@ pub fn app_with_reload(
     namespace: Arc<Namespace>,
     token: impl Into<String>,
     router: Option<Arc<crate::routing::Router>>,
-    reloader: Option<Arc<crate::reload::Reloader>>,
+    reloader: Option<Arc<dyn ConfigReload>>,
 ) -> Router {
     let api = Arc::new(Api { namespace, token: token.into(), router, reloader });
     let mut resources = access_check::routes(reload::routes(routing::routes()));
@@ -142,7 +143,7 @@ pub async fn serve(listener: HttpListener, app: Router, shutdown: CancellationTo
 
 /// Binds the API's listener, HTTPS when `certificate` and `private_key` are set; the error
 /// names the field.
-pub async fn bind(config: &ManagementConfig) -> Result<(HttpListener, SocketAddr), String> {
+pub async fn bind(config: &ManagementConfig) -> Result<(HttpListener, SocketAddr), HttpBindError> {
     HttpListener::bind(
         "management",
         config.listen,

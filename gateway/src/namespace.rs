@@ -48,13 +48,12 @@ use tracing::{info, warn};
 
 pub use self::kind::ResourceKind;
 pub use self::reload::{NamespaceReload, NamespaceReloadError};
-use crate::access::model::{ClientState, Resources, ValidationError};
+use crate::access::model::{ClientState, Limits, Resources, ValidationError};
 use crate::access::registry::Registry;
 use crate::access::{AccessControl, Permissions};
-use crate::auth::Authentication;
+use crate::auth::{AuthConfig, AuthConfigError, Authentication};
 use crate::broker::Broker;
 use crate::broker::session::Session;
-use crate::config::Config;
 use crate::hooks::{
     AuthDecision, AuthRequest, Authenticator, BoxFuture, ClientIdentity, Hooks, LifecycleEvent,
     LifecycleObserver,
@@ -62,6 +61,38 @@ use crate::hooks::{
 use crate::mqtt::ReasonCode;
 use crate::store::Op;
 use crate::store::record::now_ms;
+
+/// The part of the config file the namespace is built from ([`crate::config::Config`] gives
+/// it).
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceSection {
+    /// The resources the file declares.
+    pub resources: Resources,
+    /// `[access.limits]`.
+    pub limits: Limits,
+    /// `[auth]`; without it, its defaults apply.
+    pub auth: Option<AuthConfig>,
+    /// Whether the file turns access control on (see [`crate::config::Config`]).
+    pub access_control: bool,
+}
+
+/// Why the namespace could not be built at start-up; the message names the resource and the
+/// field.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A stored resource whose body is not JSON.
+    #[error("store: {kind}[{name}]: {source}")]
+    StoredJson { kind: String, name: String, source: serde_json::Error },
+    /// A stored resource whose properties are not valid for its kind.
+    #[error("store: {kind}[{name}].{source}")]
+    StoredResource { kind: String, name: String, source: ValidationError },
+    /// The declared and stored resources together are not a valid namespace.
+    #[error("namespace resources (config and store): {0}")]
+    Resources(#[from] ValidationError),
+    /// An `[auth]` table that cannot be built (e.g. an unreadable key file).
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+}
 
 /// The live namespace: see the module docs.
 pub struct Namespace {
@@ -115,17 +146,18 @@ pub struct Applied {
 // === impl Namespace ===
 
 impl Namespace {
-    /// Builds the namespace from the config and the resources the store holds (kind, name,
-    /// JSON), or `None` in the embedded default, where no access control applies. The error
+    /// Builds the namespace from its section of the config and the resources the store holds
+    /// (kind, name, JSON), or `None` in the embedded default, where no access control applies. The error
     /// names the resource and the field.
     pub fn open(
-        config: &Config,
+        section: NamespaceSection,
         stored: &[(String, String, Vec<u8>)],
-    ) -> Result<Option<Arc<Namespace>>, String> {
-        let declared_resources = config.resources();
+    ) -> Result<Option<Arc<Namespace>>, OpenError> {
+        let NamespaceSection { resources: declared_resources, limits, auth, access_control } =
+            section;
         let stored_resources =
             stored.iter().any(|(kind, ..)| !crate::routing::router::is_topic_kind(kind));
-        if !config.access_control_applies() && !stored_resources {
+        if !access_control && !stored_resources {
             return Ok(None);
         }
         let mut declared = HashSet::new();
@@ -148,22 +180,21 @@ impl Namespace {
                 warn!(kind = %kind_name, %name, "The config declares this resource: the stored one is ignored.");
                 continue;
             }
-            let value: serde_json::Value = serde_json::from_slice(body)
-                .map_err(|error| format!("store: {kind_name}[{name}]: {error}"))?;
-            kind.put(&mut resources, name, value)
-                .map_err(|error| format!("store: {kind_name}[{name}].{error}"))?;
+            let value: serde_json::Value = serde_json::from_slice(body).map_err(|source| {
+                OpenError::StoredJson { kind: kind_name.clone(), name: name.clone(), source }
+            })?;
+            kind.put(&mut resources, name, value).map_err(|source| OpenError::StoredResource {
+                kind: kind_name.clone(),
+                name: name.clone(),
+                source,
+            })?;
         }
-        let limits = config.access.limits.clone();
-        let registry = Registry::new(resources.clone(), limits.clone())
-            .map_err(|error| format!("namespace resources (config and store): {error}"))?;
-        let access = AccessControl::new(&resources, limits)
-            .map_err(|error| format!("namespace resources (config and store): {error}"))?;
+        let registry = Registry::new(resources.clone(), limits.clone())?;
+        let access = AccessControl::new(&resources, limits)?;
         let registry = Arc::new(registry);
         // Without an `[auth]` table its defaults apply: registered clients with credentials
         // only, no anonymous access.
-        let authenticator =
-            Authentication::new(&config.auth.clone().unwrap_or_default(), registry.clone())
-                .map_err(|error| error.to_string())?;
+        let authenticator = Authentication::new(&auth.unwrap_or_default(), registry.clone())?;
         let authenticator = Arc::new(authenticator);
         info!(
             clients = resources.clients.len(),

@@ -56,6 +56,22 @@ struct Source {
     overrides: Arc<Overrides>,
 }
 
+impl crate::mgmt::ConfigReload for Reloader {
+    fn reload(
+        &self,
+    ) -> crate::hooks::BoxFuture<'_, Result<serde_json::Value, crate::mgmt::ReloadRefused>> {
+        use crate::mgmt::ReloadRefused;
+        Box::pin(async move {
+            match Reloader::reload(self).await {
+                Ok(outcome) => serde_json::to_value(outcome)
+                    .map_err(|error| ReloadRefused::Invalid(Box::new(error))),
+                Err(ReloadError::NoFile) => Err(ReloadRefused::NoFile),
+                Err(error) => Err(ReloadRefused::Invalid(Box::new(error))),
+            }
+        })
+    }
+}
+
 /// What a reload did: the sections it applied and those that changed but need a restart.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,7 +168,7 @@ impl Reloader {
         let turns_access_off = !config.access_control_applies();
         let namespace_plan = match &self.namespace {
             Some(namespace) if !namespace_sections.is_empty() && !turns_access_off => {
-                Some((namespace, namespace.plan_reload(&config, changes.auth)?))
+                Some((namespace, namespace.plan_reload(config.namespace_section(), changes.auth)?))
             }
             _ => None,
         };

@@ -33,4 +33,4 @@ pub mod offline;
 pub mod queue;
 pub mod router;
 
-pub use router::Router;
+pub use router::{BuildError, Router};

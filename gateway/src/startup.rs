@@ -9,34 +9,47 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::broker::Broker;
+use crate::broker::config::MqttConfig;
 use crate::broker::recovery;
-use crate::config::Config;
 use crate::hooks::Hooks;
-use crate::store::{Snapshot, Storage};
+use crate::store::{Snapshot, Storage, StoreConfig, StoreError};
 
-/// Opens the store of `config` and reads it back (`None` in in-memory mode). The error names
-/// the data directory and what went wrong.
-pub fn open_store(config: &Config) -> Result<(Storage, Option<Snapshot>), String> {
-    let location = config.store.data_dir.display().to_string();
-    let mut storage = Storage::open(&config.store)
-        .map_err(|error| format!("store.data_dir: {location}: {error}"))?;
+/// The store could not be opened or recovered; the message names the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreStartError {
+    #[error("store.data_dir: {location}: {source}")]
+    Open { location: String, source: StoreError },
+    #[error("store.data_dir: {location}: recovery failed: {source}")]
+    Recovery { location: String, source: StoreError },
+}
+
+/// Opens the store `config` names and reads it back (`None` in in-memory mode). The error
+/// names the data directory and what went wrong.
+pub fn open_store(config: &StoreConfig) -> Result<(Storage, Option<Snapshot>), StoreStartError> {
+    let mut storage = Storage::open(config).map_err(|source| StoreStartError::Open {
+        location: config.data_dir.display().to_string(),
+        source,
+    })?;
     let snapshot = storage.take_snapshot();
     Ok((storage, snapshot))
 }
 
-/// Builds the broker with `hooks` over `storage`'s journal and recovers it from `snapshot`.
+/// Builds the broker with `mqtt` and `hooks` over `storage`'s journal and recovers it from
+/// `snapshot`, read from `store`.
 pub fn recover_broker(
-    config: &Config,
+    mqtt: &MqttConfig,
+    store: &StoreConfig,
     hooks: Hooks,
     storage: &Storage,
     snapshot: Option<Snapshot>,
-) -> Result<Arc<Broker>, String> {
-    let location = config.store.data_dir.display().to_string();
-    let broker = Broker::new(config.mqtt.clone(), hooks, storage.journal());
+) -> Result<Arc<Broker>, StoreStartError> {
+    let location = store.data_dir.display().to_string();
+    let broker = Broker::new(mqtt.clone(), hooks, storage.journal());
     match snapshot {
         Some(snapshot) => {
-            let found = recovery::recover(&broker, snapshot)
-                .map_err(|error| format!("store.data_dir: {location}: recovery failed: {error}"))?;
+            let found = recovery::recover(&broker, snapshot).map_err(|source| {
+                StoreStartError::Recovery { location: location.clone(), source }
+            })?;
             info!(
                 data_dir = %location,
                 sessions = found.sessions,
@@ -53,10 +66,14 @@ pub fn recover_broker(
     Ok(broker)
 }
 
-/// Opens the store of `config` and recovers the broker from it, with exactly `hooks` (no
-/// namespace). The error names the data directory and what went wrong.
-pub fn open_broker(config: &Config, hooks: Hooks) -> Result<(Arc<Broker>, Storage), String> {
-    let (storage, snapshot) = open_store(config)?;
-    let broker = recover_broker(config, hooks, &storage, snapshot)?;
+/// Opens the store and recovers the broker from it, with exactly `hooks` (no namespace). The
+/// error names the data directory and what went wrong.
+pub fn open_broker(
+    mqtt: &MqttConfig,
+    store: &StoreConfig,
+    hooks: Hooks,
+) -> Result<(Arc<Broker>, Storage), StoreStartError> {
+    let (storage, snapshot) = open_store(store)?;
+    let broker = recover_broker(mqtt, store, hooks, &storage, snapshot)?;
     Ok((broker, storage))
 }

@@ -26,6 +26,9 @@ pub enum StoreError {
     Backend(String),
     #[error("corrupt record in {table}: {problem}")]
     Corrupt { table: &'static str, problem: String },
+    /// The system would not start the journal's writer thread.
+    #[error("cannot start the store writer thread: {0}")]
+    WriterThread(std::io::Error),
 }
 
 /// One change to durable state. Applied in order within a commit.
@@ -140,16 +143,24 @@ impl Default for StoreConfig {
     }
 }
 
+/// An invalid field of the `[store]` table, e.g. `store.max_batch_ops: must be at least 1`.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct StoreConfigError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
 impl StoreConfig {
-    pub(crate) fn validate(&self) -> Result<(), crate::config::ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), StoreConfigError> {
         if self.max_batch_ops == 0 {
-            return Err(crate::config::ConfigError::Invalid {
+            return Err(StoreConfigError {
                 field: "store.max_batch_ops",
                 problem: "must be at least 1".into(),
             });
         }
         if self.commit_linger_ms > 1_000 {
-            return Err(crate::config::ConfigError::Invalid {
+            return Err(StoreConfigError {
                 field: "store.commit_linger_ms",
                 problem: format!(
                     "{} ms is more than 1,000 ms: every busy publisher would wait that long for \
@@ -182,7 +193,7 @@ impl Storage {
             store,
             config.max_batch_ops,
             std::time::Duration::from_millis(config.commit_linger_ms),
-        );
+        )?;
         Ok(Storage { journal: Some(journal), writer: Some(writer), snapshot: Some(snapshot) })
     }
 

@@ -32,7 +32,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::MetricsConfig;
-pub use self::scrape::Scrape;
+pub use self::scrape::{ReadGauges, Scrape};
 
 /// How often histograms are drained into their buckets when nobody scrapes, so that their
 /// pending samples stay bounded.

@@ -25,22 +25,33 @@ const MAX_DETAIL_CHARS: usize = 300;
 /// delivery (as with Event Grid) rather than events posted somewhere nobody configured. It
 /// sets no timeout of its own; each sink sets its configured timeout on every request, so
 /// sinks with different timeouts share one connection pool.
-pub fn http_client() -> Result<reqwest::Client, String> {
+pub fn http_client() -> Result<reqwest::Client, ClientError> {
     http_client_builder()?
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(ClientError::Build)
+}
+
+/// An HTTP client that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot set up certificate verification: {0}")]
+    Verifier(rustls::Error),
+    #[error("cannot set up TLS: {0}")]
+    Tls(rustls::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(reqwest::Error),
 }
 
 /// The TLS set-up of [`http_client`] (rustls on ring, the platform's roots) on a builder, for
 /// the gateway's other HTTP clients (authentication webhook, JWKS) to add their own settings.
-pub fn http_client_builder() -> Result<reqwest::ClientBuilder, String> {
+pub fn http_client_builder() -> Result<reqwest::ClientBuilder, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-        .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
+    let verifier =
+        rustls_platform_verifier::Verifier::new(provider.clone()).map_err(ClientError::Verifier)?;
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .map_err(ClientError::Tls)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();

@@ -45,7 +45,7 @@ pub use delivery_property::DeliveryProperty;
 pub use error::{DeliveryError, FailureKind};
 pub use event::{CloudEvent, Data, JsonText};
 pub use event_hubs::{EventHubsConfig, EventHubsSink};
-pub use http::{http_client, http_client_builder};
+pub use http::{ClientError, http_client, http_client_builder};
 pub use retry::{RetryPolicy, Schedule, Verdict};
 pub use sink::{BoxFuture, Delivery, Sink};
 pub use webhook::{ContentMode, WebhookConfig, WebhookSink};

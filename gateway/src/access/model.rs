@@ -590,23 +590,40 @@ impl ValidationError {
 
 // === names ===
 
+/// A resource name Event Grid would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name {0:?} must be 3-50 of A-Z, a-z, 0-9 and '-'")]
+    Resource(String),
+    #[error("client name {0:?} must be 1-128 of A-Z, a-z, 0-9, '-', ':', '.' and '_'")]
+    Client(String),
+    #[error(
+        "{ALL_GROUP} is the built-in group of every client: it cannot be created, changed or deleted"
+    )]
+    BuiltInGroup,
+}
+
+/// The problem as text, for the errors that name the field it is found in
+/// ([`ValidationError::new`], the routing config's errors).
+impl From<NameError> for String {
+    fn from(error: NameError) -> String {
+        error.to_string()
+    }
+}
+
 /// Event Grid's rule for group, space, binding, CA certificate and namespace names: 3–50 of
 /// `[A-Za-z0-9-]`.
-pub fn check_resource_name(name: &str) -> Result<(), String> {
+pub fn check_resource_name(name: &str) -> Result<(), NameError> {
     let ok = (3..=50).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if ok { Ok(()) } else { Err(format!("name {name:?} must be 3-50 of A-Z, a-z, 0-9 and '-'")) }
+    if ok { Ok(()) } else { Err(NameError::Resource(name.into())) }
 }
 
 /// Event Grid's rule for client names: 1–128 of `[A-Za-z0-9-:._]`, case-sensitive.
-pub fn check_client_name(name: &str) -> Result<(), String> {
+pub fn check_client_name(name: &str) -> Result<(), NameError> {
     let ok = (1..=128).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-:._".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("client name {name:?} must be 1-128 of A-Z, a-z, 0-9, '-', ':', '.' and '_'"))
-    }
+    if ok { Ok(()) } else { Err(NameError::Client(name.into())) }
 }
 
 fn check_count(path: &str, count: usize, limit: usize) -> Result<(), ValidationError> {

@@ -228,7 +228,9 @@ impl JwtVerifier {
         let http = match &config.jwks_url {
             Some(_) => Some(
                 super::webhook::http_client(Duration::from_millis(config.jwks_timeout_ms))
-                    .map_err(|problem| AuthConfigError::invalid("jwt.jwks_url", problem))?,
+                    .map_err(|problem| {
+                        AuthConfigError::invalid("jwt.jwks_url", problem.to_string())
+                    })?,
             ),
             None => None,
         };
@@ -251,8 +253,10 @@ impl JwtVerifier {
         if !response.status().is_success() {
             return Err(fail(format!("HTTP {}", response.status())));
         }
-        let body = super::webhook::read_body(response, MAX_JWKS_BYTES).await.map_err(fail)?;
-        let keys = keys_from_jwks(&body).map_err(fail)?;
+        let body = super::webhook::read_body(response, MAX_JWKS_BYTES)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let keys = keys_from_jwks(&body).map_err(|e| fail(e.to_string()))?;
         tracing::debug!(%url, keys = keys.len(), "Fetched the JWT issuer's keys.");
         *self.remote_keys.write() = Arc::new(keys);
         Ok(())
@@ -271,22 +275,19 @@ impl JwtVerifier {
                 let expires_in = Duration::from_secs(u64::try_from(exp - now).unwrap_or(0));
                 allow_vouched(resources, client_id, &subject, attributes, Some(expires_in))
             }
-            Err(problem) => deny(ReasonCode::NotAuthorized, problem),
+            Err(problem) => deny(ReasonCode::NotAuthorized, problem.to_string()),
         }
     }
 
     /// The subject, the attributes and `exp`, or why the token is refused.
-    async fn verify(
-        &self,
-        token: &[u8],
-    ) -> Result<(String, BTreeMap<String, crate::hooks::AttributeValue>, i64), String> {
-        let token = std::str::from_utf8(token).map_err(|_| "the token is not UTF-8".to_string())?;
+    async fn verify(&self, token: &[u8]) -> Result<Verified, TokenRejected> {
+        let token = std::str::from_utf8(token).map_err(|_| TokenRejected::NotUtf8)?;
         let header_part = token.split('.').next().unwrap_or_default();
         let header: Header = URL_SAFE_NO_PAD
             .decode(header_part)
             .ok()
             .and_then(|json| serde_json::from_slice(&json).ok())
-            .ok_or_else(|| "the token is not a JWT (bad header)".to_string())?;
+            .ok_or(TokenRejected::Header)?;
         let alg = header.alg.unwrap_or_default();
         let allowed: Vec<&str> = self.config.algorithms.iter().map(|a| a.name()).collect();
         let algorithm = alg
@@ -294,8 +295,9 @@ impl JwtVerifier {
             .ok()
             .and_then(JwtAlgorithm::of)
             .filter(|a| self.config.algorithms.contains(a))
-            .ok_or_else(|| {
-                format!("token algorithm {alg:?} is not allowed (allowed: {})", allowed.join(", "))
+            .ok_or_else(|| TokenRejected::Algorithm {
+                alg: alg.clone(),
+                allowed: allowed.join(", "),
             })?;
 
         let mut claims = self.check_signature(token, algorithm, header.kid.as_deref());
@@ -313,7 +315,7 @@ impl JwtVerifier {
         token: &str,
         algorithm: JwtAlgorithm,
         kid: Option<&str>,
-    ) -> Result<serde_json::Map<String, Value>, String> {
+    ) -> Result<serde_json::Map<String, Value>, TokenRejected> {
         let remote = self.remote_keys.read().clone();
         let candidates: Vec<&Key> = self
             .file_keys
@@ -329,10 +331,7 @@ impl JwtVerifier {
         };
         let keys = if by_kid.is_empty() { candidates } else { by_kid };
         if keys.is_empty() {
-            return Err(format!(
-                "no {} key of the issuer to verify the token with",
-                algorithm.name()
-            ));
+            return Err(TokenRejected::NoKey(algorithm.name()));
         }
         let mut validation = Validation::new(algorithm.algorithm());
         // Claims are checked by `check_claims`, with reasons; here only the signature.
@@ -340,7 +339,7 @@ impl JwtVerifier {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
-        let mut last_error = String::new();
+        let mut last_error = None;
         for key in keys {
             match jsonwebtoken::decode::<serde_json::Map<String, Value>>(
                 token,
@@ -348,10 +347,13 @@ impl JwtVerifier {
                 &validation,
             ) {
                 Ok(data) => return Ok(data.claims),
-                Err(error) => last_error = error.to_string(),
+                Err(error) => last_error = Some(error),
             }
         }
-        Err(format!("token signature does not verify with the issuer's keys ({last_error})"))
+        Err(match last_error {
+            Some(error) => TokenRejected::Signature(error),
+            None => TokenRejected::NoKey(algorithm.name()),
+        })
     }
 
     /// Whether a failed signature check should fetch the JWKS URL again: a URL is configured,
@@ -370,47 +372,47 @@ impl JwtVerifier {
     fn check_claims(
         &self,
         claims: serde_json::Map<String, Value>,
-    ) -> Result<(String, BTreeMap<String, crate::hooks::AttributeValue>, i64), String> {
+    ) -> Result<Verified, TokenRejected> {
         let config = &self.config;
         match claims.get("iss") {
             Some(Value::String(iss)) if *iss == config.issuer => {}
             Some(Value::String(iss)) => {
-                return Err(format!(
-                    "token issuer {iss:?} is not the configured issuer {:?}",
-                    config.issuer
-                ));
+                return Err(TokenRejected::Issuer {
+                    iss: iss.clone(),
+                    configured: config.issuer.clone(),
+                });
             }
-            _ => return Err("token has no iss (issuer) claim".into()),
+            _ => return Err(TokenRejected::Missing("iss (issuer)")),
         }
         let audiences: Vec<&str> = match claims.get("aud") {
             Some(Value::String(aud)) => vec![aud.as_str()],
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-            _ => return Err("token has no aud (audience) claim".into()),
+            _ => return Err(TokenRejected::Missing("aud (audience)")),
         };
         if !audiences.iter().any(|aud| config.audiences.iter().any(|c| c == aud)) {
-            return Err(format!(
-                "token audience {audiences:?} holds none of the configured audiences {:?}",
-                config.audiences
-            ));
+            return Err(TokenRejected::Audience {
+                audiences: format!("{audiences:?}"),
+                configured: format!("{:?}", config.audiences),
+            });
         }
         let now = now_unix();
         let leeway = i64::try_from(config.leeway_secs).unwrap_or(i64::MAX);
         let exp = match claims.get("exp") {
-            Some(value) => numeric_date(value).ok_or("token exp claim is not a number")?,
-            None => return Err("token has no exp (expiry) claim".into()),
+            Some(value) => numeric_date(value).ok_or(TokenRejected::NotANumber("exp"))?,
+            None => return Err(TokenRejected::Missing("exp (expiry)")),
         };
         if now > exp.saturating_add(leeway) {
-            return Err(format!("token expired at {}", rfc3339(exp)));
+            return Err(TokenRejected::Expired(rfc3339(exp)));
         }
         if let Some(value) = claims.get("nbf") {
-            let nbf = numeric_date(value).ok_or("token nbf claim is not a number")?;
+            let nbf = numeric_date(value).ok_or(TokenRejected::NotANumber("nbf"))?;
             if now.saturating_add(leeway) < nbf {
-                return Err(format!("token not valid before {}", rfc3339(nbf)));
+                return Err(TokenRejected::NotYetValid(rfc3339(nbf)));
             }
         }
         let subject = match claims.get("sub") {
             Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
-            _ => return Err("token has no sub (subject) claim".into()),
+            _ => return Err(TokenRejected::Missing("sub (subject)")),
         };
         let attributes = claims
             .iter()
@@ -419,6 +421,36 @@ impl JwtVerifier {
             .collect();
         Ok((subject, attributes, exp))
     }
+}
+
+/// What a verified token vouches for: the subject, the attributes and `exp`.
+type Verified = (String, BTreeMap<String, crate::hooks::AttributeValue>, i64);
+
+/// Why a token does not authenticate its client.
+#[derive(Debug, thiserror::Error)]
+enum TokenRejected {
+    #[error("the token is not UTF-8")]
+    NotUtf8,
+    #[error("the token is not a JWT (bad header)")]
+    Header,
+    #[error("token algorithm {alg:?} is not allowed (allowed: {allowed})")]
+    Algorithm { alg: String, allowed: String },
+    #[error("no {0} key of the issuer to verify the token with")]
+    NoKey(&'static str),
+    #[error("token signature does not verify with the issuer's keys ({0})")]
+    Signature(jsonwebtoken::errors::Error),
+    #[error("token issuer {iss:?} is not the configured issuer {configured:?}")]
+    Issuer { iss: String, configured: String },
+    #[error("token has no {0} claim")]
+    Missing(&'static str),
+    #[error("token audience {audiences} holds none of the configured audiences {configured}")]
+    Audience { audiences: String, configured: String },
+    #[error("token {0} claim is not a number")]
+    NotANumber(&'static str),
+    #[error("token expired at {0}")]
+    Expired(String),
+    #[error("token not valid before {0}")]
+    NotYetValid(String),
 }
 
 /// A NumericDate: seconds since the epoch, an integer or a float (truncated).
@@ -439,11 +471,42 @@ fn read(path: &std::path::Path, field: &'static str) -> Result<String, AuthConfi
     })
 }
 
+/// A key file or JWKS document that gives no usable key.
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    #[error("bad PEM: {0}")]
+    Pem(String),
+    #[error("bad certificate: {0}")]
+    Certificate(String),
+    #[error("unexpected PEM block {0:?}; expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE")]
+    PemBlock(String),
+    #[error("no public key in the file")]
+    NoKey,
+    #[error("bad public key: {0}")]
+    PublicKey(String),
+    #[error("only EC keys on P-256 are supported (ES256)")]
+    Curve,
+    #[error("unsupported public key algorithm {0}; expected RSA or EC P-256")]
+    Algorithm(String),
+    #[error("bad JWKS JSON: {0}")]
+    JwksJson(serde_json::Error),
+    #[error("a JWKS needs a \"keys\" array")]
+    NoKeysArray,
+    #[error("bad RSA key {0:?}: {1}")]
+    Rsa(Option<String>, jsonwebtoken::errors::Error),
+    #[error("RSA key {0:?} needs n and e")]
+    RsaParts(Option<String>),
+    #[error("bad EC key {0:?}: {1}")]
+    Ec(Option<String>, jsonwebtoken::errors::Error),
+    #[error("EC key {0:?} needs x and y")]
+    EcParts(Option<String>),
+}
+
 /// The RSA and P-256 keys in a PEM text.
-fn keys_from_pem(text: &str) -> Result<Vec<Key>, String> {
+fn keys_from_pem(text: &str) -> Result<Vec<Key>, KeyError> {
     let mut keys = Vec::new();
     for pem in x509_parser::pem::Pem::iter_from_buffer(text.as_bytes()) {
-        let pem = pem.map_err(|e| format!("bad PEM: {e}"))?;
+        let pem = pem.map_err(|e| KeyError::Pem(e.to_string()))?;
         let spki_der;
         let spki = match pem.label.as_str() {
             "RSA PUBLIC KEY" => {
@@ -460,31 +523,29 @@ fn keys_from_pem(text: &str) -> Result<Vec<Key>, String> {
             }
             "CERTIFICATE" => {
                 let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&pem.contents)
-                    .map_err(|e| format!("bad certificate: {e}"))?;
+                    .map_err(|e| KeyError::Certificate(e.to_string()))?;
                 keys.push(key_from_spki(cert.public_key().raw)?);
                 continue;
             }
             other => {
-                return Err(format!(
-                    "unexpected PEM block {other:?}; expected PUBLIC KEY, RSA PUBLIC KEY or CERTIFICATE"
-                ));
+                return Err(KeyError::PemBlock(other.to_string()));
             }
         };
         keys.push(key_from_spki(spki)?);
     }
     if keys.is_empty() {
-        return Err("no public key in the file".into());
+        return Err(KeyError::NoKey);
     }
     Ok(keys)
 }
 
 /// A key from a DER SubjectPublicKeyInfo: RSA, or EC on P-256.
-fn key_from_spki(der: &[u8]) -> Result<Key, String> {
+fn key_from_spki(der: &[u8]) -> Result<Key, KeyError> {
     use x509_parser::oid_registry::{
         OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION,
     };
     let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der)
-        .map_err(|e| format!("bad public key: {e}"))?;
+        .map_err(|e| KeyError::PublicKey(e.to_string()))?;
     let bits = spki.subject_public_key.data.as_ref();
     let oid = &spki.algorithm.algorithm;
     if *oid == OID_PKCS1_RSAENCRYPTION {
@@ -503,18 +564,16 @@ fn key_from_spki(der: &[u8]) -> Result<Key, String> {
                 key: DecodingKey::from_ec_der(bits),
             });
         }
-        return Err("only EC keys on P-256 are supported (ES256)".into());
+        return Err(KeyError::Curve);
     }
-    Err(format!("unsupported public key algorithm {oid}; expected RSA or EC P-256"))
+    Err(KeyError::Algorithm(oid.to_string()))
 }
 
 /// The RSA and P-256 signature keys of a JWKS document; others (encryption keys, other
 /// curves) are skipped.
-fn keys_from_jwks(json: &[u8]) -> Result<Vec<Key>, String> {
-    let document: Value =
-        serde_json::from_slice(json).map_err(|e| format!("bad JWKS JSON: {e}"))?;
-    let entries =
-        document.get("keys").and_then(Value::as_array).ok_or("a JWKS needs a \"keys\" array")?;
+fn keys_from_jwks(json: &[u8]) -> Result<Vec<Key>, KeyError> {
+    let document: Value = serde_json::from_slice(json).map_err(KeyError::JwksJson)?;
+    let entries = document.get("keys").and_then(Value::as_array).ok_or(KeyError::NoKeysArray)?;
     let mut keys = Vec::new();
     for entry in entries {
         let field = |name: &str| entry.get(name).and_then(Value::as_str);
@@ -526,14 +585,14 @@ fn keys_from_jwks(json: &[u8]) -> Result<Vec<Key>, String> {
             (Some("RSA"), _) => match (field("n"), field("e")) {
                 (Some(n), Some(e)) => DecodingKey::from_rsa_components(n, e)
                     .map(|key| (JwtAlgorithm::RS256, key))
-                    .map_err(|e| format!("bad RSA key {kid:?}: {e}"))?,
-                _ => return Err(format!("RSA key {kid:?} needs n and e")),
+                    .map_err(|e| KeyError::Rsa(kid.clone(), e))?,
+                _ => return Err(KeyError::RsaParts(kid)),
             },
             (Some("EC"), Some("P-256")) => match (field("x"), field("y")) {
                 (Some(x), Some(y)) => DecodingKey::from_ec_components(x, y)
                     .map(|key| (JwtAlgorithm::ES256, key))
-                    .map_err(|e| format!("bad EC key {kid:?}: {e}"))?,
-                _ => return Err(format!("EC key {kid:?} needs x and y")),
+                    .map_err(|e| KeyError::Ec(kid.clone(), e))?,
+                _ => return Err(KeyError::EcParts(kid)),
             },
             _ => continue,
         };

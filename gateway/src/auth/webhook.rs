@@ -106,23 +106,50 @@ fn default_timeout_ms() -> u64 {
 
 /// An HTTP/1.1 client on rustls with ring, verifying servers against the platform's roots,
 /// with `timeout` on every request.
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, sinks::ClientError> {
     sinks::http_client_builder()?
         .timeout(timeout)
         .connect_timeout(timeout)
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        .map_err(sinks::ClientError::Build)
 }
+
+/// A response body that could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("reading the body: {0}")]
+    Read(reqwest::Error),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Why the webhook gave no answer to decide on.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("{0}")]
+    Encode(serde_json::Error),
+    #[error("no answer within {0} ms")]
+    Timeout(u128),
+    #[error("request failed: {0}")]
+    Request(reqwest::Error),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+}
+
+/// An answer that is not a webhook decision.
+#[derive(Debug, thiserror::Error)]
+#[error("the answer is not a webhook decision: {0}")]
+struct NotADecision(serde_json::Error);
 
 /// Reads a response body of at most `limit` bytes.
 pub(crate) async fn read_body(
     mut response: reqwest::Response,
     limit: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("reading the body: {e}"))? {
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
         if body.len() + chunk.len() > limit {
-            return Err(format!("the body is larger than {limit} bytes"));
+            return Err(BodyError::TooLarge(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -172,7 +199,8 @@ impl Webhook {
             (None, None) => None,
         };
         let timeout = Duration::from_millis(config.timeout_ms);
-        let http = http_client(timeout).map_err(|e| AuthConfigError::invalid("webhook", e))?;
+        let http =
+            http_client(timeout).map_err(|e| AuthConfigError::invalid("webhook", e.to_string()))?;
         Ok(Webhook { endpoint, timeout, bearer_token, http })
     }
 
@@ -196,7 +224,7 @@ impl Webhook {
         let answer = tokio::time::timeout(self.timeout, self.call(&body)).await;
         let (status, response) = match answer {
             Ok(Ok(answer)) => answer,
-            Ok(Err(problem)) => return failed(problem),
+            Ok(Err(problem)) => return failed(problem.to_string()),
             Err(_) => {
                 return failed(format!("no answer within {} ms", self.timeout.as_millis()));
             }
@@ -206,7 +234,7 @@ impl Webhook {
             Err(problem) if !status.is_success() => {
                 return failed(format!("HTTP {status} ({problem})"));
             }
-            Err(problem) => return failed(problem),
+            Err(problem) => return failed(problem.to_string()),
         };
         match decision.decision.to_ascii_lowercase().as_str() {
             "deny" => deny(
@@ -226,8 +254,8 @@ impl Webhook {
     async fn call(
         &self,
         body: &WebhookRequest<'_>,
-    ) -> Result<(reqwest::StatusCode, Result<WebhookResponse, String>), String> {
-        let json = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    ) -> Result<(reqwest::StatusCode, Result<WebhookResponse, NotADecision>), CallError> {
+        let json = serde_json::to_vec(body).map_err(CallError::Encode)?;
         let mut post = self
             .http
             .post(self.endpoint.clone())
@@ -238,15 +266,14 @@ impl Webhook {
         }
         let response = post.send().await.map_err(|e| {
             if e.is_timeout() {
-                format!("no answer within {} ms", self.timeout.as_millis())
+                CallError::Timeout(self.timeout.as_millis())
             } else {
-                format!("request failed: {e}")
+                CallError::Request(e)
             }
         })?;
         let status = response.status();
         let body = read_body(response, MAX_RESPONSE_BYTES).await?;
-        let parsed = serde_json::from_slice::<WebhookResponse>(&body)
-            .map_err(|e| format!("the answer is not a webhook decision: {e}"));
+        let parsed = serde_json::from_slice::<WebhookResponse>(&body).map_err(NotADecision);
         Ok((status, parsed))
     }
 }

@@ -107,7 +107,7 @@ pub(crate) fn authenticate(resources: &Resources, request: &AuthRequest<'_>) -> 
     }
     let now = now_unix();
     if let Err(problem) = check_validity(&leaf, now, "client certificate") {
-        return Outcome::Decided(deny(ReasonCode::NotAuthorized, problem));
+        return Outcome::Decided(deny(ReasonCode::NotAuthorized, problem.to_string()));
     }
     let registered_name = client.authentication_name_or(name);
     let checked = match settings.validation_scheme {
@@ -118,7 +118,7 @@ pub(crate) fn authenticate(resources: &Resources, request: &AuthRequest<'_>) -> 
             .and_then(|()| check_chain(resources, request.peer_certificates, now)),
     };
     if let Err(problem) = checked {
-        return Outcome::Decided(deny(ReasonCode::NotAuthorized, problem));
+        return Outcome::Decided(deny(ReasonCode::NotAuthorized, problem.to_string()));
     }
     let not_after = leaf.validity().not_after.timestamp();
     let expires_in = Duration::from_secs(u64::try_from(not_after - now).unwrap_or(0));
@@ -154,13 +154,41 @@ fn name_from(
     name.filter(|name| !name.is_empty())
 }
 
+/// Why a client certificate does not authenticate its client.
+#[derive(Debug, thiserror::Error)]
+enum CertRejected {
+    #[error(
+        "certificate {field} does not match the authentication name {expected:?} of client \
+         {client:?}"
+    )]
+    Name { field: &'static str, expected: String, client: String },
+    #[error("certificate thumbprint does not match client {client:?} (SHA-256 {sha256})")]
+    Thumbprint { client: String, sha256: String },
+    #[error("the certificate must chain to a registered CA certificate, and none is registered")]
+    NoCa,
+    #[error("the client certificate is not usable: {0}")]
+    Unusable(webpki::Error),
+    #[error("the certificate does not chain to a registered CA certificate")]
+    UnknownIssuer,
+    #[error("a certificate in the chain has expired")]
+    ChainExpired,
+    #[error("a certificate in the chain is not valid yet")]
+    ChainNotValidYet,
+    #[error("the certificate chain does not verify: {0}")]
+    Chain(webpki::Error),
+    #[error("{what} not valid before {at}")]
+    NotValidBefore { what: &'static str, at: String },
+    #[error("{what} expired at {at}")]
+    ExpiredAt { what: &'static str, at: String },
+}
+
 /// Whether the certificate field named by `scheme` equals `expected`.
 fn check_name(
     cert: &X509Certificate<'_>,
     scheme: ValidationScheme,
     expected: &str,
     client: &str,
-) -> Result<(), String> {
+) -> Result<(), CertRejected> {
     let (matches, field) = match scheme {
         ValidationScheme::SubjectMatchesAuthenticationName => {
             let dn = cert.subject().to_string();
@@ -192,32 +220,27 @@ fn check_name(
     if matches {
         Ok(())
     } else {
-        Err(format!(
-            "certificate {field} does not match the authentication name {expected:?} of client \
-             {client:?}"
-        ))
+        Err(CertRejected::Name { field, expected: expected.into(), client: client.into() })
     }
 }
 
-fn check_thumbprint(der: &[u8], allowed: &[String], client: &str) -> Result<(), String> {
+fn check_thumbprint(der: &[u8], allowed: &[String], client: &str) -> Result<(), CertRejected> {
     let sha256 = thumbprint_sha256(der);
     let sha1 = hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der).as_ref());
     let matches =
         allowed.iter().any(|t| t.eq_ignore_ascii_case(&sha256) || t.eq_ignore_ascii_case(&sha1));
-    if matches {
-        Ok(())
-    } else {
-        Err(format!("certificate thumbprint does not match client {client:?} (SHA-256 {sha256})"))
-    }
+    if matches { Ok(()) } else { Err(CertRejected::Thumbprint { client: client.into(), sha256 }) }
 }
 
 /// Verifies that the leaf chains to one of the registered CA certificates, through the
 /// intermediates the client sent.
-fn check_chain(resources: &Resources, chain: &[bytes::Bytes], now: i64) -> Result<(), String> {
+fn check_chain(
+    resources: &Resources,
+    chain: &[bytes::Bytes],
+    now: i64,
+) -> Result<(), CertRejected> {
     if resources.ca_certificates.is_empty() {
-        return Err("the certificate must chain to a registered CA certificate, and none is \
-                    registered"
-            .into());
+        return Err(CertRejected::NoCa);
     }
     let mut ca_ders = Vec::new();
     for (name, ca) in &resources.ca_certificates {
@@ -243,8 +266,7 @@ fn check_chain(resources: &Resources, chain: &[bytes::Bytes], now: i64) -> Resul
     let leaf = CertificateDer::from(chain[0].as_ref());
     let intermediates: Vec<CertificateDer<'_>> =
         chain[1..].iter().map(|der| CertificateDer::from(der.as_ref())).collect();
-    let end_entity = webpki::EndEntityCert::try_from(&leaf)
-        .map_err(|error| format!("the client certificate is not usable: {error}"))?;
+    let end_entity = webpki::EndEntityCert::try_from(&leaf).map_err(CertRejected::Unusable)?;
     let time = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(now).unwrap_or(0)));
     end_entity
         .verify_for_usage(
@@ -258,28 +280,26 @@ fn check_chain(resources: &Resources, chain: &[bytes::Bytes], now: i64) -> Resul
         )
         .map(|_| ())
         .map_err(|error| match error {
-            webpki::Error::UnknownIssuer => {
-                "the certificate does not chain to a registered CA certificate".to_string()
-            }
-            webpki::Error::CertExpired { .. } => {
-                "a certificate in the chain has expired".to_string()
-            }
-            webpki::Error::CertNotValidYet { .. } => {
-                "a certificate in the chain is not valid yet".to_string()
-            }
-            other => format!("the certificate chain does not verify: {other}"),
+            webpki::Error::UnknownIssuer => CertRejected::UnknownIssuer,
+            webpki::Error::CertExpired { .. } => CertRejected::ChainExpired,
+            webpki::Error::CertNotValidYet { .. } => CertRejected::ChainNotValidYet,
+            other => CertRejected::Chain(other),
         })
 }
 
 /// Whether `now` is within the certificate's validity period.
-fn check_validity(cert: &X509Certificate<'_>, now: i64, what: &str) -> Result<(), String> {
+fn check_validity(
+    cert: &X509Certificate<'_>,
+    now: i64,
+    what: &'static str,
+) -> Result<(), CertRejected> {
     let validity = cert.validity();
     let not_before = validity.not_before.timestamp();
     let not_after = validity.not_after.timestamp();
     if now < not_before {
-        Err(format!("{what} not valid before {}", rfc3339(not_before)))
+        Err(CertRejected::NotValidBefore { what, at: rfc3339(not_before) })
     } else if now > not_after {
-        Err(format!("{what} expired at {}", rfc3339(not_after)))
+        Err(CertRejected::ExpiredAt { what, at: rfc3339(not_after) })
     } else {
         Ok(())
     }

@@ -2,8 +2,6 @@
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-
 /// What happens when a session's queue reaches `max_queued_messages` or `max_queued_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -14,6 +12,14 @@ pub enum QueueFull {
     /// The session is discarded, as Event Grid's SessionOverflow does: a connected client gets
     /// DISCONNECT 0x97 (quota exceeded) and its queued messages are gone.
     EndSession,
+}
+
+/// An invalid field of the `[mqtt]` table, e.g. `mqtt.max_inflight: must be at least 1`.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct MqttConfigError {
+    pub field: &'static str,
+    pub problem: String,
 }
 
 /// The `[mqtt]` table.
@@ -87,9 +93,8 @@ impl Default for MqttConfig {
 }
 
 impl MqttConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let invalid =
-            |field, problem: &str| ConfigError::Invalid { field, problem: problem.into() };
+    pub(crate) fn validate(&self) -> Result<(), MqttConfigError> {
+        let invalid = |field, problem: &str| MqttConfigError { field, problem: problem.into() };
         if self.max_packet_size < 64 {
             return Err(invalid("mqtt.max_packet_size", "must be at least 64 bytes"));
         }

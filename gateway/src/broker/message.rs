@@ -35,9 +35,9 @@ impl Message {
         self.payload.len() + self.topic.len()
     }
 
-    /// The store record of this message (`store/record.rs`), encoded on first use.
+    /// The store record of this message (`broker/persist.rs`), encoded on first use.
     pub fn record(&self) -> &[u8] {
-        self.record.get_or_init(|| crate::store::record::encode_message(self))
+        self.record.get_or_init(|| super::persist::encode_message(self))
     }
 
     /// True once the message's expiry has passed: it is then never delivered.

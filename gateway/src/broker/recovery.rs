@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Broker;
 use super::message::{Delivery, SharedKey};
 use super::session::{Inflight, Session, Stage, Subscription};
-use crate::mqtt::{Protocol, QoS};
+use super::{Broker, persist};
+use crate::mqtt::{Protocol, QoS, SubscriptionOptions};
 use crate::store::record::{self, EntryRecord, EntryStage, SessionRecord, WillRecord};
 use crate::store::{Op, Snapshot, StoreError};
 
@@ -39,7 +39,7 @@ pub fn recover(broker: &Arc<Broker>, snapshot: Snapshot) -> Result<Recovered, St
     };
 
     for (topic, bytes) in snapshot.retained {
-        let message = record::decode_message(&bytes)?;
+        let message = persist::decode_message(&bytes)?;
         if message.is_expired(tokio_now) {
             append(Op::DeleteRetained(topic.into()));
             continue;
@@ -70,7 +70,9 @@ pub fn recover(broker: &Arc<Broker>, snapshot: Snapshot) -> Result<Recovered, St
             state.stored = true;
         }
         for (filter, options, identifier) in stored.subscriptions {
-            let options = record::options_from_byte(options);
+            let options = SubscriptionOptions::from_byte(options).map_err(|error| {
+                StoreError::Corrupt { table: "sessions", problem: error.to_string() }
+            })?;
             broker.subscribe(&session, &filter, Subscription { options, identifier });
         }
         broker.register(&session);
@@ -87,7 +89,7 @@ pub fn recover(broker: &Arc<Broker>, snapshot: Snapshot) -> Result<Recovered, St
             // Left over from a session that ended; the DeleteSession above covers it.
             continue;
         };
-        let (entry, message): (EntryRecord, _) = record::decode_with_message("entries", &bytes)?;
+        let (entry, message): (EntryRecord, _) = persist::decode_with_message("entries", &bytes)?;
         let message = Arc::new(message);
         if entry.stage == EntryStage::Queued && message.is_expired(tokio_now) {
             append(Op::DeleteEntry(session.client_id.clone(), seq));
@@ -128,7 +130,7 @@ pub fn recover(broker: &Arc<Broker>, snapshot: Snapshot) -> Result<Recovered, St
     }
 
     for (client_id, bytes) in snapshot.wills {
-        let (will, message): (WillRecord, _) = record::decode_with_message("wills", &bytes)?;
+        let (will, message): (WillRecord, _) = persist::decode_with_message("wills", &bytes)?;
         let message = Arc::new(message);
         let delay = Duration::from_millis(will.publish_at_ms.saturating_sub(now_ms));
         match sessions.get(&client_id) {

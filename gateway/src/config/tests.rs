@@ -91,7 +91,9 @@ fn the_management_api_requires_a_token() {
         .expect("env token");
     let management = config.management.expect("management");
     assert_eq!(management.listen, SocketAddr::from(([127, 0, 0, 1], 8081)));
-    assert!(management.token().expect_err("unset variable").contains("admin_token_env"));
+    assert!(
+        management.token().expect_err("unset variable").to_string().contains("admin_token_env")
+    );
 }
 
 fn listener_error(text: &str) -> String {

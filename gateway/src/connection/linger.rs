@@ -37,10 +37,8 @@ pub const LINGER: Duration = Duration::from_secs(2);
 /// cheap, but a client that floods its socket after being disconnected has been told.
 pub const LINGER_BYTES: usize = 256 * 1024;
 
-/// The most connections lingering at once. A lingering connection costs its socket and a task
-/// (a TLS one its rustls state besides): the bound keeps that, and the descriptors beyond the
-/// listeners' own limits, small.
-pub const MAX_LINGERING: usize = 1024;
+/// The bound lives with the broker, which holds the slots.
+pub use crate::broker::MAX_LINGERING;
 
 /// How long the last packet may take to go out when the connection is closed at once
 /// (no lingering slot, or the client went away): the client may be stuck, and shutdown and

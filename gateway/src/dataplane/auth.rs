@@ -31,6 +31,42 @@ pub(super) struct Credentials {
     admin_token: Option<String>,
 }
 
+/// Why a request's credential is refused; says what is wrong without revealing anything
+/// about the keys.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Refused {
+    #[error("the query string is not UTF-8")]
+    QueryNotUtf8,
+    #[error("the bearer token is not the admin token")]
+    NotTheAdminToken,
+    #[error("bearer tokens need [management] with an admin token")]
+    NoAdminToken,
+    #[error("unsupported Authorization scheme `{0}`")]
+    Scheme(String),
+    #[error(
+        "a credential is required: aeg-sas-key, aeg-sas-token, Authorization: SharedAccessKey \
+         <key>, Authorization: SharedAccessSignature <token> or Authorization: Bearer <admin \
+         token>"
+    )]
+    NoCredential,
+    #[error("the {0} is not an access key of this namespace")]
+    NotAnAccessKey(&'static str),
+    #[error("the SAS token must be r=<resource>&e=<expiry>&s=<signature>")]
+    TokenShape,
+    #[error("the SAS token's signature is not base64")]
+    SignatureNotBase64,
+    #[error("the SAS token's signature does not match an access key")]
+    Signature,
+    #[error("the SAS token's expiry is neither unix seconds nor M/d/yyyy h:mm:ss AM")]
+    Expiry,
+    #[error("the SAS token has expired")]
+    Expired,
+    #[error("the SAS token's resource is not UTF-8")]
+    ResourceNotUtf8,
+    #[error("the SAS token's resource does not cover {0}")]
+    Scope(String),
+}
+
 impl Credentials {
     pub(super) fn new(keys: Vec<(String, Vec<u8>)>, admin_token: Option<String>) -> Credentials {
         Credentials { keys, admin_token }
@@ -43,13 +79,12 @@ impl Credentials {
         headers: &HeaderMap,
         uri: &Uri,
         now: SystemTime,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refused> {
         let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
         if let Some(key) = text("aeg-sas-key") {
             return self.check_key(key.trim(), "aeg-sas-key header");
         }
-        let params =
-            super::query_params(uri).map_err(|_| "the query string is not UTF-8".to_string())?;
+        let params = super::query_params(uri).map_err(|_| Refused::QueryNotUtf8)?;
         if let Some(key) = param(&params, "aeg-sas-key") {
             return self.check_key(key.trim(), "aeg-sas-key query parameter");
         }
@@ -72,27 +107,24 @@ impl Credentials {
                     {
                         Ok(())
                     }
-                    Some(_) => Err("the bearer token is not the admin token".into()),
-                    None => Err("bearer tokens need [management] with an admin token".into()),
+                    Some(_) => Err(Refused::NotTheAdminToken),
+                    None => Err(Refused::NoAdminToken),
                 };
             }
-            return Err(format!("unsupported Authorization scheme `{scheme}`"));
+            return Err(Refused::Scheme(scheme.into()));
         }
-        Err("a credential is required: aeg-sas-key, aeg-sas-token, \
-             Authorization: SharedAccessKey <key>, Authorization: SharedAccessSignature <token> \
-             or Authorization: Bearer <admin token>"
-            .into())
+        Err(Refused::NoCredential)
     }
 
-    fn check_key(&self, presented: &str, source: &str) -> Result<(), String> {
+    fn check_key(&self, presented: &str, source: &'static str) -> Result<(), Refused> {
         if self.keys.iter().any(|(key, _)| bool::from(presented.as_bytes().ct_eq(key.as_bytes()))) {
             Ok(())
         } else {
-            Err(format!("the {source} is not an access key of this namespace"))
+            Err(Refused::NotAnAccessKey(source))
         }
     }
 
-    fn check_token(&self, token: &str, uri: &Uri, now: SystemTime) -> Result<(), String> {
+    fn check_token(&self, token: &str, uri: &Uri, now: SystemTime) -> Result<(), Refused> {
         let field = |name: &str| {
             token
                 .split('&')
@@ -100,32 +132,30 @@ impl Credentials {
         };
         let (Some(resource), Some(expiry), Some(signature)) = (field("r"), field("e"), field("s"))
         else {
-            return Err("the SAS token must be r=<resource>&e=<expiry>&s=<signature>".into());
+            return Err(Refused::TokenShape);
         };
         // The signature covers the resource and expiry exactly as the token carries them.
         let unsigned = format!("r={resource}&e={expiry}");
         let signature = base64::engine::general_purpose::STANDARD
             .decode(percent_decode(signature))
-            .map_err(|_| "the SAS token's signature is not base64".to_string())?;
+            .map_err(|_| Refused::SignatureNotBase64)?;
         let signed_by_a_key = self.keys.iter().any(|(_, key)| {
             let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
             ring::hmac::verify(&key, unsigned.as_bytes(), &signature).is_ok()
         });
         if !signed_by_a_key {
-            return Err("the SAS token's signature does not match an access key".into());
+            return Err(Refused::Signature);
         }
-        let expiry =
-            percent_decode_utf8(expiry).and_then(|text| parse_expiry(&text)).ok_or_else(|| {
-                "the SAS token's expiry is neither unix seconds nor M/d/yyyy h:mm:ss AM".to_string()
-            })?;
+        let expiry = percent_decode_utf8(expiry)
+            .and_then(|text| parse_expiry(&text))
+            .ok_or(Refused::Expiry)?;
         if expiry <= now {
-            return Err("the SAS token has expired".into());
+            return Err(Refused::Expired);
         }
-        let resource = percent_decode_utf8(resource)
-            .ok_or_else(|| "the SAS token's resource is not UTF-8".to_string())?;
+        let resource = percent_decode_utf8(resource).ok_or(Refused::ResourceNotUtf8)?;
         let scope = resource_path(&resource);
         if !starts_with_ignoring_case(uri.path(), scope) {
-            return Err(format!("the SAS token's resource does not cover {}", uri.path()));
+            return Err(Refused::Scope(uri.path().into()));
         }
         Ok(())
     }

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-use crate::server::config::TlsVersion;
+use crate::server::config::{ServerConfigError, TlsVersion};
 use crate::server::https::check_pair;
 
 /// Event Grid's limit on one event and on one publish request: 1 MB.
@@ -16,6 +15,19 @@ pub const EVENT_GRID_MAX_BYTES: usize = 1024 * 1024;
 
 /// Event Grid's limit on the events of one publish request.
 pub const EVENT_GRID_MAX_EVENTS: usize = 1000;
+
+/// An invalid field of the `[http]` table; the message names it, e.g. `http.max_event_bytes`.
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneConfigError {
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    /// One access key, found when the data plane starts.
+    #[error("http.access_keys[{index}]: must be non-empty base64")]
+    AccessKey { index: usize },
+    /// `certificate` without `private_key`, or the other way round.
+    #[error(transparent)]
+    Tls(#[from] ServerConfigError),
+}
 
 /// The `[http]` table. Its presence starts the data-plane API; every request but `/healthz`
 /// needs a credential (an access key, a SAS token signed with one, or the management API's
@@ -64,10 +76,10 @@ impl Default for DataPlaneConfig {
 impl DataPlaneConfig {
     /// Checks that every key is non-empty base64, every limit at least 1, and `certificate` and
     /// `private_key` are set together.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), DataPlaneConfigError> {
         check_pair("http", self.certificate.as_deref(), self.private_key.as_deref())?;
         let invalid =
-            |field, problem: &str| ConfigError::Invalid { field, problem: problem.into() };
+            |field, problem: &str| DataPlaneConfigError::Invalid { field, problem: problem.into() };
         if self.decoded_keys().is_err() {
             return Err(invalid("http.access_keys", "each key must be non-empty base64"));
         }

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-use crate::server::config::TlsVersion;
+use crate::server::config::{ServerConfigError, TlsVersion};
 use crate::server::https::check_pair;
 
 /// The shortest admin token accepted: a guessable token is no credential.
@@ -47,53 +46,70 @@ impl Default for ManagementConfig {
     }
 }
 
+/// An invalid `[management]` table, or an admin token that cannot be had at start-up; the
+/// message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagementConfigError {
+    #[error("management.admin_token: {0}")]
+    Token(&'static str),
+    #[error("management.admin_token: {0}")]
+    WeakToken(WeakToken),
+    /// `certificate` without `private_key`, or the other way round.
+    #[error(transparent)]
+    Tls(#[from] ServerConfigError),
+    /// `admin_token_env` names a variable that is not set (or not Unicode).
+    #[error("management.admin_token_env: environment variable {variable}: {source}")]
+    TokenVariable { variable: String, source: std::env::VarError },
+    /// The variable `admin_token_env` names holds a token too weak to be a credential.
+    #[error("management.admin_token_env: {variable}: {source}")]
+    WeakTokenVariable { variable: String, source: WeakToken },
+}
+
+/// An admin token too short or with whitespace: a guessable token is no credential.
+#[derive(Debug, thiserror::Error)]
+#[error("the admin token must be at least {MIN_TOKEN_LENGTH} characters, without whitespace")]
+pub struct WeakToken;
+
 impl ManagementConfig {
     /// Checks that exactly one token source is set, that a literal token is long enough, and
     /// that `certificate` and `private_key` are set together.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ManagementConfigError> {
         check_pair("management", self.certificate.as_deref(), self.private_key.as_deref())?;
         match (&self.admin_token, &self.admin_token_env) {
-            (Some(_), Some(_)) => Err(ConfigError::Invalid {
-                field: "management.admin_token",
-                problem: "set admin_token or admin_token_env, not both".into(),
-            }),
-            (None, None) => Err(ConfigError::Invalid {
-                field: "management.admin_token",
-                problem: "the management API requires a credential: set admin_token or \
-                          admin_token_env"
-                    .into(),
-            }),
-            (Some(token), None) => check_token(token).map_err(|problem| ConfigError::Invalid {
-                field: "management.admin_token",
-                problem,
-            }),
+            (Some(_), Some(_)) => {
+                Err(ManagementConfigError::Token("set admin_token or admin_token_env, not both"))
+            }
+            (None, None) => Err(ManagementConfigError::Token(
+                "the management API requires a credential: set admin_token or admin_token_env",
+            )),
+            (Some(token), None) => check_token(token).map_err(ManagementConfigError::WeakToken),
             (None, Some(_)) => Ok(()),
         }
     }
 
     /// The admin token, reading `admin_token_env` from the environment. The error names the
     /// field.
-    pub fn token(&self) -> Result<String, String> {
+    pub fn token(&self) -> Result<String, ManagementConfigError> {
         if let Some(token) = &self.admin_token {
             return Ok(token.clone());
         }
         let Some(variable) = &self.admin_token_env else {
-            return Err("management.admin_token: the management API requires a credential".into());
+            return Err(ManagementConfigError::Token("the management API requires a credential"));
         };
-        let token = std::env::var(variable).map_err(|error| {
-            format!("management.admin_token_env: environment variable {variable}: {error}")
+        let token = std::env::var(variable).map_err(|source| {
+            ManagementConfigError::TokenVariable { variable: variable.clone(), source }
         })?;
-        check_token(&token)
-            .map_err(|problem| format!("management.admin_token_env: {variable}: {problem}"))?;
+        check_token(&token).map_err(|source| ManagementConfigError::WeakTokenVariable {
+            variable: variable.clone(),
+            source,
+        })?;
         Ok(token)
     }
 }
 
-fn check_token(token: &str) -> Result<(), String> {
+fn check_token(token: &str) -> Result<(), WeakToken> {
     if token.chars().count() < MIN_TOKEN_LENGTH || token.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "the admin token must be at least {MIN_TOKEN_LENGTH} characters, without whitespace"
-        ));
+        return Err(WeakToken);
     }
     Ok(())
 }

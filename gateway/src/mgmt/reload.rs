@@ -1,5 +1,5 @@
 //! `POST /config:reload`: reads the config file again and applies what changed
-//! ([`crate::reload`]).
+//! ([`crate::reload`], through [`ConfigReload`]).
 
 use std::sync::Arc;
 
@@ -10,7 +10,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 use super::{Api, ApiError};
-use crate::reload::ReloadError;
+use crate::hooks::BoxFuture;
+
+/// What `POST /config:reload` runs: the gateway's reloader ([`crate::reload::Reloader`]). A
+/// trait, so that the management API, whose config the config file composes, does not depend
+/// on the reloader, which reads the whole config file.
+pub trait ConfigReload: Send + Sync + 'static {
+    /// Reads the config file again and applies what changed; `Ok` holds the answer's body,
+    /// `{"applied": [...], "restartRequired": [...]}`.
+    fn reload(&self) -> BoxFuture<'_, Result<serde_json::Value, ReloadRefused>>;
+}
+
+/// Why a reload was refused; the config in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadRefused {
+    /// gridmq runs without a config file: 409.
+    #[error("no config file: gridmq was started without --config")]
+    NoFile,
+    /// The file (or what it makes with the stored resources) is invalid: 400, and the message
+    /// names the field.
+    #[error(transparent)]
+    Invalid(Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// `routes` with the reload route added (behind the token check, like the rest).
 pub(super) fn routes(routes: Router<Arc<Api>>) -> Router<Arc<Api>> {
@@ -25,7 +46,7 @@ async fn reload(State(api): State<Arc<Api>>) -> Result<Response, ApiError> {
     };
     match reloader.reload().await {
         Ok(outcome) => Ok(axum::Json(outcome).into_response()),
-        Err(ReloadError::NoFile) => Err(no_file()),
+        Err(ReloadRefused::NoFile) => Err(no_file()),
         Err(error) => Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "InvalidConfig",
@@ -38,6 +59,6 @@ fn no_file() -> ApiError {
     ApiError {
         status: StatusCode::CONFLICT,
         code: "NoConfigFile",
-        message: ReloadError::NoFile.to_string(),
+        message: ReloadRefused::NoFile.to_string(),
     }
 }

@@ -18,7 +18,9 @@ fn namespace() -> Arc<Namespace> {
         "#
     ))
     .expect("config");
-    Namespace::open(&config, &[]).expect("namespace").expect("access control applies")
+    Namespace::open(config.namespace_section(), &[])
+        .expect("namespace")
+        .expect("access control applies")
 }
 
 /// Sends one request to a fresh router over `namespace`; returns status and JSON body.
@@ -281,7 +283,8 @@ mod topics {
             "#
         ))
         .expect("config");
-        let namespace = Namespace::open(&config, &[]).expect("namespace").expect("on");
+        let namespace =
+            Namespace::open(config.namespace_section(), &[]).expect("namespace").expect("on");
         let plan = config.routing_section().plan().expect("plan");
         let router = crate::routing::Router::build(&config.namespace, plan, None, &[]);
         let router = router.expect("router");

@@ -167,7 +167,48 @@ pub struct SubscriptionOptions {
     pub retain_handling: RetainHandling,
 }
 
+/// Why a subscription options byte is not valid (MQTT 5 3.8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsByteError {
+    #[error("reserved subscription option bits are set")]
+    ReservedBits,
+    #[error("subscription maximum QoS 3 is reserved")]
+    ReservedQoS,
+    #[error("retain handling 3 is reserved")]
+    ReservedRetainHandling,
+}
+
 impl SubscriptionOptions {
+    /// The 5.0 options byte: QoS in bits 0-1, No Local in bit 2, Retain As Published in bit 3,
+    /// Retain Handling in bits 4-5. The codec writes it in SUBSCRIBE and the store keeps it in
+    /// a session's record.
+    pub fn to_byte(self) -> u8 {
+        self.qos as u8
+            | u8::from(self.no_local) << 2
+            | u8::from(self.retain_as_published) << 3
+            | (self.retain_handling as u8) << 4
+    }
+
+    /// Options from a 5.0 options byte, as [`SubscriptionOptions::to_byte`] writes it.
+    pub fn from_byte(byte: u8) -> Result<SubscriptionOptions, OptionsByteError> {
+        if byte & 0b1100_0000 != 0 {
+            return Err(OptionsByteError::ReservedBits);
+        }
+        let qos = QoS::from_u8(byte & 0b11).ok_or(OptionsByteError::ReservedQoS)?;
+        let retain_handling = match (byte >> 4) & 0b11 {
+            0 => RetainHandling::SendAtSubscribe,
+            1 => RetainHandling::SendIfNew,
+            2 => RetainHandling::DoNotSend,
+            _ => return Err(OptionsByteError::ReservedRetainHandling),
+        };
+        Ok(SubscriptionOptions {
+            qos,
+            no_local: byte & 0b0100 != 0,
+            retain_as_published: byte & 0b1000 != 0,
+            retain_handling,
+        })
+    }
+
     /// Options with every 5.0 flag off, which is what a 3.1.1 subscription means.
     pub fn with_qos(qos: QoS) -> SubscriptionOptions {
         SubscriptionOptions {
@@ -233,3 +274,6 @@ pub struct Auth {
     pub reason: ReasonCode,
     pub properties: Properties,
 }
+
+#[cfg(test)]
+mod tests;

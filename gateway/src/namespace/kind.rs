@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::access::model::{
-    ALL_GROUP, Resources, ValidationError, check_client_name, check_resource_name,
+    ALL_GROUP, NameError, Resources, ValidationError, check_client_name, check_resource_name,
 };
 
 /// A kind of namespace resource.
@@ -60,13 +60,10 @@ impl ResourceKind {
     }
 
     /// Checks a resource name of this kind. `$all` is built in: it names no declared group.
-    pub fn check_name(self, name: &str) -> Result<(), String> {
+    pub fn check_name(self, name: &str) -> Result<(), NameError> {
         match self {
             ResourceKind::Clients => check_client_name(name),
-            ResourceKind::ClientGroups if name == ALL_GROUP => Err(format!(
-                "{ALL_GROUP} is the built-in group of every client: it cannot be \
-                             created, changed or deleted"
-            )),
+            ResourceKind::ClientGroups if name == ALL_GROUP => Err(NameError::BuiltInGroup),
             _ => check_resource_name(name),
         }
     }

@@ -15,10 +15,9 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use super::{Namespace, ResourceKind};
+use super::{Namespace, NamespaceSection, ResourceKind};
 use crate::access::model::{Limits, Resources, ValidationError};
-use crate::auth::Authentication;
-use crate::config::{Config, ConfigError};
+use crate::auth::{AuthConfigError, Authentication};
 use crate::store::Op;
 
 /// A validated reload of the namespace, not applied yet.
@@ -40,7 +39,7 @@ pub enum NamespaceReloadError {
     Resources(#[from] ValidationError),
     /// An `[auth]` table that cannot be built (e.g. an unreadable key file).
     #[error(transparent)]
-    Auth(#[from] ConfigError),
+    Auth(#[from] AuthConfigError),
 }
 
 impl Namespace {
@@ -50,16 +49,16 @@ impl Namespace {
         self.changes.lock().await
     }
 
-    /// Plans a reload to `config`; `auth_changed` says whether its `[auth]` table differs from
-    /// the one in force. Nothing changes until [`Namespace::apply_reload`].
+    /// Plans a reload to `section` of the new file; `auth_changed` says whether its `[auth]`
+    /// table differs from the one in force. Nothing changes until [`Namespace::apply_reload`].
     pub fn plan_reload(
         &self,
-        config: &Config,
+        section: NamespaceSection,
         auth_changed: bool,
     ) -> Result<NamespaceReload, NamespaceReloadError> {
+        let NamespaceSection { mut resources, limits, auth, .. } = section;
         let current = self.registry.current();
         let old_declared = self.declared.read().clone();
-        let mut resources = config.resources();
         // The namespace's identity (name, resource id) needs a restart; the rest of
         // `[namespace]` applies.
         resources.namespace.name = current.namespace.name.clone();
@@ -93,13 +92,10 @@ impl Namespace {
                 }
             }
         }
-        let limits = config.access.limits.clone();
         resources.validate(&limits)?;
         crate::access::AccessPolicy::new(&resources, &limits)?;
         let authenticator = if auth_changed {
-            let auth = config.auth.clone().unwrap_or_default();
-            let built =
-                Authentication::new(&auth, self.registry.clone()).map_err(ConfigError::from)?;
+            let built = Authentication::new(&auth.unwrap_or_default(), self.registry.clone())?;
             Some(Arc::new(built))
         } else {
             None

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::Config;
 
 fn stored(kind: &str, name: &str, body: &str) -> (String, String, Vec<u8>) {
     (kind.into(), name.into(), body.as_bytes().to_vec())
@@ -7,15 +8,17 @@ fn stored(kind: &str, name: &str, body: &str) -> (String, String, Vec<u8>) {
 #[test]
 fn the_embedded_default_has_no_namespace() {
     let config = Config::default();
-    assert!(Namespace::open(&config, &[]).expect("open").is_none());
+    assert!(Namespace::open(config.namespace_section(), &[]).expect("open").is_none());
     let config = Config::parse("[namespace]\nname = \"fleet\"\n").expect("config");
-    assert!(Namespace::open(&config, &[]).expect("open").is_none());
+    assert!(Namespace::open(config.namespace_section(), &[]).expect("open").is_none());
 }
 
 #[test]
 fn stored_resources_turn_access_control_on() {
     let rows = [stored("clientGroups", "fleet", r#"{"query":"attributes.a = 1"}"#)];
-    let namespace = Namespace::open(&Config::default(), &rows).expect("open").expect("namespace");
+    let namespace = Namespace::open(Config::default().namespace_section(), &rows)
+        .expect("open")
+        .expect("namespace");
     assert!(namespace.resources().client_groups.contains_key("fleet"));
     assert!(!namespace.is_declared(ResourceKind::ClientGroups, "fleet"));
 }
@@ -29,7 +32,8 @@ fn the_config_is_authoritative_for_the_names_it_declares() {
         stored("topicSpaces", "extra", r#"{"topicTemplates":["extra/#"]}"#),
         stored("queues", "unknown-kind", "{}"),
     ];
-    let namespace = Namespace::open(&config, &rows).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
     let resources = namespace.resources();
     assert_eq!(resources.topic_spaces["vehicles"].topic_templates, ["config/#"]);
     assert_eq!(resources.topic_spaces["extra"].topic_templates, ["extra/#"]);
@@ -43,10 +47,16 @@ fn an_invalid_stored_resource_is_named() {
         "b-one",
         r#"{"clientGroupName":"gone","topicSpaceName":"gone","permission":"Publisher"}"#,
     )];
-    let error = Namespace::open(&Config::default(), &rows).err().expect("invalid");
+    let error = Namespace::open(Config::default().namespace_section(), &rows)
+        .err()
+        .expect("invalid")
+        .to_string();
     assert!(error.contains("permissionBindings[b-one].clientGroupName"), "{error}");
     let rows = [stored("clients", "car1", "not json")];
-    let error = Namespace::open(&Config::default(), &rows).err().expect("invalid");
+    let error = Namespace::open(Config::default().namespace_section(), &rows)
+        .err()
+        .expect("invalid")
+        .to_string();
     assert!(error.starts_with("store: clients[car1]"), "{error}");
 }
 
@@ -68,7 +78,8 @@ async fn another_authentication_name_cannot_take_a_known_client_id() {
     use crate::mqtt::Protocol;
 
     let config = Config::parse("[auth]\nallow_anonymous = true\n").expect("config");
-    let namespace = Namespace::open(&config, &[]).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &[]).expect("open").expect("namespace");
     let gatekeeper = Gatekeeper { namespace: namespace.clone() };
     let request = |username: &'static str| AuthRequest {
         step: AuthStep::Connect,
@@ -110,14 +121,15 @@ async fn a_reload_keeps_api_resources_and_replaces_declared_ones() {
         stored("topicSpaces", "api-kept", r#"{"topicTemplates":["kept/#"]}"#),
         stored("topicSpaces", "api-taken", r#"{"topicTemplates":["api/#"]}"#),
     ];
-    let namespace = Namespace::open(&config, &rows).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
     let reloaded = Config::parse(
         "[topicSpaces.declared]\ntopicTemplates = [\"new/#\"]\n\
          [topicSpaces.api-taken]\ntopicTemplates = [\"file/#\"]\n\
          [access.limits]\ntopic_spaces = 5\n",
     )
     .expect("config");
-    let plan = namespace.plan_reload(&reloaded, false).expect("valid");
+    let plan = namespace.plan_reload(reloaded.namespace_section(), false).expect("valid");
     assert_eq!(namespace.resources().topic_spaces["declared"].topic_templates, ["a/#"]);
     namespace.apply_reload(plan).await;
     let resources = namespace.resources();
@@ -142,9 +154,10 @@ async fn a_reload_that_breaks_api_resources_is_refused_whole() {
         "api-binding",
         r#"{"clientGroupName":"$all","topicSpaceName":"vehicles","permission":"Publisher"}"#,
     )];
-    let namespace = Namespace::open(&config, &rows).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &rows).expect("open").expect("namespace");
     let reloaded = Config::parse("[auth]\nallow_anonymous = true\n").expect("config");
-    let error = namespace.plan_reload(&reloaded, false).err().expect("refused");
+    let error = namespace.plan_reload(reloaded.namespace_section(), false).err().expect("refused");
     assert!(
         error.to_string().contains("permissionBindings[api-binding].topicSpaceName"),
         "{error}"

@@ -67,7 +67,8 @@ fn reloads_are_counted_and_a_refused_one_changes_nothing() {
     let file = tempfile::NamedTempFile::new().expect("file");
     std::fs::write(file.path(), BASE).expect("write");
     let config = Config::load(file.path()).expect("config");
-    let namespace = Namespace::open(&config, &[]).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &[]).expect("open").expect("namespace");
     let reloader = Reloader::new(config, Some(namespace.clone()), None);
     reloader.watch(file.path().to_path_buf(), Box::new(|_| {}));
     let runtime =
@@ -106,7 +107,8 @@ fn a_file_that_turns_access_control_off_waits_for_a_restart() {
     let file = tempfile::NamedTempFile::new().expect("file");
     std::fs::write(file.path(), BASE).expect("write");
     let config = Config::load(file.path()).expect("config");
-    let namespace = Namespace::open(&config, &[]).expect("open").expect("namespace");
+    let namespace =
+        Namespace::open(config.namespace_section(), &[]).expect("open").expect("namespace");
     let reloader = Reloader::new(config, Some(namespace.clone()), None);
     reloader.watch(file.path().to_path_buf(), Box::new(|_| {}));
     let runtime =

@@ -57,7 +57,7 @@ pub enum BuildError {
     #[error(transparent)]
     Invalid(#[from] RoutingConfigError),
     #[error("routing: HTTP client: {0}")]
-    HttpClient(String),
+    HttpClient(sinks::ClientError),
     /// A topic the management API stored, e.g. `store: topics[t].properties.publisherType`.
     #[error("store: topics[{name}].{error}")]
     StoredTopic { name: String, error: TopicsError },

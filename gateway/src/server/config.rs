@@ -12,7 +12,39 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+/// An invalid listener or TLS setting; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerConfigError {
+    /// A field of `[server]` itself, e.g. `server.listeners`.
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    /// A field of one `[[server.listeners]]` entry, shown as `server.listeners[INDEX].FIELD`.
+    #[error("server.listeners[{index}].{field}: {problem}")]
+    Listener { index: usize, field: &'static str, problem: String },
+    /// A field of an HTTP API's table, shown as `SECTION.FIELD`, e.g. `http.certificate`.
+    #[error("{section}.{field}: {problem}")]
+    Section { section: &'static str, field: &'static str, problem: String },
+}
+
+impl ServerConfigError {
+    /// An invalid field of the listener at `index`.
+    pub fn listener(
+        index: usize,
+        field: &'static str,
+        problem: impl Into<String>,
+    ) -> ServerConfigError {
+        ServerConfigError::Listener { index, field, problem: problem.into() }
+    }
+
+    /// An invalid `field` of the table `section`.
+    pub fn section(
+        section: &'static str,
+        field: &'static str,
+        problem: impl Into<String>,
+    ) -> ServerConfigError {
+        ServerConfigError::Section { section, field, problem: problem.into() }
+    }
+}
 
 /// Where gridmq listens and how it shuts down.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -157,10 +189,10 @@ impl ServerConfig {
 
     /// Checks what serde's types alone cannot; errors name the field, e.g.
     /// `server.listeners[1].path`. Certificate and key files are read when the listeners
-    /// start ([`crate::Gateway::start`]), with errors named the same way.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// start ([`crate::Gateway::start`](crate::gateway::Gateway::start)), with errors named the same way.
+    pub(crate) fn validate(&self) -> Result<(), ServerConfigError> {
         if self.listeners.is_empty() {
-            return Err(ConfigError::Invalid {
+            return Err(ServerConfigError::Invalid {
                 field: "server.listeners",
                 problem: "at least one listener is needed".into(),
             });
@@ -172,7 +204,7 @@ impl ServerConfig {
                 && let Some(first) =
                     self.listeners[..index].iter().position(|l| l.address == listener.address)
             {
-                return Err(ConfigError::listener(
+                return Err(ServerConfigError::listener(
                     index,
                     "address",
                     format!(
@@ -216,8 +248,9 @@ impl ListenerConfig {
         self.handshake_timeout_secs.map_or(DEFAULT_HANDSHAKE_TIMEOUT, Duration::from_secs)
     }
 
-    fn validate(&self, index: usize) -> Result<(), ConfigError> {
-        let invalid = |field, problem: &str| Err(ConfigError::listener(index, field, problem));
+    fn validate(&self, index: usize) -> Result<(), ServerConfigError> {
+        let invalid =
+            |field, problem: &str| Err(ServerConfigError::listener(index, field, problem));
         if self.max_connections == 0 {
             return invalid("max_connections", "must be at least 1");
         }

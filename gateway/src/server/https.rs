@@ -18,11 +18,24 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{DEFAULT_HANDSHAKE_TIMEOUT, TlsVersion};
-use crate::config::ConfigError;
+use super::config::{DEFAULT_HANDSHAKE_TIMEOUT, ServerConfigError, TlsVersion};
 
 /// The most TLS handshakes one HTTPS listener runs at once.
 pub const MAX_HANDSHAKES: usize = 256;
+
+/// An HTTP API listener that could not start; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpBindError {
+    /// The TLS settings, e.g. `invalid config: http.certificate: cannot read ...`.
+    #[error("invalid config: {0}")]
+    Tls(#[from] ServerConfigError),
+    /// The address, e.g. `http.listen: 127.0.0.1:8080: Address in use`.
+    #[error("{section}.listen: {addr}: {source}")]
+    Bind { section: &'static str, addr: SocketAddr, source: std::io::Error },
+    /// The bound socket has no local address.
+    #[error("{section}.listen: {source}")]
+    LocalAddr { section: &'static str, source: std::io::Error },
+}
 
 /// A bound HTTP API listener.
 pub enum HttpListener {
@@ -42,19 +55,24 @@ impl HttpListener {
         certificate: Option<&Path>,
         private_key: Option<&Path>,
         min_tls_version: TlsVersion,
-    ) -> Result<(HttpListener, SocketAddr), String> {
-        check_pair(section, certificate, private_key).map_err(|e| e.to_string())?;
+    ) -> Result<(HttpListener, SocketAddr), HttpBindError> {
+        check_pair(section, certificate, private_key)?;
         let acceptor = match certificate {
-            Some(_) => Some(
-                super::tls::https_acceptor(section, certificate, private_key, min_tls_version)
-                    .map_err(|e| e.to_string())?,
-            ),
+            Some(_) => Some(super::tls::https_acceptor(
+                section,
+                certificate,
+                private_key,
+                min_tls_version,
+            )?),
             None => None,
         };
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|error| format!("{section}.listen: {addr}: {error}"))?;
-        let bound = tcp.local_addr().map_err(|error| format!("{section}.listen: {error}"))?;
+        let tcp = TcpListener::bind(addr).await.map_err(|source| HttpBindError::Bind {
+            section,
+            addr,
+            source,
+        })?;
+        let bound =
+            tcp.local_addr().map_err(|source| HttpBindError::LocalAddr { section, source })?;
         let listener = match acceptor {
             Some(acceptor) => HttpListener::Tls(TlsListener {
                 tcp,
@@ -98,14 +116,14 @@ pub fn check_pair(
     section: &'static str,
     certificate: Option<&Path>,
     private_key: Option<&Path>,
-) -> Result<(), ConfigError> {
+) -> Result<(), ServerConfigError> {
     match (certificate, private_key) {
-        (Some(_), None) => Err(ConfigError::section(
+        (Some(_), None) => Err(ServerConfigError::section(
             section,
             "private_key",
             "required with certificate (HTTPS needs both)",
         )),
-        (None, Some(_)) => Err(ConfigError::section(
+        (None, Some(_)) => Err(ServerConfigError::section(
             section,
             "certificate",
             "required with private_key (HTTPS needs both)",

@@ -9,10 +9,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, warn};
 
-use super::config::{ListenerConfig, ListenerKind};
+use super::config::{ListenerConfig, ListenerKind, ServerConfigError};
 use super::{tls, ws};
 use crate::broker::Broker;
-use crate::config::ConfigError;
 use crate::connection::{self, Parker, Peer, Socket};
 
 /// A listener whose TLS material is loaded, ready to bind.
@@ -20,6 +19,15 @@ pub(crate) struct Prepared {
     index: usize,
     config: ListenerConfig,
     transport: Transport,
+}
+
+/// Why a `wss` handshake failed: the TLS layer or the WebSocket upgrade over it.
+#[derive(Debug, thiserror::Error)]
+enum SecureWsError {
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
+    #[error("WebSocket: {0}")]
+    WebSocket(tokio_tungstenite::tungstenite::Error),
 }
 
 /// A bound listener.
@@ -43,7 +51,7 @@ enum Transport {
 pub(crate) fn prepare(
     listeners: &[ListenerConfig],
     max_packet_size: u32,
-) -> Result<Vec<Prepared>, ConfigError> {
+) -> Result<Vec<Prepared>, ServerConfigError> {
     // A WebSocket message usually carries one MQTT packet, but may carry several.
     let max_message = usize::try_from(max_packet_size).unwrap_or(usize::MAX).saturating_mul(2);
     listeners
@@ -72,10 +80,14 @@ pub(crate) fn prepare(
 
 impl Prepared {
     /// Binds the socket; the error names the listener's address field.
-    pub(crate) async fn bind(self) -> Result<Bound, ConfigError> {
+    pub(crate) async fn bind(self) -> Result<Bound, ServerConfigError> {
         let address = self.config.address;
         let error = |e: std::io::Error| {
-            ConfigError::listener(self.index, "address", format!("cannot listen on {address}: {e}"))
+            ServerConfigError::listener(
+                self.index,
+                "address",
+                format!("cannot listen on {address}: {e}"),
+            )
         };
         let socket = if address.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() };
         let socket = socket.map_err(error)?;
@@ -189,12 +201,11 @@ async fn serve_secured(transport: &Transport, start: Box<connection::Start<TcpSt
         }
         Transport::Wss { acceptor, path, max_message, timeout } => {
             let handshake = async {
-                let tls = acceptor.accept(stream).await.map_err(|e| format!("TLS: {e}"))?;
+                let tls = acceptor.accept(stream).await.map_err(SecureWsError::Tls)?;
                 let certificates = tls::peer_certificates(tls.get_ref().1);
-                let ws = ws::accept(tls, path, *max_message)
-                    .await
-                    .map_err(|e| format!("WebSocket: {e}"))?;
-                Ok::<_, String>((ws, certificates))
+                let ws =
+                    ws::accept(tls, path, *max_message).await.map_err(SecureWsError::WebSocket)?;
+                Ok::<_, SecureWsError>((ws, certificates))
             };
             let Some((stream, certificates)) =
                 handshake_within(*timeout, &broker, "TLS+WebSocket", handshake).await

@@ -8,7 +8,9 @@ use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-use crate::config::{ClientAuth, ListenerConfig};
+use crate::config::{ClientAuth, Config, ListenerConfig};
+use crate::gateway::Gateway;
+use crate::hooks::Hooks;
 use crate::hooks::{AuthDecision, AuthRequest, Authenticator, BoxFuture, ClientIdentity};
 
 /// Lets everyone in and keeps the certificate chains it was shown.

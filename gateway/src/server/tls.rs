@@ -26,16 +26,16 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio_rustls::TlsAcceptor;
 
+use super::config::ServerConfigError;
 use super::config::{ClientAuth, ListenerConfig, TlsVersion};
-use crate::config::ConfigError;
 
 /// Builds the TLS acceptor of the listener at `index`, reading its PEM files. Errors name the
 /// field, e.g. `server.listeners[1].certificate: cannot read tls/server.pem: ...`.
 pub(crate) fn acceptor(
     listener: &ListenerConfig,
     index: usize,
-) -> Result<TlsAcceptor, ConfigError> {
-    let error = |field, problem: String| ConfigError::listener(index, field, problem);
+) -> Result<TlsAcceptor, ServerConfigError> {
+    let error = |field, problem: String| ServerConfigError::listener(index, field, problem);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (chain, key, key_path) =
         identity(listener.certificate.as_deref(), listener.private_key.as_deref(), &error)?;
@@ -44,7 +44,9 @@ pub(crate) fn acceptor(
     let roots = match &listener.client_ca {
         Some(path) => {
             let mut roots = RootCertStore::empty();
-            for ca in read_certificates(path).map_err(|problem| error("client_ca", problem))? {
+            for ca in read_certificates(path)
+                .map_err(|problem| error("client_ca", problem.to_string()))?
+            {
                 roots.add(ca).map_err(|e| {
                     error("client_ca", format!("bad CA certificate in {}: {e}", path.display()))
                 })?;
@@ -84,8 +86,8 @@ pub(crate) fn https_acceptor(
     certificate: Option<&Path>,
     private_key: Option<&Path>,
     min_tls_version: TlsVersion,
-) -> Result<TlsAcceptor, ConfigError> {
-    let error = |field, problem: String| ConfigError::section(section, field, problem);
+) -> Result<TlsAcceptor, ServerConfigError> {
+    let error = |field, problem: String| ServerConfigError::section(section, field, problem);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (chain, key, key_path) = identity(certificate, private_key, &error)?;
     let builder = versions(&provider, min_tls_version, &error)?;
@@ -102,12 +104,12 @@ pub(crate) fn https_acceptor(
 fn identity(
     certificate: Option<&Path>,
     private_key: Option<&Path>,
-    error: &impl Fn(&'static str, String) -> ConfigError,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, PathBuf), ConfigError> {
+    error: &impl Fn(&'static str, String) -> ServerConfigError,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>, PathBuf), ServerConfigError> {
     let certificate = certificate.ok_or_else(|| error("certificate", "required".into()))?;
-    let chain = read_certificates(certificate).map_err(|problem| error("certificate", problem))?;
+    let chain = read_certificates(certificate).map_err(|p| error("certificate", p.to_string()))?;
     let key_path = private_key.ok_or_else(|| error("private_key", "required".into()))?;
-    let key = read_private_key(key_path).map_err(|problem| error("private_key", problem))?;
+    let key = read_private_key(key_path).map_err(|p| error("private_key", p.to_string()))?;
     Ok((chain, key, key_path.to_path_buf()))
 }
 
@@ -115,8 +117,8 @@ fn identity(
 fn versions(
     provider: &Arc<CryptoProvider>,
     min: TlsVersion,
-    error: &impl Fn(&'static str, String) -> ConfigError,
-) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, ConfigError> {
+    error: &impl Fn(&'static str, String) -> ServerConfigError,
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, ServerConfigError> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
@@ -129,8 +131,8 @@ fn versions(
 fn mismatch(
     key_path: &Path,
     problem: rustls::Error,
-    error: &impl Fn(&'static str, String) -> ConfigError,
-) -> ConfigError {
+    error: &impl Fn(&'static str, String) -> ServerConfigError,
+) -> ServerConfigError {
     error(
         "private_key",
         format!("{} does not go with the certificate: {problem}", key_path.display()),
@@ -145,25 +147,38 @@ pub(crate) fn peer_certificates(connection: &rustls::ServerConnection) -> Vec<By
         .unwrap_or_default()
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+/// A PEM file that does not give what a TLS setting needs.
+#[derive(Debug, thiserror::Error)]
+enum PemError {
+    #[error("cannot read {path}: {source}", path = .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("bad PEM in {path}: {source}", path = .path.display())]
+    BadPem { path: PathBuf, source: rustls_pki_types::pem::Error },
+    #[error("no CERTIFICATE in {path}", path = .path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("no PKCS#8, PKCS#1 or SEC1 private key in {path}: {source}", path = .path.display())]
+    NoKey { path: PathBuf, source: rustls_pki_types::pem::Error },
 }
 
-fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_file(path: &Path) -> Result<Vec<u8>, PemError> {
+    std::fs::read(path).map_err(|source| PemError::Read { path: path.to_path_buf(), source })
+}
+
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let pem = read_file(path)?;
     let chain = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
+        .map_err(|source| PemError::BadPem { path: path.to_path_buf(), source })?;
     if chain.is_empty() {
-        return Err(format!("no CERTIFICATE in {}", path.display()));
+        return Err(PemError::NoCertificate { path: path.to_path_buf() });
     }
     Ok(chain)
 }
 
-fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let pem = read_file(path)?;
     PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| format!("no PKCS#8, PKCS#1 or SEC1 private key in {}: {e}", path.display()))
+        .map_err(|source| PemError::NoKey { path: path.to_path_buf(), source })
 }
 
 /// Accepts any well-formed client certificate whose key signed the handshake, and leaves the

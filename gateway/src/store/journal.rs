@@ -47,7 +47,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use tokio::sync::watch;
 
-use super::{Op, Store};
+use super::{Op, Store, StoreError};
 
 /// Marks a point in the journal: durable once every op up to it is committed. The number of
 /// ops appended up to and including the one it was handed out for, so never zero (which
@@ -93,7 +93,7 @@ impl Journal {
         store: Arc<dyn Store>,
         max_batch_ops: usize,
         linger: Duration,
-    ) -> (Arc<Journal>, JoinHandle<()>) {
+    ) -> Result<(Arc<Journal>, JoinHandle<()>), StoreError> {
         let journal = Arc::new(Journal {
             pending: Mutex::new(Pending {
                 ops: Vec::new(),
@@ -112,8 +112,8 @@ impl Journal {
         let handle = std::thread::Builder::new()
             .name("gridmq-store".into())
             .spawn(move || writer.write_loop(store.as_ref()))
-            .unwrap_or_else(|error| panic!("cannot start the store writer thread: {error}"));
-        (journal, handle)
+            .map_err(StoreError::WriterThread)?;
+        Ok((journal, handle))
     }
 
     /// Operations appended and not yet taken by a commit.

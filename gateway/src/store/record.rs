@@ -1,7 +1,8 @@
 //! How durable records are laid out.
 //!
-//! A message is stored as its MQTT 5 PUBLISH encoding (our own codec, so the format is the
-//! specification's and needs no second schema), preceded by its absolute expiry:
+//! The store deals in bytes: a delivery or a will is a header record followed by the bytes of
+//! its message, which the broker encodes (`broker/persist.rs`: the message's MQTT 5 PUBLISH
+//! encoding, preceded by its absolute expiry):
 //!
 //! ```text
 //! message := expires_at_unix_ms: u64 LE (0 = never) | MQTT 5 PUBLISH packet
@@ -16,14 +17,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::StoreError;
-use crate::broker::message::Message;
-use crate::mqtt::codec::OutboundPublish;
-use crate::mqtt::{Codec, Packet, Protocol, QoS, RetainHandling, SubscriptionOptions};
 
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +30,8 @@ pub struct SessionRecord {
     /// When the client disconnected; `None` while connected. A session still connected when
     /// the broker stopped counts as disconnected at the restart.
     pub disconnected_at_ms: Option<u64>,
-    /// (filter as subscribed, options byte as in SUBSCRIBE, subscription identifier)
+    /// (filter as subscribed, options byte as in SUBSCRIBE, subscription identifier); the byte
+    /// is [`SubscriptionOptions::to_byte`](crate::mqtt::SubscriptionOptions::to_byte)'s.
     pub subscriptions: Vec<(String, u8, Option<u32>)>,
 }
 
@@ -84,50 +82,6 @@ pub fn ms_to_instant(ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms()))
 }
 
-/// Encodes a message record.
-pub fn encode_message(message: &Message) -> Vec<u8> {
-    let mut buf = BytesMut::with_capacity(64 + message.payload.len() + message.topic.len());
-    buf.extend_from_slice(&message.expires_at.map_or(0, instant_to_ms).to_le_bytes());
-    let publish = OutboundPublish {
-        dup: false,
-        qos: message.qos,
-        retain: message.retain,
-        topic: &message.topic,
-        packet_id: (message.qos != QoS::AtMostOnce).then_some(1),
-        properties: &message.properties,
-        payload: &message.payload,
-        topic_alias: None,
-        subscription_identifiers: &[],
-        message_expiry_interval: None,
-    };
-    Codec::encode_publish(&publish, Protocol::V5, &mut buf);
-    buf.to_vec()
-}
-
-/// Decodes a message record; `publisher` is 0 because No Local was applied before storing.
-pub fn decode_message(bytes: &[u8]) -> Result<Message, StoreError> {
-    let corrupt = |problem: &str| StoreError::Corrupt { table: "message", problem: problem.into() };
-    let (expiry, packet) = bytes.split_first_chunk::<8>().ok_or_else(|| corrupt("too short"))?;
-    let expires_at_ms = u64::from_le_bytes(*expiry);
-    let mut buf = BytesMut::from(packet);
-    let codec = Codec::new(usize::MAX);
-    let publish = match codec.decode(&mut buf, Some(Protocol::V5)) {
-        Ok(Some(Packet::Publish(publish))) => publish,
-        Ok(_) => return Err(corrupt("not a whole PUBLISH")),
-        Err(error) => return Err(corrupt(&error.to_string())),
-    };
-    Ok(Message {
-        topic: publish.topic.as_str().into(),
-        payload: publish.payload,
-        qos: publish.qos,
-        retain: publish.retain,
-        properties: publish.properties.into_shared(),
-        expires_at: (expires_at_ms != 0).then(|| ms_to_instant(expires_at_ms)),
-        publisher: 0,
-        record: std::sync::OnceLock::new(),
-    })
-}
-
 /// Encodes a header record followed by a message record. One allocation, as this is made for
 /// every persistent delivery: a header of up to `HEADER_ON_STACK` bytes (all but one with many
 /// subscription identifiers) is encoded on the stack, and the record is built at its exact
@@ -150,11 +104,11 @@ pub fn encode_with_message<H: Serialize>(header: &H, message: &[u8]) -> Box<[u8]
     out.into_boxed_slice()
 }
 
-/// Decodes a header record and the message record after it.
-pub fn decode_with_message<H: for<'de> Deserialize<'de>>(
+/// Decodes a header record and returns it with the message record after it.
+pub fn split_header<'a, H: Deserialize<'a>>(
     table: &'static str,
-    bytes: &[u8],
-) -> Result<(H, Message), StoreError> {
+    bytes: &'a [u8],
+) -> Result<(H, &'a [u8]), StoreError> {
     let corrupt = |problem: String| StoreError::Corrupt { table, problem };
     let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(|| corrupt("too short".into()))?;
     let len = u32::from_le_bytes(*len) as usize;
@@ -163,7 +117,7 @@ pub fn decode_with_message<H: for<'de> Deserialize<'de>>(
     }
     let (head, message) = rest.split_at(len);
     let header = postcard::from_bytes(head).map_err(|e| corrupt(e.to_string()))?;
-    Ok((header, decode_message(message)?))
+    Ok((header, message))
 }
 
 impl SessionRecord {
@@ -174,28 +128,6 @@ impl SessionRecord {
     pub fn decode(bytes: &[u8]) -> Result<SessionRecord, StoreError> {
         postcard::from_bytes(bytes)
             .map_err(|e| StoreError::Corrupt { table: "sessions", problem: e.to_string() })
-    }
-}
-
-/// The SUBSCRIBE options byte of `options`.
-pub fn options_byte(options: &SubscriptionOptions) -> u8 {
-    options.qos as u8
-        | u8::from(options.no_local) << 2
-        | u8::from(options.retain_as_published) << 3
-        | (options.retain_handling as u8) << 4
-}
-
-/// Options from a SUBSCRIBE options byte written by `options_byte`.
-pub fn options_from_byte(byte: u8) -> SubscriptionOptions {
-    SubscriptionOptions {
-        qos: QoS::from_u8(byte & 0x03).unwrap_or(QoS::AtMostOnce),
-        no_local: byte & 0x04 != 0,
-        retain_as_published: byte & 0x08 != 0,
-        retain_handling: match (byte >> 4) & 0x03 {
-            1 => RetainHandling::SendIfNew,
-            2 => RetainHandling::DoNotSend,
-            _ => RetainHandling::SendAtSubscribe,
-        },
     }
 }
 

@@ -182,14 +182,8 @@ fn subscribe(s: &Subscribe, protocol: Protocol, buf: &mut BytesMut) {
     }
     for (filter, options) in &s.filters {
         write_field(buf, filter.as_bytes());
-        let mut byte = options.qos as u8;
         // 3.1.1 defines only the QoS bits; the rest are reserved there.
-        if v5 {
-            byte |= u8::from(options.no_local) << 2
-                | u8::from(options.retain_as_published) << 3
-                | (options.retain_handling as u8) << 4;
-        }
-        buf.put_u8(byte);
+        buf.put_u8(if v5 { options.to_byte() } else { options.qos as u8 });
     }
 }
 

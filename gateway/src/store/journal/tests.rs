@@ -17,7 +17,8 @@ fn put(topic: &str) -> Op {
 #[tokio::test]
 async fn appended_ops_are_on_disk_once_their_ticket_is_durable() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
+    let (journal, writer) =
+        Journal::start(store.clone(), 10_000, Duration::ZERO).expect("writer thread");
     journal.append(put("a"));
     let ticket = journal.append(put("b"));
     journal.durable(ticket).await;
@@ -31,7 +32,8 @@ async fn appended_ops_are_on_disk_once_their_ticket_is_durable() {
 #[tokio::test]
 async fn an_open_group_holds_back_what_follows_it() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
+    let (journal, writer) =
+        Journal::start(store.clone(), 10_000, Duration::ZERO).expect("writer thread");
     let before = journal.append(put("before"));
     journal.durable(before).await;
     let group = journal.begin_group();
@@ -49,7 +51,8 @@ async fn an_open_group_holds_back_what_follows_it() {
 #[tokio::test]
 async fn close_commits_what_is_pending() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 1, Duration::ZERO);
+    let (journal, writer) =
+        Journal::start(store.clone(), 1, Duration::ZERO).expect("writer thread");
     for i in 0..50 {
         journal.append(put(&format!("t{i}")));
     }
@@ -61,7 +64,8 @@ async fn close_commits_what_is_pending() {
 #[tokio::test]
 async fn delete_session_removes_its_queue_only() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
+    let (journal, writer) =
+        Journal::start(store.clone(), 10_000, Duration::ZERO).expect("writer thread");
     let record: Box<[u8]> = b"r"[..].into();
     journal.append(Op::PutSession("a".into(), record.clone().into()));
     journal.append(Op::PutSession("ab".into(), record.clone().into()));
@@ -81,7 +85,8 @@ async fn delete_session_removes_its_queue_only() {
 #[tokio::test]
 async fn a_delivery_acknowledged_before_its_commit_never_reaches_the_disk() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
+    let (journal, writer) =
+        Journal::start(store.clone(), 10_000, Duration::ZERO).expect("writer thread");
     let record: Box<[u8]> = b"r"[..].into();
     let client: Arc<str> = "s".into();
     // Hold the writer back with an open group so the put is still pending when the ack comes.
@@ -106,7 +111,8 @@ async fn a_delivery_acknowledged_before_its_commit_never_reaches_the_disk() {
 #[tokio::test]
 async fn a_ticket_that_names_another_op_cancels_nothing() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::ZERO);
+    let (journal, writer) =
+        Journal::start(store.clone(), 10_000, Duration::ZERO).expect("writer thread");
     let client: Arc<str> = "s".into();
     let group = journal.begin_group();
     let other = journal.append(put("other"));
@@ -129,7 +135,8 @@ async fn a_ticket_that_names_another_op_cancels_nothing() {
 async fn a_lone_op_after_a_small_batch_does_not_linger() {
     let (_dir, store) = open();
     // An hour's linger: were it applied, the second op would not be committed within the bound.
-    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::from_secs(3600));
+    let (journal, writer) =
+        Journal::start(store.clone(), 10_000, Duration::from_secs(3600)).expect("writer thread");
     let first = journal.append(put("first"));
     journal.durable(first).await;
     let second = journal.append(put("second"));
@@ -143,7 +150,8 @@ async fn a_lone_op_after_a_small_batch_does_not_linger() {
 #[tokio::test]
 async fn close_ends_a_linger_and_commits_what_is_pending() {
     let (_dir, store) = open();
-    let (journal, writer) = Journal::start(store.clone(), 10_000, Duration::from_secs(3600));
+    let (journal, writer) =
+        Journal::start(store.clone(), 10_000, Duration::from_secs(3600)).expect("writer thread");
     // A busy batch: the group makes the writer take all of it in one commit.
     let group = journal.begin_group();
     let mut last = None;

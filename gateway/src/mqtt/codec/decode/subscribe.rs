@@ -4,7 +4,7 @@ use super::{Reader, packet_id, reason, reasons};
 use crate::mqtt::codec::properties::{self, Context};
 use crate::mqtt::codec::topic;
 use crate::mqtt::{
-    DecodeError, Packet, Properties, Protocol, QoS, RetainHandling, SubAck, Subscribe,
+    DecodeError, OptionsByteError, Packet, Properties, Protocol, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 
@@ -98,27 +98,20 @@ fn properties_of(
 /// The subscription options byte. 3.1.1 defines only the QoS bits; 5.0 adds no local, retain
 /// as published and retain handling, and keeps bits 6 and 7 reserved.
 fn options(byte: u8, version: Protocol) -> Result<SubscriptionOptions, DecodeError> {
-    let reserved = match version {
-        Protocol::V311 => 0b1111_1100,
-        Protocol::V5 => 0b1100_0000,
-    };
-    if byte & reserved != 0 {
+    if version == Protocol::V311 && byte & 0b1111_1100 != 0 {
         return Err(DecodeError::Malformed("reserved subscription option bits are set"));
     }
     // In SUBSCRIBE, Maximum QoS 3 is a Protocol Error (MQTT 5 3.8.3.1), unlike a PUBLISH's
     // QoS 3, which is malformed.
-    let qos = QoS::from_u8(byte & 0b11)
-        .ok_or(DecodeError::Protocol("subscription maximum QoS 3 is reserved"))?;
-    let retain_handling = match (byte >> 4) & 0b11 {
-        0 => RetainHandling::SendAtSubscribe,
-        1 => RetainHandling::SendIfNew,
-        2 => RetainHandling::DoNotSend,
-        _ => return Err(DecodeError::Protocol("retain handling 3 is reserved")),
-    };
-    Ok(SubscriptionOptions {
-        qos,
-        no_local: byte & 0b0100 != 0,
-        retain_as_published: byte & 0b1000 != 0,
-        retain_handling,
+    SubscriptionOptions::from_byte(byte).map_err(|error| match error {
+        OptionsByteError::ReservedBits => {
+            DecodeError::Malformed("reserved subscription option bits are set")
+        }
+        OptionsByteError::ReservedQoS => {
+            DecodeError::Protocol("subscription maximum QoS 3 is reserved")
+        }
+        OptionsByteError::ReservedRetainHandling => {
+            DecodeError::Protocol("retain handling 3 is reserved")
+        }
     })
 }
