@@ -1,8 +1,8 @@
 //! Harness for gridmq's end-to-end tests: it starts the real `gridmq` binary on an ephemeral
 //! loopback port and stops it (by pid) when the handle is dropped.
 //!
-//! The binary is the one `cargo test --workspace` builds into the target directory next to the
-//! test executable; set `GRIDMQ_BIN` to test another build.
+//! The binary is the one cargo builds for the end-to-end tests (see [`binary`]); set
+//! `GRIDMQ_BIN` to test another build.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ pub mod certs;
 pub mod clients;
 pub mod http;
 pub mod http_raw;
+pub mod packet_client;
 pub mod raw;
 pub mod schema;
 pub mod webhook;
@@ -219,9 +220,17 @@ impl Log {
     }
 }
 
-/// The gridmq binary under test.
+/// The gridmq binary under test: `GRIDMQ_BIN` when set, else the one cargo built with the tests.
+///
+/// The end-to-end tests are test targets of the `gateway` package (gateway/Cargo.toml), so
+/// cargo builds the `gridmq` binary from the current sources whenever it builds them, and runs
+/// them with its path in `CARGO_BIN_EXE_gridmq`: a test never runs against a stale binary. A
+/// test executable started by hand finds the same binary beside it, in `target/<profile>/`.
 pub fn binary() -> PathBuf {
-    if let Ok(path) = std::env::var("GRIDMQ_BIN") {
+    if let Some(path) = std::env::var_os("GRIDMQ_BIN") {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_gridmq") {
         return PathBuf::from(path);
     }
     // Test executables live in target/<profile>/deps; the binary is in target/<profile>.
@@ -230,35 +239,14 @@ pub fn binary() -> PathBuf {
     let bin = dir.join("gridmq");
     assert!(
         bin.exists(),
-        "{} not found: run `cargo test --workspace` (which builds it) or set GRIDMQ_BIN",
+        "{} not found: run the tests with `cargo test -p gateway --test <area>` or set GRIDMQ_BIN",
         bin.display()
     );
-    // `cargo test -p gateway-tests` does not rebuild another package's binary: refuse to test
-    // a stale one rather than report results for old code.
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-    let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/src");
-    if let (Some(built), Some(changed)) = (built, newest_change(&sources)) {
-        assert!(
-            changed <= built,
-            "{} is older than gateway/src: run `cargo build -p gateway` or `cargo test --workspace`",
-            bin.display()
-        );
-    }
     bin
 }
 
-/// The latest modification time of any file under `dir`.
-fn newest_change(dir: &std::path::Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let time = if path.is_dir() {
-            newest_change(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(time);
-    }
-    newest
+/// A path in the repository, given from the workspace root (`tests/azure_mgmt`, `schemas`).
+pub fn repo_file(relative: &str) -> PathBuf {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().expect("the workspace root holds tests/").join(relative)
 }
-pub mod packet_client;

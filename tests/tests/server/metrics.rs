@@ -349,7 +349,7 @@ fn families(text: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn every_metric_is_documented_and_the_dashboard_uses_only_real_ones() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = gateway_tests::repo_file("");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     let table = readme.split("## Monitoring").nth(1).expect("a Monitoring section");
     let documented = families(table.split("\n## ").next().unwrap_or(table));

@@ -273,7 +273,7 @@ const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "fleet.example.net";
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gateway/tests/fixtures").join(name)
+    gateway_tests::repo_file("gateway/tests/fixtures").join(name)
 }
 
 fn now() -> i64 {
