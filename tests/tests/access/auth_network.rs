@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use gateway::auth::x509::thumbprint_sha256;
 use gateway::mqtt::{Codec, ConnAck, Connect, Packet, Properties, Protocol, ReasonCode};
 use gateway_tests::Gridmq;
-use gateway_tests::certs::{ALL_VERSIONS, Listening, Pki, mqtt_connect, tls_connect};
+use gateway_tests::certs::{ALL_VERSIONS, Pki, mqtt_connect, tls_connect};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     date_time_ymd,
@@ -145,9 +145,9 @@ async fn tls_connack(
 
 /// A broker with a plain TCP listener and a TLS listener that requires a client certificate
 /// but leaves judging it to the authenticator; `resources` are appended to the config.
-fn x509_broker(pki: &Pki, resources: &str) -> Listening {
+fn x509_broker(pki: &Pki, resources: &str) -> Gridmq {
     let server = pki.server();
-    Listening::start(&format!(
+    Gridmq::with_listeners(&format!(
         "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n\n\
          [[server.listeners]]\nkind = \"tls\"\naddress = \"127.0.0.1:0\"\n\
          certificate = \"{}\"\nprivate_key = \"{}\"\nclient_auth = \"required\"\n\n{resources}\n",
@@ -193,7 +193,7 @@ async fn x509_bad_client_certificates_are_refused_over_tls() {
         thumbprint_sha256(&thumb_cert.der),
     );
     let broker = x509_broker(&pki, &resources);
-    let addr = broker.addr("mqtts");
+    let addr = broker.listener("mqtts");
 
     let rows = [
         X509Row {

@@ -323,12 +323,12 @@ async fn shutdown_lingers_no_longer_than_its_grace_period() -> Result<()> {
 /// close_notify (an orderly end of the TLS stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<()> {
-    use gateway_tests::certs::{ALL_VERSIONS, Listening, Pki, client_config, read_packet};
+    use gateway_tests::certs::{ALL_VERSIONS, Pki, client_config, read_packet};
     use tokio::io::AsyncWriteExt;
 
     let pki = Pki::new("ca");
     let server = pki.server();
-    let broker = Listening::start(&format!(
+    let broker = Gridmq::with_listeners(&format!(
         "[mqtt]\nreceive_maximum = 10\n\n\
          [[server.listeners]]\nkind = \"tls\"\naddress = \"127.0.0.1:0\"\n\
          certificate = \"{}\"\nprivate_key = \"{}\"\n",
@@ -336,7 +336,7 @@ async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<(
         server.key_path.display()
     ));
     let config = client_config(&pki.ca_cert, None, ALL_VERSIONS);
-    let mut tls = gateway_tests::certs::tls_connect(broker.addr("mqtts"), config).await?;
+    let mut tls = gateway_tests::certs::tls_connect(broker.listener("mqtts"), config).await?;
     let connack = gateway_tests::certs::mqtt_connect(&mut tls, &connect_v5("tls-eager")).await?;
     ensure!(connack.get(3) == Some(&0x00), "CONNACK {connack:02X?}");
     let publishes: Vec<u8> =
