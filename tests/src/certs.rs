@@ -1,10 +1,10 @@
-//! Support for the TLS and WebSocket tests (`tests/tls.rs`, `tests/websocket.rs`).
+//! Support for the TLS and WebSocket tests (`server/tls.rs`, `server/websocket.rs`).
 //!
 //! - [`Pki`]: certificates made in the test with rcgen (a CA, server and client certificates,
 //!   self-signed ones), written as PEM files gridmq's config can point at.
 //! - [`client_config`] / [`tls_connect`]: a rustls client (ring provider), with or without a
 //!   client certificate, limited to chosen TLS versions.
-//! - [`read_packet`]: one whole MQTT packet, as bytes, from any byte stream (TLS, WebSocket).
+//! - [`mqtt_connect`]: a CONNECT and its CONNACK over any byte stream (TLS).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,12 +16,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::raw::WAIT;
+use crate::raw::{WAIT, read_packet_from};
 
 /// A directory of PEM files and the CA that issued them.
 pub struct Pki {
@@ -158,42 +158,6 @@ pub async fn tls_connect(
     Ok(tls)
 }
 
-/// Reads one whole MQTT packet from `stream` (bytes left over stay in `buf`); `Ok(None)` when
-/// the stream ended first. Fails after [`WAIT`].
-pub async fn read_packet<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-) -> Result<Option<Vec<u8>>> {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(len) = packet_len(buf) {
-                return Ok(Some(buf.drain(..len).collect()));
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await
-    .context("no MQTT packet in time")?
-}
-
-/// The length of the whole packet at the start of `buf`, once it is all there.
-pub fn packet_len(buf: &[u8]) -> Option<usize> {
-    let mut remaining = 0usize;
-    for (i, byte) in buf.iter().skip(1).take(4).enumerate() {
-        remaining |= usize::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            let total = 1 + (i + 1) + remaining;
-            return (buf.len() >= total).then_some(total);
-        }
-    }
-    None
-}
-
 /// Sends `connect` and returns the CONNACK's first bytes; fails when the connection ends (or
 /// errs) without a CONNACK, which is how a refused TLS 1.3 client certificate shows.
 pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
@@ -204,7 +168,7 @@ pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream.write_all(connect).await?;
     stream.flush().await?;
     let mut buf = Vec::new();
-    match read_packet(stream, &mut buf).await? {
+    match read_packet_from(stream, &mut buf).await? {
         Some(packet) if packet.first() == Some(&0x20) => Ok(packet),
         Some(packet) => bail!("expected CONNACK, got {packet:02X?}"),
         None => bail!("connection closed before CONNACK"),

@@ -19,6 +19,7 @@ use gateway::auth::x509::thumbprint_sha256;
 use gateway::mqtt::{Codec, ConnAck, Connect, Packet, Properties, Protocol, ReasonCode};
 use gateway_tests::Gridmq;
 use gateway_tests::certs::{ALL_VERSIONS, Pki, mqtt_connect, tls_connect};
+use gateway_tests::raw::variable_int;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     date_time_ymd,
@@ -132,11 +133,8 @@ async fn tls_connack(
         .context("no CONNACK in time")??;
     // Fixed header, remaining length (1-4 bytes: a long reason string makes it 2), acknowledge
     // flags, return/reason code.
-    let length_bytes = connack[1..]
-        .iter()
-        .position(|b| b & 0x80 == 0)
-        .ok_or_else(|| anyhow!("bad remaining length in {connack:02X?}"))?
-        + 1;
+    let (_, length_bytes) = variable_int(&connack[1..])?
+        .ok_or_else(|| anyhow!("bad remaining length in {connack:02X?}"))?;
     connack
         .get(1 + length_bytes + 1)
         .copied()

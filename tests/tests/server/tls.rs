@@ -8,11 +8,10 @@ use std::process::Stdio;
 
 use gateway_tests::Gridmq;
 use gateway_tests::certs::{
-    ALL_VERSIONS, HANDSHAKE_SLACK, Identity, Pki, client_config, mqtt_connect, read_packet,
-    tls_connect,
+    ALL_VERSIONS, HANDSHAKE_SLACK, Identity, Pki, client_config, mqtt_connect, tls_connect,
 };
 use gateway_tests::clients::{TIMEOUT, topic5, v5};
-use gateway_tests::raw::{self, connack_reason};
+use gateway_tests::raw::{self, connack_reason, read_packet_from};
 use tokio::io::AsyncWriteExt;
 
 const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
@@ -87,7 +86,7 @@ async fn server_only_tls_carries_mqtt_for_rustls_and_openssl_clients() {
     mqtt_connect(&mut tls, &raw::connect_v3("raw-tls")).await.expect("CONNACK");
     tls.write_all(&raw::publish_v3("tls/raw", 1, 7, b"over rustls")).await.expect("PUBLISH");
     let mut buf = Vec::new();
-    let puback = read_packet(&mut tls, &mut buf).await.expect("read").expect("PUBACK");
+    let puback = read_packet_from(&mut tls, &mut buf).await.expect("read").expect("PUBACK");
     assert_eq!(puback, raw::ack(0x40, 7));
     let message = sub.recv().await;
     assert_eq!((topic5(&message).as_str(), &message.payload[..]), ("tls/raw", &b"over rustls"[..]));
@@ -227,7 +226,7 @@ async fn silent_client_is_dropped_after_the_handshake_timeout() {
         tokio::net::TcpStream::connect(broker.listener("mqtts")).await.expect("connect");
     let mut buf = Vec::new();
     let started = std::time::Instant::now();
-    let end = tokio::time::timeout(HANDSHAKE_SLACK, read_packet(&mut silent, &mut buf)).await;
+    let end = tokio::time::timeout(HANDSHAKE_SLACK, read_packet_from(&mut silent, &mut buf)).await;
     assert!(
         matches!(end, Ok(Ok(None)) | Ok(Err(_))),
         "the broker kept a silent TLS client: {end:?}"

@@ -7,8 +7,9 @@ use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
 use gateway_tests::Gridmq;
-use gateway_tests::certs::{Pki, packet_len};
+use gateway_tests::certs::Pki;
 use gateway_tests::clients::{TIMEOUT, topic5, v5};
+use gateway_tests::raw::frame_length;
 use gateway_tests::raw::{self, WAIT, connack_reason};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -143,7 +144,7 @@ impl WsClient {
     async fn packet(&mut self) -> Option<Vec<u8>> {
         tokio::time::timeout(WAIT, async {
             loop {
-                if let Some(len) = packet_len(&self.buf) {
+                if let Some(len) = frame_length(&self.buf).expect("a remaining length") {
                     return Some(self.buf.drain(..len).collect());
                 }
                 match self.ws.next().await {
@@ -307,7 +308,7 @@ async fn a_client_that_keeps_writing_reads_its_disconnect() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let disconnect = tokio::time::timeout(WAIT, async {
         loop {
-            while let Some(len) = packet_len(&buf) {
+            while let Some(len) = frame_length(&buf).expect("a remaining length") {
                 let packet: Vec<u8> = buf.drain(..len).collect();
                 if packet[0] == 0xE0 {
                     return Some(packet);

@@ -323,7 +323,8 @@ async fn shutdown_lingers_no_longer_than_its_grace_period() -> Result<()> {
 /// close_notify (an orderly end of the TLS stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<()> {
-    use gateway_tests::certs::{ALL_VERSIONS, Pki, client_config, read_packet};
+    use gateway_tests::certs::{ALL_VERSIONS, Pki, client_config};
+    use gateway_tests::raw::read_packet_from;
     use tokio::io::AsyncWriteExt;
 
     let pki = Pki::new("ca");
@@ -356,7 +357,7 @@ async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<(
     tokio::time::sleep(BUSY).await;
     let mut buf = Vec::new();
     loop {
-        match read_packet(&mut reader, &mut buf).await? {
+        match read_packet_from(&mut reader, &mut buf).await? {
             Some(packet) if packet.first() == Some(&0xE0) => {
                 ensure!(disconnect_reason(&packet)? == 0x93, "got {packet:02X?}");
                 break;
@@ -369,7 +370,7 @@ async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<(
         bail!("the client's writes failed ({:?}) before it read the DISCONNECT", pester.await?);
     }
     ensure!(
-        read_packet(&mut reader, &mut buf).await?.is_none(),
+        read_packet_from(&mut reader, &mut buf).await?.is_none(),
         "expected the end of the TLS stream after the DISCONNECT"
     );
     pester.abort();
