@@ -273,7 +273,7 @@ async fn a_close_frame_ends_the_session_like_a_lost_connection() {
     assert_eq!(&will.payload[..], b"gone");
 }
 
-/// The lingering close over WebSocket (issue 22; `linger.rs` has the TCP cases): a client
+/// The lingering close over WebSocket (issue 22; `wire/linger.rs` has the TCP cases): a client
 /// that exceeds Receive Maximum 10 with QoS 2 and goes on sending PUBRELs still reads DISCONNECT
 /// 0x93 after a while of writing only, its writes not having failed by then, and then the
 /// broker's close frame.

@@ -4,7 +4,7 @@
 //! kernel answers with a reset instead of a FIN, and the client sees "connection reset"
 //! (and, on stacks that drop unread data on a reset, never the reason code).
 //!
-//! Plain TCP for every case, TLS for one here, WebSocket for one in `websocket.rs`; a storm of
+//! Plain TCP for every case, TLS for one here, WebSocket for one in `server/websocket.rs`; a storm of
 //! 1,000; and shutdown, whose grace period bounds the linger.
 
 use std::time::Duration;
