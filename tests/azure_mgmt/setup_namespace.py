@@ -1,7 +1,7 @@
 """Sets up a gridmq namespace with the unmodified azure-mgmt-eventgrid SDK, then publishes over
 MQTT under the grants it created.
 
-Run by tests/tests/arm_sdk.rs with one JSON argument (base_url, token, subscription,
+Run by tests/tests/interop/arm_sdk.rs with one JSON argument (base_url, token, subscription,
 resource_group, namespace, ca, webhook, thumbprint, mqtt_port, cert, key). Prints one JSON
 object on stdout: what the SDK returned, and how the MQTT publish went. Any exception fails the
 test with its traceback.

@@ -1,6 +1,6 @@
 """Drives gridmq's data plane with the unmodified Azure `azure-eventgrid` SDK (4.2x).
 
-Run by tests/tests/azure_eventgrid.rs, one process per scenario:
+Run by tests/tests/interop/azure_eventgrid.rs, one process per scenario:
 
     python3 eventgrid_scenario.py SCENARIO ENDPOINT KEY TOPIC SUBSCRIPTION [CA_PEM]
 

@@ -1,20 +1,14 @@
-//! Support for the TLS and WebSocket tests (`tests/tls.rs`, `tests/websocket.rs`).
+//! Support for the TLS and WebSocket tests (`server/tls.rs`, `server/websocket.rs`).
 //!
 //! - [`Pki`]: certificates made in the test with rcgen (a CA, server and client certificates,
 //!   self-signed ones), written as PEM files gridmq's config can point at.
 //! - [`client_config`] / [`tls_connect`]: a rustls client (ring provider), with or without a
 //!   client certificate, limited to chosen TLS versions.
-//! - [`Listening`]: starts `gridmq serve --in-memory --config FILE` and reads the
-//!   `gridmq listening <scheme> <addr>` line of every `[[server.listeners]]` in the config, so a
-//!   test can bind TLS and WebSocket listeners on port 0. (The shared [`crate::Gridmq`] harness
-//!   only reads the `mqtt` line.)
-//! - [`read_packet`]: one whole MQTT packet, as bytes, from any byte stream (TLS, WebSocket).
+//! - [`mqtt_connect`]: a CONNECT and its CONNACK over any byte stream (TLS).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -22,12 +16,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::raw::WAIT;
+use crate::raw::{WAIT, read_packet_from};
 
 /// A directory of PEM files and the CA that issued them.
 pub struct Pki {
@@ -164,42 +158,6 @@ pub async fn tls_connect(
     Ok(tls)
 }
 
-/// Reads one whole MQTT packet from `stream` (bytes left over stay in `buf`); `Ok(None)` when
-/// the stream ended first. Fails after [`WAIT`].
-pub async fn read_packet<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-) -> Result<Option<Vec<u8>>> {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(len) = packet_len(buf) {
-                return Ok(Some(buf.drain(..len).collect()));
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    })
-    .await
-    .context("no MQTT packet in time")?
-}
-
-/// The length of the whole packet at the start of `buf`, once it is all there.
-pub fn packet_len(buf: &[u8]) -> Option<usize> {
-    let mut remaining = 0usize;
-    for (i, byte) in buf.iter().skip(1).take(4).enumerate() {
-        remaining |= usize::from(byte & 0x7F) << (7 * i);
-        if byte & 0x80 == 0 {
-            let total = 1 + (i + 1) + remaining;
-            return (buf.len() >= total).then_some(total);
-        }
-    }
-    None
-}
-
 /// Sends `connect` and returns the CONNACK's first bytes; fails when the connection ends (or
 /// errs) without a CONNACK, which is how a refused TLS 1.3 client certificate shows.
 pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
@@ -210,90 +168,12 @@ pub async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream.write_all(connect).await?;
     stream.flush().await?;
     let mut buf = Vec::new();
-    match read_packet(stream, &mut buf).await? {
+    match read_packet_from(stream, &mut buf).await? {
         Some(packet) if packet.first() == Some(&0x20) => Ok(packet),
         Some(packet) => bail!("expected CONNACK, got {packet:02X?}"),
         None => bail!("connection closed before CONNACK"),
     }
 }
 
-/// A `gridmq serve --in-memory --config FILE` process whose listeners all come from the config.
-pub struct Listening {
-    child: Child,
-    /// `(scheme, address)` of every listener, in config order (`mqtt`, `mqtts`, `ws`, `wss`).
-    pub listeners: Vec<(String, SocketAddr)>,
-    _config: tempfile::NamedTempFile,
-}
-
-impl Listening {
-    /// Starts gridmq with `config`; panics with its stderr if it does not start.
-    pub fn start(config: &str) -> Listening {
-        Listening::try_start(config)
-            .unwrap_or_else(|stderr| panic!("gridmq did not start: {stderr}"))
-    }
-
-    /// Starts gridmq with `config`; `Err` holds what it printed on stderr when it exited
-    /// before listening (a rejected config).
-    pub fn try_start(config: &str) -> Result<Listening, String> {
-        let expected = config.matches("[[server.listeners]]").count();
-        assert!(expected > 0, "the config declares its listeners");
-        let mut file = tempfile::NamedTempFile::new().expect("create config file");
-        std::io::Write::write_all(&mut file, config.as_bytes()).expect("write config file");
-        let mut child = Command::new(crate::binary())
-            .arg("serve")
-            .arg("--in-memory")
-            .arg("--config")
-            .arg(file.path())
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gridmq");
-        // Forward stderr to the test's output, and keep a copy for start-up errors.
-        let stderr_copy = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let copy = stderr_copy.clone();
-        let stderr_thread = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("{line}");
-                copy.lock().expect("stderr copy").push_str(&format!("{line}\n"));
-            }
-        });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut listeners = Vec::new();
-        while listeners.len() < expected {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.wait();
-                let _ = stderr_thread.join();
-                return Err(stderr_copy.lock().expect("stderr copy").clone());
-            };
-            if let Some(rest) = line.strip_prefix("gridmq listening ") {
-                let (scheme, addr) = rest.trim().split_once(' ').expect("scheme and address");
-                listeners.push((scheme.to_owned(), addr.parse().expect("listener address")));
-            }
-        }
-        // Keep draining stdout so the broker never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Listening { child, listeners, _config: file })
-    }
-
-    /// The address of the first listener with `scheme` (`mqtt`, `mqtts`, `ws`, `wss`).
-    pub fn addr(&self, scheme: &str) -> SocketAddr {
-        self.listeners
-            .iter()
-            .find(|(s, _)| s == scheme)
-            .map(|(_, addr)| *addr)
-            .unwrap_or_else(|| panic!("no {scheme} listener in {:?}", self.listeners))
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// How long [`Listening`] tests wait for a handshake timeout to fire.
+/// How long the TLS and WebSocket tests wait for a handshake timeout to fire.
 pub const HANDSHAKE_SLACK: Duration = Duration::from_secs(3);

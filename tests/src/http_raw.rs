@@ -1,6 +1,6 @@
 //! A minimal HTTP/1.1 client for the data-plane API: arbitrary headers, raw bodies both ways,
-//! one request per connection. (`http.rs` is the JSON-with-bearer sibling for the management
-//! API.)
+//! one request per connection. (`http.rs` sends JSON with a bearer token through it, for the
+//! management API.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -41,6 +41,9 @@ impl Response {
     }
 }
 
+/// How long [`request`] waits for the whole response.
+const RESPONSE: Duration = Duration::from_secs(20);
+
 /// Sends `method target` (path and query, as sent) with `headers` and `body`.
 pub async fn request(
     addr: SocketAddr,
@@ -49,8 +52,20 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response> {
+    request_within(addr, method, target, headers, body, RESPONSE).await
+}
+
+/// [`request`], waiting up to `within` for the response (a long poll).
+pub async fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    within: Duration,
+) -> Result<Response> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
-    request_on(stream, addr, method, target, headers, body).await
+    request_on(stream, addr, method, target, headers, body, within).await
 }
 
 /// [`request`] over HTTPS, trusting what `tls` trusts (see [`crate::certs::client_config`]).
@@ -63,11 +78,11 @@ pub async fn request_tls(
     body: &[u8],
 ) -> Result<Response> {
     let stream = crate::certs::tls_connect(addr, tls).await?;
-    request_on(stream, addr, method, target, headers, body).await
+    request_on(stream, addr, method, target, headers, body, RESPONSE).await
 }
 
 /// Sends one request on `stream` (already connected to `addr`) and reads the response until
-/// the server closes the connection.
+/// the server closes the connection, for up to `within`.
 async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     addr: SocketAddr,
@@ -75,6 +90,7 @@ async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
     target: &str,
     headers: &[(&str, &str)],
     body: &[u8],
+    within: Duration,
 ) -> Result<Response> {
     let mut head = format!(
         "{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
@@ -87,7 +103,7 @@ async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     let mut raw = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+    let read = tokio::time::timeout(within, stream.read_to_end(&mut raw))
         .await
         .context("response timed out")?;
     // A TLS peer that closes without close_notify still sent a whole response; HTTP/1.1 with

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -289,21 +289,54 @@ impl RawClient {
     }
 }
 
-/// The total length of the first packet in `buf`, if `buf` holds all of it.
-fn frame_length(buf: &[u8]) -> Result<Option<usize>> {
+/// The total length of the first packet in `buf`, if `buf` holds all of it; an error when its
+/// remaining length runs past four bytes.
+pub fn frame_length(buf: &[u8]) -> Result<Option<usize>> {
+    let Some(after_first) = buf.get(1..) else { return Ok(None) };
+    let Some((remaining, used)) = variable_int(after_first)
+        .with_context(|| format!("the remaining length of {:02X?}", &buf[..buf.len().min(8)]))?
+    else {
+        return Ok(None);
+    };
+    let total = 1 + used + remaining;
+    Ok((buf.len() >= total).then_some(total))
+}
+
+/// The Variable Byte Integer at the start of `bytes`, as (value, bytes it takes); `None` while
+/// it is incomplete, an error when it runs past four bytes.
+pub fn variable_int(bytes: &[u8]) -> Result<Option<(usize, usize)>> {
     let mut value = 0usize;
-    for index in 1..=4 {
-        let Some(&byte) = buf.get(index) else { return Ok(None) };
-        value |= usize::from(byte & 0x7F) << (7 * (index - 1));
+    for index in 0..4 {
+        let Some(&byte) = bytes.get(index) else { return Ok(None) };
+        value |= usize::from(byte & 0x7F) << (7 * index);
         if byte & 0x80 == 0 {
-            let total = 1 + index + value;
-            return Ok((buf.len() >= total).then_some(total));
+            return Ok(Some((value, index + 1)));
         }
     }
-    bail!(
-        "the broker sent a remaining length longer than 4 bytes: {:02X?}",
-        &buf[..buf.len().min(8)]
-    )
+    bail!("a variable byte integer longer than 4 bytes: {:02X?}", &bytes[..4])
+}
+
+/// Reads one whole MQTT packet from any byte stream (TLS, a WebSocket's bytes); bytes left
+/// over stay in `buf`. `Ok(None)` when the stream ended first; fails after [`WAIT`].
+pub async fn read_packet_from<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<Option<Vec<u8>>> {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(len) = frame_length(buf)? {
+                return Ok(Some(buf.drain(..len).collect()));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .context("no MQTT packet in time")?
 }
 
 // === builders ===
@@ -594,21 +627,11 @@ pub fn parse_publish(packet: &[u8], v5: bool) -> Result<Publish> {
 
 /// Splits a property block (length + properties) off the front of `bytes`.
 fn split_properties(bytes: &[u8]) -> Result<(&[u8], &[u8])> {
-    let mut len = 0usize;
-    for index in 0..4 {
-        let byte =
-            *bytes.get(index).ok_or_else(|| anyhow!("property length missing: {bytes:02X?}"))?;
-        len |= usize::from(byte & 0x7F) << (7 * index);
-        if byte & 0x80 == 0 {
-            let start = index + 1;
-            ensure!(
-                bytes.len() >= start + len,
-                "property length overruns the packet: {bytes:02X?}"
-            );
-            return Ok((&bytes[start..start + len], &bytes[start + len..]));
-        }
-    }
-    bail!("property length longer than 4 bytes: {bytes:02X?}")
+    let (len, start) = variable_int(bytes)
+        .context("property length")?
+        .ok_or_else(|| anyhow!("property length missing: {bytes:02X?}"))?;
+    ensure!(bytes.len() >= start + len, "property length overruns the packet: {bytes:02X?}");
+    Ok((&bytes[start..start + len], &bytes[start + len..]))
 }
 
 /// Splits 5.0 properties into (identifier, value bytes) pairs, by the specification's types.
@@ -619,7 +642,7 @@ pub fn parse_properties(mut bytes: &[u8]) -> Result<Vec<(u8, Vec<u8>)>> {
             0x01 | 0x17 | 0x19 | 0x24 | 0x25 | 0x28 | 0x29 | 0x2A => 1,
             0x13 | 0x21 | 0x22 | 0x23 => 2,
             0x02 | 0x11 | 0x18 | 0x27 => 4,
-            0x0B => rest.iter().position(|b| b & 0x80 == 0).map_or(rest.len() + 1, |p| p + 1),
+            0x0B => variable_int(rest)?.map_or(rest.len() + 1, |(_, used)| used),
             0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1A | 0x1C | 0x1F => {
                 ensure!(rest.len() >= 2, "property {id:#04X} truncated");
                 2 + usize::from(u16::from_be_bytes([rest[0], rest[1]]))

@@ -18,7 +18,8 @@ use bytes::{Bytes, BytesMut};
 use gateway::auth::x509::thumbprint_sha256;
 use gateway::mqtt::{Codec, ConnAck, Connect, Packet, Properties, Protocol, ReasonCode};
 use gateway_tests::Gridmq;
-use gateway_tests::certs::{ALL_VERSIONS, Listening, Pki, mqtt_connect, tls_connect};
+use gateway_tests::certs::{ALL_VERSIONS, Pki, mqtt_connect, tls_connect};
+use gateway_tests::raw::variable_int;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     date_time_ymd,
@@ -132,11 +133,8 @@ async fn tls_connack(
         .context("no CONNACK in time")??;
     // Fixed header, remaining length (1-4 bytes: a long reason string makes it 2), acknowledge
     // flags, return/reason code.
-    let length_bytes = connack[1..]
-        .iter()
-        .position(|b| b & 0x80 == 0)
-        .ok_or_else(|| anyhow!("bad remaining length in {connack:02X?}"))?
-        + 1;
+    let (_, length_bytes) = variable_int(&connack[1..])?
+        .ok_or_else(|| anyhow!("bad remaining length in {connack:02X?}"))?;
     connack
         .get(1 + length_bytes + 1)
         .copied()
@@ -145,9 +143,9 @@ async fn tls_connack(
 
 /// A broker with a plain TCP listener and a TLS listener that requires a client certificate
 /// but leaves judging it to the authenticator; `resources` are appended to the config.
-fn x509_broker(pki: &Pki, resources: &str) -> Listening {
+fn x509_broker(pki: &Pki, resources: &str) -> Gridmq {
     let server = pki.server();
-    Listening::start(&format!(
+    Gridmq::with_listeners(&format!(
         "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n\n\
          [[server.listeners]]\nkind = \"tls\"\naddress = \"127.0.0.1:0\"\n\
          certificate = \"{}\"\nprivate_key = \"{}\"\nclient_auth = \"required\"\n\n{resources}\n",
@@ -193,7 +191,7 @@ async fn x509_bad_client_certificates_are_refused_over_tls() {
         thumbprint_sha256(&thumb_cert.der),
     );
     let broker = x509_broker(&pki, &resources);
-    let addr = broker.addr("mqtts");
+    let addr = broker.listener("mqtts");
 
     let rows = [
         X509Row {
@@ -273,7 +271,7 @@ const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "fleet.example.net";
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gateway/tests/fixtures").join(name)
+    gateway_tests::repo_file("gateway/tests/fixtures").join(name)
 }
 
 fn now() -> i64 {

@@ -2,7 +2,6 @@
 //! Azure SDK to the fake Event Hubs AMQP endpoint (`tests/fake_eventhubs/server.py`).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ struct FakeHub {
 
 impl FakeHub {
     fn start() -> FakeHub {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fake_eventhubs/server.py");
+        let script = gateway_tests::repo_file("tests/fake_eventhubs/server.py");
         let record = tempfile::NamedTempFile::new().expect("record file");
         let mut child = Command::new("python3")
             .arg(&script)

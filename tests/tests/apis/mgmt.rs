@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use gateway::mqtt::{Packet, Protocol, QoS, ReasonCode};
 use gateway_tests::Gridmq;
+use gateway_tests::http::send;
 use gateway_tests::packet_client::{PacketClient, connect_packet, publish};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "e2e-admin-token-0123456789";
 
@@ -25,38 +25,6 @@ allow_anonymous = true
     )
 }
 
-/// One HTTP/1.1 exchange: status and body (JSON, or `null` when empty).
-async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&serde_json::Value>,
-) -> Result<(u16, serde_json::Value)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    if let Some(token) = token {
-        request.push_str(&format!("authorization: Bearer {token}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(&body);
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-        .await
-        .context("response timed out")??;
-    let text = String::from_utf8(response)?;
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-    let status = head.split(' ').nth(1).context("no status")?.parse()?;
-    let body = if body.is_empty() { serde_json::Value::Null } else { serde_json::from_str(body)? };
-    Ok((status, body))
-}
-
 struct Api(SocketAddr);
 
 impl Api {
@@ -65,15 +33,15 @@ impl Api {
     }
 
     async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        http(self.0, "GET", path, Some(TOKEN), None).await.expect("GET")
+        send(self.0, "GET", path, Some(TOKEN), None).await.expect("GET")
     }
 
     async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        http(self.0, "PUT", path, Some(TOKEN), Some(&body)).await.expect("PUT")
+        send(self.0, "PUT", path, Some(TOKEN), Some(&body)).await.expect("PUT")
     }
 
     async fn delete(&self, path: &str) -> u16 {
-        http(self.0, "DELETE", path, Some(TOKEN), None).await.expect("DELETE").0
+        send(self.0, "DELETE", path, Some(TOKEN), None).await.expect("DELETE").0
     }
 
     /// Grants `$all` publish and subscribe on `vehicles/${client.authenticationName}/#` and
@@ -183,14 +151,14 @@ async fn crud_for_every_kind() {
 async fn the_admin_token_is_required() -> Result<()> {
     let gridmq = Gridmq::start_with_config(&config());
     let addr = gridmq.http.expect("http");
-    let (status, body) = http(addr, "GET", "/healthz", None, None).await?;
+    let (status, body) = send(addr, "GET", "/healthz", None, None).await?;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     for token in [None, Some("not-the-admin-token-000")] {
-        let (status, body) = http(addr, "GET", "/clients", token, None).await?;
+        let (status, body) = send(addr, "GET", "/clients", token, None).await?;
         assert_eq!(status, 401, "{token:?}");
         assert_eq!(body["error"]["code"], "Unauthorized");
         let group = serde_json::json!({"properties": {"query": "authenticationName = 'x'"}});
-        let (status, _) = http(addr, "PUT", "/clientGroups/sneaky", token, Some(&group)).await?;
+        let (status, _) = send(addr, "PUT", "/clientGroups/sneaky", token, Some(&group)).await?;
         assert_eq!(status, 401);
     }
     assert_eq!(Api::of(&gridmq).get("/clientGroups/sneaky").await.0, 404);

@@ -117,15 +117,6 @@ async fn a_resumed_session_is_rechecked_after_a_restart() -> Result<()> {
 }
 
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> Result<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: gridmq\r\nconnection: close\r\n\
-         authorization: Bearer {TOKEN}\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response.split(' ').nth(1).unwrap_or_default().parse()?)
+    let body = (!body.is_empty()).then(|| serde_json::from_str(body)).transpose()?;
+    Ok(gateway_tests::http::request(addr, method, path, TOKEN, body.as_ref()).await?.0)
 }

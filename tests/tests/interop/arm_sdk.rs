@@ -97,7 +97,7 @@ async fn the_azure_mgmt_sdk_sets_up_a_namespace_that_routes_mqtt() {
         "cert": device.cert_path,
         "key": device.key_path,
     });
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/azure_mgmt/setup_namespace.py");
+    let script = gateway_tests::repo_file("tests/azure_mgmt/setup_namespace.py");
     let run = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .arg(script)

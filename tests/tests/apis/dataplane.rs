@@ -9,9 +9,8 @@ use base64::Engine as _;
 use gateway_tests::Gridmq;
 use gateway_tests::clients::v5;
 use gateway_tests::http_raw::{self, Response};
-use serde_json::{Value, json};
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use gateway_tests::webhook;
+use serde_json::json;
 
 /// The namespace access key (base64, as Event Grid shows keys).
 const KEY: &str = "ZGF0YS1wbGFuZS1hY2Nlc3Mta2V5LTAxMjM0NTY3ODk=";
@@ -140,44 +139,6 @@ endpointUrl = "{url}"
     )
 }
 
-async fn webhook() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("OPTIONS"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("WebHook-Allowed-Origin", "eventgrid.azure.net"),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
-    server
-}
-
-/// The events POSTed so far, in arrival order.
-async fn delivered(server: &MockServer) -> Vec<Value> {
-    let requests: Vec<Request> = server.received_requests().await.unwrap_or_default();
-    requests
-        .iter()
-        .filter(|r| r.method.as_str() == "POST")
-        .flat_map(|r| match serde_json::from_slice(&r.body).expect("JSON body") {
-            Value::Array(events) => events,
-            event => vec![event],
-        })
-        .collect()
-}
-
-async fn wait_events(server: &MockServer, count: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let events = delivered(server).await;
-        if events.len() >= count {
-            return events;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "only {} of {count} events", events.len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A SAS token as Event Grid's C# sample (and our custom topic sink) writes one.
 fn sas_token(resource: &str, key: &str, expires: SystemTime) -> String {
     let encode = |text: &str| -> String {
@@ -220,7 +181,7 @@ fn ring_hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn namespace_topic_publishes_reach_a_webhook_in_every_content_mode() {
-    let server = webhook().await;
+    let server = webhook::accepting().await;
     let gridmq = Gridmq::start_with_config(&routed_config(&format!("{}/hook", server.uri())));
     let addr = api(&gridmq);
     let event = |id: &str| {
@@ -264,7 +225,9 @@ async fn namespace_topic_publishes_reach_a_webhook_in_every_content_mode() {
     let answer = call(addr, "POST", "/topics/orders:publish", &binary, br#"{"id":"bin1"}"#).await;
     assert_eq!(answer.status, 200, "{}", answer.error_message());
 
-    let events = wait_events(&server, 4).await;
+    let posts =
+        webhook::wait_posts(&server, "/hook", WAIT, |p| webhook::events(p).len() >= 4).await;
+    let events = webhook::events(&posts);
     let by_id = |id: &str| {
         events.iter().find(|e| e["id"] == id).unwrap_or_else(|| panic!("{id} in {events:?}"))
     };

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gateway_tests::Gridmq;
 use gateway_tests::clients::v5;
+use gateway_tests::webhook;
 use serde_json::Value;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
@@ -35,101 +36,51 @@ endpointUrl = "{url}"
     )
 }
 
-/// A wiremock server that passes the abuse-protection handshake.
-async fn webhook() -> MockServer {
-    let server = MockServer::start().await;
-    accept_handshake(&server).await;
-    server
-}
-
-async fn accept_handshake(server: &MockServer) {
-    Mock::given(method("OPTIONS"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("WebHook-Allowed-Origin", "eventgrid.azure.net"),
-        )
-        .mount(server)
-        .await;
-}
-
-/// The POST requests received so far.
-async fn posts(server: &MockServer) -> Vec<Request> {
-    let requests = server.received_requests().await.unwrap_or_default();
-    requests.into_iter().filter(|r| r.method.as_str() == "POST").collect()
-}
-
-/// Waits until `count` POSTs arrived; returns them.
-async fn wait_posts(server: &MockServer, count: usize) -> Vec<Request> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let posts = posts(server).await;
-        if posts.len() >= count {
-            return posts;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {count} POSTs arrived",
-            posts.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The events of a request: one (structured) or several (batch).
-fn events_of(request: &Request) -> Vec<Value> {
-    let body: Value = serde_json::from_slice(&request.body).expect("JSON body");
-    match body {
-        Value::Array(events) => events,
-        event => vec![event],
-    }
-}
-
-fn header<'a>(request: &'a Request, name: &str) -> &'a str {
-    request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
-}
-
 async fn publisher(gridmq: &Gridmq, id: &str) -> v5::Client {
     v5::Client::connect(gridmq.addr, id).await
 }
 
 #[tokio::test]
 async fn busy_twice_then_ok_delivers_once_with_rising_delivery_count() {
-    let server = webhook().await;
+    let server = webhook::accepting().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(503))
         .up_to_n_times(2)
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
     let gridmq = Gridmq::start_with_config(&config(&format!("{}/hook", server.uri()), "", ""));
     let client = publisher(&gridmq, "car1").await;
     client.publish("vehicles/car1", v5::QoS::AtLeastOnce, false, b"{\"speed\":3}").await;
-    let posts = wait_posts(&server, 3).await;
+    let posts = webhook::wait_all_posts(&server, WAIT, |p| p.len() >= 3).await;
     // Delivered: no more attempts follow.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let posts_after = self::posts(&server).await;
+    let posts_after = webhook::all_posts(&server).await;
     assert_eq!(posts_after.len(), 3, "exactly three attempts");
-    let counts: Vec<&str> = posts.iter().map(|r| header(r, "aeg-delivery-count")).collect();
+    let counts: Vec<&str> =
+        posts.iter().map(|r| webhook::header(r, "aeg-delivery-count")).collect();
     assert_eq!(counts, ["0", "1", "2"], "Event Grid counts earlier attempts");
-    let ids: Vec<Value> = posts.iter().map(|r| events_of(r)[0]["id"].clone()).collect();
+    let ids: Vec<Value> = posts.iter().map(|r| webhook::events_of(r)[0]["id"].clone()).collect();
     assert!(ids.iter().all(|id| id == &ids[0]), "the same event each time: {ids:?}");
-    let event = &events_of(&posts[2])[0];
+    let event = &webhook::events_of(&posts[2])[0];
     assert_eq!(event["type"], "MQTT.EventPublished");
     assert_eq!(event["subject"], "vehicles/car1");
-    assert_eq!(header(&posts[2], "content-type"), "application/cloudevents+json; charset=utf-8");
+    assert_eq!(
+        webhook::header(&posts[2], "content-type"),
+        "application/cloudevents+json; charset=utf-8"
+    );
 }
 
 #[tokio::test]
 async fn bad_request_is_dead_lettered_at_once() {
-    let server = webhook().await;
+    let server = webhook::accepting().await;
     Mock::given(method("POST")).respond_with(ResponseTemplate::new(400)).mount(&server).await;
     let mut gridmq = Gridmq::start_with_config(&config(&format!("{}/hook", server.uri()), "", ""));
     let client = publisher(&gridmq, "car1").await;
     client.publish("vehicles/car1", v5::QoS::AtLeastOnce, false, b"x").await;
-    wait_posts(&server, 1).await;
+    webhook::wait_all_posts(&server, WAIT, |p| !p.is_empty()).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(posts(&server).await.len(), 1, "a 400 is not retried");
+    assert_eq!(webhook::all_posts(&server).await.len(), 1, "a 400 is not retried");
     drop(client);
     gridmq.terminate(Duration::from_secs(10)).expect("clean exit");
     // The dead letter is in the store, with why.
@@ -156,14 +107,13 @@ async fn bad_request_is_dead_lettered_at_once() {
 
 #[tokio::test]
 async fn a_timeout_is_retried() {
-    let server = webhook().await;
+    let server = webhook::accepting().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
     let gridmq = Gridmq::start_with_config(&config(
         &format!("{}/hook", server.uri()),
         "timeoutSeconds = 1",
@@ -171,9 +121,9 @@ async fn a_timeout_is_retried() {
     ));
     let client = publisher(&gridmq, "car1").await;
     client.publish("vehicles/car1", v5::QoS::AtLeastOnce, false, b"x").await;
-    let posts = wait_posts(&server, 2).await;
-    assert_eq!(header(&posts[1], "aeg-delivery-count"), "1");
-    assert_eq!(events_of(&posts[0])[0]["id"], events_of(&posts[1])[0]["id"]);
+    let posts = webhook::wait_all_posts(&server, WAIT, |p| p.len() >= 2).await;
+    assert_eq!(webhook::header(&posts[1], "aeg-delivery-count"), "1");
+    assert_eq!(webhook::events_of(&posts[0])[0]["id"], webhook::events_of(&posts[1])[0]["id"]);
 }
 
 #[tokio::test]
@@ -205,16 +155,16 @@ async fn batches_respect_both_limits() {
     while seen < 18 {
         assert!(tokio::time::Instant::now() < deadline, "only {seen} of 18 events arrived");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        seen = posts(&server).await.iter().map(|r| events_of(r).len()).sum();
+        seen = webhook::all_posts(&server).await.iter().map(|r| webhook::events_of(r).len()).sum();
     }
-    let posts = posts(&server).await;
+    let posts = webhook::all_posts(&server).await;
     let mut ids = std::collections::BTreeSet::new();
     for request in &posts {
         assert_eq!(
-            header(request, "content-type"),
+            webhook::header(request, "content-type"),
             "application/cloudevents-batch+json; charset=utf-8"
         );
-        let events = events_of(request);
+        let events = webhook::events_of(request);
         assert!(events.len() <= 4, "at most maxEventsPerBatch events: {}", events.len());
         assert!(
             request.body.len() <= 2048 || events.len() == 1,
@@ -226,18 +176,17 @@ async fn batches_respect_both_limits() {
         }
     }
     assert_eq!(ids.len(), 18, "every event once");
-    let sizes: Vec<usize> = posts.iter().map(|r| events_of(r).len()).collect();
+    let sizes: Vec<usize> = posts.iter().map(|r| webhook::events_of(r).len()).collect();
     assert!(sizes.contains(&4), "the count limit was reached: {sizes:?}");
     assert!(
-        posts.iter().any(|r| events_of(r).len() < 4 && r.body.len() > 1024),
+        posts.iter().any(|r| webhook::events_of(r).len() < 4 && r.body.len() > 1024),
         "the size limit cut a batch short: {sizes:?}"
     );
 }
 
 #[tokio::test]
 async fn binary_and_structured_modes_carry_the_same_event() {
-    let server = webhook().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let server = webhook::accepting().await;
     let url = server.uri();
     let gridmq = Gridmq::start_with_config(&format!(
         r#"
@@ -270,20 +219,20 @@ contentMode = "Binary"
     client
         .publish_with("vehicles/car1", v5::QoS::AtLeastOnce, false, b"{\"speed\":3}", properties)
         .await;
-    let posts = wait_posts(&server, 2).await;
+    let posts = webhook::wait_all_posts(&server, WAIT, |p| p.len() >= 2).await;
     let structured = posts.iter().find(|r| r.url.path() == "/structured").expect("structured");
     let binary = posts.iter().find(|r| r.url.path() == "/binary").expect("binary");
-    let event = &events_of(structured)[0];
+    let event = &webhook::events_of(structured)[0];
     for attribute in
         ["id", "source", "type", "subject", "time", "site", "clientname", "mqtttopic", "priority"]
     {
         assert_eq!(
-            header(binary, &format!("ce-{attribute}")),
+            webhook::header(binary, &format!("ce-{attribute}")),
             event[attribute].as_str().unwrap_or_default(),
             "attribute {attribute}"
         );
     }
-    assert_eq!(header(binary, "ce-specversion"), "1.0");
+    assert_eq!(webhook::header(binary, "ce-specversion"), "1.0");
     let data: Value = serde_json::from_slice(&binary.body).expect("JSON data");
     assert_eq!(data, event["data"]);
     assert_eq!(event["data"], serde_json::json!({"speed": 3}));
@@ -299,19 +248,18 @@ contentMode = "Binary"
 
 #[tokio::test]
 async fn the_handshake_happens_once() {
-    let server = webhook().await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
+    let server = webhook::accepting().await;
     let gridmq = Gridmq::start_with_config(&config(&format!("{}/hook", server.uri()), "", ""));
     let client = publisher(&gridmq, "car1").await;
     for _ in 0..5 {
         client.publish("vehicles/car1", v5::QoS::AtLeastOnce, false, b"x").await;
     }
-    wait_posts(&server, 5).await;
+    webhook::wait_all_posts(&server, WAIT, |p| p.len() >= 5).await;
     let requests = server.received_requests().await.unwrap_or_default();
     let options: Vec<&Request> =
         requests.iter().filter(|r| r.method.as_str() == "OPTIONS").collect();
     assert_eq!(options.len(), 1);
-    assert_eq!(header(options[0], "webhook-request-origin"), "eventgrid.azure.net");
+    assert_eq!(webhook::header(options[0], "webhook-request-origin"), "eventgrid.azure.net");
     assert!(
         requests.iter().position(|r| r.method.as_str() == "OPTIONS")
             < requests.iter().position(|r| r.method.as_str() == "POST")
@@ -334,7 +282,11 @@ async fn a_refusing_endpoint_is_not_hammered() {
     let requests = server.received_requests().await.unwrap_or_default();
     let options = requests.iter().filter(|r| r.method.as_str() == "OPTIONS").count();
     assert!((1..=5).contains(&options), "validation retried with pauses, not hammered: {options}");
-    assert_eq!(posts(&server).await.len(), 0, "no event goes to an endpoint that did not consent");
+    assert_eq!(
+        webhook::all_posts(&server).await.len(),
+        0,
+        "no event goes to an endpoint that did not consent"
+    );
 }
 
 #[tokio::test]
@@ -361,12 +313,12 @@ sasKey = "c2VjcmV0"
     ));
     let client = publisher(&gridmq, "car1").await;
     client.publish("vehicles/car1", v5::QoS::AtLeastOnce, false, b"x").await;
-    let posts = wait_posts(&server, 1).await;
+    let posts = webhook::wait_all_posts(&server, WAIT, |p| !p.is_empty()).await;
     assert_eq!(
-        header(&posts[0], "content-type"),
+        webhook::header(&posts[0], "content-type"),
         "application/cloudevents-batch+json; charset=utf-8"
     );
-    let events = events_of(&posts[0]);
+    let events = webhook::events_of(&posts[0]);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["subject"], "vehicles/car1");
     assert!(posts[0].body.starts_with(b"["), "custom topics always get an array");

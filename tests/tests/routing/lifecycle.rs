@@ -5,21 +5,10 @@ use std::time::Duration;
 
 use gateway_tests::Gridmq;
 use gateway_tests::clients::{v4, v5};
+use gateway_tests::webhook;
 use serde_json::Value;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn webhook() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("OPTIONS"))
-        .respond_with(ResponseTemplate::new(200).insert_header("WebHook-Allowed-Origin", "*"))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).mount(&server).await;
-    server
-}
 
 fn config(url: &str) -> String {
     format!(
@@ -32,37 +21,6 @@ endpointType = "WebHook"
 endpointUrl = "{url}/lifecycle"
 "#
     )
-}
-
-/// The lifecycle events received, in arrival order.
-async fn events(server: &MockServer) -> Vec<Value> {
-    let mut out = Vec::new();
-    for request in server.received_requests().await.unwrap_or_default() {
-        if request.method.as_str() != "POST" {
-            continue;
-        }
-        match serde_json::from_slice(&request.body).expect("JSON body") {
-            Value::Array(events) => out.extend(events),
-            event => out.push(event),
-        }
-    }
-    out
-}
-
-async fn wait_events(server: &MockServer, count: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let events = events(server).await;
-        if events.len() >= count {
-            return events;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} of {count} lifecycle events: {events:#?}",
-            events.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// (short type, sequence number, disconnection reason) of each event of `client`.
@@ -89,7 +47,7 @@ fn summary(events: &[Value], session: &str) -> Vec<(String, u64, String)> {
 
 #[tokio::test]
 async fn connect_disconnect_and_takeover() {
-    let server = webhook().await;
+    let server = webhook::accepting().await;
     let gridmq = Gridmq::start_with_config(&config(&server.uri()));
     let first = v5::Client::connect(gridmq.addr, "car1").await;
     first.disconnect().await;
@@ -98,7 +56,9 @@ async fn connect_disconnect_and_takeover() {
     let third = v5::Client::connect(gridmq.addr, "car1").await;
     // A connection that just drops.
     drop(third);
-    let events = wait_events(&server, 6).await;
+    let posts =
+        webhook::wait_posts(&server, "/lifecycle", WAIT, |p| webhook::events(p).len() >= 6).await;
+    let events = webhook::events(&posts);
     for event in &events {
         let schema = match event["type"].as_str() {
             Some("Microsoft.EventGrid.MQTTClientSessionConnected") => {

@@ -6,8 +6,10 @@
 use std::net::SocketAddr;
 
 use futures_util::{SinkExt, StreamExt};
-use gateway_tests::certs::{Listening, Pki, packet_len};
+use gateway_tests::Gridmq;
+use gateway_tests::certs::Pki;
 use gateway_tests::clients::{TIMEOUT, topic5, v5};
+use gateway_tests::raw::frame_length;
 use gateway_tests::raw::{self, WAIT, connack_reason};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -72,10 +74,10 @@ async fn run_paho(port: u16, version: &str, ca: Option<&str>) {
 }
 
 async fn paho_round_trip(config: &str, scheme: &str, version: &str, ca: Option<&str>) {
-    let broker = Listening::start(config);
-    let mut sub = v5::Client::connect(broker.addr("mqtt"), "tcp-sub").await;
+    let broker = Gridmq::with_listeners(config);
+    let mut sub = v5::Client::connect(broker.listener("mqtt"), "tcp-sub").await;
     sub.subscribe("ws/out", v5::QoS::AtLeastOnce).await;
-    run_paho(broker.addr(scheme).port(), version, ca).await;
+    run_paho(broker.listener(scheme).port(), version, ca).await;
     let message = sub.recv().await;
     assert_eq!(topic5(&message), "ws/out");
     assert_eq!(message.payload, format!("from paho {version}").into_bytes());
@@ -142,7 +144,7 @@ impl WsClient {
     async fn packet(&mut self) -> Option<Vec<u8>> {
         tokio::time::timeout(WAIT, async {
             loop {
-                if let Some(len) = packet_len(&self.buf) {
+                if let Some(len) = frame_length(&self.buf).expect("a remaining length") {
                     return Some(self.buf.drain(..len).collect());
                 }
                 match self.ws.next().await {
@@ -160,8 +162,8 @@ impl WsClient {
 
 #[tokio::test]
 async fn packets_split_over_frames_and_batched_in_one_frame() {
-    let broker = Listening::start(WS_CONFIG);
-    let addr = broker.addr("ws");
+    let broker = Gridmq::with_listeners(WS_CONFIG);
+    let addr = broker.listener("ws");
     for (v5, connect) in [(true, raw::connect_v5("split-5")), (false, raw::connect_v3("split-3"))] {
         let (mut client, _) =
             WsClient::connect(addr, "/mqtt", Some("mqtt")).await.expect("upgrade");
@@ -196,8 +198,8 @@ async fn packets_split_over_frames_and_batched_in_one_frame() {
 
 #[tokio::test]
 async fn upgrade_checks_the_path_and_negotiates_the_subprotocol() {
-    let broker = Listening::start(WS_CONFIG);
-    let addr = broker.addr("ws");
+    let broker = Gridmq::with_listeners(WS_CONFIG);
+    let addr = broker.listener("ws");
     let chosen = |response: &Response| {
         response
             .headers()
@@ -227,8 +229,8 @@ async fn upgrade_checks_the_path_and_negotiates_the_subprotocol() {
 
 #[tokio::test]
 async fn a_custom_path_is_served() {
-    let broker = Listening::start(&format!("{WS_CONFIG}path = \"/ws/broker\"\n"));
-    let addr = broker.addr("ws");
+    let broker = Gridmq::with_listeners(&format!("{WS_CONFIG}path = \"/ws/broker\"\n"));
+    let addr = broker.listener("ws");
     let (mut client, _) =
         WsClient::connect(addr, "/ws/broker", Some("mqtt")).await.expect("upgrade");
     client.send_frames(&[&raw::connect_v5("custom-path")]).await;
@@ -238,9 +240,9 @@ async fn a_custom_path_is_served() {
 
 #[tokio::test]
 async fn pings_are_answered_and_text_frames_end_the_connection() {
-    let broker = Listening::start(WS_CONFIG);
+    let broker = Gridmq::with_listeners(WS_CONFIG);
     let (mut client, _) =
-        WsClient::connect(broker.addr("ws"), "/mqtt", Some("mqtt")).await.expect("upgrade");
+        WsClient::connect(broker.listener("ws"), "/mqtt", Some("mqtt")).await.expect("upgrade");
     client.send_frames(&[&raw::connect_v5("pinger")]).await;
     client.packet().await.expect("CONNACK");
 
@@ -256,11 +258,11 @@ async fn pings_are_answered_and_text_frames_end_the_connection() {
 
 #[tokio::test]
 async fn a_close_frame_ends_the_session_like_a_lost_connection() {
-    let broker = Listening::start(WS_CONFIG);
-    let mut watcher = v5::Client::connect(broker.addr("mqtt"), "watcher").await;
+    let broker = Gridmq::with_listeners(WS_CONFIG);
+    let mut watcher = v5::Client::connect(broker.listener("mqtt"), "watcher").await;
     watcher.subscribe("ws/will", v5::QoS::AtLeastOnce).await;
     let (mut client, _) =
-        WsClient::connect(broker.addr("ws"), "/mqtt", Some("mqtt")).await.expect("upgrade");
+        WsClient::connect(broker.listener("ws"), "/mqtt", Some("mqtt")).await.expect("upgrade");
     client.send_frames(&[&raw::connect_v5_with_will("closer", "ws/will", b"gone")]).await;
     client.packet().await.expect("CONNACK");
     client.ws.close(None).await.expect("close");
@@ -271,7 +273,7 @@ async fn a_close_frame_ends_the_session_like_a_lost_connection() {
     assert_eq!(&will.payload[..], b"gone");
 }
 
-/// The lingering close over WebSocket (issue 22; `linger.rs` has the TCP cases): a client
+/// The lingering close over WebSocket (issue 22; `wire/linger.rs` has the TCP cases): a client
 /// that exceeds Receive Maximum 10 with QoS 2 and goes on sending PUBRELs still reads DISCONNECT
 /// 0x93 after a while of writing only, its writes not having failed by then, and then the
 /// broker's close frame.
@@ -280,9 +282,9 @@ async fn a_client_that_keeps_writing_reads_its_disconnect() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let broker = Listening::start(&format!("{WS_CONFIG}\n[mqtt]\nreceive_maximum = 10\n"));
+    let broker = Gridmq::with_listeners(&format!("{WS_CONFIG}\n[mqtt]\nreceive_maximum = 10\n"));
     let (mut client, _) =
-        WsClient::connect(broker.addr("ws"), "/mqtt", Some("mqtt")).await.expect("upgrade");
+        WsClient::connect(broker.listener("ws"), "/mqtt", Some("mqtt")).await.expect("upgrade");
     client.send_frames(&[&raw::connect_v5("ws-eager")]).await;
     assert_eq!(connack_reason(&client.packet().await.expect("CONNACK")).expect("CONNACK"), 0);
     let publishes: Vec<u8> =
@@ -306,7 +308,7 @@ async fn a_client_that_keeps_writing_reads_its_disconnect() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let disconnect = tokio::time::timeout(WAIT, async {
         loop {
-            while let Some(len) = packet_len(&buf) {
+            while let Some(len) = frame_length(&buf).expect("a remaining length") {
                 let packet: Vec<u8> = buf.drain(..len).collect();
                 if packet[0] == 0xE0 {
                     return Some(packet);

@@ -4,7 +4,7 @@
 //! kernel answers with a reset instead of a FIN, and the client sees "connection reset"
 //! (and, on stacks that drop unread data on a reset, never the reason code).
 //!
-//! Plain TCP for every case, TLS for one here, WebSocket for one in `websocket.rs`; a storm of
+//! Plain TCP for every case, TLS for one here, WebSocket for one in `server/websocket.rs`; a storm of
 //! 1,000; and shutdown, whose grace period bounds the linger.
 
 use std::time::Duration;
@@ -323,12 +323,13 @@ async fn shutdown_lingers_no_longer_than_its_grace_period() -> Result<()> {
 /// close_notify (an orderly end of the TLS stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<()> {
-    use gateway_tests::certs::{ALL_VERSIONS, Listening, Pki, client_config, read_packet};
+    use gateway_tests::certs::{ALL_VERSIONS, Pki, client_config};
+    use gateway_tests::raw::read_packet_from;
     use tokio::io::AsyncWriteExt;
 
     let pki = Pki::new("ca");
     let server = pki.server();
-    let broker = Listening::start(&format!(
+    let broker = Gridmq::with_listeners(&format!(
         "[mqtt]\nreceive_maximum = 10\n\n\
          [[server.listeners]]\nkind = \"tls\"\naddress = \"127.0.0.1:0\"\n\
          certificate = \"{}\"\nprivate_key = \"{}\"\n",
@@ -336,7 +337,7 @@ async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<(
         server.key_path.display()
     ));
     let config = client_config(&pki.ca_cert, None, ALL_VERSIONS);
-    let mut tls = gateway_tests::certs::tls_connect(broker.addr("mqtts"), config).await?;
+    let mut tls = gateway_tests::certs::tls_connect(broker.listener("mqtts"), config).await?;
     let connack = gateway_tests::certs::mqtt_connect(&mut tls, &connect_v5("tls-eager")).await?;
     ensure!(connack.get(3) == Some(&0x00), "CONNACK {connack:02X?}");
     let publishes: Vec<u8> =
@@ -356,7 +357,7 @@ async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<(
     tokio::time::sleep(BUSY).await;
     let mut buf = Vec::new();
     loop {
-        match read_packet(&mut reader, &mut buf).await? {
+        match read_packet_from(&mut reader, &mut buf).await? {
             Some(packet) if packet.first() == Some(&0xE0) => {
                 ensure!(disconnect_reason(&packet)? == 0x93, "got {packet:02X?}");
                 break;
@@ -369,7 +370,7 @@ async fn over_tls_a_client_that_keeps_writing_reads_its_disconnect() -> Result<(
         bail!("the client's writes failed ({:?}) before it read the DISCONNECT", pester.await?);
     }
     ensure!(
-        read_packet(&mut reader, &mut buf).await?.is_none(),
+        read_packet_from(&mut reader, &mut buf).await?.is_none(),
         "expected the end of the TLS stream after the DISCONNECT"
     );
     pester.abort();

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use gateway_tests::Gridmq;
 use gateway_tests::clients::v5;
-use serde_json::Value;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use gateway_tests::webhook;
+use wiremock::MockServer;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -30,37 +29,11 @@ maxEventsPerBatch = 20
     )
 }
 
-/// A webhook on `listener` that accepts the handshake and every delivery, after `delay`.
-async fn webhook_on(listener: std::net::TcpListener, delay: Duration) -> MockServer {
-    let server = MockServer::builder().listener(listener).start().await;
-    Mock::given(method("OPTIONS"))
-        .respond_with(ResponseTemplate::new(200).insert_header("WebHook-Allowed-Origin", "*"))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(delay))
-        .mount(&server)
-        .await;
-    server
-}
-
 /// The payloads (as text) of every event the server received.
 async fn payloads(server: &MockServer) -> Vec<String> {
-    let mut out = Vec::new();
-    for request in server.received_requests().await.unwrap_or_default() {
-        if request.method.as_str() != "POST" {
-            continue;
-        }
-        let body: Value = serde_json::from_slice(&request.body).expect("JSON body");
-        let events = match body {
-            Value::Array(events) => events,
-            event => vec![event],
-        };
-        for event in events {
-            out.push(event["data"].as_str().unwrap_or_default().to_string());
-        }
-    }
-    out
+    let posts = webhook::all_posts(server).await;
+    let events = webhook::events(&posts);
+    events.iter().map(|event| event["data"].as_str().unwrap_or_default().to_string()).collect()
 }
 
 async fn wait_for_all(server: &MockServer, expected: &BTreeSet<String>) -> Vec<String> {
@@ -87,7 +60,7 @@ fn text_payload() -> v5::PublishProperties {
 async fn an_outage_loses_nothing() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = webhook_on(listener, Duration::ZERO).await;
+    let server = webhook::accepting_on(listener, Duration::ZERO).await;
     let gridmq = Gridmq::start_with_config(&config(&server.uri(), ""));
     let client = v5::Client::connect(gridmq.addr, "car1").await;
     let mut expected = BTreeSet::new();
@@ -126,7 +99,7 @@ async fn an_outage_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Back on the same address: everything published meanwhile arrives.
     let listener = std::net::TcpListener::bind(addr).expect("rebind the webhook's port");
-    let server = webhook_on(listener, Duration::ZERO).await;
+    let server = webhook::accepting_on(listener, Duration::ZERO).await;
     let after: BTreeSet<String> =
         wait_for_all(&server, &(20..220).map(|n| format!("m{n}")).collect())
             .await
@@ -139,7 +112,7 @@ async fn an_outage_loses_nothing() {
 async fn a_crash_mid_delivery_loses_nothing_acknowledged() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     // A slow endpoint keeps a backlog in the buffer when the gateway dies.
-    let server = webhook_on(listener, Duration::from_millis(100)).await;
+    let server = webhook::accepting_on(listener, Duration::from_millis(100)).await;
     let settings = config(&server.uri(), "")
         .replace("maxEventsPerBatch = 20", "maxEventsPerBatch = 2\nmaxConcurrency = 1");
     let mut gridmq = Gridmq::start_with_config(&settings);

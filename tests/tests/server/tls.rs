@@ -6,12 +6,12 @@
 
 use std::process::Stdio;
 
+use gateway_tests::Gridmq;
 use gateway_tests::certs::{
-    ALL_VERSIONS, HANDSHAKE_SLACK, Identity, Listening, Pki, client_config, mqtt_connect,
-    read_packet, tls_connect,
+    ALL_VERSIONS, HANDSHAKE_SLACK, Identity, Pki, client_config, mqtt_connect, tls_connect,
 };
 use gateway_tests::clients::{TIMEOUT, topic5, v5};
-use gateway_tests::raw::{self, connack_reason};
+use gateway_tests::raw::{self, connack_reason, read_packet_from};
 use tokio::io::AsyncWriteExt;
 
 const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
@@ -32,13 +32,13 @@ fn config(server: &Identity, extra: &str) -> String {
 /// Connects over TLS as `identity` (if any) with `versions` and checks the broker answers
 /// CONNECT with a successful CONNACK.
 async fn assert_accepted(
-    broker: &Listening,
+    broker: &Gridmq,
     pki: &Pki,
     identity: Option<&Identity>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) {
     let config = client_config(&pki.ca_cert, identity, versions);
-    let mut tls = tls_connect(broker.addr("mqtts"), config).await.expect("TLS handshake");
+    let mut tls = tls_connect(broker.listener("mqtts"), config).await.expect("TLS handshake");
     let connack = mqtt_connect(&mut tls, &raw::connect_v5("tls-client")).await.expect("CONNACK");
     assert_eq!(connack_reason(&connack).expect("CONNACK"), 0x00, "{connack:02X?}");
 }
@@ -47,13 +47,13 @@ async fn assert_accepted(
 /// where the client finishes before the server has judged its certificate) the connection
 /// ends without a CONNACK.
 async fn assert_refused(
-    broker: &Listening,
+    broker: &Gridmq,
     pki: &Pki,
     identity: Option<&Identity>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) {
     let config = client_config(&pki.ca_cert, identity, versions);
-    let Ok(mut tls) = tls_connect(broker.addr("mqtts"), config).await else { return };
+    let Ok(mut tls) = tls_connect(broker.listener("mqtts"), config).await else { return };
     let result = mqtt_connect(&mut tls, &raw::connect_v5("refused")).await;
     assert!(result.is_err(), "expected the TLS connection to be refused, got {result:?}");
 }
@@ -72,8 +72,8 @@ async fn mosquitto_pub(args: &[&str]) -> std::process::Output {
 async fn server_only_tls_carries_mqtt_for_rustls_and_openssl_clients() {
     let pki = Pki::new("ca");
     let server = pki.server();
-    let broker = Listening::start(&config(&server, ""));
-    let mut sub = v5::Client::connect(broker.addr("mqtt"), "tcp-sub").await;
+    let broker = Gridmq::with_listeners(&config(&server, ""));
+    let mut sub = v5::Client::connect(broker.listener("mqtt"), "tcp-sub").await;
     sub.subscribe("tls/#", v5::QoS::AtLeastOnce).await;
 
     // rustls, TLS 1.3 and TLS 1.2.
@@ -82,17 +82,17 @@ async fn server_only_tls_carries_mqtt_for_rustls_and_openssl_clients() {
 
     // rustls publishing raw MQTT bytes.
     let config = client_config(&pki.ca_cert, None, ALL_VERSIONS);
-    let mut tls = tls_connect(broker.addr("mqtts"), config).await.expect("TLS handshake");
+    let mut tls = tls_connect(broker.listener("mqtts"), config).await.expect("TLS handshake");
     mqtt_connect(&mut tls, &raw::connect_v3("raw-tls")).await.expect("CONNACK");
     tls.write_all(&raw::publish_v3("tls/raw", 1, 7, b"over rustls")).await.expect("PUBLISH");
     let mut buf = Vec::new();
-    let puback = read_packet(&mut tls, &mut buf).await.expect("read").expect("PUBACK");
+    let puback = read_packet_from(&mut tls, &mut buf).await.expect("read").expect("PUBACK");
     assert_eq!(puback, raw::ack(0x40, 7));
     let message = sub.recv().await;
     assert_eq!((topic5(&message).as_str(), &message.payload[..]), ("tls/raw", &b"over rustls"[..]));
 
     // OpenSSL (mosquitto_pub), MQTT 5.0, verifying the server against the CA.
-    let port = broker.addr("mqtts").port().to_string();
+    let port = broker.listener("mqtts").port().to_string();
     let ca = pki.ca_path.display().to_string();
     let output = mosquitto_pub(&[
         "-h",
@@ -119,7 +119,7 @@ async fn server_only_tls_carries_mqtt_for_rustls_and_openssl_clients() {
     // A client that does not trust the server's CA gives up.
     let other = Pki::new("other-ca");
     let config = client_config(&other.ca_cert, None, ALL_VERSIONS);
-    assert!(tls_connect(broker.addr("mqtts"), config).await.is_err());
+    assert!(tls_connect(broker.listener("mqtts"), config).await.is_err());
 }
 
 #[tokio::test]
@@ -128,7 +128,7 @@ async fn required_client_certificate_admits_clients_with_one_only() {
     let server = pki.server();
     let client = pki.client("device-1");
     let ca = pki.ca_path.display().to_string();
-    let broker = Listening::start(&config(
+    let broker = Gridmq::with_listeners(&config(
         &server,
         &format!("client_auth = \"required\"\nclient_ca = \"{ca}\""),
     ));
@@ -139,7 +139,7 @@ async fn required_client_certificate_admits_clients_with_one_only() {
     assert_refused(&broker, &pki, None, TLS12).await;
 
     // OpenSSL with --cert/--key gets in; without them it does not.
-    let port = broker.addr("mqtts").port().to_string();
+    let port = broker.listener("mqtts").port().to_string();
     let cert = client.cert_path.display().to_string();
     let key = client.key_path.display().to_string();
     let base = ["-h", "localhost", "-p", &port, "--cafile", &ca, "-t", "tls/x", "-m", "m"];
@@ -157,7 +157,7 @@ async fn self_signed_client_certificate_passes_tls_for_the_authenticator_to_judg
     let self_signed = pki.self_signed_client("thumbprint-device");
 
     // No client_ca at all: Event Grid's thumbprint mode.
-    let broker = Listening::start(&config(&server, "client_auth = \"required\""));
+    let broker = Gridmq::with_listeners(&config(&server, "client_auth = \"required\""));
     assert_accepted(&broker, &pki, Some(&self_signed), TLS13).await;
     assert_accepted(&broker, &pki, Some(&self_signed), TLS12).await;
     assert_refused(&broker, &pki, None, TLS13).await;
@@ -165,7 +165,7 @@ async fn self_signed_client_certificate_passes_tls_for_the_authenticator_to_judg
 
     // client_ca as issuer hints only (verify_client_chain defaults to false).
     let ca = pki.ca_path.display().to_string();
-    let broker = Listening::start(&config(
+    let broker = Gridmq::with_listeners(&config(
         &server,
         &format!("client_auth = \"required\"\nclient_ca = \"{ca}\""),
     ));
@@ -179,7 +179,7 @@ async fn wrong_ca_is_rejected_when_the_tls_layer_verifies_the_chain() {
     let pki = Pki::new("ca");
     let server = pki.server();
     let ca = pki.ca_path.display().to_string();
-    let broker = Listening::start(&config(
+    let broker = Gridmq::with_listeners(&config(
         &server,
         &format!("client_auth = \"required\"\nclient_ca = \"{ca}\"\nverify_client_chain = true"),
     ));
@@ -195,7 +195,7 @@ async fn wrong_ca_is_rejected_when_the_tls_layer_verifies_the_chain() {
 #[tokio::test]
 async fn optional_client_certificate_admits_clients_with_and_without_one() {
     let pki = Pki::new("ca");
-    let broker = Listening::start(&config(&pki.server(), "client_auth = \"optional\""));
+    let broker = Gridmq::with_listeners(&config(&pki.server(), "client_auth = \"optional\""));
     assert_accepted(&broker, &pki, None, ALL_VERSIONS).await;
     assert_accepted(&broker, &pki, Some(&pki.self_signed_client("c")), ALL_VERSIONS).await;
 }
@@ -204,16 +204,16 @@ async fn optional_client_certificate_admits_clients_with_and_without_one() {
 async fn min_tls_version_1_3_refuses_tls_1_2_clients() {
     let pki = Pki::new("ca");
     let server = pki.server();
-    let broker = Listening::start(&config(&server, "min_tls_version = \"1.3\""));
+    let broker = Gridmq::with_listeners(&config(&server, "min_tls_version = \"1.3\""));
     assert_accepted(&broker, &pki, None, TLS13).await;
     let config12 = client_config(&pki.ca_cert, None, TLS12);
-    let refused = tls_connect(broker.addr("mqtts"), config12).await;
+    let refused = tls_connect(broker.listener("mqtts"), config12).await;
     assert!(refused.is_err(), "a TLS 1.2 client completed a handshake with min_tls_version 1.3");
     drop(broker);
 
     // At "1.2" (the default) the same clients get in. (mosquitto's `--tls-version tlsv1.2`
     // only sets a minimum, so it cannot stand in for a TLS 1.2-only client here.)
-    let broker = Listening::start(&config(&server, "min_tls_version = \"1.2\""));
+    let broker = Gridmq::with_listeners(&config(&server, "min_tls_version = \"1.2\""));
     assert_accepted(&broker, &pki, None, TLS12).await;
     assert_accepted(&broker, &pki, None, TLS13).await;
 }
@@ -221,11 +221,12 @@ async fn min_tls_version_1_3_refuses_tls_1_2_clients() {
 #[tokio::test]
 async fn silent_client_is_dropped_after_the_handshake_timeout() {
     let pki = Pki::new("ca");
-    let broker = Listening::start(&config(&pki.server(), "handshake_timeout_secs = 1"));
-    let mut silent = tokio::net::TcpStream::connect(broker.addr("mqtts")).await.expect("connect");
+    let broker = Gridmq::with_listeners(&config(&pki.server(), "handshake_timeout_secs = 1"));
+    let mut silent =
+        tokio::net::TcpStream::connect(broker.listener("mqtts")).await.expect("connect");
     let mut buf = Vec::new();
     let started = std::time::Instant::now();
-    let end = tokio::time::timeout(HANDSHAKE_SLACK, read_packet(&mut silent, &mut buf)).await;
+    let end = tokio::time::timeout(HANDSHAKE_SLACK, read_packet_from(&mut silent, &mut buf)).await;
     assert!(
         matches!(end, Ok(Ok(None)) | Ok(Err(_))),
         "the broker kept a silent TLS client: {end:?}"
@@ -242,25 +243,25 @@ fn bad_tls_settings_are_rejected_at_start_up_naming_the_field() {
 
     let mut broken = server.clone();
     broken.cert_path = missing.clone();
-    let stderr = Listening::try_start(&config(&broken, "")).err().expect("refused");
+    let stderr = Gridmq::try_with_listeners(&config(&broken, "")).err().expect("refused");
     assert!(stderr.contains("server.listeners[1].certificate"), "{stderr}");
     assert!(stderr.contains("cannot read") && stderr.contains("missing.pem"), "{stderr}");
 
     let mut mismatched = server.clone();
     mismatched.key_path = other.key_path.clone();
-    let stderr = Listening::try_start(&config(&mismatched, "")).err().expect("refused");
+    let stderr = Gridmq::try_with_listeners(&config(&mismatched, "")).err().expect("refused");
     assert!(stderr.contains("server.listeners[1].private_key"), "{stderr}");
 
     let mut not_a_key = server.clone();
     not_a_key.key_path = server.cert_path.clone();
-    let stderr = Listening::try_start(&config(&not_a_key, "")).err().expect("refused");
+    let stderr = Gridmq::try_with_listeners(&config(&not_a_key, "")).err().expect("refused");
     assert!(stderr.contains("server.listeners[1].private_key"), "{stderr}");
 
     let extra = format!("client_auth = \"required\"\nclient_ca = \"{}\"", missing.display());
-    let stderr = Listening::try_start(&config(&server, &extra)).err().expect("refused");
+    let stderr = Gridmq::try_with_listeners(&config(&server, &extra)).err().expect("refused");
     assert!(stderr.contains("server.listeners[1].client_ca"), "{stderr}");
 
-    let stderr = Listening::try_start(&config(
+    let stderr = Gridmq::try_with_listeners(&config(
         &server,
         "client_auth = \"required\"\nverify_client_chain = true",
     ))

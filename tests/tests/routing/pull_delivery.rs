@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use gateway_tests::Gridmq;
 use gateway_tests::clients::v5;
+use gateway_tests::http_raw;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const KEY: &str = "cHVsbC1kZWxpdmVyeS10ZXN0LWtleQ==";
 
@@ -38,25 +38,16 @@ receiveLockDurationInSeconds = 2
     )
 }
 
-/// One request to the data plane with the access key: status and JSON body.
+/// One request to the data plane with the access key: status and JSON body. Long polls wait
+/// up to 30 s, so the response may take that long.
 async fn call(api: SocketAddr, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(api).await.expect("connect");
+    let headers = [("aeg-sas-key", KEY), ("content-type", "application/json")];
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {api}\r\nconnection: close\r\naeg-sas-key: {KEY}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(130), stream.read_to_end(&mut response))
+    let within = Duration::from_secs(130);
+    let response = http_raw::request_within(api, "POST", path, &headers, body.as_bytes(), within)
         .await
-        .expect("response in time")
-        .expect("read");
-    let text = String::from_utf8(response).expect("UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+        .expect("HTTP exchange");
+    (response.status, response.json().unwrap_or(Value::Null))
 }
 
 fn op(subscription: &str, operation: &str) -> String {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_tests::Gridmq;
-use gateway_tests::certs::{ALL_VERSIONS, Identity, Listening, Pki, client_config};
+use gateway_tests::certs::{ALL_VERSIONS, Identity, Pki, client_config};
 use gateway_tests::http_raw;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -142,7 +142,7 @@ fn refused(section: &str, fields: &str) -> String {
         "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n\n\
          [{section}]\nlisten = \"127.0.0.1:0\"\n{extra}{fields}\n"
     );
-    match Listening::try_start(&config) {
+    match Gridmq::try_with_listeners(&config) {
         Ok(listening) => panic!("gridmq started with {config}: {:?}", listening.listeners),
         Err(stderr) => stderr,
     }

@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use gateway_tests::Gridmq;
 use gateway_tests::clients::v5;
+use gateway_tests::http_raw;
+use gateway_tests::webhook;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
 const TOKEN: &str = "metrics-test-admin-token";
 const KEY: &str = "bWV0cmljcy10ZXN0LWtleQ==";
@@ -75,36 +77,27 @@ deliveryMode = "Queue"
     )
 }
 
-/// One HTTP/1.1 exchange; `auth` is a whole header line or empty. Status and body text.
+/// One HTTP/1.1 exchange with the `auth` headers (none, the access key or a bearer token):
+/// status and body text.
 async fn exchange(
     addr: SocketAddr,
     method: &str,
     path: &str,
-    auth: &str,
+    auth: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{auth}\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+    let mut headers = vec![("content-type", "application/json")];
+    headers.extend_from_slice(auth);
+    let response = http_raw::request_within(addr, method, path, &headers, body.as_bytes(), WAIT)
         .await
-        .expect("response in time")
-        .expect("read");
-    let text = String::from_utf8(response).expect("UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("header end");
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
-    (status, body.to_string())
+        .expect("HTTP exchange");
+    (response.status, String::from_utf8(response.body).expect("UTF-8"))
 }
 
 /// A pull-delivery operation on the `work` subscription with the access key.
 async fn pull(api: SocketAddr, operation: &str, body: Value) -> Value {
     let path = format!("/topics/orders/eventsubscriptions/work:{operation}");
-    let auth = format!("aeg-sas-key: {KEY}\r\n");
+    let auth = [("aeg-sas-key", KEY)];
     let (status, body) = exchange(api, "POST", &path, &auth, &body.to_string()).await;
     assert_eq!(status, 200, "{operation}: {body}");
     serde_json::from_str(&body).expect("JSON")
@@ -143,7 +136,7 @@ fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 async fn scrape(addr: SocketAddr) -> Samples {
-    let (status, body) = exchange(addr, "GET", "/metrics", "", "").await;
+    let (status, body) = exchange(addr, "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200, "{body}");
     parse(&body)
 }
@@ -164,33 +157,21 @@ async fn refused_connect(addr: SocketAddr) {
 
 #[tokio::test]
 async fn a_scripted_workload_is_counted_exactly() {
-    let webhook = MockServer::start().await;
-    Mock::given(method("OPTIONS"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("WebHook-Allowed-Origin", "eventgrid.azure.net"),
-        )
-        .mount(&webhook)
-        .await;
+    // /hook fails twice and then takes the event (the webhook's default), /bad never does.
+    let hook = webhook::accepting().await;
     Mock::given(method("POST"))
         .and(path("/hook"))
         .respond_with(ResponseTemplate::new(503))
         .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&webhook)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/hook"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&webhook)
+        .mount(&hook)
         .await;
     Mock::given(method("POST"))
         .and(path("/bad"))
         .respond_with(ResponseTemplate::new(400))
-        .mount(&webhook)
+        .mount(&hook)
         .await;
 
-    let gridmq = Gridmq::start_with_config(&config(&webhook.uri()));
+    let gridmq = Gridmq::start_with_config(&config(&hook.uri()));
     let management = gridmq.http.expect("management API");
     let api = gridmq.api.expect("data-plane API");
     let metrics = gridmq.metrics.expect("metrics listener");
@@ -321,8 +302,9 @@ async fn a_scripted_workload_is_counted_exactly() {
     assert_eq!(value(&samples, "gridmq_sessions", &[]), 2.0);
 
     // On the management listener, the same text needs the admin token.
-    assert_eq!(exchange(management, "GET", "/metrics", "", "").await.0, 401);
-    let bearer = format!("authorization: Bearer {TOKEN}\r\n");
+    assert_eq!(exchange(management, "GET", "/metrics", &[], "").await.0, 401);
+    let bearer = format!("Bearer {TOKEN}");
+    let bearer = [("authorization", bearer.as_str())];
     let (status, body) = exchange(management, "GET", "/metrics", &bearer, "").await;
     assert_eq!(status, 200);
     assert!(body.contains("gridmq_mqtt_connection_attempts_total"), "{body}");
@@ -349,7 +331,7 @@ fn families(text: &str) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn every_metric_is_documented_and_the_dashboard_uses_only_real_ones() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = gateway_tests::repo_file("");
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
     let table = readme.split("## Monitoring").nth(1).expect("a Monitoring section");
     let documented = families(table.split("\n## ").next().unwrap_or(table));
@@ -364,7 +346,7 @@ async fn every_metric_is_documented_and_the_dashboard_uses_only_real_ones() {
     let client = v5::Client::connect(gridmq.addr, "one").await;
     client.disconnect().await;
     let (status, body) =
-        exchange(gridmq.metrics.expect("metrics"), "GET", "/metrics", "", "").await;
+        exchange(gridmq.metrics.expect("metrics"), "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200);
     let rendered = families(&body);
     assert!(rendered.contains("gridmq_mqtt_connection_attempts_total"), "{body}");
@@ -379,6 +361,6 @@ async fn metrics_turned_off_are_not_served() {
         Gridmq::start_with_config("[metrics]\nenabled = false\nlisten = \"127.0.0.1:0\"\n");
     let client = v5::Client::connect(gridmq.addr, "one").await;
     client.disconnect().await;
-    let (status, _) = exchange(gridmq.metrics.expect("metrics"), "GET", "/metrics", "", "").await;
+    let (status, _) = exchange(gridmq.metrics.expect("metrics"), "GET", "/metrics", &[], "").await;
     assert_eq!(status, 404);
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 use gateway_tests::Gridmq;
 use gateway_tests::clients::v5;
 use gateway_tests::http::request;
-use serde_json::{Value, json};
+use gateway_tests::webhook;
+use serde_json::json;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
 const TOKEN: &str = "e2e-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(20);
@@ -48,50 +49,9 @@ endpointUrl = "{url}/lifecycle"
     )
 }
 
-async fn webhook() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("OPTIONS"))
-        .respond_with(ResponseTemplate::new(200).insert_header("WebHook-Allowed-Origin", "*"))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/lifecycle"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    server
-}
-
-/// The events POSTed to `at`, in arrival order.
-async fn events(server: &MockServer, at: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    for request in server.received_requests().await.unwrap_or_default() {
-        if request.method.as_str() != "POST" || request.url.path() != at {
-            continue;
-        }
-        match serde_json::from_slice(&request.body).expect("JSON body") {
-            Value::Array(events) => out.extend(events),
-            event => out.push(event),
-        }
-    }
-    out
-}
-
-async fn wait_until<F: Fn(&[Value]) -> bool>(server: &MockServer, at: &str, done: F) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let events = events(server, at).await;
-        if done(&events) {
-            return events;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting; got {events:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn client_changes_become_lifecycle_events() -> anyhow::Result<()> {
-    let server = webhook().await;
+    let server = webhook::accepting().await;
     let gridmq = Gridmq::start_with_config(&config(&server.uri()));
     let api = gridmq.http.expect("management API");
     let body = json!({"properties": {"authenticationName": "dev-1", "attributes": {"floor": 7}}});
@@ -99,7 +59,8 @@ async fn client_changes_become_lifecycle_events() -> anyhow::Result<()> {
     let body = json!({"properties": {"authenticationName": "dev-1", "state": "Disabled"}});
     assert_eq!(request(api, "PUT", "/clients/dev1", TOKEN, Some(&body)).await?.0, 200);
     assert_eq!(request(api, "DELETE", "/clients/dev1", TOKEN, None).await?.0, 200);
-    let events = wait_until(&server, "/lifecycle", |e| e.len() >= 3).await;
+    let posts = webhook::wait_posts(&server, "/lifecycle", WAIT, |p| webhook::events(p).len() >= 3);
+    let events = webhook::events(&posts.await);
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap_or_default()).collect();
     assert_eq!(types.iter().filter(|t| t.ends_with("MQTTClientCreatedOrUpdated")).count(), 2);
     assert_eq!(types.iter().filter(|t| t.ends_with("MQTTClientDeleted")).count(), 1);
@@ -121,18 +82,12 @@ async fn client_changes_become_lifecycle_events() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn dead_letters_are_listed_redriven_and_deleted() -> anyhow::Result<()> {
-    let server = webhook().await;
-    // The hook refuses for good at first.
+    let server = webhook::accepting().await;
+    // The hook refuses for good at first, then accepts (the webhook's default).
     Mock::given(method("POST"))
         .and(path("/hook"))
         .respond_with(ResponseTemplate::new(404))
         .up_to_n_times(3)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/hook"))
-        .respond_with(ResponseTemplate::new(200))
         .mount(&server)
         .await;
     let gridmq = Gridmq::start_with_config(&config(&server.uri()));
@@ -166,7 +121,7 @@ async fn dead_letters_are_listed_redriven_and_deleted() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!((status, body["redriven"].as_u64()), (200, Some(2)));
-    wait_until(&server, "/hook", |e| e.len() >= 5).await;
+    webhook::wait_posts(&server, "/hook", WAIT, |p| webhook::events(p).len() >= 5).await;
     let (status, body) = request(api, "DELETE", letters, TOKEN, None).await?;
     assert_eq!((status, body["deleted"].as_u64()), (200, Some(1)));
     let (_, body) = request(api, "GET", letters, TOKEN, None).await?;

@@ -145,7 +145,16 @@ async fn readyz_is_503_while_recovery_runs_then_200() {
     // A QoS 1 publish after them: once acknowledged, everything before it has been handled.
     let mut client = client;
     client.publish("fill/end", gateway_tests::clients::v5::QoS::AtLeastOnce, true, b"e").await;
-    client.puback().await;
+    // The client writes the 30,000 messages before this one and the broker stores them all
+    // before it acknowledges: on a loaded machine (other tests of this binary run beside this
+    // one) that takes longer than one packet's usual wait.
+    let acked = client
+        .inbox
+        .try_next(Duration::from_secs(30), |p| {
+            matches!(p, gateway_tests::clients::v5::Packet::PubAck(_)).then_some(())
+        })
+        .await;
+    assert!(acked.is_some(), "no PUBACK for fill/end within 30 s");
     drop(client);
     let data = first.data_dir();
     first.terminate(Duration::from_secs(20)).expect("a clean exit commits everything");
