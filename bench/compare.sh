@@ -9,7 +9,8 @@
 # Environment (all optional):
 #   BENCH_DURATION   seconds of publishing per scenario (default 10)
 #   BENCH_BROKERS    brokers to run, space separated (default "gridmq mosquitto rumqttd")
-#   BENCH_SCENARIOS  scenario:qos list (default: fan-in, fan-out, pairs at QoS 0 and 1, idle)
+#   BENCH_SCENARIOS  scenario:qos list (default: fan-in, fan-out, pairs at QoS 0 and 1, idle,
+#                    storm; the storm always runs MQTT 5, as the issue that asked for it measured)
 #   BENCH_ARGS       extra gridmq-bench flags for every run (e.g. "--mqtt 5 --payload 256")
 #   GRIDMQ_CONFIG    config file for gridmq (default: none, its embedded defaults)
 #   GRIDMQ_BASELINE  another gridmq binary (an older build, say); add "baseline" to BENCH_BROKERS
@@ -28,7 +29,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${BENCH_DURATION:-10}
 BROKERS=${BENCH_BROKERS:-"gridmq mosquitto rumqttd"}
-SCENARIOS=${BENCH_SCENARIOS:-"fan-in:0 fan-in:1 fan-out:0 fan-out:1 pairs:0 pairs:1 idle:0"}
+SCENARIOS=${BENCH_SCENARIOS:-"fan-in:0 fan-in:1 fan-out:0 fan-out:1 pairs:0 pairs:1 idle:0 storm:0"}
 EXTRA_ARGS=${BENCH_ARGS:-}
 ROUNDS=${BENCH_ROUNDS:-1}
 RUMQTTD_ROOT=${RUMQTTD_ROOT:-$HOME/.cache/gridmq-bench/rumqttd}
@@ -145,9 +146,9 @@ EOF
 
 # --- one broker at a time ----------------------------------------------------------------------
 
-# Sets BROKER_PID and BROKER_PORT.
+# Sets BROKER_PID and BROKER_PORT; the second argument is the run's gridmq-bench flags.
 start_broker() {
-    local broker=$1 log=$WORK/$1.log
+    local broker=$1 args=$2 log=$WORK/$1.log
     case $broker in
     gridmq | baseline)
         BROKER_PORT=$GRIDMQ_PORT
@@ -168,7 +169,7 @@ start_broker() {
         ;;
     rumqttd)
         BROKER_PORT=$RUMQTTD_V4_PORT
-        [[ " $EXTRA_ARGS " == *" --mqtt 5 "* ]] && BROKER_PORT=$RUMQTTD_V5_PORT
+        [[ " $args " == *" --mqtt 5 "* ]] && BROKER_PORT=$RUMQTTD_V5_PORT
         "$RUMQTTD" --config "$WORK/rumqttd.toml" >>"$log" 2>&1 &
         ;;
     esac
@@ -217,8 +218,10 @@ for round in $(seq 1 "$ROUNDS"); do
 for scenario_qos in $SCENARIOS; do
     scenario=${scenario_qos%%:*}
     qos=${scenario_qos##*:}
+    args=$EXTRA_ARGS
+    [[ $scenario == storm && " $args " != *" --mqtt "* ]] && args="$args --mqtt 5"
     for broker in $BROKERS; do
-        if ! start_broker "$broker"; then
+        if ! start_broker "$broker" "$args"; then
             echo "{\"scenario\":\"$scenario\",\"label\":\"$broker\",\"qos\":$qos,\"errors\":1,\"first_error\":\"broker did not start\"}" >>"$RESULTS"
             stop_broker
             continue
@@ -226,9 +229,9 @@ for scenario_qos in $SCENARIOS; do
         sleep 0.5 # let the broker settle before reading its baseline memory
         base_kb=$(status_kb "$BROKER_PID" VmRSS)
         log "round $round: $broker $scenario qos $qos (pid $BROKER_PID, port $BROKER_PORT)"
-        # shellcheck disable=SC2086 # EXTRA_ARGS is a list of flags
+        # shellcheck disable=SC2086 # args is a list of flags
         line=$("$BENCH" --scenario "$scenario" --qos "$qos" --duration "$DURATION" \
-            --host 127.0.0.1 --port "$BROKER_PORT" --label "$broker" $EXTRA_ARGS \
+            --host 127.0.0.1 --port "$BROKER_PORT" --label "$broker" $args \
             2>>"$WORK/bench.log") || log "gridmq-bench reported errors (see the JSON line)"
         if kill -0 "$BROKER_PID" 2>/dev/null; then
             cpu=$(cpu_seconds "$BROKER_PID")
@@ -290,7 +293,7 @@ def ratio(a, b):
     return f"{a / b:.2f}x"
 
 title = {"fan-in": "fan-in {c}->1", "fan-out": "fan-out 1->{c}", "pairs": "pairs {c}",
-         "latency": "latency {c} pairs", "idle": "idle {c}"}
+         "latency": "latency {c} pairs", "idle": "idle {c}", "storm": "storm {c} (MQTT 5)"}
 header = ["scenario", "metric"] + brokers
 others = [b for b in ("baseline", "mosquitto", "rumqttd") if b in brokers and "gridmq" in brokers]
 header += [f"gridmq/{b}" for b in others]
@@ -301,7 +304,7 @@ print("| " + " | ".join(header) + " |")
 print("|" + "---|" * len(header))
 for scenario, qos, clients in keys:
     name = title.get(scenario, scenario).format(c=clients)
-    if scenario != "idle":
+    if scenario not in ("idle", "storm"):
         name += f" QoS {qos}"
     per = {b: get(scenario, qos, b) for b in brokers}
     def val(b, f):
@@ -318,6 +321,10 @@ for scenario, qos, clients in keys:
         metrics = [("connects/s", lambda r: r.get("connects_per_sec"), 0),
                    ("KiB per connection", kib_per_conn, 2),
                    ("peak RSS MB", mb, 1), ("CPU s", cpu, 2)]
+    elif scenario == "storm":
+        metrics = [("connects/s", lambda r: r.get("connects_per_sec"), 0),
+                   ("CONNACK p99 µs", lambda r: r.get("p99_us"), 0),
+                   ("CPU s", cpu, 2)]
     else:
         metrics = [("msgs/s", lambda r: r.get("msgs_per_sec"), 0),
                    ("p99 µs", lambda r: r.get("p99_us"), 0),

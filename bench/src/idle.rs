@@ -1,6 +1,7 @@
-//! The idle scenario: open `--clients` connections as fast as the broker takes them, report the
-//! handshake rate, then hold them all open for `--hold` so the broker's memory can be read
-//! while every connection exists.
+//! The idle and storm scenarios: open `--clients` connections as fast as the broker takes them,
+//! `--connect-concurrency` handshakes in flight, report the handshake rate and each handshake's
+//! latency (TCP connect to CONNACK), then hold them all open for `--hold` (idle: so the broker's
+//! memory can be read while every connection exists; storm: not at all by default).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use anyhow::Context;
 
 use crate::client::Client;
 use crate::connect;
+use crate::histogram::Histogram;
 use crate::report::Report;
 use crate::settings::Settings;
 
@@ -17,12 +19,23 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     let run_id = format!("{}-{}", std::process::id(), crate::stamp::now_ns() % 1_000_000);
     let (addr, protocol) = (settings.addr, settings.protocol);
     let start = Instant::now();
-    let clients = connect::many(settings.clients, settings.connect_concurrency, move |i| {
-        Client::connect(addr, format!("gmqb-{run_id}-i{i}"), protocol, 0)
+    let opened = connect::many(settings.clients, settings.connect_concurrency, move |i| {
+        let client_id = format!("gmqb-{run_id}-i{i}");
+        async move {
+            let began = Instant::now();
+            let client = Client::connect(addr, client_id, protocol, 0).await?;
+            Ok((client, began.elapsed()))
+        }
     })
     .await
     .context("open idle connections")?;
     let elapsed = start.elapsed().as_secs_f64();
+    let mut handshakes = Histogram::default();
+    let mut clients = Vec::with_capacity(opened.len());
+    for (client, took) in opened {
+        handshakes.record(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+        clients.push(client);
+    }
     // The script reads the broker's memory while this sleeps; stderr tells a person watching.
     eprintln!(
         "gridmq-bench: {} idle connections open in {elapsed:.2} s; holding {:.0} s",
@@ -33,6 +46,7 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     let mut report = Report::new(&settings);
     report.elapsed = elapsed;
     report.connects_per_sec = Some((clients.len() as f64 / elapsed).round());
+    report.set_latency(&handshakes);
     // A connection the broker closed during the hold has its end of stream waiting; one poll
     // (a zero timeout still polls once) finds it without blocking on the live ones.
     for (i, mut client) in clients.into_iter().enumerate() {

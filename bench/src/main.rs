@@ -1,7 +1,7 @@
 //! `gridmq-bench`: an MQTT load generator for comparing brokers.
 //!
-//! Scenarios: fan-in, fan-out, pairs, latency (message scenarios, see `messages`), idle
-//! (connection storm, see `idle`), routed (publishes the broker routes to the tool's own webhook
+//! Scenarios: fan-in, fan-out, pairs, latency (message scenarios, see `messages`), idle and
+//! storm (many connections at once, see `idle`), routed (publishes the broker routes to the tool's own webhook
 //! receiver, see `routed`), pull (events preloaded into a queue event subscription, then
 //! received and acknowledged over the data-plane API, see `pull`). Every MQTT payload carries a
 //! send timestamp, a publisher id and a sequence number (`stamp`), so the receivers measure
@@ -69,8 +69,8 @@ struct Args {
     #[arg(long)]
     json: bool,
     /// Publishers (fan-in, routed), subscribers (fan-out), pairs (pairs, latency),
-    /// connections (idle) or receivers (pull; `--receivers` is the same flag). Defaults: fan-in
-    /// 100, fan-out 1000, pairs 100, latency 1, idle 5000, routed 10, pull 1.
+    /// connections (idle, storm) or receivers (pull; `--receivers` is the same flag). Defaults: fan-in
+    /// 100, fan-out 1000, pairs 100, latency 1, idle and storm 5000, routed 10, pull 1.
     #[arg(long, visible_alias = "receivers")]
     clients: Option<usize>,
     /// Seconds of publishing.
@@ -91,9 +91,9 @@ struct Args {
     /// 5; routed 10, for the events still in the broker's routing buffer).
     #[arg(long)]
     drain: Option<f64>,
-    /// Seconds the idle scenario holds its connections.
-    #[arg(long, default_value_t = 5.0)]
-    hold: f64,
+    /// Seconds the idle scenario (default 5) or the storm (default 0) holds its connections.
+    #[arg(long)]
+    hold: Option<f64>,
     /// Handshakes in progress at once while connecting.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
@@ -176,7 +176,7 @@ fn main() -> ExitCode {
 
 async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     match settings.scenario {
-        Scenario::Idle => idle::run(settings).await,
+        Scenario::Idle | Scenario::Storm => idle::run(settings).await,
         Scenario::Routed => routed::run(settings).await,
         Scenario::Pull => pull::run(settings).await,
         _ => messages::run(settings).await,
@@ -259,7 +259,10 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
             Some(drain) => seconds("drain", drain)?,
             None => args.scenario.default_drain(),
         },
-        hold: seconds("hold", args.hold)?,
+        hold: seconds(
+            "hold",
+            args.hold.unwrap_or(if args.scenario == Scenario::Storm { 0.0 } else { 5.0 }),
+        )?,
         connect_concurrency: args.connect_concurrency,
         session_expiry: args.session_expiry,
         webhook_listen: args.webhook_listen,

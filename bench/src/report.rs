@@ -40,7 +40,8 @@ pub struct Report {
     pub loss: u64,
     pub duplicates: u64,
     pub reordered: u64,
-    /// Idle scenario: completed handshakes per second.
+    /// Idle and storm scenarios: completed handshakes per second (the latency fields are then
+    /// the handshakes', TCP connect to CONNACK).
     pub connects_per_sec: Option<f64>,
     /// Routed: POST requests the webhook received (each one event, or a batch). Pull: receive
     /// requests that returned events.

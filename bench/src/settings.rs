@@ -19,6 +19,10 @@ pub enum Scenario {
     Latency,
     /// N idle connections opened as fast as possible, then held.
     Idle,
+    /// A connection storm: N connections opened as fast as possible, `--connect-concurrency`
+    /// handshakes in flight; reports connects/s and each handshake's latency (TCP connect to
+    /// CONNACK) in the latency fields. Held `--hold` seconds (default 0 here), then closed.
+    Storm,
     /// N publishers on one topic; the broker routes every message as a CloudEvent to a webhook
     /// the tool serves itself (`--webhook-listen`).
     Routed,
@@ -44,7 +48,7 @@ impl Scenario {
             Scenario::FanOut => 1000,
             Scenario::Routed => 10,
             Scenario::Latency | Scenario::Pull => 1,
-            Scenario::Idle => 5000,
+            Scenario::Idle | Scenario::Storm => 5000,
         }
     }
 }

@@ -98,6 +98,12 @@ pub struct SessionState {
     /// In the order the PUBLISH packets were first sent.
     pub inflight: VecDeque<Inflight>,
     next_packet_id: u16,
+    /// How many ids from `next_packet_id` on are known not to be in flight, so that the
+    /// allocator looks through the window only once in that many deliveries rather than on
+    /// every one. Only ever an underestimate: removing an entry cannot make it wrong, and an
+    /// entry is only ever added under an id from the allocator or after `reserve_packet_id`,
+    /// which sets it back to 0.
+    free_ahead: u16,
     /// Inbound QoS 2 packet ids that got PUBREC and wait for PUBREL.
     pub inbound_qos2: PacketIds,
     pub attached: Option<Attachment>,
@@ -210,6 +216,7 @@ impl Session {
                 reserved: 0,
                 inflight: VecDeque::new(),
                 next_packet_id: 1,
+                free_ahead: 0,
                 inbound_qos2: PacketIds::default(),
                 attached: None,
                 expiry_interval: 0,
@@ -592,17 +599,29 @@ impl SessionState {
     /// Makes the allocator start after a recovered in-flight packet id.
     pub fn reserve_packet_id(&mut self, packet_id: u16) {
         self.next_packet_id = if packet_id == u16::MAX { 1 } else { packet_id + 1 };
+        self.free_ahead = 0;
     }
 
-    /// Packet ids wrap from 65535 to 1 and skip ids still in flight.
+    /// Packet ids wrap from 65535 to 1 and skip ids still in flight. Ids go out in order, so
+    /// the in-flight id nearest ahead of the next one is usually the oldest, nearly a whole
+    /// cycle away: one look through the window finds how many ids are free before it.
     fn allocate_packet_id(&mut self) -> u16 {
-        loop {
-            let id = self.next_packet_id;
-            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
-            if !self.inflight.iter().any(|e| e.packet_id == id) {
-                return id;
+        while self.free_ahead == 0 {
+            let next = u32::from(self.next_packet_id);
+            // Ids run 1..=65535: the distance from `next` forward to `id`, around the cycle.
+            let ahead = |id: u16| (u32::from(id) + 65_535 - next) % 65_535;
+            let nearest = self.inflight.iter().map(|e| ahead(e.packet_id)).min().unwrap_or(65_535);
+            if nearest == 0 {
+                // `next` itself is in flight: look again from the one after it.
+                self.next_packet_id = if next == 65_535 { 1 } else { self.next_packet_id + 1 };
+            } else {
+                self.free_ahead = u16::try_from(nearest).unwrap_or(u16::MAX);
             }
         }
+        let id = self.next_packet_id;
+        self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+        self.free_ahead -= 1;
+        id
     }
 }
 

@@ -130,3 +130,25 @@ fn the_queue_keeps_its_byte_total_in_step() {
     queue.clear();
     assert_eq!((queue.len(), queue.bytes()), (0, 0));
 }
+
+/// Packet ids go out in order, wrap from 65535 to 1, and skip every id still in flight,
+/// recovered ones (out of order) included, while ids acknowledged in between come free again.
+#[test]
+fn packet_ids_skip_those_in_flight_and_wrap() {
+    let mut state = Session::new("c".into(), 1, Protocol::V5).state.into_inner();
+    for packet_id in [3, 5] {
+        state.reserve_packet_id(packet_id);
+        state.inflight.push_back(Inflight {
+            packet_id,
+            stage: Stage::AwaitingPubAck,
+            delivery: delivery(),
+        });
+    }
+    state.reserve_packet_id(1);
+    let ids: Vec<u16> = (0..3).map(|_| state.start_inflight(delivery())).collect();
+    assert_eq!(ids, [2, 4, 6]);
+    assert!(state.finish_inflight(2, Stage::AwaitingPubAck).is_some());
+    state.reserve_packet_id(65_533);
+    let ids: Vec<u16> = (0..5).map(|_| state.start_inflight(delivery())).collect();
+    assert_eq!(ids, [65_534, 65_535, 1, 2, 7]);
+}
