@@ -8,7 +8,9 @@
 //! the log and retried on `VALIDATION_RETRY`, never hammered; its events wait, unattempted.
 //!
 //! After a failed request the whole subscription pauses (Event Grid's "probation"): an endpoint
-//! that is down is tried again after the pause, not once per waiting event.
+//! that is down is tried again after the pause, not once per waiting event. The probation's end
+//! and the last error with its time are kept for the API ([`Status`]); they change only when an
+//! outcome is recorded, so they cost nothing per message.
 //!
 //! **Invariant**: a delivery is either in `Queue::due` or in exactly one request in flight;
 //! every outcome either reschedules it (journaled), or settles it (journaled).
@@ -69,8 +71,8 @@ pub struct Dispatcher {
     /// Due deliveries by (next attempt in ms since the epoch, event seq).
     due: Mutex<BTreeMap<(u64, u64), Pending>>,
     wake: Notify,
-    /// The endpoint's validation state, for the API and tests.
-    status: Mutex<Status>,
+    /// The endpoint's validation, probation and last error, for the API and tests.
+    health: Mutex<Health>,
     /// No request goes out before this (probation after a failed request).
     paused_until: Mutex<tokio::time::Instant>,
     /// Set (under the `due` lock) once retired: nothing is queued here any more.
@@ -86,7 +88,7 @@ pub struct Dispatcher {
     counters: crate::telemetry::catalogue::SubscriptionCounters,
 }
 
-/// Where a subscription's endpoint validation stands.
+/// Where a subscription's endpoint stands, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
@@ -94,6 +96,26 @@ pub struct Status {
     /// Why the last validation failed, while it does.
     pub validation_error: Option<String>,
     pub validation_attempts: u32,
+    /// Whether the subscription rests after a failed request (probation): nothing is sent
+    /// before `probation_until`.
+    pub probation: bool,
+    /// When the probation ends (RFC 3339, UTC), while it lasts.
+    pub probation_until: Option<String>,
+    /// The last failed handshake or request. It stays after later successes; its time says
+    /// how old it is.
+    pub last_error: Option<String>,
+    /// When the last error happened (RFC 3339, UTC).
+    pub last_error_time: Option<String>,
+}
+
+/// What [`Status`] is made from, kept as times rather than text.
+struct Health {
+    validated: bool,
+    validation_error: Option<String>,
+    validation_attempts: u32,
+    /// The end of the last probation (it may have passed).
+    probation_until: Option<SystemTime>,
+    last_error: Option<(String, SystemTime)>,
 }
 
 impl Dispatcher {
@@ -125,10 +147,12 @@ impl Dispatcher {
             dead_letters,
             due: Mutex::new(BTreeMap::new()),
             wake: Notify::new(),
-            status: Mutex::new(Status {
+            health: Mutex::new(Health {
                 validated: false,
                 validation_error: None,
                 validation_attempts: 0,
+                probation_until: None,
+                last_error: None,
             }),
             paused_until: Mutex::new(tokio::time::Instant::now()),
             retired: AtomicBool::new(false),
@@ -205,9 +229,22 @@ impl Dispatcher {
         self.due.lock().values().map(|p| p.event.published).min()
     }
 
-    /// The endpoint's validation state.
+    /// The endpoint's validation, probation and last error.
     pub fn status(&self) -> Status {
-        self.status.lock().clone()
+        let health = self.health.lock();
+        let probation_until = health.probation_until.filter(|&until| until > SystemTime::now());
+        Status {
+            validated: health.validated,
+            validation_error: health.validation_error.clone(),
+            validation_attempts: health.validation_attempts,
+            probation: probation_until.is_some(),
+            probation_until: probation_until.map(sinks::event::format_time),
+            last_error: health.last_error.as_ref().map(|(error, _)| error.clone()),
+            last_error_time: health
+                .last_error
+                .as_ref()
+                .map(|&(_, at)| sinks::event::format_time(at)),
+        }
     }
 
     /// Delivers until `shutdown`. Requests run as tasks of `tasks`; one cut short by shutdown
@@ -215,7 +252,7 @@ impl Dispatcher {
     pub async fn run(self: Arc<Self>, tasks: TaskTracker, shutdown: CancellationToken) {
         let requests = Arc::new(Semaphore::new(self.sink.max_concurrency().max(1)));
         loop {
-            if !self.status.lock().validated {
+            if !self.health.lock().validated {
                 self.readiness.not_ready("handshake pending");
                 if !self.validate(&shutdown).await {
                     return;
@@ -269,19 +306,20 @@ impl Dispatcher {
                 return false;
             };
             let attempts = {
-                let mut status = self.status.lock();
-                status.validation_attempts += 1;
+                let mut health = self.health.lock();
+                health.validation_attempts += 1;
                 match &result {
                     Ok(()) => {
-                        status.validated = true;
-                        status.validation_error = None;
+                        health.validated = true;
+                        health.validation_error = None;
                     }
                     Err(error) => {
-                        status.validation_error = Some(error.to_string());
+                        health.validation_error = Some(error.to_string());
+                        health.last_error = Some((error.to_string(), SystemTime::now()));
                         self.readiness.not_ready(format!("handshake failed: {error}"));
                     }
                 }
-                status.validation_attempts
+                health.validation_attempts
             };
             let Err(error) = result else {
                 tracing::info!(subscription = %self.key, "Endpoint validated.");
@@ -369,6 +407,14 @@ impl Dispatcher {
         self.counters.failed(error.kind.outcome_name(), batch.len() as u64);
         tracing::warn!(subscription = %self.key, events = batch.len(), %error, "Delivery failed.");
         let now = SystemTime::now();
+        let rest = self.probation(&error);
+        // Recorded before the deliveries are rescheduled or dead-lettered, so whoever sees a
+        // dead letter also sees the error.
+        {
+            let mut health = self.health.lock();
+            health.probation_until = (!rest.is_zero()).then(|| now + rest);
+            health.last_error = Some((error.to_string(), now));
+        }
         for mut pending in batch {
             pending.attempts += 1;
             match self.policy.after_failure(pending.attempts, pending.event.published, now, &error)
@@ -380,7 +426,7 @@ impl Dispatcher {
                 Verdict::DeadLetter(reason) => self.dead_letter(pending, reason, Some(&error)),
             }
         }
-        *self.paused_until.lock() = tokio::time::Instant::now() + self.probation(&error);
+        *self.paused_until.lock() = tokio::time::Instant::now() + rest;
         self.wake.notify_one();
     }
 
@@ -431,3 +477,6 @@ impl Dispatcher {
         self.buffer.settle(&self.key, &pending.event);
     }
 }
+
+#[cfg(test)]
+mod tests;

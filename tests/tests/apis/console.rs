@@ -389,9 +389,10 @@ async fn drive(
     assert!(table.contains("no template of topic space \"vehicles\" matches"), "{table}");
     screenshot(browser, "explainer.png").await?;
 
-    // A message the webhook refuses (400) is dead-lettered at once; the console re-drives it
-    // to the recovered endpoint.
+    // A message the webhook refuses (400) is dead-lettered at once; the console shows the
+    // error and its time, and re-drives the message to the recovered endpoint.
     let mut car1 = v5::Client::connect(gridmq.addr, "car1").await;
+    let published = sinks::event::format_time(std::time::SystemTime::now());
     car1.publish("vehicles/car1/speed", v5::QoS::AtLeastOnce, false, br#"{"speed":42}"#).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -408,6 +409,19 @@ async fn drive(
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let cell = "tr[data-subscription='telemetry/hook'] .last-error";
+    let shown = wait_text(browser, cell, |t| !t.is_empty()).await?;
+    assert!(shown.starts_with("BadRequest (HTTP 400)"), "{shown}");
+    // The time in the browser's local time, the raw RFC 3339 UTC value in the markup.
+    let time = browser.find(Locator::Css(&format!("{cell} time"))).await?;
+    let raw = time.attr("title").await?.context("the raw time as a title")?;
+    let now = sinks::event::format_time(std::time::SystemTime::now());
+    assert!(published <= raw && raw <= now && raw.ends_with('Z'), "{raw}");
+    let datetime = time.attr("datetime").await?.context("datetime")?;
+    assert_eq!(datetime, format!("{}Z", &raw[..23]), "milliseconds, as HTML takes them");
+    let local = time.text().await?;
+    assert!(!local.is_empty() && local != raw && shown.ends_with(&local), "{shown}");
+    screenshot(browser, "routing.png").await?;
     click(browser, "tr[data-subscription='telemetry/hook'] button[data-action='dead-letters']")
         .await?;
     let record = wait_text(browser, "#dl-list li pre.dl-record", |t| t.contains("speed")).await?;

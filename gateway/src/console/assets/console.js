@@ -33,6 +33,16 @@ function svg(tag, attrs) {
 
 const $ = (id) => document.getElementById(id);
 
+// A time from the API (RFC 3339, UTC) in the browser's local time; the raw value stays in the
+// title. `datetime` and `Date` take at most milliseconds, and the API sends up to 7 digits.
+function timeEl(raw) {
+  if (!raw) return "-";
+  const iso = raw.replace(/(\.\d{3})\d+/, "$1");
+  const date = new Date(iso);
+  if (isNaN(date.getTime())) return el("time", { text: raw });
+  return el("time", { datetime: iso, title: raw, text: date.toLocaleString() });
+}
+
 function say(text, error) {
   const status = $("status");
   status.textContent = text || "";
@@ -456,11 +466,13 @@ async function loadRouting() {
   const body = $("subscriptions").querySelector("tbody");
   body.replaceChildren(...subs.value.map((s) => {
     const e = s.endpoint;
-    const endpoint = !e ? "" : (e.validated ? "validated" : "handshake pending") +
-      ", " + e.validationAttempts + " handshake attempt(s)" + (e.validationError ? "; last error: " + e.validationError : "");
+    const endpoint = !e ? [] : [(e.validated ? "validated" : "handshake pending") + ", " + e.validationAttempts + " handshake attempt(s)",
+      e.probation ? el("span", { class: "probation" }, "; on probation until ", timeEl(e.probationUntil)) : null];
+    const lastError = !e || !e.lastError ? [] : [e.lastError, " at ", timeEl(e.lastErrorTime)];
     return el("tr", { "data-subscription": s.topic + "/" + s.name },
       el("td", { text: s.topic }), el("th", { scope: "row", text: s.name }), el("td", { text: s.deliveryMode }),
-      el("td", { text: endpoint }), el("td", { text: s.waiting }), el("td", { text: s.locked }),
+      el("td", { class: "endpoint" }, endpoint), el("td", { class: "last-error" }, lastError),
+      el("td", { text: s.waiting }), el("td", { text: s.locked }),
       el("td", { class: "dead-count", text: s.deadLetters }),
       el("td", {}, el("button", { type: "button", class: "secondary", "data-action": "dead-letters",
         "aria-label": "Dead letters of " + s.topic + "/" + s.name, onclick: () => showDeadLetters(s.topic, s.name).catch(failed) }, "Dead letters")));
