@@ -271,7 +271,7 @@ const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "fleet.example.net";
 
 fn fixture(name: &str) -> PathBuf {
-    gateway_tests::repo_file("gateway/tests/fixtures").join(name)
+    gateway_tests::repo_file("gateway/tests/inprocess/fixtures").join(name)
 }
 
 fn now() -> i64 {

@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/auth.rs"]
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,7 +26,7 @@ const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "fleet.westeurope-1.ts.eventgrid.azure.net";
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/inprocess/fixtures").join(name)
 }
 
 fn now() -> i64 {

@@ -2,8 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/auth.rs"]
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

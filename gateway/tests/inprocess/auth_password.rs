@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/auth.rs"]
-mod support;
+use crate::support;
 
 use gateway::access::model::{ClientProperties, ClientState, Resources};
 use gateway::auth::{AuthConfig, hash_password};

@@ -3,8 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "support/auth.rs"]
-mod support;
+use crate::support;
 
 use std::net::IpAddr;
 use std::time::Duration;
