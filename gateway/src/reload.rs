@@ -93,7 +93,7 @@ pub enum ReloadError {
     Namespace(#[from] NamespaceReloadError),
     /// A topic or subscription that cannot be built; the message names the field.
     #[error("invalid config: {0}")]
-    Routing(String),
+    Routing(crate::routing::config::RoutingConfigError),
 }
 
 impl Reloader {
@@ -176,7 +176,7 @@ impl Reloader {
         let router_plan = match &self.router {
             Some(router) if !routing_sections.is_empty() => {
                 let plan = config.routing_section().plan().and_then(|p| router.plan_reload(p));
-                Some((router, plan.map_err(|e| ReloadError::Routing(e.to_string()))?))
+                Some((router, plan.map_err(ReloadError::Routing)?))
             }
             _ => None,
         };
