@@ -12,7 +12,9 @@ const TOKEN: &str = "test-admin-token-0123456789";
 fn console() -> Router {
     let config =
         Config::parse(&format!("[management]\nadmin_token = \"{TOKEN}\"\n")).expect("config");
-    let namespace = Namespace::open(config.namespace_section(), &[]).expect("namespace").expect("access control");
+    let namespace = Namespace::open(config.namespace_section(), &[])
+        .expect("namespace")
+        .expect("access control");
     let console = Console {
         namespace,
         token: TOKEN.into(),

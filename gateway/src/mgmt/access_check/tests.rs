@@ -29,7 +29,9 @@ fn namespace() -> Arc<Namespace> {
         "#
     ))
     .expect("config");
-    Namespace::open(config.namespace_section(), &[]).expect("namespace").expect("access control applies")
+    Namespace::open(config.namespace_section(), &[])
+        .expect("namespace")
+        .expect("access control applies")
 }
 
 use std::sync::Arc;
