@@ -11,7 +11,7 @@
 //! [`https`] is the listener of the HTTP APIs (management, data plane, metrics), plain or TLS.
 
 pub mod config;
-mod fd_table;
+pub mod fd_table;
 pub mod https;
 pub(crate) mod listener;
 mod tls;

@@ -7,7 +7,8 @@
 //! 256, 512, 1024, 2048, 4096). The accept loop's worker is stuck that long, and with it the
 //! handshakes it would serve: in a storm of 5,000 connections those five stalls were the whole
 //! of gridmq's CONNACK p99 tail (bench/README.md, issue 17 §8). The table never shrinks, so a
-//! growth here, before any client waits, pays the grace period once.
+//! growth here, before any client waits, pays the grace period once. A load generator with
+//! several threads meets the same stalls in its own `connect`s (gridmq-bench's storm does).
 
 use std::os::fd::AsFd;
 
@@ -24,7 +25,7 @@ const OTHERS: usize = 64;
 
 /// Grows the table to hold `connections` more descriptors (within `RLIMIT_NOFILE` and
 /// [`MOST`]) by duplicating `socket` onto the highest of them and closing the copy at once.
-pub(super) fn reserve(socket: impl AsFd, connections: usize) {
+pub fn reserve(socket: impl AsFd, connections: usize) {
     let limit = getrlimit(Resource::Nofile)
         .current
         .map_or(usize::MAX, |limit| usize::try_from(limit).unwrap_or(usize::MAX));
