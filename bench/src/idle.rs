@@ -18,6 +18,13 @@ use crate::settings::Settings;
 pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     let run_id = format!("{}-{}", std::process::id(), crate::stamp::now_ns() % 1_000_000);
     let (addr, protocol) = (settings.addr, settings.protocol);
+    // The tool is a multi-threaded process too: without this, its own descriptor table's
+    // growths (10-16 ms each, see `gateway::server::fd_table`) land in the handshakes'
+    // latency, whichever broker it measures.
+    match std::fs::File::open("/dev/null") {
+        Ok(file) => gateway::server::fd_table::reserve(&file, settings.clients),
+        Err(error) => eprintln!("gridmq-bench: cannot grow the descriptor table ahead: {error}"),
+    }
     let start = Instant::now();
     let opened = connect::many(settings.clients, settings.connect_concurrency, move |i| {
         let client_id = format!("gmqb-{run_id}-i{i}");

@@ -11,6 +11,7 @@
 //! [`https`] is the listener of the HTTP APIs (management, data plane, metrics), plain or TLS.
 
 pub mod config;
+pub mod fd_table;
 pub mod https;
 pub(crate) mod listener;
 mod tls;

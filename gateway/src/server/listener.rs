@@ -97,6 +97,7 @@ impl Prepared {
         socket.set_reuseaddr(true).map_err(error)?;
         socket.bind(address).map_err(error)?;
         let listener = socket.listen(self.config.backlog).map_err(error)?;
+        super::fd_table::reserve(&listener, self.config.max_connections);
         let addr = listener.local_addr().map_err(error)?;
         Ok(Bound {
             kind: self.config.kind,
