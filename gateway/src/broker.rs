@@ -221,7 +221,7 @@ impl Broker {
     /// (handed to `depth`, never kept per client) and the retained messages with their payload
     /// bytes. Takes each session's lock in turn, never two at once.
     pub fn census(&self, mut depth: impl FnMut(usize)) -> Census {
-        let sessions: Vec<Arc<Session>> = self.sessions.lock().values().cloned().collect();
+        let sessions = self.sessions_snapshot();
         let mut census = Census { sessions: sessions.len(), ..Census::default() };
         for session in sessions {
             let state = session.lock();

@@ -90,10 +90,10 @@ struct Api {
 
 /// An error answer: status, Event Grid-style code and a message naming the field.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// Keys of a PUT body that Event Grid's responses carry and a request may echo back.

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use super::Console;
 use crate::hooks::LifecycleEvent;
+use crate::mgmt::ApiError;
 use crate::mqtt::{Protocol, ReasonCode};
 
 /// The most rows one listing returns; a search narrows it down.
@@ -159,9 +160,5 @@ pub async fn delete(
 
 fn not_found(client_id: &str, what: &str) -> Response {
     let message = format!("client {client_id:?} {what}");
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(json!({ "error": { "code": "NotFound", "message": message } })),
-    )
-        .into_response()
+    ApiError { status: StatusCode::NOT_FOUND, code: "NotFound", message }.into_response()
 }

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Console;
 use crate::hooks::{RoutedMessage, RoutingTap, TapRefused};
+use crate::mgmt::ApiError;
 use crate::mqtt::topic::{matches, valid_topic_filter};
 use crate::store::Ticket;
 
@@ -259,14 +260,14 @@ pub async fn stream(State(console): State<Arc<Console>>, RawQuery(query): RawQue
     let filter = super::query_value(query.as_deref(), "filter").unwrap_or_default();
     if filter.starts_with("$share/") || !valid_topic_filter(&filter) {
         let message = format!("filter: {filter:?} is not a valid topic filter");
-        let body = json!({ "error": { "code": "InvalidRequest", "message": message } });
-        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+        let status = StatusCode::BAD_REQUEST;
+        return ApiError { status, code: "InvalidRequest", message }.into_response();
     }
     let trace = console.trace.clone();
     let Some((watch, receiver)) = trace.attach(filter) else {
         let message = format!("at most {MAX_VIEWERS} live traces run at once");
-        let body = json!({ "error": { "code": "TooManyRequests", "message": message } });
-        return (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        return ApiError { status, code: "TooManyRequests", message }.into_response();
     };
     let shutdown = console.shutdown.clone();
     let state = StreamState { watch, receiver, shutdown, reported: (0, 0), greeted: false };
