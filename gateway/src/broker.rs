@@ -43,6 +43,13 @@ use crate::store::{Journal, Op, Ticket};
 /// limits.
 pub const MAX_LINGERING: usize = 1024;
 
+/// Sends what is published on this node to the other nodes of a cluster (`crate::cluster`).
+/// Called on the publish path before fan-out, synchronously, for every message of local
+/// origin; the ticket it may return is one more thing the acknowledgement waits for.
+pub trait Forwarder: Send + Sync + 'static {
+    fn forward(&self, message: &Arc<Message>) -> Option<Ticket>;
+}
+
 /// The state every connection shares.
 pub struct Broker {
     pub config: MqttConfig,
@@ -57,6 +64,8 @@ pub struct Broker {
     next_seq: AtomicU64,
     /// Where durable changes go; `None` in in-memory mode.
     journal: Option<Arc<Journal>>,
+    /// The cluster's forwarder, in cluster mode (set once, before clients are served).
+    forwarder: std::sync::OnceLock<Arc<dyn Forwarder>>,
     /// Cancelled when the server shuts down (`begin_shutdown`); timers and accept loops watch
     /// it, connections are kicked.
     pub shutdown: CancellationToken,
@@ -122,6 +131,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             next_seq: AtomicU64::new(1),
             journal,
+            forwarder: std::sync::OnceLock::new(),
             shutdown: CancellationToken::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
@@ -236,11 +246,30 @@ impl Broker {
         census
     }
 
+    /// Installs the cluster's forwarder; a second call is ignored.
+    pub fn set_forwarder(&self, forwarder: Arc<dyn Forwarder>) {
+        let _ = self.forwarder.set(forwarder);
+    }
+
+    fn forward(&self, message: &Arc<Message>) -> Option<Ticket> {
+        self.forwarder.get().and_then(|forwarder| forwarder.forward(message))
+    }
+
+    /// Publishes a message of this node's: forwarded to the other nodes in cluster mode, and
+    /// fanned out here (see [`Broker::fan_out`]).
+    pub fn publish(&self, message: &Arc<Message>) -> Fanout {
+        let forwarded = self.forward(message);
+        let mut fanout = self.fan_out(message);
+        fanout.ticket = fanout.ticket.max(forwarded);
+        fanout
+    }
+
     /// Fans `message` out to every matching subscription; returns how many sessions it was
     /// offered to. Overlapping subscriptions of one session yield one delivery at the highest
     /// granted QoS carrying every matching subscription identifier. The ticket, when there is
-    /// one, is durable once every stored delivery of the message is.
-    pub fn publish(&self, message: &Arc<Message>) -> Fanout {
+    /// one, is durable once every stored delivery of the message is. Messages from other
+    /// nodes come here directly; this node's go through [`Broker::publish`].
+    pub fn fan_out(&self, message: &Arc<Message>) -> Fanout {
         let mut targets = Vec::new();
         let mut direct_filters = 0;
         let tree = self.subscriptions.read();
@@ -362,6 +391,9 @@ impl Broker {
         for session in &overflowed {
             self.overflow(session);
         }
+        for message in &messages[..take] {
+            fanout.ticket = fanout.ticket.max(self.forward(message));
+        }
         (take, fanout)
     }
 
@@ -374,6 +406,17 @@ impl Broker {
         } else {
             retained.insert(&message.topic, (message.clone(), SystemTime::now()));
             self.journal_append(|| Op::PutRetained(message.topic.clone(), message.record().into()))
+        }
+    }
+
+    /// Applies a retained message set or cleared on another node (no journaling: it came
+    /// from the store). `None` clears the topic.
+    pub fn apply_retained(&self, topic: &str, message: Option<Arc<Message>>) {
+        match message {
+            Some(message) if !message.payload.is_empty() => self.restore_retained(message),
+            _ => {
+                self.retained.write().remove(topic);
+            }
         }
     }
 

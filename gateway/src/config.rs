@@ -78,6 +78,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// `[topics.NAME]`: namespace topics and their event subscriptions.
     pub topics: BTreeMap<String, TopicConfig>,
+    /// `[cluster]`: run as one node of a cluster that shares its state through NATS JetStream.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// `[systemTopic]`: subscriptions to lifecycle events.
     #[serde(rename = "systemTopic")]
     pub system_topic: Option<SystemTopicConfig>,
@@ -124,6 +126,9 @@ pub enum ConfigError {
     /// A field of `[http]`.
     #[error("invalid config: {0}")]
     DataPlane(#[from] crate::dataplane::DataPlaneConfigError),
+    /// A field of `[cluster]`.
+    #[error("invalid config: {0}")]
+    Cluster(#[from] crate::cluster::ClusterConfigError),
 }
 
 impl Config {
@@ -162,6 +167,9 @@ impl Config {
         }
         if let Some(http) = &self.http {
             http.validate()?;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
         }
         self.resources().validate(&self.access.limits)?;
         // Checking the routing section is planning it; the router builds from the plan that

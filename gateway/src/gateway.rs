@@ -120,7 +120,21 @@ impl Gateway {
             }
             None => None,
         };
-        let (storage, mut snapshot) = crate::startup::open_store(&config.store)?;
+        // In cluster mode the durable MQTT state is the cluster's, in JetStream.
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(crate::cluster::Cluster::join(cluster).await?),
+            None => None,
+        };
+        let (storage, mut snapshot) = match &cluster {
+            Some(cluster) => {
+                let resources = cluster.resources().await.map_err(StartError::ClusterStore)?;
+                let mut storage =
+                    cluster.storage(&config.store, resources).map_err(StartError::ClusterStore)?;
+                let snapshot = storage.take_snapshot();
+                (storage, snapshot)
+            }
+            None => crate::startup::open_store(&config.store)?,
+        };
         let routing_rows =
             snapshot.as_mut().map(|s| std::mem::take(&mut s.routing)).unwrap_or_default();
         let stored = snapshot.as_ref().map(|s| s.resources.as_slice()).unwrap_or_default();
@@ -171,6 +185,9 @@ impl Gateway {
             crate::startup::recover_broker(&config.mqtt, &config.store, hooks, &storage, snapshot)?;
         if let Some(namespace) = &namespace {
             namespace.attach(&broker);
+        }
+        if let Some(cluster) = &cluster {
+            cluster.attach(&broker, &readiness);
         }
         // The router takes back its buffer before any client can publish, so new events are
         // numbered after the recovered ones.

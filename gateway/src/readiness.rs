@@ -21,6 +21,8 @@ pub enum Component {
     Store,
     Recovery,
     Dispatcher,
+    /// The NATS connection of a cluster node.
+    Cluster,
 }
 
 /// One component that is not ready, as `/readyz` names it.

@@ -63,9 +63,22 @@ pub enum Op {
     PutRouting(RoutingTable, Arc<str>, u64, Arc<[u8]>),
     /// Deletes a row of a routing table.
     DeleteRouting(RoutingTable, Arc<str>, u64),
+    /// A message for the cluster's shared log. Only the cluster's store (`crate::cluster`) gets
+    /// these; the single-node store ignores them.
+    Forward(Arc<Forwarded>),
     /// Nothing: what a cancelled op becomes (see `Journal`, ack elision), so that journal
     /// positions and tickets stay as they were.
     Nop,
+}
+
+/// A message bound for the cluster's shared log: its subject there, a number unique to this
+/// process that makes the copy a retried commit sends again a duplicate the log drops, and the
+/// message's store record.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub subject: String,
+    pub id: u64,
+    pub body: bytes::Bytes,
 }
 
 /// The routing pipeline's tables (see `crate::routing`), all keyed by (name, sequence number).
@@ -182,6 +195,17 @@ pub struct Storage {
 }
 
 impl Storage {
+    /// A store other than the configured redb one (the cluster's), with the journal over it.
+    pub fn over(store: Arc<dyn Store>, config: &StoreConfig) -> Result<Storage, StoreError> {
+        let snapshot = store.load()?;
+        let (journal, writer) = Journal::start(
+            store,
+            config.max_batch_ops,
+            std::time::Duration::from_millis(config.commit_linger_ms),
+        )?;
+        Ok(Storage { journal: Some(journal), writer: Some(writer), snapshot: Some(snapshot) })
+    }
+
     /// Opens the store `config` names and reads it back, or nothing in in-memory mode.
     pub fn open(config: &StoreConfig) -> Result<Storage, StoreError> {
         if config.in_memory {

@@ -38,6 +38,12 @@ pub enum StartError {
     /// The namespace's resources, declared and stored, or its `[auth]` table.
     #[error(transparent)]
     Namespace(#[from] OpenError),
+    /// Cluster mode: NATS unreachable within the bounded wait, or its streams not created.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::LinkError),
+    /// Cluster mode: the cluster's state could not be read.
+    #[error("cluster: {0}")]
+    ClusterStore(crate::store::StoreError),
     /// The poller that parks idle connections.
     #[error("cannot start the connection parker: {0}")]
     Parker(std::io::Error),

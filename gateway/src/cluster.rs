@@ -1,0 +1,194 @@
+//! Cluster mode: gridmq nodes that share their MQTT state through NATS JetStream.
+//!
+//! A node keeps its connections, its local fan-out and its timers; what must outlive it lives
+//! in JetStream with the configured replicas (see `store.rs` for the layout). We write no
+//! consensus of our own: JetStream's streams and buckets are the replicated engine.
+//!
+//! - `config`: the `[cluster]` table. `link`: the NATS connection, streams and buckets.
+//! - `store`: the journal's ops written to JetStream, so a PUBACK still means "stored".
+//! - `forward`: this node's publishes sent on (QoS 1/2 through the journal, QoS 0 on core NATS).
+//! - `inbound`: the other nodes' publishes fanned out here, and the retained index kept equal.
+//! - `subject`: MQTT topics as NATS subjects, injective and safe for every legal topic.
+//!
+//! Fencing: a node cut off from NATS for `fence_after_ms` disconnects all its clients, so that
+//! no client is served by a node that can no longer store what it acknowledges, and another
+//! node may take its sessions over. While it is cut off, the journal's commits fail and are
+//! retried, so no QoS 1/2 publish is acknowledged.
+
+pub mod config;
+pub mod forward;
+pub mod inbound;
+pub mod link;
+pub mod store;
+pub mod subject;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tracing::warn;
+
+pub use self::config::{ClusterConfig, ClusterConfigError};
+use self::link::Link;
+pub use self::link::LinkError;
+use crate::broker::Broker;
+use crate::mqtt::ReasonCode;
+use crate::store::{Storage, StoreConfig, StoreError};
+
+/// A node's membership in the cluster.
+pub struct Cluster {
+    pub link: Arc<Link>,
+    pub node: Arc<str>,
+    /// Random per process (see `store.rs`, message ids).
+    pub incarnation: u64,
+    /// The message stream's sequence this node has fanned out up to.
+    pub applied: Arc<AtomicU64>,
+    pub config: ClusterConfig,
+}
+
+impl Cluster {
+    /// Connects to NATS (waiting up to `connect_timeout_secs`) and opens the streams and
+    /// buckets, creating them when this is the first node.
+    pub async fn join(config: &ClusterConfig) -> Result<Cluster, LinkError> {
+        let node: Arc<str> = config.node().into();
+        let link = Arc::new(Link::open(config, &node).await?);
+        let last = link.messages.clone().info().await.map(|info| info.state.last_sequence);
+        let last = last.map_err(|error| LinkError::Create {
+            what: format!("stream {}", link.names.messages),
+            replicas: config.replicas,
+            problem: error.to_string(),
+        })?;
+        Ok(Cluster {
+            link,
+            node,
+            incarnation: random_u64(),
+            applied: Arc::new(AtomicU64::new(last)),
+            config: config.clone(),
+        })
+    }
+
+    /// The namespace resources the cluster holds, as (kind, name, JSON body).
+    pub async fn resources(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        let backend =
+            |e: &dyn std::fmt::Display| StoreError::Backend(format!("read resources: {e}"));
+        let mut keys = self.link.resources.keys().await.map_err(|e| backend(&e))?;
+        let mut found = Vec::new();
+        while let Some(key) = futures_util::StreamExt::next(&mut keys).await {
+            let key = key.map_err(|e| backend(&e))?;
+            let Some((kind, name)) = key.split_once('.') else { continue };
+            let Some(name) = store::key_name(name) else { continue };
+            if let Some(value) = self.link.resources.get(&key).await.map_err(|e| backend(&e))? {
+                found.push((kind.to_string(), name, value.to_vec()));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
+    /// The journal over the cluster's store. The routing tables stay in the local data
+    /// directory (none in in-memory mode).
+    pub fn storage(
+        &self,
+        config: &StoreConfig,
+        resources: Vec<(String, String, Vec<u8>)>,
+    ) -> Result<Storage, StoreError> {
+        let local = match config.in_memory {
+            true => None,
+            false => Some(crate::store::redb::RedbStore::open(&config.data_dir)?),
+        };
+        let store = store::ClusterStore::new(
+            self.link.clone(),
+            self.node.clone(),
+            self.incarnation,
+            local,
+            resources,
+        )?;
+        Storage::over(Arc::new(store), config)
+    }
+
+    /// Starts forwarding this node's publishes and fanning out the other nodes', and the
+    /// fencing watch. Every task stops with the broker.
+    pub fn attach(&self, broker: &Arc<Broker>, readiness: &Arc<crate::readiness::Readiness>) {
+        let Some(journal) = broker.journal().cloned() else { return };
+        let (forwarder, qos0) = forward::ClusterForwarder::new(journal, &self.link.names.prefix);
+        broker.set_forwarder(Arc::new(forwarder));
+        let stop = broker.shutdown.clone();
+        let link = &self.link;
+        let node = &self.node;
+        broker.tasks.spawn(forward::send_qos0(
+            link.client.clone(),
+            node.clone(),
+            qos0,
+            stop.clone(),
+        ));
+        broker.tasks.spawn(inbound::messages(
+            link.clone(),
+            broker.clone(),
+            node.clone(),
+            self.applied.clone(),
+            stop.clone(),
+        ));
+        broker.tasks.spawn(inbound::qos0(link.clone(), broker.clone(), node.clone(), stop.clone()));
+        broker.tasks.spawn(inbound::retained(link.clone(), broker.clone(), stop.clone()));
+        let entry = readiness.register(
+            crate::readiness::Component::Cluster,
+            format!("nats (node {node})"),
+            "NATS connection lost",
+        );
+        entry.ready();
+        broker.tasks.spawn(fence(link.clone(), broker.clone(), self.config.fence_after(), entry));
+    }
+}
+
+/// A random number from the system's generator (a fixed one would do harm only to dedup).
+fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// Disconnects every client of this node once NATS has been unreachable for `after`, and
+/// keeps `/readyz` saying so while it is.
+async fn fence(
+    link: Arc<Link>,
+    broker: Arc<Broker>,
+    after: std::time::Duration,
+    entry: crate::readiness::Entry,
+) {
+    let stop = broker.shutdown.clone();
+    loop {
+        let changed = link.changes.notified();
+        if link.is_connected() {
+            entry.ready();
+            if stop.run_until_cancelled(changed).await.is_none() {
+                return;
+            }
+            continue;
+        }
+        entry.not_ready("NATS connection lost");
+        let reconnected = tokio::time::timeout(after, changed);
+        match stop.run_until_cancelled(reconnected).await {
+            None => return,
+            Some(Ok(())) => continue,
+            Some(Err(_)) if link.is_connected() => continue,
+            Some(Err(_)) => {
+                let sessions = broker.sessions_snapshot();
+                warn!(
+                    clients = sessions.len(),
+                    after_ms = after.as_millis() as u64,
+                    "NATS unreachable: disconnecting every client (fencing)."
+                );
+                for session in sessions {
+                    session.kick(ReasonCode::ServerUnavailable);
+                }
+                // Wait for the connection to come back before fencing again.
+                while !link.is_connected() {
+                    let changed = link.changes.notified();
+                    if stop.run_until_cancelled(changed).await.is_none() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

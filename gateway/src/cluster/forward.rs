@@ -1,0 +1,98 @@
+//! What this node's clients publish, sent on to the other nodes.
+//!
+//! QoS 1/2 messages become `Op::Forward` in the journal, so the cluster's store publishes them
+//! to the message stream in the order they were published, and the publisher's PUBACK waits
+//! for JetStream to hold them with every replica. QoS 0 messages go on core NATS, at most once,
+//! through a bounded queue: when it is full they are dropped and counted, as a QoS 0 message
+//! to a slow subscriber is.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::subject::{Space, topic_subject};
+use crate::broker::Forwarder;
+use crate::broker::message::Message;
+use crate::mqtt::QoS;
+use crate::store::{Forwarded, Journal, Op, Ticket};
+
+/// QoS 0 messages waiting for the NATS connection; past this they are dropped.
+pub const QOS0_QUEUE: usize = 8_192;
+
+/// A QoS 0 message on its way to core NATS: subject and store record.
+pub type Qos0 = (String, Bytes);
+
+pub struct ClusterForwarder {
+    journal: Arc<Journal>,
+    prefix: String,
+    next_id: AtomicU64,
+    qos0: mpsc::Sender<Qos0>,
+    /// QoS 0 messages dropped because the queue was full; topics too long for a subject.
+    pub dropped_qos0: AtomicU64,
+    pub unforwardable: AtomicU64,
+}
+
+impl ClusterForwarder {
+    pub fn new(journal: Arc<Journal>, prefix: &str) -> (ClusterForwarder, mpsc::Receiver<Qos0>) {
+        let (tx, rx) = mpsc::channel(QOS0_QUEUE);
+        let forwarder = ClusterForwarder {
+            journal,
+            prefix: prefix.to_string(),
+            next_id: AtomicU64::new(1),
+            qos0: tx,
+            dropped_qos0: AtomicU64::new(0),
+            unforwardable: AtomicU64::new(0),
+        };
+        (forwarder, rx)
+    }
+}
+
+impl Forwarder for ClusterForwarder {
+    fn forward(&self, message: &Arc<Message>) -> Option<Ticket> {
+        let space = if message.qos == QoS::AtMostOnce { Space::Qos0 } else { Space::Qos12 };
+        let subject = match topic_subject(&self.prefix, space, &message.topic) {
+            Ok(subject) => subject,
+            Err(error) => {
+                // Delivered on this node only; the counter and the log say so.
+                if self.unforwardable.fetch_add(1, Ordering::Relaxed) == 0 {
+                    warn!(topic = %message.topic, %error, "Topic cannot be forwarded to the other nodes.");
+                }
+                return None;
+            }
+        };
+        let body = Bytes::copy_from_slice(message.record());
+        if message.qos == QoS::AtMostOnce {
+            if self.qos0.try_send((subject, body)).is_err() {
+                self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+            }
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Some(self.journal.append(Op::Forward(Arc::new(Forwarded { subject, id, body }))))
+    }
+}
+
+/// Publishes queued QoS 0 messages on core NATS until `stop`.
+pub async fn send_qos0(
+    client: async_nats::Client,
+    node: Arc<str>,
+    mut queue: mpsc::Receiver<Qos0>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return,
+            next = queue.recv() => next,
+        };
+        let Some((subject, body)) = next else { return };
+        // At most once: a publish the client cannot buffer is lost, like any QoS 0 message.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(super::inbound::ORIGIN, &*node);
+        if let Err(error) = client.publish_with_headers(subject, headers, body).await {
+            tracing::debug!(%error, "QoS 0 message not forwarded.");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! What the other nodes publish, fanned out to this node's subscribers.
+//!
+//! Three supervised tasks: an ordered consumer on the message stream (QoS 1/2, in stream order,
+//! so per-topic order holds across nodes), a core-NATS subscription (QoS 0), and a watch of the
+//! retained-message bucket that keeps this node's retained index equal to the cluster's. Each
+//! restarts after an error, from where it stopped (a KV watch is known to need that after a
+//! server restart: nats.rs#1596), and each stops on shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::kv::Operation;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::link::Link;
+use super::store::key_name;
+use crate::broker::Broker;
+use crate::broker::persist;
+
+/// The header naming the node a message was published on; a node skips its own, which it
+/// fanned out when they were published.
+pub const ORIGIN: &str = "Gm-Origin";
+
+/// How long a failed task waits before it starts again.
+const RESTART: Duration = Duration::from_millis(500);
+
+fn from_self(headers: Option<&async_nats::HeaderMap>, node: &str) -> bool {
+    headers.and_then(|h| h.get(ORIGIN)).is_some_and(|origin| origin.as_str() == node)
+}
+
+/// Reads the message stream from after `applied` (its end at start-up) and fans out every
+/// message another node published. `applied` is the stream sequence of the last message
+/// handled, so a restarted consumer neither skips nor repeats.
+pub async fn messages(
+    link: Arc<Link>,
+    broker: Arc<Broker>,
+    node: Arc<str>,
+    applied: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    loop {
+        let from = applied.load(Ordering::SeqCst);
+        let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: from + 1 };
+        let config = pull::OrderedConfig {
+            filter_subject: link.names.messages_subjects(),
+            deliver_policy,
+            ..Default::default()
+        };
+        let consumer = stop.run_until_cancelled(link.messages.create_consumer(config)).await;
+        let mut stream = match consumer {
+            None => return,
+            Some(Ok(consumer)) => match consumer.messages().await {
+                Ok(stream) => stream,
+                Err(error) => {
+                    warn!(%error, "Cannot read the cluster's message stream; retrying.");
+                    tokio::time::sleep(RESTART).await;
+                    continue;
+                }
+            },
+            Some(Err(error)) => {
+                warn!(%error, "Cannot read the cluster's message stream; retrying.");
+                tokio::time::sleep(RESTART).await;
+                continue;
+            }
+        };
+        loop {
+            let next = match stop.run_until_cancelled(stream.next()).await {
+                None => return,
+                Some(next) => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(error)) => {
+                    warn!(%error, "The cluster's message stream failed; resuming.");
+                    break;
+                }
+                None => break,
+            };
+            let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+            if !from_self(message.headers.as_ref(), &node) {
+                match persist::decode_message(&message.payload) {
+                    Ok(decoded) => {
+                        broker.fan_out(&Arc::new(decoded));
+                    }
+                    Err(error) => warn!(seq, %error, "Skipped an undecodable cluster message."),
+                }
+            }
+            if seq != 0 {
+                applied.store(seq, Ordering::SeqCst);
+            }
+        }
+        tokio::time::sleep(RESTART).await;
+    }
+}
+
+/// Fans out the QoS 0 messages other nodes publish on core NATS.
+pub async fn qos0(link: Arc<Link>, broker: Arc<Broker>, node: Arc<str>, stop: CancellationToken) {
+    loop {
+        let mut subscription = match link.client.subscribe(link.names.qos0_subjects()).await {
+            Ok(subscription) => subscription,
+            Err(error) => {
+                warn!(%error, "Cannot subscribe to the cluster's QoS 0 messages; retrying.");
+                if stop.run_until_cancelled(tokio::time::sleep(RESTART)).await.is_none() {
+                    return;
+                }
+                continue;
+            }
+        };
+        while let Some(Some(message)) = stop.run_until_cancelled(subscription.next()).await {
+            if from_self(message.headers.as_ref(), &node) {
+                continue;
+            }
+            match persist::decode_message(&message.payload) {
+                Ok(decoded) => {
+                    broker.fan_out(&Arc::new(decoded));
+                }
+                Err(error) => debug!(%error, "Skipped an undecodable QoS 0 cluster message."),
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// Keeps this node's retained index equal to the cluster's bucket: the bucket's content at
+/// start, then every change, this node's own included (they are idempotent).
+pub async fn retained(link: Arc<Link>, broker: Arc<Broker>, stop: CancellationToken) {
+    loop {
+        let watch = stop.run_until_cancelled(link.retained.watch_with_history(">")).await;
+        let mut watch = match watch {
+            None => return,
+            Some(Ok(watch)) => watch,
+            Some(Err(error)) => {
+                warn!(%error, "Cannot watch the cluster's retained messages; retrying.");
+                tokio::time::sleep(RESTART).await;
+                continue;
+            }
+        };
+        while let Some(next) = stop.run_until_cancelled(watch.next()).await {
+            let entry = match next {
+                Some(Ok(entry)) => entry,
+                Some(Err(error)) => {
+                    warn!(%error, "The retained-message watch failed; restarting it.");
+                    break;
+                }
+                None => break,
+            };
+            let Some(topic) = key_name(&entry.key) else { continue };
+            match entry.operation {
+                Operation::Put => match persist::decode_message(&entry.value) {
+                    Ok(message) => broker.apply_retained(&topic, Some(Arc::new(message))),
+                    Err(error) => warn!(%topic, %error, "Skipped an undecodable retained message."),
+                },
+                Operation::Delete | Operation::Purge => broker.apply_retained(&topic, None),
+            }
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+        tokio::time::sleep(RESTART).await;
+    }
+}

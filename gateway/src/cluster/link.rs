@@ -1,0 +1,276 @@
+//! The node's connection to NATS: connecting with a bounded wait, the streams and buckets the
+//! cluster keeps, and whether the connection is up right now (for fencing and `/readyz`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::jetstream::kv;
+use async_nats::jetstream::stream::{self, StorageType};
+use tracing::{info, warn};
+
+use super::config::ClusterConfig;
+
+/// Why the cluster could not start. Each names the `[cluster]` field to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("cluster.nats_urls: no NATS server answered within {secs} s ({urls}): {last}")]
+    Unreachable { secs: u64, urls: String, last: String },
+    #[error("cluster: cannot read {field}: {source}")]
+    Credentials { field: &'static str, source: std::io::Error },
+    #[error("cluster.replicas: cannot create {what} with {replicas} replicas: {problem}")]
+    Create { what: String, replicas: usize, problem: String },
+}
+
+/// The names of what the cluster keeps in JetStream, all under `subject_prefix`.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub prefix: String,
+    /// Stream of QoS 1/2 messages: every node reads it, and sessions that move replay from it.
+    pub messages: String,
+    /// Buckets: session state (records, queued deliveries, inbound QoS 2 ids, wills), retained
+    /// messages, session ownership, namespace resources, node liveness.
+    pub sessions: String,
+    pub retained: String,
+    pub owners: String,
+    pub resources: String,
+    pub nodes: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Names {
+        let upper = prefix.to_ascii_uppercase();
+        Names {
+            prefix: prefix.to_string(),
+            messages: format!("{upper}_MSGS"),
+            sessions: format!("{prefix}_sessions"),
+            retained: format!("{prefix}_retained"),
+            owners: format!("{prefix}_owners"),
+            resources: format!("{prefix}_resources"),
+            nodes: format!("{prefix}_nodes"),
+        }
+    }
+
+    /// The subject of the QoS 1/2 log's subjects, `<prefix>.m1.>`.
+    pub fn messages_subjects(&self) -> String {
+        format!("{}.m1.>", self.prefix)
+    }
+
+    /// Core-NATS subjects of QoS 0 messages.
+    pub fn qos0_subjects(&self) -> String {
+        format!("{}.m0.>", self.prefix)
+    }
+}
+
+/// A live connection to the NATS cluster, with the streams and buckets opened.
+pub struct Link {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub names: Names,
+    pub messages: stream::Stream,
+    pub sessions: kv::Store,
+    pub retained: kv::Store,
+    pub owners: kv::Store,
+    pub resources: kv::Store,
+    pub nodes: kv::Store,
+    /// Whether the client is connected right now (set by the client's events).
+    connected: Arc<AtomicBool>,
+    /// Woken on every change of `connected`.
+    pub changes: Arc<tokio::sync::Notify>,
+}
+
+impl Link {
+    /// Connects, retrying every second until `connect_timeout_secs`, then opens (or creates)
+    /// every stream and bucket.
+    pub async fn open(config: &ClusterConfig, node: &str) -> Result<Link, LinkError> {
+        let connected = Arc::new(AtomicBool::new(false));
+        let changes = Arc::new(tokio::sync::Notify::new());
+        let deadline = tokio::time::Instant::now() + config.connect_timeout();
+        let client = loop {
+            let options = options(config, node, connected.clone(), changes.clone()).await?;
+            match options.connect(config.nats_urls.clone()).await {
+                Ok(client) => break client,
+                Err(error) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(LinkError::Unreachable {
+                            secs: config.connect_timeout_secs,
+                            urls: config.nats_urls.join(", "),
+                            last: error.to_string(),
+                        });
+                    }
+                    warn!(urls = %config.nats_urls.join(", "), %error, "Cannot reach NATS; retrying in 1 s.");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        connected.store(true, Ordering::SeqCst);
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(20_000)
+            .build(client.clone());
+        let names = Names::new(&config.subject_prefix);
+        let replicas = config.replicas;
+        // Start-up races the other nodes to create these; creating an identical stream is
+        // idempotent, so retrying the lookup after a lost race is enough.
+        let messages = ensure_stream(
+            &js,
+            stream::Config {
+                name: names.messages.clone(),
+                subjects: vec![names.messages_subjects()],
+                storage: StorageType::File,
+                num_replicas: replicas,
+                max_age: Duration::from_secs(config.message_retention_secs),
+                duplicate_window: Duration::from_secs(120),
+                allow_direct: true,
+                ..Default::default()
+            },
+            deadline,
+        )
+        .await?;
+        let bucket = |name: &str, history: i64, max_age: Duration| kv::Config {
+            bucket: name.to_string(),
+            history,
+            max_age,
+            storage: StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let sessions =
+            ensure_bucket(&js, bucket(&names.sessions, 1, Duration::ZERO), deadline).await?;
+        let retained =
+            ensure_bucket(&js, bucket(&names.retained, 1, Duration::ZERO), deadline).await?;
+        let owners = ensure_bucket(&js, bucket(&names.owners, 1, Duration::ZERO), deadline).await?;
+        let resources =
+            ensure_bucket(&js, bucket(&names.resources, 1, Duration::ZERO), deadline).await?;
+        let nodes =
+            ensure_bucket(&js, bucket(&names.nodes, 1, Duration::from_secs(5)), deadline).await?;
+        info!(node, urls = %config.nats_urls.join(", "), replicas, "Joined the cluster.");
+        Ok(Link {
+            client,
+            js,
+            names,
+            messages,
+            sessions,
+            retained,
+            owners,
+            resources,
+            nodes,
+            connected,
+            changes,
+        })
+    }
+
+    /// Whether the NATS connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+}
+
+async fn options(
+    config: &ClusterConfig,
+    node: &str,
+    connected: Arc<AtomicBool>,
+    changes: Arc<tokio::sync::Notify>,
+) -> Result<async_nats::ConnectOptions, LinkError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("gridmq-{node}"))
+        .connection_timeout(Duration::from_secs(2))
+        .ping_interval(Duration::from_secs(1))
+        .max_reconnects(None)
+        .event_callback(move |event| {
+            let connected = connected.clone();
+            let changes = changes.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        info!("NATS connection up.");
+                        connected.store(true, Ordering::SeqCst);
+                        changes.notify_waiters();
+                    }
+                    async_nats::Event::Disconnected => {
+                        warn!("NATS connection lost; reconnecting.");
+                        connected.store(false, Ordering::SeqCst);
+                        changes.notify_waiters();
+                    }
+                    other => tracing::debug!(event = %other, "NATS client event."),
+                }
+            }
+        });
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let Some(path) = &config.nkey_seed_file {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|source| LinkError::Credentials { field: "cluster.nkey_seed_file", source })?;
+        options = options.nkey(seed.trim().to_string());
+    }
+    if let Some(path) = &config.credentials_file {
+        options = options.credentials_file(path).await.map_err(|source| {
+            LinkError::Credentials { field: "cluster.credentials_file", source }
+        })?;
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
+    }
+    Ok(options)
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+    deadline: tokio::time::Instant,
+) -> Result<stream::Stream, LinkError> {
+    let name = config.name.clone();
+    let replicas = config.num_replicas;
+    loop {
+        match js.get_or_create_stream(config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                // A JetStream cluster still electing its meta leader refuses for a moment.
+                warn!(stream = %name, %error, "Cannot open the stream yet; retrying.");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => {
+                return Err(LinkError::Create {
+                    what: format!("stream {name}"),
+                    replicas,
+                    problem: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+    deadline: tokio::time::Instant,
+) -> Result<kv::Store, LinkError> {
+    let name = config.bucket.clone();
+    let replicas = config.num_replicas;
+    loop {
+        let error = match js.get_key_value(name.clone()).await {
+            Ok(store) => return Ok(store),
+            Err(_) => match js.create_key_value(config.clone()).await {
+                Ok(store) => return Ok(store),
+                Err(error) => error.to_string(),
+            },
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(LinkError::Create {
+                what: format!("bucket {name}"),
+                replicas,
+                problem: error,
+            });
+        }
+        warn!(bucket = %name, %error, "Cannot open the bucket yet; retrying.");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
