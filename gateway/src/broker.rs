@@ -44,10 +44,19 @@ use crate::store::{Journal, Op, Ticket};
 pub const MAX_LINGERING: usize = 1024;
 
 /// Sends what is published on this node to the other nodes of a cluster (`crate::cluster`).
-/// Called on the publish path before fan-out, synchronously, for every message of local
-/// origin; the ticket it may return is one more thing the acknowledgement waits for.
+/// Called on the publish path, synchronously, for every message of local origin.
 pub trait Forwarder: Send + Sync + 'static {
-    fn forward(&self, message: &Arc<Message>) -> Option<Ticket>;
+    fn forward(&self, message: &Arc<Message>) -> Forwarded;
+}
+
+/// What a [`Forwarder`] did with a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded {
+    /// One more thing the acknowledgement waits for.
+    pub ticket: Option<Ticket>,
+    /// The message comes back to this node through the cluster's ordered log, and is fanned
+    /// out here only then: every subscriber, local or not, gets it by that one path.
+    pub comes_back: bool,
 }
 
 /// The state every connection shares.
@@ -251,16 +260,24 @@ impl Broker {
         let _ = self.forwarder.set(forwarder);
     }
 
-    fn forward(&self, message: &Arc<Message>) -> Option<Ticket> {
-        self.forwarder.get().and_then(|forwarder| forwarder.forward(message))
+    fn forward(&self, message: &Arc<Message>) -> Forwarded {
+        match self.forwarder.get() {
+            Some(forwarder) => forwarder.forward(message),
+            None => Forwarded { ticket: None, comes_back: false },
+        }
     }
 
     /// Publishes a message of this node's: forwarded to the other nodes in cluster mode, and
-    /// fanned out here (see [`Broker::fan_out`]).
+    /// fanned out here (see [`Broker::fan_out`]), unless it comes back through the cluster's
+    /// log. Such a message counts as matched: which nodes' subscribers it reaches is not known
+    /// when it is acknowledged.
     pub fn publish(&self, message: &Arc<Message>) -> Fanout {
         let forwarded = self.forward(message);
+        if forwarded.comes_back {
+            return Fanout { matched: 1, ticket: forwarded.ticket, congested: Vec::new() };
+        }
         let mut fanout = self.fan_out(message);
-        fanout.ticket = fanout.ticket.max(forwarded);
+        fanout.ticket = fanout.ticket.max(forwarded.ticket);
         fanout
     }
 
@@ -337,6 +354,11 @@ impl Broker {
         if run == 1 {
             return (1, self.publish(first));
         }
+        if self.forwarder.get().is_some() {
+            // Cluster mode: a QoS 1 run comes back through the log, so there is no run to
+            // fan out here; one message at a time keeps each one's forwarding in order.
+            return (1, self.publish(first));
+        }
         let mut targets: Vec<(&Arc<Session>, QoS, Option<u32>)> = Vec::new();
         let mut filters = 0;
         let mut shared = false;
@@ -390,9 +412,6 @@ impl Broker {
         drop(tree);
         for session in &overflowed {
             self.overflow(session);
-        }
-        for message in &messages[..take] {
-            fanout.ticket = fanout.ticket.max(self.forward(message));
         }
         (take, fanout)
     }

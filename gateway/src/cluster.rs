@@ -42,6 +42,9 @@ pub struct Cluster {
     pub incarnation: u64,
     /// The message stream's sequence this node has fanned out up to.
     pub applied: Arc<AtomicU64>,
+    /// Held by the message stream's reader for each message it fans out, and by whatever must
+    /// see `applied` stand still (a session being loaded and replayed).
+    pub gate: Arc<tokio::sync::Mutex<()>>,
     pub config: ClusterConfig,
 }
 
@@ -62,6 +65,7 @@ impl Cluster {
             node,
             incarnation: random_u64(),
             applied: Arc::new(AtomicU64::new(last)),
+            gate: Arc::new(tokio::sync::Mutex::new(())),
             config: config.clone(),
         })
     }
@@ -125,6 +129,7 @@ impl Cluster {
             broker.clone(),
             node.clone(),
             self.applied.clone(),
+            self.gate.clone(),
             stop.clone(),
         ));
         broker.tasks.spawn(inbound::qos0(link.clone(), broker.clone(), node.clone(), stop.clone()));

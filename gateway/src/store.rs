@@ -78,6 +78,8 @@ pub enum Op {
 pub struct Forwarded {
     pub subject: String,
     pub id: u64,
+    /// The publishing session's number on this node, for No Local when it comes back.
+    pub publisher: u64,
     pub body: bytes::Bytes,
 }
 

@@ -2,7 +2,9 @@
 //!
 //! QoS 1/2 messages become `Op::Forward` in the journal, so the cluster's store publishes them
 //! to the message stream in the order they were published, and the publisher's PUBACK waits
-//! for JetStream to hold them with every replica. QoS 0 messages go on core NATS, at most once,
+//! for JetStream to hold them with every replica. They are not fanned out here: they come back
+//! through the stream to every node, this one included, so every subscriber gets them by one
+//! ordered path, and a session that moves between nodes can replay that path exactly. QoS 0 messages go on core NATS, at most once,
 //! through a bounded queue: when it is full they are dropped and counted, as a QoS 0 message
 //! to a slow subscriber is.
 
@@ -14,10 +16,10 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::subject::{Space, topic_subject};
-use crate::broker::Forwarder;
 use crate::broker::message::Message;
+use crate::broker::{Forwarded as Outcome, Forwarder};
 use crate::mqtt::QoS;
-use crate::store::{Forwarded, Journal, Op, Ticket};
+use crate::store::{Forwarded, Journal, Op};
 
 /// QoS 0 messages waiting for the NATS connection; past this they are dropped.
 pub const QOS0_QUEUE: usize = 8_192;
@@ -51,7 +53,7 @@ impl ClusterForwarder {
 }
 
 impl Forwarder for ClusterForwarder {
-    fn forward(&self, message: &Arc<Message>) -> Option<Ticket> {
+    fn forward(&self, message: &Arc<Message>) -> Outcome {
         let space = if message.qos == QoS::AtMostOnce { Space::Qos0 } else { Space::Qos12 };
         let subject = match topic_subject(&self.prefix, space, &message.topic) {
             Ok(subject) => subject,
@@ -60,7 +62,7 @@ impl Forwarder for ClusterForwarder {
                 if self.unforwardable.fetch_add(1, Ordering::Relaxed) == 0 {
                     warn!(topic = %message.topic, %error, "Topic cannot be forwarded to the other nodes.");
                 }
-                return None;
+                return Outcome { ticket: None, comes_back: false };
             }
         };
         let body = Bytes::copy_from_slice(message.record());
@@ -68,10 +70,12 @@ impl Forwarder for ClusterForwarder {
             if self.qos0.try_send((subject, body)).is_err() {
                 self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
             }
-            return None;
+            return Outcome { ticket: None, comes_back: false };
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Some(self.journal.append(Op::Forward(Arc::new(Forwarded { subject, id, body }))))
+        let publisher = message.publisher;
+        let op = Op::Forward(Arc::new(Forwarded { subject, id, publisher, body }));
+        Outcome { ticket: Some(self.journal.append(op)), comes_back: true }
     }
 }
 

@@ -25,6 +25,9 @@ use crate::broker::persist;
 /// fanned out when they were published.
 pub const ORIGIN: &str = "Gm-Origin";
 
+/// The header carrying the publishing session's number on its origin node, for No Local.
+pub const PUBLISHER: &str = "Gm-Pub";
+
 /// How long a failed task waits before it starts again.
 const RESTART: Duration = Duration::from_millis(500);
 
@@ -32,14 +35,20 @@ fn from_self(headers: Option<&async_nats::HeaderMap>, node: &str) -> bool {
     headers.and_then(|h| h.get(ORIGIN)).is_some_and(|origin| origin.as_str() == node)
 }
 
+fn publisher(headers: Option<&async_nats::HeaderMap>) -> u64 {
+    let value = headers.and_then(|h| h.get(PUBLISHER));
+    value.and_then(|v| v.as_str().parse().ok()).unwrap_or(0)
+}
+
 /// Reads the message stream from after `applied` (its end at start-up) and fans out every
-/// message another node published. `applied` is the stream sequence of the last message
+/// message in it. `applied` is the stream sequence of the last message
 /// handled, so a restarted consumer neither skips nor repeats.
 pub async fn messages(
     link: Arc<Link>,
     broker: Arc<Broker>,
     node: Arc<str>,
     applied: Arc<AtomicU64>,
+    gate: Arc<tokio::sync::Mutex<()>>,
     stop: CancellationToken,
 ) {
     loop {
@@ -81,13 +90,20 @@ pub async fn messages(
                 None => break,
             };
             let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
-            if !from_self(message.headers.as_ref(), &node) {
-                match persist::decode_message(&message.payload) {
-                    Ok(decoded) => {
-                        broker.fan_out(&Arc::new(decoded));
+            // Held while the message is fanned out and `applied` moves past it: a session
+            // being loaded holds it too, so no message lands between its replay and its
+            // first live delivery.
+            let _gate = gate.lock().await;
+            // This node's own messages come back too: QoS 1/2 reach every subscriber through
+            // this one ordered path.
+            match persist::decode_message(&message.payload) {
+                Ok(mut decoded) => {
+                    if from_self(message.headers.as_ref(), &node) {
+                        decoded.publisher = publisher(message.headers.as_ref());
                     }
-                    Err(error) => warn!(seq, %error, "Skipped an undecodable cluster message."),
+                    broker.fan_out(&Arc::new(decoded));
                 }
+                Err(error) => warn!(seq, %error, "Skipped an undecodable cluster message."),
             }
             if seq != 0 {
                 applied.store(seq, Ordering::SeqCst);

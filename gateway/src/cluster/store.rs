@@ -101,6 +101,10 @@ impl ClusterStore {
                 Op::Forward(forwarded) => {
                     let mut headers = HeaderMap::new();
                     headers.insert(super::inbound::ORIGIN, &*self.node);
+                    headers.insert(
+                        super::inbound::PUBLISHER,
+                        forwarded.publisher.to_string().as_str(),
+                    );
                     let id = format!("{}.{:x}.{}", self.node, self.incarnation, forwarded.id);
                     let message = PublishMessage::build()
                         .payload(forwarded.body.clone())
