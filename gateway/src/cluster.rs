@@ -163,7 +163,10 @@ async fn fence(
     let stop = broker.shutdown.clone();
     loop {
         let changed = link.changes.notified();
-        if link.is_connected() {
+        let connected = link.is_connected();
+        metrics::gauge!(crate::telemetry::catalogue::CLUSTER_NATS_CONNECTED)
+            .set(f64::from(u8::from(connected)));
+        if connected {
             entry.ready();
             if stop.run_until_cancelled(changed).await.is_none() {
                 return;
@@ -183,6 +186,7 @@ async fn fence(
                     after_ms = after.as_millis() as u64,
                     "NATS unreachable: disconnecting every client (fencing)."
                 );
+                metrics::counter!(crate::telemetry::catalogue::CLUSTER_FENCED).increment(1);
                 for session in sessions {
                     session.kick(ReasonCode::ServerUnavailable);
                 }
