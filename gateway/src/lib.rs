@@ -32,6 +32,7 @@
 pub mod access;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod console;
