@@ -32,6 +32,17 @@ pub struct NatsCluster {
     /// Every server's route URL, comma-separated: each server is given them all.
     routes: String,
     binary: PathBuf,
+    /// Set when a panic message already holds the logs, so that `drop` does not print them
+    /// again.
+    quiet: bool,
+}
+
+/// Why servers did not become ready; each holds a message with the servers' log tails.
+enum NotReady {
+    /// A server exited (a port taken, a bad flag).
+    Exited(String),
+    /// A server still failed its checks at the deadline.
+    TimedOut(String),
 }
 
 /// One server of the cluster: its ports and store stay the same across restarts.
@@ -52,29 +63,22 @@ impl NatsCluster {
     pub fn start(n: usize) -> NatsCluster {
         assert!(n > 0, "a cluster has at least one server");
         let binary = nats_server_binary();
-        let ports = free_ports(3 * n);
-        let servers: Vec<NatsServer> = (0..n)
-            .map(|i| NatsServer {
-                name: format!("n{i}"),
-                port: ports[3 * i],
-                cluster_port: ports[3 * i + 1],
-                monitor_port: ports[3 * i + 2],
-                dir: tempfile::tempdir().expect("create a nats-server store dir"),
-                child: None,
-            })
-            .collect();
-        let routes = servers
-            .iter()
-            .map(|s| format!("nats://127.0.0.1:{}", s.cluster_port))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut cluster = NatsCluster { servers, routes, binary };
-        for i in 0..n {
-            cluster.spawn(i);
+        // A port found free can be taken by another process before the server binds it; a
+        // server that exits at start is tried again, once or twice, on new ports.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut cluster = NatsCluster::spawned(n, binary.clone());
+            let all: Vec<usize> = (0..n).collect();
+            match cluster.wait_ready(&all) {
+                Ok(()) => return cluster,
+                Err(NotReady::Exited(_)) if attempts < 3 => continue,
+                Err(NotReady::Exited(why) | NotReady::TimedOut(why)) => {
+                    cluster.quiet = true;
+                    panic!("{why}")
+                }
+            }
         }
-        let all: Vec<usize> = (0..n).collect();
-        cluster.wait_ready(&all);
-        cluster
     }
 
     /// The client URL of every server, in order.
@@ -128,7 +132,10 @@ impl NatsCluster {
     pub fn restart(&mut self, i: usize) {
         assert!(self.servers[i].child.is_none(), "server {i} is still running");
         self.spawn(i);
-        self.wait_ready(&[i]);
+        if let Err(NotReady::Exited(why) | NotReady::TimedOut(why)) = self.wait_ready(&[i]) {
+            self.quiet = true;
+            panic!("{why}");
+        }
     }
 
     /// The server that leads `stream` (account `$G`), as that server itself reports it on
@@ -173,6 +180,31 @@ impl NatsCluster {
         (0..self.servers.len()).filter(|&i| self.servers[i].child.is_some())
     }
 
+    /// `n` servers on fresh ports and store directories, started but not yet ready.
+    fn spawned(n: usize, binary: PathBuf) -> NatsCluster {
+        let ports = free_ports(3 * n);
+        let servers: Vec<NatsServer> = (0..n)
+            .map(|i| NatsServer {
+                name: format!("n{i}"),
+                port: ports[3 * i],
+                cluster_port: ports[3 * i + 1],
+                monitor_port: ports[3 * i + 2],
+                dir: tempfile::tempdir().expect("create a nats-server store dir"),
+                child: None,
+            })
+            .collect();
+        let routes = servers
+            .iter()
+            .map(|s| format!("nats://127.0.0.1:{}", s.cluster_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = NatsCluster { servers, routes, binary, quiet: false };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
     fn spawn(&mut self, i: usize) {
         let server = &self.servers[i];
         let log = File::options()
@@ -207,25 +239,29 @@ impl NatsCluster {
     }
 
     /// Waits until each of `servers` answers `/healthz` with 200 and knows a meta leader.
-    fn wait_ready(&mut self, servers: &[usize]) {
+    fn wait_ready(&mut self, servers: &[usize]) -> Result<(), NotReady> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut waiting: Vec<usize> = servers.to_vec();
         while !waiting.is_empty() {
             for &i in &waiting {
                 if let Some(Ok(Some(status))) = self.servers[i].child.as_mut().map(Child::try_wait)
                 {
-                    panic!("nats-server n{i} exited with {status}:\n{}", self.log_tails());
+                    let why =
+                        format!("nats-server n{i} exited with {status}:\n{}", self.log_tails());
+                    return Err(NotReady::Exited(why));
                 }
             }
             waiting.retain(|&i| !self.ready(i));
             if Instant::now() > deadline {
-                panic!(
+                let why = format!(
                     "nats-server {waiting:?} not ready after {READY_TIMEOUT:?}:\n{}",
                     self.log_tails()
                 );
+                return Err(NotReady::TimedOut(why));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        Ok(())
     }
 
     fn ready(&self, i: usize) -> bool {
@@ -253,7 +289,7 @@ impl Drop for NatsCluster {
         for i in 0..self.servers.len() {
             self.kill(i);
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.quiet {
             eprintln!("nats-server logs:\n{}", self.log_tails());
         }
     }
