@@ -21,8 +21,8 @@ use thiserror::Error;
 
 /// The longest subject the cluster publishes or subscribes to. nats-server's `max_control_line`
 /// bounds the whole `PUB`/`SUB` line; 2 KB leaves room in it for a reply subject and the length
-/// fields, and is far beyond any topic a real deployment uses. A longer topic is refused (0x90 on
-/// PUBLISH, 0x8F in a SUBACK) rather than half-delivered.
+/// fields, and is far beyond any topic a real deployment uses. The broker answers a topic that
+/// maps to a longer subject with 0x90 on PUBLISH and 0x8F in a SUBACK.
 pub const MAX_SUBJECT_LEN: usize = 2048;
 
 /// What a subject carries; its token is the second part of every subject.
