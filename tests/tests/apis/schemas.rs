@@ -655,6 +655,7 @@ fn the_shipped_configs_validate() {
     let mut files = vec![schemas_dir().join("gridmq.example.toml")];
     let examples = files_in(schemas_dir().join("../examples"), ".toml");
     files.extend(examples.into_iter().filter(|file| !file.ends_with("Cargo.toml")));
+    files.extend(files_in(schemas_dir().join("../examples/cluster"), ".toml"));
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let config = toml_to_json(&text).unwrap();
