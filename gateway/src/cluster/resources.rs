@@ -123,7 +123,9 @@ async fn apply(namespace: &Namespace, entry: &Entry) {
         Change::Put { kind, name, .. } | Change::Delete { kind, name } => (*kind, name.clone()),
     };
     match namespace.apply_replicated(change).await {
-        Ok(_) => debug!(kind = kind.as_str(), %name, "Applied a namespace change from the cluster."),
+        Ok(_) => {
+            debug!(kind = kind.as_str(), %name, "Applied a namespace change from the cluster.")
+        }
         Err(ChangeError::Declared { .. }) => warn!(
             kind = kind.as_str(),
             %name,
