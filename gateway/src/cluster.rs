@@ -9,6 +9,7 @@
 //! - `forward`: this node's publishes sent on (QoS 1/2 through the journal, QoS 0 on core NATS).
 //! - `inbound`: the other nodes' publishes fanned out here, and the retained index kept equal.
 //! - `resources`: namespace resources any node's management API changes, applied on every node.
+//! - `shared`: `$share` groups with members on several nodes, each message to one member.
 //! - `subject`: MQTT topics as NATS subjects, injective and safe for every legal topic.
 //!
 //! Fencing: a node cut off from NATS for `fence_after_ms` disconnects all its clients, so that
@@ -21,6 +22,7 @@ pub mod forward;
 pub mod inbound;
 pub mod link;
 pub mod resources;
+pub mod shared;
 pub mod store;
 pub mod subject;
 
@@ -157,6 +159,15 @@ impl Cluster {
         ));
         broker.tasks.spawn(inbound::qos0(link.clone(), broker.clone(), node.clone(), stop.clone()));
         broker.tasks.spawn(inbound::retained(link.clone(), broker.clone(), stop.clone()));
+        let shares = Arc::new(shared::Shares::new(node.clone()));
+        broker.set_share_selector(shares.clone());
+        broker.tasks.spawn(shared::announce(
+            shares.clone(),
+            link.clone(),
+            broker.clone(),
+            stop.clone(),
+        ));
+        broker.tasks.spawn(shared::watch(shares, link.clone(), stop.clone()));
         let entry = readiness.register(
             crate::readiness::Component::Cluster,
             format!("nats (node {node})"),

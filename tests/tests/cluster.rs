@@ -6,3 +6,5 @@
 mod harness;
 #[path = "cluster/resources.rs"]
 mod resources;
+#[path = "cluster/shared.rs"]
+mod shared;
