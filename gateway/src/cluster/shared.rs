@@ -245,3 +245,6 @@ pub async fn watch(shares: Arc<Shares>, link: Arc<Link>, stop: CancellationToken
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
