@@ -172,6 +172,29 @@ async fn clients_on_c_lose_what_a_change_on_a_takes_away() -> Result<()> {
     Ok(())
 }
 
+// The watch of the resources bucket is supervised: after every NATS server was restarted in
+// turn (so every node's connection and watch broke at least once), a change on A still
+// reaches C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_still_reach_c_after_every_nats_server_restarted() -> Result<()> {
+    let mut cluster = GridmqCluster::start_with(3, &config());
+    for i in 0..3 {
+        cluster.nats.terminate(i);
+        cluster.nats.restart(i);
+    }
+    let (a, c) = (Api::of(&cluster.nodes[0]), &cluster.nodes[2]);
+    // The management API answers once the change is stored, after NATS took it again.
+    a.grant_fleet().await;
+    let since = Instant::now();
+    let (mut car, connack) = PacketClient::connect(c.addr, named("car", "car")).await?;
+    ensure!(connack.code == ReasonCode::Success, "CONNACK {:?}", connack.code);
+    let allowed =
+        |reason| matches!(reason, ReasonCode::Success | ReasonCode::NoMatchingSubscribers);
+    let granted = publish_until(&mut car, since, allowed).await?;
+    eprintln!("after a rolling restart of NATS, a grant on A took effect on C after {granted:?}");
+    Ok(())
+}
+
 /// The payload of the next PUBLISH within two seconds, skipping other packets.
 async fn next_publish(client: &mut PacketClient) -> Result<Option<String>> {
     loop {
