@@ -31,12 +31,14 @@ impl Api {
     }
 
     async fn put(&self, path: &str, body: serde_json::Value) {
-        let (status, answer) = send(self.0, "PUT", path, Some(TOKEN), Some(&body)).await.unwrap();
+        let (status, answer) =
+            send(self.0, "PUT", path, Some(TOKEN), Some(&body)).await.expect("PUT");
         assert!(status == 200 || status == 201, "PUT {path}: {status} {answer}");
     }
 
     async fn delete(&self, path: &str) {
-        let (status, answer) = send(self.0, "DELETE", path, Some(TOKEN), None).await.unwrap();
+        let (status, answer) =
+            send(self.0, "DELETE", path, Some(TOKEN), None).await.expect("DELETE");
         assert_eq!(status, 200, "DELETE {path}: {answer}");
     }
 
