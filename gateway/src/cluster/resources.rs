@@ -24,7 +24,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{Entry, Operation};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::link::Link;
 use super::store::key_name;
@@ -69,10 +69,11 @@ pub async fn replicate(
                 continue;
             }
             next = entry.revision + 1;
+            let Some(change) = change(&entry) else { continue };
             if superseded(&link, &entry).await {
                 continue;
             }
-            apply(&namespace, &entry).await;
+            apply(&namespace, change).await;
         }
         if stop.is_cancelled() {
             return;
@@ -117,8 +118,7 @@ fn change(entry: &Entry) -> Option<Change> {
     }
 }
 
-async fn apply(namespace: &Namespace, entry: &Entry) {
-    let Some(change) = change(entry) else { return };
+async fn apply(namespace: &Namespace, change: Change) {
     let (kind, name) = match &change {
         Change::Put { kind, name, .. } | Change::Delete { kind, name } => (*kind, name.clone()),
     };
@@ -131,7 +131,7 @@ async fn apply(namespace: &Namespace, entry: &Entry) {
             %name,
             "Another node changed a resource this node's config declares: the config's stays."
         ),
-        Err(ChangeError::Invalid(error)) => info!(
+        Err(ChangeError::Invalid(error)) => warn!(
             kind = kind.as_str(),
             %name,
             %error,

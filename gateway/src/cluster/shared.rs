@@ -172,6 +172,17 @@ pub async fn announce(
                 }
             }
             _ = tick.tick() => {
+                // A group whose members left without a `changed` call (a session another node
+                // took over, taken out of this broker) is withdrawn here, a refresh later.
+                let gone: Vec<(String, String)> = local
+                    .iter()
+                    .filter(|(group, filter)| !broker.has_shared_group(group, filter))
+                    .cloned()
+                    .collect();
+                for (group, filter) in gone {
+                    let _ = link.shares.delete(shares.key(&group, &filter)).await;
+                    local.remove(&(group, filter));
+                }
                 for (group, filter) in &local {
                     put(&link, shares.key(group, filter), value.clone()).await;
                 }

@@ -1,6 +1,6 @@
 //! `$share` across nodes: members of one shared subscription on nodes A and C, messages
 //! published on node B. Each message reaches exactly one member cluster-wide, and both members
-//! get some.
+//! get some; once the member on C has left, the one on A gets them all.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ async fn collect(members: &mut [PacketClient]) -> Result<(BTreeMap<u16, usize>, 
 fn check(qos: QoS, seen: &BTreeMap<u16, usize>, per_member: &[usize]) -> Result<()> {
     let missing: Vec<u16> = (0..MESSAGES).filter(|n| !seen.contains_key(n)).collect();
     let twice: Vec<(&u16, &usize)> = seen.iter().filter(|(_, count)| **count > 1).collect();
-    eprintln!("{qos:?}: members on A and C got {per_member:?}");
+    eprintln!("{qos:?}: the members got {per_member:?}");
     ensure!(missing.is_empty(), "{qos:?}: never delivered: {missing:?}");
     ensure!(twice.is_empty(), "{qos:?}: delivered more than once: {twice:?}");
     ensure!(per_member.iter().all(|&n| n > 0), "{qos:?}: a member got nothing: {per_member:?}");
@@ -102,5 +102,13 @@ async fn members_on_two_nodes_each_get_distinct_messages() -> Result<()> {
     publish_all(b, QoS::AtMostOnce).await?;
     let (seen, per_member) = collect(&mut members).await?;
     check(QoS::AtMostOnce, &seen, &per_member)?;
+
+    // The member on C leaves: once A knows, A's member gets every message.
+    let member_c = members.pop().expect("two members");
+    drop(member_c);
+    tokio::time::sleep(SETTLE).await;
+    publish_all(b, QoS::AtLeastOnce).await?;
+    let (seen, per_member) = collect(&mut members).await?;
+    check(QoS::AtLeastOnce, &seen, &per_member)?;
     Ok(())
 }
