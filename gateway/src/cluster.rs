@@ -98,13 +98,23 @@ impl Cluster {
     }
 
     /// Applies on this node every namespace change any node makes after `revision` (see
-    /// `resources.rs`), until the broker shuts down.
+    /// `resources.rs`), until the broker shuts down. A node without a namespace (its config
+    /// turns no access control on, and the cluster held no resources when it started) has
+    /// nothing to apply them to, which its log says.
     pub fn replicate_resources(
         &self,
         broker: &Arc<Broker>,
-        namespace: &Arc<crate::namespace::Namespace>,
+        namespace: Option<&Arc<crate::namespace::Namespace>>,
         revision: u64,
     ) {
+        let Some(namespace) = namespace else {
+            tracing::info!(
+                node = %self.node,
+                "No access control on this node: namespace resources other nodes create do not \
+                 apply here until it restarts with them (or with [management] or [auth])."
+            );
+            return;
+        };
         broker.tasks.spawn(resources::replicate(
             self.link.clone(),
             namespace.clone(),

@@ -191,9 +191,7 @@ impl Gateway {
         }
         if let Some(cluster) = &cluster {
             cluster.attach(&broker, &readiness);
-            if let Some(namespace) = &namespace {
-                cluster.replicate_resources(&broker, namespace, resources_revision);
-            }
+            cluster.replicate_resources(&broker, namespace.as_ref(), resources_revision);
         }
         // The router takes back its buffer before any client can publish, so new events are
         // numbered after the recovered ones.
