@@ -296,6 +296,35 @@ impl Broker {
         }
     }
 
+    /// Offers `message` to one member of this node's `group` on `filter`, as a fan-out would;
+    /// returns whether the group has a member here. For a message another node should have
+    /// delivered to the group and could not (`crate::cluster::shared`).
+    pub fn fan_out_shared(&self, message: &Arc<Message>, group: &str, filter: &str) -> bool {
+        let member = {
+            let tree = self.subscriptions.read();
+            let group =
+                tree.get(filter).and_then(|subs| subs.shared.iter().find(|g| g.name == group));
+            group
+                .and_then(|group| group.pick(None))
+                .map(|s| (s.session.clone(), s.options, s.identifier))
+        };
+        let Some((session, options, identifier)) = member else { return false };
+        let delivery = Delivery {
+            message: message.clone(),
+            qos: options.qos.min(message.qos),
+            retain: options.retain_as_published && message.retain,
+            subscription_ids: identifier.into_iter().collect(),
+            shared: Some(Arc::new(SharedKey {
+                group: group.to_string(),
+                filter: filter.to_string(),
+            })),
+            seq: 0,
+            elidable: None,
+        };
+        self.offer(&session, delivery);
+        true
+    }
+
     /// Whether a session of this node is a member of `group` on `filter`.
     pub fn has_shared_group(&self, group: &str, filter: &str) -> bool {
         let tree = self.subscriptions.read();

@@ -169,7 +169,8 @@ impl Cluster {
         ));
         broker.tasks.spawn(inbound::qos0(link.clone(), broker.clone(), node.clone(), stop.clone()));
         broker.tasks.spawn(inbound::retained(link.clone(), broker.clone(), stop.clone()));
-        let shares = Arc::new(shared::Shares::new(node.clone()));
+        let shares =
+            Arc::new(shared::Shares::new(node.clone(), self.applied.clone(), self.gate.clone()));
         broker.set_share_selector(shares.clone());
         broker.tasks.spawn(shared::announce(
             shares.clone(),
