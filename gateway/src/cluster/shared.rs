@@ -161,10 +161,24 @@ impl Shares {
     /// Takes the entries that expired out of the list, with the stream reader held still, and
     /// returns the messages their nodes did not deliver.
     async fn expire(&self) -> Vec<Orphaned> {
+        let expired_at =
+            |now: Instant| move |member: &Member| now.duration_since(member.at) >= EXPIRY;
+        // The gate is taken only when something expired: a session being loaded may hold it
+        // a while, and the refreshes must not wait for it.
+        let any = {
+            let expired = expired_at(Instant::now());
+            let view = self.view.read();
+            view.values()
+                .flat_map(|filters| filters.values())
+                .flat_map(|nodes| nodes.values())
+                .any(expired)
+        };
+        if !any {
+            return Vec::new();
+        }
         let _gate = self.gate.lock().await;
         let until = self.applied.load(Ordering::SeqCst);
-        let now = Instant::now();
-        let expired = |member: &Member| now.duration_since(member.at) >= EXPIRY;
+        let expired = expired_at(Instant::now());
         let mut orphaned = Vec::new();
         let mut view = self.view.write();
         for (group, filters) in view.iter_mut() {
