@@ -57,6 +57,19 @@ pub struct Forwarded {
     /// The message comes back to this node through the cluster's ordered log, and is fanned
     /// out here only then: every subscriber, local or not, gets it by that one path.
     pub comes_back: bool,
+    /// The key every node picks the serving node of a shared subscription by
+    /// ([`ShareSelector`]), for a message fanned out here at once.
+    pub share_key: Option<u64>,
+}
+
+/// Decides, in a cluster, which node serves a shared subscription group for one message: every
+/// node fans out every message, and each must skip the groups another node serves for it, so
+/// that one member cluster-wide gets it (`crate::cluster::shared`).
+pub trait ShareSelector: Send + Sync + 'static {
+    /// Whether this node delivers the message with `key` to its members of `group` on `filter`.
+    fn serves(&self, group: &str, filter: &str, key: u64) -> bool;
+    /// Called after a shared subscription to `group` on `filter` was added or removed here.
+    fn changed(&self, group: &str, filter: &str);
 }
 
 /// The state every connection shares.
@@ -75,6 +88,9 @@ pub struct Broker {
     journal: Option<Arc<Journal>>,
     /// The cluster's forwarder, in cluster mode (set once, before clients are served).
     forwarder: std::sync::OnceLock<Arc<dyn Forwarder>>,
+    /// The cluster's shared-subscription selector, in cluster mode (set once, like the
+    /// forwarder).
+    share_selector: std::sync::OnceLock<Arc<dyn ShareSelector>>,
     /// Cancelled when the server shuts down (`begin_shutdown`); timers and accept loops watch
     /// it, connections are kicked.
     pub shutdown: CancellationToken,
@@ -141,6 +157,7 @@ impl Broker {
             next_seq: AtomicU64::new(1),
             journal,
             forwarder: std::sync::OnceLock::new(),
+            share_selector: std::sync::OnceLock::new(),
             shutdown: CancellationToken::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
@@ -263,8 +280,55 @@ impl Broker {
     fn forward(&self, message: &Arc<Message>) -> Forwarded {
         match self.forwarder.get() {
             Some(forwarder) => forwarder.forward(message),
-            None => Forwarded { ticket: None, comes_back: false },
+            None => Forwarded { ticket: None, comes_back: false, share_key: None },
         }
+    }
+
+    /// Installs the cluster's shared-subscription selector; a second call is ignored.
+    pub fn set_share_selector(&self, selector: Arc<dyn ShareSelector>) {
+        let _ = self.share_selector.set(selector);
+    }
+
+    /// Tells the selector that this node's members of `group` on `filter` changed.
+    fn share_changed(&self, group: Option<&str>, filter: &str) {
+        if let (Some(group), Some(selector)) = (group, self.share_selector.get()) {
+            selector.changed(group, filter);
+        }
+    }
+
+    /// Offers `message` to one member of this node's `group` on `filter`, as a fan-out would;
+    /// returns whether the group has a member here. For a message another node should have
+    /// delivered to the group and could not (`crate::cluster::shared`).
+    pub fn fan_out_shared(&self, message: &Arc<Message>, group: &str, filter: &str) -> bool {
+        let member = {
+            let tree = self.subscriptions.read();
+            let group =
+                tree.get(filter).and_then(|subs| subs.shared.iter().find(|g| g.name == group));
+            group
+                .and_then(|group| group.pick(None))
+                .map(|s| (s.session.clone(), s.options, s.identifier))
+        };
+        let Some((session, options, identifier)) = member else { return false };
+        let delivery = Delivery {
+            message: message.clone(),
+            qos: options.qos.min(message.qos),
+            retain: options.retain_as_published && message.retain,
+            subscription_ids: identifier.into_iter().collect(),
+            shared: Some(Arc::new(SharedKey {
+                group: group.to_string(),
+                filter: filter.to_string(),
+            })),
+            seq: 0,
+            elidable: None,
+        };
+        self.offer(&session, delivery);
+        true
+    }
+
+    /// Whether a session of this node is a member of `group` on `filter`.
+    pub fn has_shared_group(&self, group: &str, filter: &str) -> bool {
+        let tree = self.subscriptions.read();
+        tree.get(filter).is_some_and(|subs| subs.shared.iter().any(|g| g.name == group))
     }
 
     /// Publishes a message of this node's: forwarded to the other nodes in cluster mode, and
@@ -276,7 +340,7 @@ impl Broker {
         if forwarded.comes_back {
             return Fanout { matched: 1, ticket: forwarded.ticket, congested: Vec::new() };
         }
-        let mut fanout = self.fan_out(message);
+        let mut fanout = self.fan_out_with(message, forwarded.share_key);
         fanout.ticket = fanout.ticket.max(forwarded.ticket);
         fanout
     }
@@ -287,6 +351,17 @@ impl Broker {
     /// one, is durable once every stored delivery of the message is. Messages from other
     /// nodes come here directly; this node's go through [`Broker::publish`].
     pub fn fan_out(&self, message: &Arc<Message>) -> Fanout {
+        self.fan_out_with(message, None)
+    }
+
+    /// [`Broker::fan_out`] of a message every node of a cluster fans out, with the key they
+    /// all pick a shared subscription's serving node by ([`ShareSelector`]).
+    pub fn fan_out_keyed(&self, message: &Arc<Message>, key: u64) -> Fanout {
+        self.fan_out_with(message, Some(key))
+    }
+
+    fn fan_out_with(&self, message: &Arc<Message>, key: Option<u64>) -> Fanout {
+        let selector = key.and_then(|key| Some((self.share_selector.get()?, key)));
         let mut targets = Vec::new();
         let mut direct_filters = 0;
         let tree = self.subscriptions.read();
@@ -308,6 +383,11 @@ impl Broker {
                 });
             }
             for group in &subscribers.shared {
+                if let Some((selector, key)) = selector
+                    && !selector.serves(&group.name, filter, key)
+                {
+                    continue;
+                }
                 if let Some(s) = group.pick(None) {
                     targets.push(Target {
                         session: &s.session,
@@ -525,6 +605,7 @@ impl Broker {
         };
         let existed = self.subscriptions.write().entry(inner).insert(group, subscriber);
         session.lock().subscriptions.insert(filter.to_string(), subscription);
+        self.share_changed(group, inner);
         existed
     }
 
@@ -535,6 +616,8 @@ impl Broker {
         let mut tree = self.subscriptions.write();
         let removed = tree.get_mut(inner).is_some_and(|subs| subs.remove(group, session.id));
         tree.remove_if(inner, FilterSubscribers::is_empty);
+        drop(tree);
+        self.share_changed(group, inner);
         known || removed
     }
 
@@ -568,6 +651,10 @@ impl Broker {
                 }
                 tree.remove_if(inner, FilterSubscribers::is_empty);
             }
+        }
+        for filter in &filters {
+            let (group, inner) = split(filter);
+            self.share_changed(group, inner);
         }
         {
             let mut sessions = self.sessions.lock();

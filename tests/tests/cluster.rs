@@ -6,3 +6,7 @@
 mod harness;
 #[path = "cluster/startup.rs"]
 mod startup;
+#[path = "cluster/resources.rs"]
+mod resources;
+#[path = "cluster/shared.rs"]
+mod shared;
