@@ -354,7 +354,7 @@ impl Broker {
         if run == 1 {
             return (1, self.publish(first));
         }
-        if self.forwarder.get().is_some() {
+        if self.forwarder.get().is_some() && first.qos != QoS::AtMostOnce {
             // Cluster mode: a QoS 1 run comes back through the log, so there is no run to
             // fan out here; one message at a time keeps each one's forwarding in order.
             return (1, self.publish(first));
@@ -412,6 +412,10 @@ impl Broker {
         drop(tree);
         for session in &overflowed {
             self.overflow(session);
+        }
+        // Cluster mode: a QoS 0 run goes to the other nodes too, message by message.
+        for message in &messages[..take] {
+            self.forward(message);
         }
         (take, fanout)
     }

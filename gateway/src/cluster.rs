@@ -34,6 +34,10 @@ use crate::broker::Broker;
 use crate::mqtt::ReasonCode;
 use crate::store::{Storage, StoreConfig, StoreError};
 
+/// Room left in a NATS message for what is not the MQTT packet: the record's expiry, and the
+/// headers (origin, publisher, message id).
+const RECORD_OVERHEAD: usize = 8 * 1024;
+
 /// A node's membership in the cluster.
 pub struct Cluster {
     pub link: Arc<Link>,
@@ -68,6 +72,13 @@ impl Cluster {
             gate: Arc::new(tokio::sync::Mutex::new(())),
             config: config.clone(),
         })
+    }
+
+    /// The largest MQTT packet whose message fits in one NATS message: the server's
+    /// `max_payload` less room for the record's header and the NATS headers.
+    pub fn max_packet_size(&self) -> u32 {
+        let max_payload = self.link.client.server_info().max_payload;
+        u32::try_from(max_payload.saturating_sub(RECORD_OVERHEAD)).unwrap_or(u32::MAX).max(64)
     }
 
     /// The namespace resources the cluster holds, as (kind, name, JSON body).
@@ -163,7 +174,10 @@ async fn fence(
     let stop = broker.shutdown.clone();
     loop {
         let changed = link.changes.notified();
-        if link.is_connected() {
+        let connected = link.is_connected();
+        metrics::gauge!(crate::telemetry::catalogue::CLUSTER_NATS_CONNECTED)
+            .set(f64::from(u8::from(connected)));
+        if connected {
             entry.ready();
             if stop.run_until_cancelled(changed).await.is_none() {
                 return;
@@ -183,6 +197,7 @@ async fn fence(
                     after_ms = after.as_millis() as u64,
                     "NATS unreachable: disconnecting every client (fencing)."
                 );
+                metrics::counter!(crate::telemetry::catalogue::CLUSTER_FENCED).increment(1);
                 for session in sessions {
                     session.kick(ReasonCode::ServerUnavailable);
                 }

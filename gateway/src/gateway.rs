@@ -70,6 +70,24 @@ impl Gateway {
             true => crate::telemetry::install()?,
             false => None,
         };
+        // In cluster mode the durable MQTT state is the cluster's, in JetStream, and a message
+        // must fit in one NATS message: the packet limit comes down to what NATS takes (the
+        // CONNACK tells 5.0 clients), rather than a commit that could never succeed.
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(crate::cluster::Cluster::join(cluster).await?),
+            None => None,
+        };
+        let mut config = config;
+        if let Some(cluster) = &cluster {
+            let limit = cluster.max_packet_size();
+            if config.mqtt.max_packet_size > limit {
+                info!(
+                    configured = config.mqtt.max_packet_size,
+                    limit, "Cluster mode: mqtt.max_packet_size lowered to what NATS accepts."
+                );
+                config.mqtt.max_packet_size = limit;
+            }
+        }
         let prepared = listener::prepare(&config.server.listeners, config.mqtt.max_packet_size)?;
         let readiness = crate::readiness::Readiness::new();
         let mut ready = Vec::new();
@@ -118,11 +136,6 @@ impl Gateway {
                 )));
                 Some((deferred, addr, https))
             }
-            None => None,
-        };
-        // In cluster mode the durable MQTT state is the cluster's, in JetStream.
-        let cluster = match &config.cluster {
-            Some(cluster) => Some(crate::cluster::Cluster::join(cluster).await?),
             None => None,
         };
         let (storage, mut snapshot) = match &cluster {

@@ -59,6 +59,7 @@ impl Forwarder for ClusterForwarder {
             Ok(subject) => subject,
             Err(error) => {
                 // Delivered on this node only; the counter and the log say so.
+                crate::telemetry::catalogue::CLUSTER_TOPIC_TOO_LONG.increment(1);
                 if self.unforwardable.fetch_add(1, Ordering::Relaxed) == 0 {
                     warn!(topic = %message.topic, %error, "Topic cannot be forwarded to the other nodes.");
                 }
@@ -68,6 +69,7 @@ impl Forwarder for ClusterForwarder {
         let body = Bytes::copy_from_slice(message.record());
         if message.qos == QoS::AtMostOnce {
             if self.qos0.try_send((subject, body)).is_err() {
+                crate::telemetry::catalogue::CLUSTER_QOS0_DROPPED.increment(1);
                 self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
             }
             return Outcome { ticket: None, comes_back: false };

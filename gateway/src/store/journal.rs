@@ -38,7 +38,9 @@
 //! waits: its latency stays one commit. The linger ends early at `max_batch_ops` or on close.
 //!
 //! A commit that fails (disk full, I/O error) is logged and retried every second; waiting
-//! callers keep waiting, so nothing is acknowledged that is not on disk.
+//! callers keep waiting, so nothing is acknowledged that is not on disk. Once the journal is
+//! closing, a commit that still fails after `CLOSE_RETRIES` tries is given up, so that a
+//! broken store cannot hold shutdown forever.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -65,6 +67,9 @@ pub struct Journal {
     /// Why the last commit failed, while commits fail: the store is not writable (`/readyz`).
     failure: Mutex<Option<String>>,
 }
+
+/// How many times a failing commit is tried once the journal is closing.
+const CLOSE_RETRIES: u32 = 5;
 
 /// A batch at least this large marks the broker busy enough that the next commit lingers.
 pub const LINGER_MIN_OPS: usize = 64;
@@ -230,9 +235,18 @@ impl Journal {
             };
             let started = std::time::Instant::now();
             previous = (ops.len() >= LINGER_MIN_OPS && !self.linger.is_zero()).then_some(started);
+            let mut failures = 0;
             while let Err(error) = store.commit(&ops) {
                 tracing::error!(%error, ops = ops.len(), "Store commit failed; retrying.");
                 *self.failure.lock() = Some(error.to_string());
+                failures += 1;
+                // Shutting down with a store that keeps failing (a cluster node cut off from
+                // NATS): stop rather than hold the process forever. Nothing is lost that was
+                // acknowledged, because whoever waits for these ops is still waiting.
+                if failures >= CLOSE_RETRIES && self.pending.lock().closed {
+                    tracing::error!(ops = ops.len(), "Closing with ops the store would not take.");
+                    return;
+                }
                 std::thread::sleep(Duration::from_secs(1));
             }
             self.failure.lock().take();

@@ -70,6 +70,12 @@ pub const PROCESS_FDS: &str = "gridmq_process_open_fds";
 pub const CONFIG_RELOADS: &str = "gridmq_config_reloads_total";
 pub const DIAGNOSTIC_SUPPRESSED: &str = "gridmq_diagnostic_events_suppressed_total";
 
+// === cluster mode (`crate::cluster`) ===
+
+pub const CLUSTER_NOT_FORWARDED: &str = "gridmq_cluster_unforwarded_messages_total";
+pub const CLUSTER_NATS_CONNECTED: &str = "gridmq_cluster_nats_connected";
+pub const CLUSTER_FENCED: &str = "gridmq_cluster_fenced_total";
+
 /// Buckets per histogram family: destination round trips from a loopback sink (ms) to a slow
 /// webhook's 30 s timeout; group commits from a page-cache write to a slow disk's fsync; batch
 /// sizes up to `store.max_batch_ops`' range; session queues up to `mqtt.max_queued_messages`'
@@ -126,6 +132,15 @@ pub fn describe() {
     describe_gauge!(RETAINED_BYTES, Unit::Bytes, "Payload bytes of retained messages.");
     describe_gauge!(PROCESS_RSS, Unit::Bytes, "Resident memory of the process.");
     describe_gauge!(PROCESS_FDS, "Open file descriptors of the process.");
+    describe_counter!(
+        CLUSTER_NOT_FORWARDED,
+        "Messages delivered on their own node only, by reason (QoS 0 queue full, topic too long)."
+    );
+    describe_gauge!(CLUSTER_NATS_CONNECTED, "1 while the node's NATS connection is up.");
+    describe_counter!(
+        CLUSTER_FENCED,
+        "Times the node disconnected every client, cut off from NATS."
+    );
 }
 
 /// The label value of a QoS.
@@ -161,6 +176,13 @@ pub static PUBLISHED_OK: LazyLock<PerQos> = LazyLock::new(|| {
 /// Deliveries by QoS.
 pub static DELIVERED_BY_QOS: LazyLock<PerQos> =
     LazyLock::new(|| PerQos::new(|qos| counter!(DELIVERED, "qos" => qos)));
+
+/// Cluster mode: QoS 0 messages the forwarding queue had no room for.
+pub static CLUSTER_QOS0_DROPPED: LazyLock<Counter> =
+    LazyLock::new(|| counter!(CLUSTER_NOT_FORWARDED, "reason" => "qos0_queue_full"));
+/// Cluster mode: messages whose topic makes too long a subject.
+pub static CLUSTER_TOPIC_TOO_LONG: LazyLock<Counter> =
+    LazyLock::new(|| counter!(CLUSTER_NOT_FORWARDED, "reason" => "topic_too_long"));
 
 pub static RECEIVED_BYTES: LazyLock<Counter> = LazyLock::new(|| counter!(BYTES_RECEIVED));
 pub static SENT_BYTES: LazyLock<Counter> = LazyLock::new(|| counter!(BYTES_SENT));

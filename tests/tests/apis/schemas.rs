@@ -483,6 +483,15 @@ data_dir = "/var/lib/gridmq"
 max_batch_ops = 1000
 commit_linger_ms = 2
 
+[cluster]
+nats_urls = ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+node_id = "a"
+subject_prefix = "gm"
+replicas = 3
+connect_timeout_secs = 10
+fence_after_ms = 2000
+release_timeout_ms = 4000
+
 [access.limits]
 clients = 100
 
@@ -646,6 +655,7 @@ fn the_shipped_configs_validate() {
     let mut files = vec![schemas_dir().join("gridmq.example.toml")];
     let examples = files_in(schemas_dir().join("../examples"), ".toml");
     files.extend(examples.into_iter().filter(|file| !file.ends_with("Cargo.toml")));
+    files.extend(files_in(schemas_dir().join("../examples/cluster"), ".toml"));
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         let config = toml_to_json(&text).unwrap();
@@ -672,6 +682,9 @@ fn unknown_config_fields_are_refused() {
     config_refused(&mutated(&config, &["log", "level"], json!("debug")));
     config_refused(&mutated(&config, &["log", "format"], json!("xml")));
     config_refused(&mutated(&config, &["metrics", "port"], json!(9464)));
+    config_refused(&mutated(&config, &["cluster", "replica"], json!(3)));
+    config_refused(&mutated(&config, &["cluster", "replicas"], json!(0)));
+    config_refused(&mutated(&config, &["cluster", "nats_urls"], json!([])));
     config_refused(&mutated(&config, &["metrics", "listen"], json!("localhost")));
     config_refused(&mutated(&config, &["clients", "car1", "AuthenticationName"], json!("x")));
     let route = json!({"topic": "telemetry", "filter": "#"});
