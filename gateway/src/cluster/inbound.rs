@@ -76,10 +76,24 @@ pub async fn messages(
                 continue;
             }
         };
+        // Set once the NATS connection was seen lost while this consumer read.
+        let mut lost = false;
         loop {
-            let next = match stop.run_until_cancelled(stream.next()).await {
-                None => return,
-                Some(next) => next,
+            lost |= !link.is_connected();
+            let changed = link.changes.notified();
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = stream.next() => next,
+                // An ordered consumer lives in one server's memory: after the connection
+                // comes back it may be gone, which the client notices only after missed
+                // heartbeats (seconds). Reading again from `applied` at once skips nothing.
+                () = changed => {
+                    if link.is_connected() && lost {
+                        debug!("NATS reconnected: reading the message stream again.");
+                        break;
+                    }
+                    continue;
+                }
             };
             let message = match next {
                 Some(Ok(message)) => message,
