@@ -38,7 +38,7 @@ async fn a_node_without_nats_disconnects_its_clients_and_acknowledges_nothing() 
     client.send(&Packet::Publish(publish("fence/before", QoS::AtLeastOnce, Some(1), "x"))).await?;
     let first = wait_for(&mut client, Duration::from_secs(10)).await;
     ensure!(
-        matches!(&first, Outcome::Packet(Packet::PubAck(ack)) if !ack.reason.is_error()),
+        matches!(&first, Ok(Some(Packet::PubAck(ack))) if !ack.reason.is_error()),
         "no PUBACK while NATS runs: {first:?}"
     );
 
@@ -47,26 +47,26 @@ async fn a_node_without_nats_disconnects_its_clients_and_acknowledges_nothing() 
     client.send(&Packet::Publish(publish("fence/during", QoS::AtLeastOnce, Some(2), "y"))).await?;
     let ended = loop {
         match wait_for(&mut client, FENCE_AFTER + SLACK + Duration::from_secs(5)).await {
-            Outcome::Packet(Packet::PubAck(ack)) if !ack.reason.is_error() => {
+            Ok(Some(Packet::PubAck(ack))) if !ack.reason.is_error() => {
                 bail!(
                     "a publish made while NATS was down was acknowledged ({:?} after the cut)",
                     cut.elapsed()
                 )
             }
-            Outcome::Packet(Packet::PubAck(ack)) => {
+            Ok(Some(Packet::PubAck(ack))) => {
                 eprintln!("the publish made while NATS was down was refused: {:?}", ack.reason);
             }
-            Outcome::Packet(Packet::Disconnect(disconnect)) => {
+            Ok(Some(Packet::Disconnect(disconnect))) => {
                 break format!("DISCONNECT {:?}", disconnect.reason);
             }
-            Outcome::Packet(_) => {}
+            Ok(Some(_)) => {}
             // The test codec is the broker's, which refuses 0x88 in a DISCONNECT as a client
             // may not send it: that refusal is the broker's DISCONNECT 0x88 arriving.
-            Outcome::Closed(why) if why.contains("invalid reason code 0x88") => {
+            Err(why) if why.contains("invalid reason code 0x88") => {
                 break format!("DISCONNECT {:?}", ReasonCode::ServerUnavailable);
             }
-            Outcome::Closed(why) => break format!("connection closed ({why})"),
-            Outcome::Nothing => {
+            Err(why) => break format!("connection closed ({why})"),
+            Ok(None) => {
                 bail!("the client was still connected {:?} after NATS went down", cut.elapsed())
             }
         }
@@ -93,11 +93,11 @@ async fn a_node_without_nats_disconnects_its_clients_and_acknowledges_nothing() 
                 .send(&Packet::Publish(publish("fence/after", QoS::AtLeastOnce, Some(1), "z")))
                 .await?;
             match wait_for(&mut publisher, Duration::from_secs(5)).await {
-                Outcome::Packet(Packet::PubAck(ack)) if !ack.reason.is_error() => {}
+                Ok(Some(Packet::PubAck(ack))) if !ack.reason.is_error() => {}
                 other => bail!("publish after NATS came back: {other:?}"),
             }
             match wait_for(&mut sub, Duration::from_secs(5)).await {
-                Outcome::Packet(Packet::Publish(p)) if p.payload.as_ref() == b"z" => Ok(()),
+                Ok(Some(Packet::Publish(p))) if p.payload.as_ref() == b"z" => Ok(()),
                 other => bail!("delivery after NATS came back: {other:?}"),
             }
         };
@@ -113,22 +113,16 @@ async fn a_node_without_nats_disconnects_its_clients_and_acknowledges_nothing() 
     Ok(())
 }
 
-#[derive(Debug)]
-enum Outcome {
-    Packet(Packet),
-    Closed(String),
-    Nothing,
-}
-
-/// The next packet other than PINGRESP within `within`, or how the connection ended.
-async fn wait_for(client: &mut PacketClient, within: Duration) -> Outcome {
+/// The next packet other than PINGRESP within `within` (`None`: nothing came), or how the
+/// connection ended.
+async fn wait_for(client: &mut PacketClient, within: Duration) -> Result<Option<Packet>, String> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         match client.recv(Duration::from_millis(100)).await {
             Ok(Some(Packet::PingResp)) | Ok(None) => {}
-            Ok(Some(packet)) => return Outcome::Packet(packet),
-            Err(error) => return Outcome::Closed(format!("{error:#}")),
+            Ok(Some(packet)) => return Ok(Some(packet)),
+            Err(error) => return Err(format!("{error:#}")),
         }
     }
-    Outcome::Nothing
+    Ok(None)
 }
