@@ -17,7 +17,8 @@ use crate::settings::Settings;
 /// Opens, holds and closes the idle connections.
 pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     let run_id = format!("{}-{}", std::process::id(), crate::stamp::now_ns() % 1_000_000);
-    let (addr, protocol) = (settings.addr, settings.protocol);
+    let protocol = settings.protocol;
+    let spread = settings.clone();
     // The tool is a multi-threaded process too: without this, its own descriptor table's
     // growths (10-16 ms each, see `gateway::server::fd_table`) land in the handshakes'
     // latency, whichever broker it measures.
@@ -28,6 +29,7 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     let start = Instant::now();
     let opened = connect::many(settings.clients, settings.connect_concurrency, move |i| {
         let client_id = format!("gmqb-{run_id}-i{i}");
+        let addr = spread.subscriber_addr(i);
         async move {
             let began = Instant::now();
             let client = Client::connect(addr, client_id, protocol, 0).await?;

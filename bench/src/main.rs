@@ -52,6 +52,12 @@ struct Args {
     /// Broker MQTT port.
     #[arg(long, default_value_t = 1883)]
     port: u16,
+    /// Several MQTT ports of `--host` (comma separated, e.g. `1883,1884,1885`: the nodes of a
+    /// cluster) to spread the message scenarios' and idle/storm connections over, round-robin:
+    /// subscriber or connection `i` goes to port `i mod n`, publisher `i` to port `(i + 1) mod n`,
+    /// so each pair of the pairs scenario crosses nodes. Replaces `--port`.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    ports: Vec<u16>,
     /// Name of the broker under test, copied into the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -191,11 +197,18 @@ fn print_report(report: &Report) {
 }
 
 fn settings(args: &Args) -> anyhow::Result<Settings> {
-    let addr = (args.host.as_str(), args.port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolve {}", args.host))?
-        .next()
-        .with_context(|| format!("{} has no address", args.host))?;
+    let ports = if args.ports.is_empty() { vec![args.port] } else { args.ports.clone() };
+    let addrs = ports
+        .iter()
+        .map(|&port| {
+            (args.host.as_str(), port)
+                .to_socket_addrs()
+                .with_context(|| format!("resolve {}", args.host))?
+                .next()
+                .with_context(|| format!("{} has no address", args.host))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addr = addrs[0];
     let protocol = match args.mqtt {
         3 => Protocol::V311,
         5 => Protocol::V5,
@@ -245,6 +258,7 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
         scenario: args.scenario,
         label: args.label.clone(),
         addr,
+        addrs,
         protocol,
         qos: QoS::from_u8(args.qos).context("--qos must be 0, 1 or 2")?,
         payload: args.payload,

@@ -61,13 +61,15 @@ pub fn run_id() -> String {
 pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
     let run_id = run_id();
     let plan = Plan::of(&settings, &run_id);
-    let (addr, protocol, qos) = (settings.addr, settings.protocol, settings.qos);
+    let (protocol, qos) = (settings.protocol, settings.qos);
 
     let filters = plan.subscribers.clone();
     let id = run_id.clone();
     let session_expiry = settings.session_expiry;
+    let spread = settings.clone();
     let subscribers = connect::many(filters.len(), settings.connect_concurrency, move |i| {
         let filter = filters[i].clone();
+        let addr = spread.subscriber_addr(i);
         let client_id = format!("gmqb-{id}-s{i}");
         async move {
             let mut client = Client::connect(addr, client_id, protocol, session_expiry).await?;
@@ -117,10 +119,11 @@ pub async fn connect_publishers(
     run_id: &str,
     count: usize,
 ) -> anyhow::Result<Vec<Client>> {
-    let (addr, protocol) = (settings.addr, settings.protocol);
+    let protocol = settings.protocol;
+    let addrs: Vec<_> = (0..count).map(|i| settings.publisher_addr(i)).collect();
     let id = run_id.to_owned();
     connect::many(count, settings.connect_concurrency, move |i| {
-        Client::connect(addr, format!("gmqb-{id}-p{i}"), protocol, 0)
+        Client::connect(addrs[i], format!("gmqb-{id}-p{i}"), protocol, 0)
     })
     .await
     .context("connect publishers")

@@ -58,7 +58,11 @@ impl Scenario {
 pub struct Settings {
     pub scenario: Scenario,
     pub label: String,
+    /// The broker's MQTT address: the first of `addrs`, for scenarios that use one.
     pub addr: SocketAddr,
+    /// Every MQTT address the message and idle scenarios spread their connections over
+    /// (`--ports`; just `addr` without it).
+    pub addrs: Vec<SocketAddr>,
     pub protocol: Protocol,
     pub qos: QoS,
     pub payload: usize,
@@ -116,6 +120,17 @@ pub struct PullSettings {
 }
 
 impl Settings {
+    /// Where subscriber (or idle connection) `i` connects: round-robin over `addrs`.
+    pub fn subscriber_addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i % self.addrs.len()]
+    }
+
+    /// Where publisher `i` connects: round-robin over `addrs`, one port on from the subscriber
+    /// with the same index, so that with several ports a pair's two ends are on different nodes.
+    pub fn publisher_addr(&self, i: usize) -> SocketAddr {
+        self.addrs[(i + 1) % self.addrs.len()]
+    }
+
     /// "3.1.1" or "5", as the report spells it.
     pub fn mqtt_version(&self) -> &'static str {
         match self.protocol {

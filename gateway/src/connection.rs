@@ -318,9 +318,42 @@ where
         );
         self.running.hold(drained);
         if let Some(ticket) = self.running.barrier.take() {
-            self.core.broker.durable(Some(ticket)).await;
+            self.await_durable(ticket).await;
         }
         self.flush().await
+    }
+
+    /// Waits until `ticket` is durable, or until the session is kicked: a commit may never
+    /// come (cluster mode cut off from NATS, where fencing kicks every session), and a kicked
+    /// connection must still end. What the barrier held back (acknowledgements of what is not
+    /// stored) is then dropped unsent, so `finish` writes only the DISCONNECT.
+    async fn await_durable(&mut self, ticket: Ticket) {
+        let (session, write_buf) = (&self.core.session, &mut self.running.write_buf);
+        let durable = self.core.broker.durable(Some(ticket));
+        tokio::pin!(durable);
+        let mut woken = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut durable => break,
+                // `kick` sets the reason, then wakes (a stored permit when nobody waits, so
+                // a kick from before this wait is seen too). Only the session's kick: at
+                // shutdown the journal commits what is pending, and those acknowledgements
+                // still go out.
+                () = session.wake.notified() => {
+                    woken = true;
+                    if session.kicked().is_some() {
+                        write_buf.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        // A wake-up taken here may have been for queued deliveries or the kick: passed on to
+        // the event loop, which looks at both.
+        if woken {
+            session.wake.notify_one();
+        }
     }
 
     /// A deadline earlier than the timer's `armed` one that came up since it was armed:

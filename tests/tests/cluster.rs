@@ -2,11 +2,19 @@
 //! (tests/src/cluster.rs starts the servers and the nodes).
 
 // A crate root looks for its modules beside itself, not in cluster/: each names its file.
+#[path = "cluster/durability.rs"]
+mod durability;
+#[path = "cluster/fencing.rs"]
+mod fencing;
 #[path = "cluster/harness.rs"]
 mod harness;
+#[path = "cluster/pubsub.rs"]
+mod pubsub;
 #[path = "cluster/startup.rs"]
 mod startup;
 #[path = "cluster/resources.rs"]
 mod resources;
 #[path = "cluster/shared.rs"]
 mod shared;
+#[path = "cluster/traffic.rs"]
+mod traffic;

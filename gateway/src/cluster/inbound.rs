@@ -80,10 +80,24 @@ pub async fn messages(
                 continue;
             }
         };
+        // Set once the NATS connection was seen lost while this consumer read.
+        let mut lost = false;
         loop {
-            let next = match stop.run_until_cancelled(stream.next()).await {
-                None => return,
-                Some(next) => next,
+            lost |= !link.is_connected();
+            let changed = link.changes.notified();
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = stream.next() => next,
+                // An ordered consumer lives in one server's memory: after the connection
+                // comes back it may be gone, which the client notices only after missed
+                // heartbeats (seconds). Reading again from `applied` at once skips nothing.
+                () = changed => {
+                    if link.is_connected() && lost {
+                        debug!("NATS reconnected: reading the message stream again.");
+                        break;
+                    }
+                    continue;
+                }
             };
             let message = match next {
                 Some(Ok(message)) => message,
@@ -97,23 +111,61 @@ pub async fn messages(
             // Held while the message is fanned out and `applied` moves past it: a session
             // being loaded holds it too, so no message lands between its replay and its
             // first live delivery.
-            let _gate = gate.lock().await;
+            let gate = gate.lock().await;
             // This node's own messages come back too: QoS 1/2 reach every subscriber through
             // this one ordered path.
-            match persist::decode_message(&message.payload) {
+            let congested = match persist::decode_message(&message.payload) {
                 Ok(mut decoded) => {
                     if from_self(message.headers.as_ref(), &node) {
                         decoded.publisher = publisher(message.headers.as_ref());
                     }
-                    broker.fan_out_keyed(&Arc::new(decoded), seq);
+                    broker.fan_out_keyed(&Arc::new(decoded), seq).congested
                 }
-                Err(error) => warn!(seq, %error, "Skipped an undecodable cluster message."),
-            }
+                Err(error) => {
+                    warn!(seq, %error, "Skipped an undecodable cluster message.");
+                    Vec::new()
+                }
+            };
             if seq != 0 {
                 applied.store(seq, Ordering::SeqCst);
             }
+            drop(gate);
+            if stop.run_until_cancelled(pause(&broker, congested)).await.is_none() {
+                return;
+            }
         }
         tokio::time::sleep(RESTART).await;
+    }
+}
+
+/// The stream reader's flow control, as a publisher's connection has it (`connection::pause`):
+/// in cluster mode every QoS 1/2 message reaches this node's subscribers through the reader,
+/// so a subscriber past its soft limit holds the reader back, up to
+/// `mqtt.max_publisher_pause_ms`, instead of its bounded queue dropping what a burst (the
+/// backlog after a NATS election, say) brings. One still congested at the end is marked
+/// stalled, so that the reader waits for it only once.
+async fn pause(broker: &Broker, congested: Vec<Arc<crate::broker::session::Session>>) {
+    let config = &broker.config;
+    if congested.is_empty() || config.max_publisher_pause_ms == 0 {
+        return;
+    }
+    let until = tokio::time::Instant::now() + Duration::from_millis(config.max_publisher_pause_ms);
+    for session in congested {
+        loop {
+            // Registered before the session is looked at, so a drain in between is not missed.
+            let space = session.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            if !session.is_congested(config) {
+                break;
+            }
+            if tokio::time::timeout_at(until, space).await.is_err() {
+                if session.is_congested(config) {
+                    session.mark_stalled();
+                }
+                break;
+            }
+        }
     }
 }
 
