@@ -14,6 +14,7 @@ use std::time::Duration;
 pub mod azure_sdk;
 pub mod certs;
 pub mod clients;
+pub mod cluster;
 pub mod http;
 pub mod http_raw;
 pub mod packet_client;
