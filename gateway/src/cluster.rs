@@ -9,6 +9,8 @@
 //! - `forward`: this node's publishes sent on (QoS 1/2 through the journal, QoS 0 on core NATS).
 //! - `inbound`: the other nodes' publishes fanned out here, and the retained index kept equal.
 //! - `subject`: MQTT topics as NATS subjects, injective and safe for every legal topic.
+//! - `sessions`: which node holds each session; sessions moving between nodes, adopted when
+//!   their node dies.
 //!
 //! Fencing: a node cut off from NATS for `fence_after_ms` disconnects all its clients, so that
 //! no client is served by a node that can no longer store what it acknowledges, and another
@@ -19,6 +21,7 @@ pub mod config;
 pub mod forward;
 pub mod inbound;
 pub mod link;
+pub mod sessions;
 pub mod store;
 pub mod subject;
 
@@ -60,10 +63,19 @@ impl Cluster {
             replicas: config.replicas,
             problem: error.to_string(),
         })?;
+        let incarnation = random_u64();
+        // Alive before any client can claim a session here: another node's janitor must not
+        // take this run's first sessions for a dead node's.
+        let alive = link.nodes.put(store::name_key(&node), incarnation.to_string().into()).await;
+        alive.map_err(|error| LinkError::Create {
+            what: format!("bucket {}", link.names.nodes),
+            replicas: config.replicas,
+            problem: error.to_string(),
+        })?;
         Ok(Cluster {
             link,
             node,
-            incarnation: random_u64(),
+            incarnation,
             applied: Arc::new(AtomicU64::new(last)),
             gate: Arc::new(tokio::sync::Mutex::new(())),
             config: config.clone(),
@@ -115,6 +127,9 @@ impl Cluster {
         let Some(journal) = broker.journal().cloned() else { return };
         let (forwarder, qos0) = forward::ClusterForwarder::new(journal, &self.link.names.prefix);
         broker.set_forwarder(Arc::new(forwarder));
+        let directory = sessions::Sessions::new(self, broker);
+        broker.set_directory(Arc::new(sessions::Directory(directory.clone())));
+        directory.start(broker, broker.shutdown.clone());
         let stop = broker.shutdown.clone();
         let link = &self.link;
         let node = &self.node;
