@@ -4,3 +4,5 @@
 // A crate root looks for its modules beside itself, not in cluster/: each names its file.
 #[path = "cluster/harness.rs"]
 mod harness;
+#[path = "cluster/sessions.rs"]
+mod sessions;
