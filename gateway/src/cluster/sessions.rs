@@ -416,6 +416,9 @@ impl Sessions {
                 warn!(%error, "Cannot tell the cluster this node is alive.");
             }
             if stop.run_until_cancelled(tokio::time::sleep(HEARTBEAT)).await.is_none() {
+                // The log reader stops with the broker: a last marker spares the nodes that
+                // adopt this one's sessions a longer replay.
+                let _ = tokio::time::timeout(HEARTBEAT * 2, self.mark()).await;
                 return;
             }
         }
@@ -424,6 +427,11 @@ impl Sessions {
     async fn beat(&self) -> Result<(), SessionsError> {
         let key = name_key(&self.node);
         self.link.nodes.put(key, self.incarnation.to_string().into()).await.map_err(nats)?;
+        self.mark().await
+    }
+
+    /// Stores the log position this node's journal has stored everything up to.
+    async fn mark(&self) -> Result<(), SessionsError> {
         // Everything this node fanned out up to `applied` was appended before it is read; once
         // the journal has stored it, the marker may say so.
         let applied = self.applied.load(Ordering::SeqCst);

@@ -247,3 +247,28 @@ async fn the_will_of_a_client_on_a_killed_node_is_published_once_after_its_delay
     let again = watcher.try_recv(Duration::from_secs(5)).await;
     assert!(again.is_none(), "the will came twice: {again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_start_on_another_node_discards_the_stored_session() {
+    let cluster = GridmqCluster::start(3);
+    let (a, b, c) = (cluster.nodes[0].addr, cluster.nodes[1].addr, cluster.nodes[2].addr);
+
+    let mut sub = v5::Client::connect_with(persistent(a, "fresh", 300)).await.expect("on A");
+    sub.subscribe("fresh/#", v5::QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut publisher = v5::Client::connect(b, "fresh-pub").await;
+    publish_acked(&mut publisher, "fresh/x", (0..3).map(|i| i.to_string())).await;
+
+    let mut clean = v5::options(c, "fresh");
+    clean.set_session_expiry_interval(Some(300));
+    let mut sub = v5::Client::connect_with(clean).await.expect("clean start on C");
+    assert!(!sub.connack.session_present, "a clean start has no session");
+    sub.recv_none().await;
+    sub.disconnect().await;
+
+    // What C stored is the only session now: no subscription, nothing queued.
+    let mut sub = v5::Client::connect_with(persistent(a, "fresh", 300)).await.expect("on A");
+    assert!(sub.connack.session_present, "C's clean session, taken back to A");
+    publish_acked(&mut publisher, "fresh/x", std::iter::once("late".to_string())).await;
+    sub.recv_none().await;
+}

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -17,18 +18,59 @@ use crate::cluster::store::key_name;
 const EVERY: Duration = Duration::from_secs(2);
 
 impl Sessions {
-    /// Adopts dead nodes' sessions until `stop`. An owner must look dead on two looks in a row
-    /// (with the same entry revision) before it is adopted, so that a node that has just
-    /// started, and not yet said it is alive, is not mistaken for a dead one.
+    /// Adopts dead nodes' sessions until `stop`. The owners bucket is watched, so each look
+    /// reads only the `nodes` bucket. An owner must look dead on two looks in a row (with the
+    /// same entry revision) before it is adopted, so that a node that has just started, and
+    /// not yet said it is alive, is not mistaken for a dead one.
     pub(super) async fn janitor(self: Arc<Self>, stop: CancellationToken) {
-        let mut suspects: HashSet<(String, u64)> = HashSet::new();
         loop {
+            let watch = stop.run_until_cancelled(self.link.owners.watch_with_history(">")).await;
+            let mut watch = match watch {
+                None => return,
+                Some(Ok(watch)) => watch,
+                Some(Err(error)) => {
+                    warn!(%error, "Cannot watch the session owners; retrying.");
+                    if stop.run_until_cancelled(tokio::time::sleep(EVERY)).await.is_none() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut owners: HashMap<String, (Owner, u64)> = HashMap::new();
+            let mut suspects: HashSet<(String, u64)> = HashSet::new();
+            let mut tick = tokio::time::interval(EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = watch.next() => match next {
+                        Some(Ok(entry)) => match entry.operation {
+                            Operation::Put => match serde_json::from_slice::<Owner>(&entry.value) {
+                                Ok(owner) => {
+                                    owners.insert(entry.key, (owner, entry.revision));
+                                }
+                                Err(_) => {
+                                    owners.remove(&entry.key);
+                                }
+                            },
+                            Operation::Delete | Operation::Purge => {
+                                owners.remove(&entry.key);
+                            }
+                        },
+                        Some(Err(error)) => {
+                            warn!(%error, "The session owners watch failed; restarting it.");
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick() => match self.look(&owners, &suspects).await {
+                        Ok(dead) => suspects = dead,
+                        Err(error) => debug!(%error, "The session janitor could not look."),
+                    },
+                }
+            }
             if stop.run_until_cancelled(tokio::time::sleep(EVERY)).await.is_none() {
                 return;
-            }
-            match self.look(&suspects).await {
-                Ok(dead) => suspects = dead,
-                Err(error) => debug!(%error, "The session janitor could not look; next time."),
             }
         }
     }
@@ -36,29 +78,22 @@ impl Sessions {
     /// One look: adopts what was suspect last time and still is; returns the new suspects.
     async fn look(
         self: &Arc<Self>,
+        owners: &HashMap<String, (Owner, u64)>,
         suspects: &HashSet<(String, u64)>,
     ) -> Result<HashSet<(String, u64)>, SessionsError> {
         let live = self.live_nodes().await?;
         let mut dead = HashSet::new();
-        let mut keys = match self.link.owners.keys().await {
-            Ok(keys) => keys,
-            Err(error) => return Err(nats(error)),
-        };
-        let mut found = Vec::new();
-        while let Some(key) = keys.next().await {
-            found.push(key.map_err(nats)?);
-        }
-        for key in found {
-            let Some((owner, revision)) = self.owner(&key).await? else { continue };
-            if self.is_me(&owner) || live.get(&owner.node) == Some(&owner.incarnation) {
+        for (key, (owner, revision)) in owners {
+            if self.is_me(owner) || live.get(&owner.node) == Some(&owner.incarnation) {
                 continue;
             }
-            if suspects.contains(&(key.clone(), revision)) {
-                if let Err(error) = self.adopt(&key, revision).await {
+            let suspect = (key.clone(), *revision);
+            if suspects.contains(&suspect) {
+                if let Err(error) = self.adopt(key, *revision).await {
                     warn!(%error, key, "Could not adopt a dead node's session.");
                 }
             } else {
-                dead.insert((key, revision));
+                dead.insert(suspect);
             }
         }
         Ok(dead)
