@@ -49,6 +49,10 @@ const DETACH_WAIT: Duration = Duration::from_secs(4);
 /// How often a node says it is alive and stores its position in the log.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// How long a node may fail to say it is alive before it takes itself for dead (the `nodes`
+/// bucket forgets a node 5 s after its last heartbeat).
+const PRESUMED_DEAD: Duration = Duration::from_secs(4);
+
 /// The most release requests handled at once; more wait in the subscription's own bound.
 const MAX_RELEASES: usize = 256;
 
@@ -95,7 +99,9 @@ enum Outcome {
 pub struct Sessions {
     link: Arc<Link>,
     node: Arc<str>,
-    incarnation: u64,
+    /// This node's run as the owners bucket knows it: the process's, until the node was cut
+    /// off long enough to be taken for dead (see `start_over`).
+    incarnation: AtomicU64,
     applied: Arc<AtomicU64>,
     gate: Arc<tokio::sync::Mutex<()>>,
     release_timeout: Duration,
@@ -142,7 +148,7 @@ impl Sessions {
         Arc::new(Sessions {
             link: cluster.link.clone(),
             node: cluster.node.clone(),
-            incarnation: cluster.incarnation,
+            incarnation: AtomicU64::new(cluster.incarnation),
             applied: cluster.applied.clone(),
             gate: cluster.gate.clone(),
             release_timeout: Duration::from_millis(cluster.config.release_timeout_ms),
@@ -163,12 +169,16 @@ impl Sessions {
         self.broker.upgrade().ok_or(SessionsError::Stopped)
     }
 
+    fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::SeqCst)
+    }
+
     fn me(&self, epoch: u64, from: u64) -> Owner {
-        Owner { node: self.node.to_string(), incarnation: self.incarnation, epoch, from }
+        Owner { node: self.node.to_string(), incarnation: self.incarnation(), epoch, from }
     }
 
     fn is_me(&self, owner: &Owner) -> bool {
-        *owner.node == *self.node && owner.incarnation == self.incarnation
+        *owner.node == *self.node && owner.incarnation == self.incarnation()
     }
 
     async fn lock(self: &Arc<Self>, client_id: &Arc<str>) -> ClientLock {
@@ -275,7 +285,10 @@ impl Sessions {
             };
         };
         if self.is_me(&owner) {
-            if !clean_start && broker.session(client_id).is_none() {
+            if clean_start && broker.session(client_id).is_none() {
+                // Whatever is stored of an earlier session of ours goes.
+                broker.journal_append(|| Op::DeleteSession(client_id.clone()));
+            } else if !clean_start && broker.session(client_id).is_none() {
                 // Ours, but not here (a load that failed): load it from what is stored,
                 // once our own journal has stored all of it.
                 self.flush(&broker).await;
@@ -385,7 +398,7 @@ impl Sessions {
         let Ok(request) = serde_json::from_slice::<Release>(payload) else {
             return Released::Busy;
         };
-        if request.incarnation != self.incarnation {
+        if request.incarnation != self.incarnation() {
             return Released::NotMe;
         }
         let client_id: Arc<str> = request.client_id.into();
@@ -411,9 +424,14 @@ impl Sessions {
 
     /// Says this node is alive and stores its log position, each second until `stop`.
     async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
+        let mut alive_at = tokio::time::Instant::now();
         loop {
-            if let Err(error) = self.beat().await {
-                warn!(%error, "Cannot tell the cluster this node is alive.");
+            if alive_at.elapsed() >= PRESUMED_DEAD && self.link.is_connected() {
+                self.start_over().await;
+            }
+            match self.beat().await {
+                Ok(()) => alive_at = tokio::time::Instant::now(),
+                Err(error) => warn!(%error, "Cannot tell the cluster this node is alive."),
             }
             if stop.run_until_cancelled(tokio::time::sleep(HEARTBEAT)).await.is_none() {
                 // The log reader stops with the broker: a last marker spares the nodes that
@@ -424,9 +442,36 @@ impl Sessions {
         }
     }
 
+    /// After this node could not say it was alive for long enough that other nodes may have
+    /// adopted its sessions: every local session goes (their clients were fenced off already)
+    /// without touching what is stored, and the node goes on as a new run, so that its
+    /// sessions' owner entries name a dead run and are adopted, with their timers, by one
+    /// node, maybe this one. Otherwise a stale copy's expiry could delete what its adopter
+    /// stores, and its will go out twice.
+    async fn start_over(self: &Arc<Self>) {
+        let Ok(broker) = self.broker() else { return };
+        let sessions = broker.sessions_snapshot();
+        warn!(
+            sessions = sessions.len(),
+            "This node was cut off from the cluster long enough to be taken for dead; its \
+             sessions go back to the cluster."
+        );
+        for session in sessions {
+            let _lock = self.lock(&session.client_id).await;
+            session.kick(ReasonCode::ServerUnavailable);
+            let detached =
+                tokio::time::timeout(DETACH_WAIT, session.attach.clone().lock_owned()).await;
+            if detached.is_err() {
+                warn!(client_id = %session.client_id, "A session's connection did not let go; evicting it anyway.");
+            }
+            broker.evict(&session);
+        }
+        self.incarnation.store(super::random_u64(), Ordering::SeqCst);
+    }
+
     async fn beat(&self) -> Result<(), SessionsError> {
         let key = name_key(&self.node);
-        self.link.nodes.put(key, self.incarnation.to_string().into()).await.map_err(nats)?;
+        self.link.nodes.put(key, self.incarnation().to_string().into()).await.map_err(nats)?;
         self.mark().await
     }
 
@@ -437,7 +482,7 @@ impl Sessions {
         let applied = self.applied.load(Ordering::SeqCst);
         let broker = self.broker()?;
         self.flush(&broker).await;
-        let marker = Sessions::marker_key(&self.node, self.incarnation);
+        let marker = Sessions::marker_key(&self.node, self.incarnation());
         self.link.sessions.put(marker, applied.to_string().into()).await.map_err(nats)?;
         Ok(())
     }
