@@ -202,6 +202,10 @@ impl Sessions {
         let Some(entry) = self.link.owners.entry(key).await.map_err(nats)? else {
             return Ok(None);
         };
+        if entry.operation != async_nats::jetstream::kv::Operation::Put {
+            // A deleted entry: `create` takes it.
+            return Ok(None);
+        }
         match serde_json::from_slice::<Owner>(&entry.value) {
             Ok(owner) => Ok(Some((owner, entry.revision))),
             Err(error) => {
@@ -215,12 +219,18 @@ impl Sessions {
 
     /// Whether the run of the node named in `owner` is alive.
     async fn is_live(&self, owner: &Owner) -> Result<bool, SessionsError> {
+        if owner.node.is_empty() {
+            return Ok(false);
+        }
         let value = self.link.nodes.get(name_key(&owner.node)).await.map_err(nats)?;
         Ok(value.is_some_and(|v| v == owner.incarnation.to_string().as_bytes()))
     }
 
     /// The log position a dead owner had stored everything up to.
     async fn floor(&self, owner: &Owner) -> Result<u64, SessionsError> {
+        if owner.node.is_empty() {
+            return Ok(owner.from);
+        }
         let key = Sessions::marker_key(&owner.node, owner.incarnation);
         let value = self.link.sessions.get(key).await.map_err(nats)?;
         let marker = value

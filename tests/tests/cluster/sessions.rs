@@ -272,3 +272,27 @@ async fn a_clean_start_on_another_node_discards_the_stored_session() {
     publish_acked(&mut publisher, "fresh/x", std::iter::once("late".to_string())).await;
     sub.recv_none().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_expires_on_its_node_leaves_no_owner_behind() {
+    let cluster = GridmqCluster::start(3);
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+
+    let mut sub = v5::Client::connect_with(persistent(a, "brief", 1)).await.expect("on A");
+    sub.subscribe("brief/#", v5::QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let nats = async_nats::connect(cluster.nats.client_urls()).await.expect("connect to NATS");
+    let owners = async_nats::jetstream::new(nats).get_key_value("gm_owners").await.expect("bucket");
+    // The owner entry's key is the client id in base64url, without padding.
+    let key = "YnJpZWY";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut entry = owners.get(key).await.expect("read the owner entry");
+    while entry.is_some() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        entry = owners.get(key).await.expect("read the owner entry");
+    }
+    assert!(entry.is_none(), "the expired session's owner entry is still there: {entry:?}");
+
+    let sub = v5::Client::connect_with(persistent(b, "brief", 60)).await.expect("on B");
+    assert!(!sub.connack.session_present, "the session expired on A");
+}
