@@ -4,21 +4,26 @@
 //! - Ownership: bucket `owners`, key `client_key(id)` → [`Owner`]. Every CONNECT claims its
 //!   client id first (`broker::SessionDirectory::claim`), under a per-client lock of this node,
 //!   so that another node's request for the same session waits for the claim and the attach.
-//! - Release: a node asked for a session (`<p>.ctl.<node>.release`) kicks its connection with
-//!   0x8E, waits until it let go, evicts it (its stored state stays whole), flushes its journal
-//!   so every delivery it queued is stored, and answers with the log position E it had fanned
-//!   out up to when it evicted the session.
+//! - Release (`release.rs`): a node asked for a session (`<p>.ctl.<node>.release`) kicks its
+//!   connection with 0x8E, waits until it let go, evicts it (its stored state stays whole),
+//!   flushes its journal so every delivery it queued is stored, and answers with the log
+//!   position E it had fanned out up to when it evicted the session.
 //! - Load (`load.rs`): the claiming node reads the session's state from the sessions bucket and
 //!   replays from the message log every message after E that matches its filters.
-//! - Dead owners (`janitor.rs`): every node says it is alive in bucket `nodes` each second and
+//! - Liveness (`liveness.rs`): every node says it is alive in bucket `nodes` each second and
 //!   writes the log position its journal has stored everything up to (`a.<node>.<incarnation>`
-//!   in the sessions bucket). A session whose owner is not alive is adopted by one node (the
-//!   claim is a compare-and-set), offline: its expiry and its will run there.
+//!   in the sessions bucket).
+//! - Dead owners (`janitor.rs`): a session whose owner is not alive is adopted by one node (the
+//!   claim is a compare-and-set), offline: its expiry and its will run there. A will is stored
+//!   at CONNECT in cluster mode, marked "connected", so the adopter publishes it once, its
+//!   delay after adopting.
 //!
 //! A message may reach a moving session twice (QoS 1 is at-least-once) but never not at all.
 
 mod janitor;
+mod liveness;
 mod load;
+mod release;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +31,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::UpdateErrorKind;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -34,7 +38,6 @@ use tracing::{debug, warn};
 use super::link::Link;
 use super::store::{client_key, key_name, name_key};
 use crate::broker::{Broker, ClaimGuard, ClaimRefused, SessionDirectory};
-use crate::mqtt::ReasonCode;
 use crate::store::Op;
 
 /// How many times a claim reads the owner and tries to take it over before it gives up.
@@ -367,134 +370,6 @@ impl Sessions {
                 debug!(%error, client_id = %client_id, "Could not read a session's owner entry.")
             }
         }
-    }
-
-    /// Answers release requests until `stop`.
-    async fn serve_releases(self: Arc<Self>, stop: CancellationToken) {
-        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_RELEASES));
-        loop {
-            let subject = self.release_subject(&self.node);
-            let mut requests = match self.link.client.subscribe(subject).await {
-                Ok(requests) => requests,
-                Err(error) => {
-                    warn!(%error, "Cannot take session release requests; retrying.");
-                    if stop.run_until_cancelled(tokio::time::sleep(HEARTBEAT)).await.is_none() {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            while let Some(Some(request)) = stop.run_until_cancelled(requests.next()).await {
-                let Some(reply) = request.reply.clone() else { continue };
-                let Ok(permit) = limit.clone().acquire_owned().await else { return };
-                let this = self.clone();
-                self.runtime.spawn(async move {
-                    let answer = this.clone().answer(&request.payload).await;
-                    let payload = serde_json::to_vec(&answer).unwrap_or_default();
-                    if let Err(error) = this.link.client.publish(reply, payload.into()).await {
-                        debug!(%error, "Could not answer a release request.");
-                    }
-                    drop(permit);
-                });
-            }
-            if stop.is_cancelled() {
-                return;
-            }
-        }
-    }
-
-    /// Releases the session a request names.
-    async fn answer(self: Arc<Self>, payload: &[u8]) -> Released {
-        let Ok(request) = serde_json::from_slice::<Release>(payload) else {
-            return Released::Busy;
-        };
-        if request.incarnation != self.incarnation() {
-            return Released::NotMe;
-        }
-        let client_id: Arc<str> = request.client_id.into();
-        let _lock = self.lock(&client_id).await;
-        let Ok(broker) = self.broker() else { return Released::Busy };
-        let Some(session) = broker.session(&client_id) else {
-            return Released::Upto(self.applied.load(Ordering::SeqCst));
-        };
-        session.kick(ReasonCode::SessionTakenOver);
-        let detached = tokio::time::timeout(DETACH_WAIT, session.attach.clone().lock_owned()).await;
-        let Ok(_detached) = detached else { return Released::Busy };
-        let upto = {
-            // The log reader stands still: every message up to `upto` reached the session
-            // before it left the subscription tree, none after.
-            let _gate = self.gate.lock().await;
-            broker.evict(&session);
-            self.applied.load(Ordering::SeqCst)
-        };
-        self.flush(&broker).await;
-        debug!(client_id = %client_id, upto, "Released a session to another node.");
-        Released::Upto(upto)
-    }
-
-    /// Says this node is alive and stores its log position, each second until `stop`.
-    async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
-        let mut alive_at = tokio::time::Instant::now();
-        loop {
-            if alive_at.elapsed() >= PRESUMED_DEAD && self.link.is_connected() {
-                self.start_over().await;
-            }
-            match self.beat().await {
-                Ok(()) => alive_at = tokio::time::Instant::now(),
-                Err(error) => warn!(%error, "Cannot tell the cluster this node is alive."),
-            }
-            if stop.run_until_cancelled(tokio::time::sleep(HEARTBEAT)).await.is_none() {
-                // The log reader stops with the broker: a last marker spares the nodes that
-                // adopt this one's sessions a longer replay.
-                let _ = tokio::time::timeout(HEARTBEAT * 2, self.mark()).await;
-                return;
-            }
-        }
-    }
-
-    /// After this node could not say it was alive for long enough that other nodes may have
-    /// adopted its sessions: every local session goes (their clients were fenced off already)
-    /// without touching what is stored, and the node goes on as a new run, so that its
-    /// sessions' owner entries name a dead run and are adopted, with their timers, by one
-    /// node, maybe this one. Otherwise a stale copy's expiry could delete what its adopter
-    /// stores, and its will go out twice.
-    async fn start_over(self: &Arc<Self>) {
-        let Ok(broker) = self.broker() else { return };
-        let sessions = broker.sessions_snapshot();
-        warn!(
-            sessions = sessions.len(),
-            "This node was cut off from the cluster long enough to be taken for dead; its \
-             sessions go back to the cluster."
-        );
-        for session in sessions {
-            let _lock = self.lock(&session.client_id).await;
-            session.kick(ReasonCode::ServerUnavailable);
-            let detached =
-                tokio::time::timeout(DETACH_WAIT, session.attach.clone().lock_owned()).await;
-            if detached.is_err() {
-                warn!(client_id = %session.client_id, "A session's connection did not let go; evicting it anyway.");
-            }
-            broker.evict(&session);
-        }
-        self.incarnation.store(super::random_u64(), Ordering::SeqCst);
-    }
-
-    async fn beat(&self) -> Result<(), SessionsError> {
-        let key = name_key(&self.node);
-        self.link.nodes.put(key, self.incarnation().to_string().into()).await.map_err(nats)?;
-        self.mark().await
-    }
-
-    /// Stores the log position this node's journal has stored everything up to.
-    async fn mark(&self) -> Result<(), SessionsError> {
-        // Everything this node fanned out up to `applied` was appended before it is read; once
-        // the journal has stored it, the marker may say so.
-        let applied = self.applied.load(Ordering::SeqCst);
-        let broker = self.broker()?;
-        self.flush(&broker).await;
-        let marker = Sessions::marker_key(&self.node, self.incarnation());
-        self.link.sessions.put(marker, applied.to_string().into()).await.map_err(nats)?;
-        Ok(())
     }
 }
 

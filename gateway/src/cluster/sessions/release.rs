@@ -1,0 +1,76 @@
+//! Answering another node's request for a session this node holds.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::{DETACH_WAIT, HEARTBEAT, MAX_RELEASES, Release, Released, Sessions};
+use crate::mqtt::ReasonCode;
+
+impl Sessions {
+    /// Answers release requests until `stop`.
+    pub(super) async fn serve_releases(self: Arc<Self>, stop: CancellationToken) {
+        let limit = Arc::new(tokio::sync::Semaphore::new(MAX_RELEASES));
+        loop {
+            let subject = self.release_subject(&self.node);
+            let mut requests = match self.link.client.subscribe(subject).await {
+                Ok(requests) => requests,
+                Err(error) => {
+                    warn!(%error, "Cannot take session release requests; retrying.");
+                    if stop.run_until_cancelled(tokio::time::sleep(HEARTBEAT)).await.is_none() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            while let Some(Some(request)) = stop.run_until_cancelled(requests.next()).await {
+                let Some(reply) = request.reply.clone() else { continue };
+                let Ok(permit) = limit.clone().acquire_owned().await else { return };
+                let this = self.clone();
+                self.runtime.spawn(async move {
+                    let answer = this.clone().answer(&request.payload).await;
+                    let payload = serde_json::to_vec(&answer).unwrap_or_default();
+                    if let Err(error) = this.link.client.publish(reply, payload.into()).await {
+                        debug!(%error, "Could not answer a release request.");
+                    }
+                    drop(permit);
+                });
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// Releases the session a request names.
+    async fn answer(self: Arc<Self>, payload: &[u8]) -> Released {
+        let Ok(request) = serde_json::from_slice::<Release>(payload) else {
+            return Released::Busy;
+        };
+        if request.incarnation != self.incarnation() {
+            return Released::NotMe;
+        }
+        let client_id: Arc<str> = request.client_id.into();
+        let _lock = self.lock(&client_id).await;
+        let Ok(broker) = self.broker() else { return Released::Busy };
+        let Some(session) = broker.session(&client_id) else {
+            return Released::Upto(self.applied.load(Ordering::SeqCst));
+        };
+        session.kick(ReasonCode::SessionTakenOver);
+        let detached = tokio::time::timeout(DETACH_WAIT, session.attach.clone().lock_owned()).await;
+        let Ok(_detached) = detached else { return Released::Busy };
+        let upto = {
+            // The log reader stands still: every message up to `upto` reached the session
+            // before it left the subscription tree, none after.
+            let _gate = self.gate.lock().await;
+            broker.evict(&session);
+            self.applied.load(Ordering::SeqCst)
+        };
+        self.flush(&broker).await;
+        debug!(client_id = %client_id, upto, "Released a session to another node.");
+        Released::Upto(upto)
+    }
+}
