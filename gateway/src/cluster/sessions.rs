@@ -298,12 +298,19 @@ impl Sessions {
             };
         };
         if self.is_me(&owner) {
-            if clean_start && broker.session(client_id).is_none() {
-                // Whatever is stored of an earlier session of ours goes.
+            if broker.session(client_id).is_some() {
+                return Ok(true);
+            }
+            // Ours, but not here: released to another node that has not written its claim
+            // yet, or an earlier session that ended, or a load that failed. The entry is
+            // written again, so that a claim racing this one from the other node fails.
+            if !self.take(&key, &owner, revision, owner.from).await? {
+                return Ok(false);
+            }
+            if clean_start {
                 broker.journal_append(|| Op::DeleteSession(client_id.clone()));
-            } else if !clean_start && broker.session(client_id).is_none() {
-                // Ours, but not here (a load that failed): load it from what is stored,
-                // once our own journal has stored all of it.
+            } else {
+                // Loaded from what is stored, once our own journal has stored all of it.
                 self.flush(&broker).await;
                 self.load(&broker, client_id, owner.from).await?;
             }

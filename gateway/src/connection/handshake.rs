@@ -154,6 +154,16 @@ where
             Ok(claim) => Some(claim),
             Err(error) => {
                 tracing::warn!(client_id = %client_id, %error, "Refused a CONNECT.");
+                crate::diagnostics::MqttConnectFailed {
+                    session_name: Some(&client_id),
+                    client_identity: Some(&identity.authentication_name),
+                    protocol: Some(protocol),
+                    websocket,
+                    peer: peer.addr,
+                    code: ReasonCode::ServerUnavailable,
+                    description: Some("the cluster could not hand this node the session"),
+                }
+                .emit();
                 let connack = refusal(protocol, ReasonCode::ServerUnavailable, None);
                 Box::pin(super::linger::close(&broker, stream, connack)).await;
                 return None;

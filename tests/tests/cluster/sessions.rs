@@ -61,8 +61,10 @@ async fn a_persistent_session_follows_its_client_to_another_node_with_every_miss
     let mut publisher = v5::Client::connect(b, "mover-pub").await;
     publish_acked(&mut publisher, "move/x", (0..500).map(|i| i.to_string())).await;
 
+    let moving = Instant::now();
     let mut sub =
         v5::Client::connect_with(persistent(c, "mover", 300)).await.expect("connect on C");
+    let moved = moving.elapsed();
     assert!(sub.connack.session_present, "the session came from A to C");
     let mut got = Vec::new();
     for _ in 0..500 {
@@ -70,12 +72,19 @@ async fn a_persistent_session_follows_its_client_to_another_node_with_every_miss
     }
     let expected: Vec<String> = (0..500).map(|i| i.to_string()).collect();
     assert_eq!(got, expected, "the 500 messages queued on A, in order, on C");
+    let drained = moving.elapsed();
     sub.recv_none().await;
 
     // Back to A while connected on C: C's connection is taken over.
+    let moving = Instant::now();
     let mut back =
         v5::Client::connect_with(persistent(a, "mover", 300)).await.expect("connect on A again");
     assert!(back.connack.session_present, "the session came back from C to A");
+    eprintln!(
+        "session with 500 queued moved A -> C: CONNACK after {moved:?}, all 500 after \
+         {drained:?}; C -> A while connected: CONNACK after {:?}",
+        moving.elapsed()
+    );
     let reason = disconnect_reason(&mut sub, Duration::from_secs(5)).await;
     assert_eq!(reason, Some(v5::DisconnectReasonCode::SessionTakenOver), "C's connection");
     publish_acked(&mut publisher, "move/y", std::iter::once("after".to_string())).await;
