@@ -392,10 +392,21 @@ impl SessionDirectory for Directory {
     {
         let this = self.0.clone();
         Box::pin(async move {
+            // A node cut off from NATS cannot learn who holds the session: it says so at once
+            // rather than after every try timed out.
+            if !this.link.is_connected() {
+                return Err(ClaimRefused("NATS is unreachable".into()));
+            }
             let lock = this.lock(&client_id).await;
+            // A client waits for its CONNACK meanwhile: a claim gets about two release
+            // timeouts, however its tries went.
+            let deadline = tokio::time::Instant::now() + this.release_timeout * 2;
             let mut last = String::from("no try");
             for attempt in 0..CLAIM_TRIES {
                 if attempt > 0 {
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
                     tokio::time::sleep(CLAIM_PAUSE).await;
                 }
                 match this.try_claim(&client_id, clean_start).await {

@@ -305,3 +305,34 @@ async fn a_session_that_expires_on_its_node_leaves_no_owner_behind() {
     let sub = v5::Client::connect_with(persistent(b, "brief", 60)).await.expect("on B");
     assert!(!sub.connack.session_present, "the session expired on A");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_nats_refuses_connects_as_server_unavailable() {
+    use gateway_tests::clients::v4;
+
+    let mut cluster = GridmqCluster::start(3);
+    let a = cluster.nodes[0].addr;
+    for i in 0..3 {
+        cluster.nats.kill(i);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let refused = v4::Client::connect_with(v4::options(a, "cut-off-4")).await.err();
+    assert!(
+        matches!(
+            refused,
+            Some(v4::ConnectionError::ConnectionRefused(
+                rumqttc::ConnectReturnCode::ServiceUnavailable
+            ))
+        ),
+        "3.1.1: {refused:?}"
+    );
+    let refused = v5::Client::connect_with(v5::options(a, "cut-off-5")).await.err();
+    assert!(
+        matches!(
+            refused,
+            Some(v5::ConnectionError::ConnectionRefused(v5::ConnectReturnCode::ServerUnavailable))
+        ),
+        "5.0: {refused:?}"
+    );
+}
