@@ -42,9 +42,12 @@ impl Sessions {
         while self.applied.load(Ordering::SeqCst) < from && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // What is stored no longer changes: the old owner let go of the session and stored all
+        // of it, or died. Read before the log reader is stopped, which stalls every delivery
+        // on this node.
+        let snapshot = self.read_session(client_id).await?;
         let _gate = self.gate.lock().await;
         let upto = self.applied.load(Ordering::SeqCst);
-        let snapshot = self.read_session(client_id).await?;
         crate::broker::recovery::recover(broker, snapshot)?;
         let Some(session) = broker.session(client_id) else {
             return Ok(());
