@@ -83,8 +83,10 @@ struct Release {
 /// A release answer.
 #[derive(Debug, Serialize, Deserialize)]
 enum Released {
-    /// Released (or not held here); its state is stored up to this log position.
-    Upto(u64),
+    /// Released (or not held here): its state is stored complete up to log position
+    /// `applied`, and the owner entry, when it still names the releasing node, is at
+    /// `revision` (the releasing node wrote `applied` into it as the next owner's floor).
+    Upto { applied: u64, revision: Option<u64> },
     /// This is another run of the node: the one asked for is gone.
     NotMe,
     /// The session's connection did not let go in time; try again.
@@ -93,7 +95,7 @@ enum Released {
 
 /// What became of a release request.
 enum Outcome {
-    Released(u64),
+    Released { applied: u64, revision: Option<u64> },
     Gone,
     Busy,
 }
@@ -250,7 +252,9 @@ impl Sessions {
         let asked = self.link.client.request(subject, payload.into());
         match tokio::time::timeout(self.release_timeout, asked).await {
             Ok(Ok(reply)) => match serde_json::from_slice::<Released>(&reply.payload) {
-                Ok(Released::Upto(applied)) => Ok(Outcome::Released(applied)),
+                Ok(Released::Upto { applied, revision }) => {
+                    Ok(Outcome::Released { applied, revision })
+                }
                 Ok(Released::NotMe) => Ok(Outcome::Gone),
                 Ok(Released::Busy) => Ok(Outcome::Busy),
                 Err(error) => Err(nats(format!("a release answer does not decode: {error}"))),
@@ -316,13 +320,13 @@ impl Sessions {
             }
             return Ok(true);
         }
-        let from = match self.is_live(&owner).await? {
+        let (from, revision) = match self.is_live(&owner).await? {
             true => match self.release(&owner, client_id).await? {
-                Outcome::Released(applied) => applied,
-                Outcome::Gone => self.floor(&owner).await?,
+                Outcome::Released { applied, revision: now } => (applied, now.unwrap_or(revision)),
+                Outcome::Gone => (self.floor(&owner).await?, revision),
                 Outcome::Busy => return Ok(false),
             },
-            false => self.floor(&owner).await?,
+            false => (self.floor(&owner).await?, revision),
         };
         if !self.take(&key, &owner, revision, from).await? {
             return Ok(false);

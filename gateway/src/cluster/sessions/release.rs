@@ -7,7 +7,8 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{DETACH_WAIT, HEARTBEAT, MAX_RELEASES, Release, Released, Sessions};
+use super::{DETACH_WAIT, HEARTBEAT, MAX_RELEASES, Owner, Release, Released, Sessions};
+use crate::cluster::store::client_key;
 use crate::mqtt::ReasonCode;
 
 impl Sessions {
@@ -56,8 +57,19 @@ impl Sessions {
         let client_id: Arc<str> = request.client_id.into();
         let _lock = self.lock(&client_id).await;
         let Ok(broker) = self.broker() else { return Released::Busy };
+        let key = client_key(&client_id);
         let Some(session) = broker.session(&client_id) else {
-            return Released::Upto(self.applied.load(Ordering::SeqCst));
+            // Not here: released before (the entry holds where its state is complete up
+            // to), or ended, or never loaded.
+            return match self.owner(&key).await {
+                Ok(Some((owner, revision))) if self.is_me(&owner) => {
+                    Released::Upto { applied: owner.from, revision: Some(revision) }
+                }
+                Ok(_) => {
+                    Released::Upto { applied: self.applied.load(Ordering::SeqCst), revision: None }
+                }
+                Err(_) => Released::Busy,
+            };
         };
         session.kick(ReasonCode::SessionTakenOver);
         let detached = tokio::time::timeout(DETACH_WAIT, session.attach.clone().lock_owned()).await;
@@ -71,6 +83,21 @@ impl Sessions {
         };
         self.flush(&broker).await;
         debug!(client_id = %client_id, upto, "Released a session to another node.");
-        Released::Upto(upto)
+        let revision = self.note_release(&key, upto).await;
+        Released::Upto { applied: upto, revision }
+    }
+
+    /// Writes into the owner entry, while it names this node, the log position a released
+    /// session's stored state is complete up to: should the requester not take the session
+    /// after all, the next claim (this node's included) loads it from there. Returns the
+    /// entry's new revision.
+    async fn note_release(&self, key: &str, upto: u64) -> Option<u64> {
+        let (owner, revision) = self.owner(key).await.ok()??;
+        if !self.is_me(&owner) {
+            return None;
+        }
+        let noted = Owner { from: upto, ..owner };
+        let value = serde_json::to_vec(&noted).ok()?;
+        self.link.owners.update(key, value.into(), revision).await.ok()
     }
 }
