@@ -336,3 +336,33 @@ async fn a_node_cut_off_from_nats_refuses_connects_as_server_unavailable() {
         "5.0: {refused:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_will_of_a_client_that_reconnects_after_its_node_died_is_not_published() {
+    let mut cluster = GridmqCluster::start(3);
+    let (a, b, c) = (cluster.nodes[0].addr, cluster.nodes[1].addr, cluster.nodes[2].addr);
+
+    let mut watcher = v5::Client::connect(a, "will-watcher-2").await;
+    watcher.subscribe("will/#", v5::QoS::AtLeastOnce).await;
+    let properties = v5::LastWillProperties {
+        delay_interval: Some(2),
+        payload_format_indicator: None,
+        message_expiry_interval: None,
+        content_type: None,
+        response_topic: None,
+        correlation_data: None,
+        user_properties: Vec::new(),
+    };
+    let will =
+        v5::LastWill::new("will/back", "gone", v5::QoS::AtLeastOnce, false, Some(properties));
+    let mut options = persistent(b, "phoenix", 60);
+    options.set_last_will(will);
+    let _client = v5::Client::connect_with(options).await.expect("connect on B");
+
+    cluster.nodes[1].kill();
+    let back = v5::Client::connect_with(persistent(c, "phoenix", 60)).await.expect("on C");
+    assert!(back.connack.session_present, "the dead node's session came to C");
+    // Past the time a dead node's sessions are adopted, plus the will delay.
+    let will = watcher.try_recv(Duration::from_secs(14)).await;
+    assert!(will.is_none(), "the will of a client that came back was published: {will:?}");
+}
