@@ -362,8 +362,9 @@ impl Broker {
 
     /// Offers a message the session missed while it moved between nodes (replayed from the
     /// cluster's log) to this one session, as `fan_out` would have: at the highest QoS its
-    /// matching subscriptions grant, with their identifiers. Shared subscriptions are not
-    /// replayed: their messages went to the group's other members.
+    /// matching subscriptions grant, with their identifiers, and not for a No Local one when
+    /// `message.publisher` is this session. Shared subscriptions are not replayed: their
+    /// messages went to the group's other members.
     pub fn offer_replayed(
         &self,
         session: &Arc<Session>,
@@ -377,6 +378,9 @@ impl Broker {
                     continue;
                 }
                 let options = &subscription.options;
+                if options.no_local && message.publisher == session.id {
+                    continue;
+                }
                 let (qos, retain, ids) = found.get_or_insert((QoS::AtMostOnce, false, Vec::new()));
                 *qos = (*qos).max(options.qos.min(message.qos));
                 *retain |= options.retain_as_published && message.retain;

@@ -86,16 +86,24 @@ enum Released {
     /// Released (or not held here): its state is stored complete up to log position
     /// `applied`, and the owner entry, when it still names the releasing node, is at
     /// `revision` (the releasing node wrote `applied` into it as the next owner's floor).
-    Upto { applied: u64, revision: Option<u64> },
+    /// `session` is the released session's number on the releasing node (`Gm-Pub` of what
+    /// it published there), for No Local in the replay.
+    Upto { applied: u64, revision: Option<u64>, session: Option<u64> },
     /// This is another run of the node: the one asked for is gone.
     NotMe,
     /// The session's connection did not let go in time; try again.
     Busy,
 }
 
+/// The session on the node it was released from, for No Local in the replay.
+pub(super) struct Previous {
+    node: String,
+    session: u64,
+}
+
 /// What became of a release request.
 enum Outcome {
-    Released { applied: u64, revision: Option<u64> },
+    Released { applied: u64, revision: Option<u64>, session: Option<u64> },
     Gone,
     Busy,
 }
@@ -252,8 +260,8 @@ impl Sessions {
         let asked = self.link.client.request(subject, payload.into());
         match tokio::time::timeout(self.release_timeout, asked).await {
             Ok(Ok(reply)) => match serde_json::from_slice::<Released>(&reply.payload) {
-                Ok(Released::Upto { applied, revision }) => {
-                    Ok(Outcome::Released { applied, revision })
+                Ok(Released::Upto { applied, revision, session }) => {
+                    Ok(Outcome::Released { applied, revision, session })
                 }
                 Ok(Released::NotMe) => Ok(Outcome::Gone),
                 Ok(Released::Busy) => Ok(Outcome::Busy),
@@ -316,17 +324,21 @@ impl Sessions {
             } else {
                 // Loaded from what is stored, once our own journal has stored all of it.
                 self.flush(&broker).await;
-                self.load(&broker, client_id, owner.from).await?;
+                self.load(&broker, client_id, owner.from, None).await?;
             }
             return Ok(true);
         }
-        let (from, revision) = match self.is_live(&owner).await? {
+        let (from, revision, previous) = match self.is_live(&owner).await? {
             true => match self.release(&owner, client_id).await? {
-                Outcome::Released { applied, revision: now } => (applied, now.unwrap_or(revision)),
-                Outcome::Gone => (self.floor(&owner).await?, revision),
+                Outcome::Released { applied, revision: now, session } => {
+                    let previous =
+                        session.map(|session| Previous { node: owner.node.clone(), session });
+                    (applied, now.unwrap_or(revision), previous)
+                }
+                Outcome::Gone => (self.floor(&owner).await?, revision, None),
                 Outcome::Busy => return Ok(false),
             },
-            false => (self.floor(&owner).await?, revision),
+            false => (self.floor(&owner).await?, revision, None),
         };
         if !self.take(&key, &owner, revision, from).await? {
             return Ok(false);
@@ -339,7 +351,7 @@ impl Sessions {
         if clean_start {
             broker.journal_append(|| Op::DeleteSession(client_id.clone()));
         } else {
-            self.load(&broker, client_id, from).await?;
+            self.load(&broker, client_id, from, previous).await?;
         }
         Ok(true)
     }

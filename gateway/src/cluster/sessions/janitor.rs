@@ -137,7 +137,7 @@ impl Sessions {
         if let Some(stale) = broker.session(&client_id) {
             broker.evict(&stale);
         }
-        self.load(&broker, &client_id, from).await?;
+        self.load(&broker, &client_id, from, None).await?;
         if broker.session(&client_id).is_none() {
             // Nothing to keep (a session that ended with its connection; its will, if any,
             // went out while loading): the entry goes.

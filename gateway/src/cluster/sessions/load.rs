@@ -9,10 +9,11 @@ use async_nats::jetstream::consumer::{DeliverPolicy, pull};
 use futures_util::StreamExt;
 use tracing::{debug, warn};
 
-use super::{Sessions, SessionsError, nats};
+use super::{Previous, Sessions, SessionsError, nats};
 use crate::broker::Broker;
 use crate::broker::persist;
 use crate::broker::session::Session;
+use crate::cluster::inbound::{ORIGIN, PUBLISHER};
 use crate::cluster::store::client_key;
 use crate::cluster::subject::{Space, filter_subjects};
 use crate::mqtt::topic;
@@ -37,6 +38,7 @@ impl Sessions {
         broker: &Arc<Broker>,
         client_id: &Arc<str>,
         from: u64,
+        previous: Option<Previous>,
     ) -> Result<(), SessionsError> {
         let deadline = tokio::time::Instant::now() + CATCH_UP;
         while self.applied.load(Ordering::SeqCst) < from && tokio::time::Instant::now() < deadline {
@@ -53,7 +55,7 @@ impl Sessions {
             return Ok(());
         };
         let replayed = match upto > from {
-            true => self.replay(broker, &session, from, upto).await?,
+            true => self.replay(broker, &session, from, upto, previous.as_ref()).await?,
             false => 0,
         };
         debug!(client_id = %client_id, from, upto, replayed, "Loaded a session.");
@@ -126,6 +128,7 @@ impl Sessions {
         session: &Arc<Session>,
         from: u64,
         upto: u64,
+        previous: Option<&Previous>,
     ) -> Result<usize, SessionsError> {
         let filters: Vec<String> = {
             let state = session.lock();
@@ -175,7 +178,17 @@ impl Sessions {
                 break;
             }
             match persist::decode_message(&message.payload) {
-                Ok(decoded) if filters.iter().any(|f| topic::matches(f, &decoded.topic)) => {
+                Ok(mut decoded) if filters.iter().any(|f| topic::matches(f, &decoded.topic)) => {
+                    // What the session itself published on its previous node is its own for
+                    // No Local.
+                    let headers = message.headers.as_ref();
+                    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+                    if let Some(previous) = previous
+                        && header(ORIGIN) == Some(previous.node.as_str())
+                        && header(PUBLISHER) == Some(previous.session.to_string().as_str())
+                    {
+                        decoded.publisher = session.id;
+                    }
                     if broker.offer_replayed(session, &Arc::new(decoded)).is_some() {
                         taken += 1;
                     }

@@ -63,10 +63,11 @@ impl Sessions {
             // to), or ended, or never loaded.
             return match self.owner(&key).await {
                 Ok(Some((owner, revision))) if self.is_me(&owner) => {
-                    Released::Upto { applied: owner.from, revision: Some(revision) }
+                    Released::Upto { applied: owner.from, revision: Some(revision), session: None }
                 }
                 Ok(_) => {
-                    Released::Upto { applied: self.applied.load(Ordering::SeqCst), revision: None }
+                    let applied = self.applied.load(Ordering::SeqCst);
+                    Released::Upto { applied, revision: None, session: None }
                 }
                 Err(_) => Released::Busy,
             };
@@ -84,7 +85,7 @@ impl Sessions {
         self.flush(&broker).await;
         debug!(client_id = %client_id, upto, "Released a session to another node.");
         let revision = self.note_release(&key, upto).await;
-        Released::Upto { applied: upto, revision }
+        Released::Upto { applied: upto, revision, session: Some(session.id) }
     }
 
     /// Writes into the owner entry, while it names this node, the log position a released
