@@ -12,7 +12,7 @@
 //!   replays from the message log every message after E that matches its filters.
 //! - Liveness (`liveness.rs`): every node says it is alive in bucket `nodes` each second and
 //!   writes the log position its journal has stored everything up to (`a.<node>.<incarnation>`
-//!   in the sessions bucket).
+//!   in the owners bucket; the janitor deletes it once no owner entry names that run).
 //! - Dead owners (`janitor.rs`): a session whose owner is not alive is adopted by one node (the
 //!   claim is a compare-and-set), offline: its expiry and its will run there. A will is stored
 //!   at CONNECT in cluster mode, marked "connected", so the adopter publishes it once, its
@@ -205,7 +205,8 @@ impl Sessions {
         format!("{}.ctl.{}.release", self.link.names.prefix, name_key(node))
     }
 
-    /// The sessions-bucket key of a node run's stored log position.
+    /// The owners-bucket key of a node run's stored log position (not a client key: those
+    /// hold no `.`).
     fn marker_key(node: &str, incarnation: u64) -> String {
         format!("a.{}.{incarnation:x}", name_key(node))
     }
@@ -245,7 +246,7 @@ impl Sessions {
             return Ok(owner.from);
         }
         let key = Sessions::marker_key(&owner.node, owner.incarnation);
-        let value = self.link.sessions.get(key).await.map_err(nats)?;
+        let value = self.link.owners.get(key).await.map_err(nats)?;
         let marker = value
             .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u64>().ok()))
             .unwrap_or(0);

@@ -14,6 +14,17 @@ use tracing::{debug, info, warn};
 use super::{Owner, Sessions, SessionsError, nats, owner_client};
 use crate::cluster::store::key_name;
 
+/// How the keys of node runs' log-position markers start (`Sessions::marker_key`).
+const MARKER: &str = "a.";
+
+/// The node and run a marker key names.
+fn marker_run(key: &str) -> Option<(String, u64)> {
+    let mut parts = key.strip_prefix(MARKER)?.split('.');
+    let node = key_name(parts.next()?)?;
+    let incarnation = u64::from_str_radix(parts.next()?, 16).ok()?;
+    Some((node, incarnation))
+}
+
 /// How often the janitor looks.
 const EVERY: Duration = Duration::from_secs(2);
 
@@ -38,12 +49,19 @@ impl Sessions {
             };
             let mut owners: HashMap<String, (Owner, u64)> = HashMap::new();
             let mut suspects: HashSet<(String, u64)> = HashSet::new();
+            let mut markers: HashSet<String> = HashSet::new();
             let mut tick = tokio::time::interval(EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     next = watch.next() => match next {
+                        Some(Ok(entry)) if entry.key.starts_with(MARKER) => {
+                            match entry.operation {
+                                Operation::Put => markers.insert(entry.key),
+                                Operation::Delete | Operation::Purge => markers.remove(&entry.key),
+                            };
+                        }
                         Some(Ok(entry)) => match entry.operation {
                             Operation::Put => match serde_json::from_slice::<Owner>(&entry.value) {
                                 Ok(owner) => {
@@ -63,7 +81,7 @@ impl Sessions {
                         }
                         None => break,
                     },
-                    _ = tick.tick() => match self.look(&owners, &suspects).await {
+                    _ = tick.tick() => match self.look(&owners, &suspects, &markers).await {
                         Ok(dead) => suspects = dead,
                         Err(error) => debug!(%error, "The session janitor could not look."),
                     },
@@ -80,6 +98,7 @@ impl Sessions {
         self: &Arc<Self>,
         owners: &HashMap<String, (Owner, u64)>,
         suspects: &HashSet<(String, u64)>,
+        markers: &HashSet<String>,
     ) -> Result<HashSet<(String, u64)>, SessionsError> {
         let live = self.live_nodes().await?;
         let mut dead = HashSet::new();
@@ -94,6 +113,19 @@ impl Sessions {
                 }
             } else {
                 dead.insert(suspect);
+            }
+        }
+        // A dead run's marker serves only as a floor for the sessions still naming that run.
+        let named: HashSet<(&str, u64)> =
+            owners.values().map(|(owner, _)| (owner.node.as_str(), owner.incarnation)).collect();
+        for key in markers {
+            let Some((node, incarnation)) = marker_run(key) else { continue };
+            let alive = live.get(&node) == Some(&incarnation);
+            if !alive
+                && !named.contains(&(node.as_str(), incarnation))
+                && let Err(error) = self.link.owners.delete(key).await
+            {
+                debug!(%error, key, "Could not delete a dead node run's marker.");
             }
         }
         Ok(dead)

@@ -73,7 +73,7 @@ impl Sessions {
         let broker = self.broker()?;
         self.flush(&broker).await;
         let marker = Sessions::marker_key(&self.node, self.incarnation());
-        self.link.sessions.put(marker, applied.to_string().into()).await.map_err(nats)?;
+        self.link.owners.put(marker, applied.to_string().into()).await.map_err(nats)?;
         Ok(())
     }
 }
