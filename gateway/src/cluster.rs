@@ -11,6 +11,8 @@
 //! - `resources`: namespace resources any node's management API changes, applied on every node.
 //! - `shared`: `$share` groups with members on several nodes, each message to one member.
 //! - `subject`: MQTT topics as NATS subjects, injective and safe for every legal topic.
+//! - `sessions`: which node holds each session; sessions moving between nodes, adopted when
+//!   their node dies.
 //!
 //! Fencing: a node cut off from NATS for `fence_after_ms` disconnects all its clients, so that
 //! no client is served by a node that can no longer store what it acknowledges, and another
@@ -22,6 +24,7 @@ pub mod forward;
 pub mod inbound;
 pub mod link;
 pub mod resources;
+pub mod sessions;
 pub mod shared;
 pub mod store;
 pub mod subject;
@@ -68,10 +71,19 @@ impl Cluster {
             replicas: config.replicas,
             problem: error.to_string(),
         })?;
+        let incarnation = random_u64();
+        // Alive before any client can claim a session here: another node's janitor must not
+        // take this run's first sessions for a dead node's.
+        let alive = link.nodes.put(store::name_key(&node), incarnation.to_string().into()).await;
+        alive.map_err(|error| LinkError::Create {
+            what: format!("bucket {}", link.names.nodes),
+            replicas: config.replicas,
+            problem: error.to_string(),
+        })?;
         Ok(Cluster {
             link,
             node,
-            incarnation: random_u64(),
+            incarnation,
             applied: Arc::new(AtomicU64::new(last)),
             gate: Arc::new(tokio::sync::Mutex::new(())),
             config: config.clone(),
@@ -161,6 +173,9 @@ impl Cluster {
         let Some(journal) = broker.journal().cloned() else { return };
         let (forwarder, qos0) = forward::ClusterForwarder::new(journal, &self.link.names.prefix);
         broker.set_forwarder(Arc::new(forwarder));
+        let directory = sessions::Sessions::new(self, broker);
+        broker.set_directory(Arc::new(sessions::Directory(directory.clone())));
+        directory.start(broker, broker.shutdown.clone());
         let stop = broker.shutdown.clone();
         let link = &self.link;
         let node = &self.node;

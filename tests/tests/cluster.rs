@@ -10,11 +10,13 @@ mod fencing;
 mod harness;
 #[path = "cluster/pubsub.rs"]
 mod pubsub;
-#[path = "cluster/startup.rs"]
-mod startup;
 #[path = "cluster/resources.rs"]
 mod resources;
+#[path = "cluster/sessions.rs"]
+mod sessions;
 #[path = "cluster/shared.rs"]
 mod shared;
+#[path = "cluster/startup.rs"]
+mod startup;
 #[path = "cluster/traffic.rs"]
 mod traffic;
