@@ -255,6 +255,9 @@ impl Sessions {
 
     /// Asks the owner to let go of the session.
     async fn release(&self, owner: &Owner, client_id: &str) -> Result<Outcome, SessionsError> {
+        if owner.node.is_empty() {
+            return Ok(Outcome::Gone);
+        }
         let request = Release { client_id: client_id.to_string(), incarnation: owner.incarnation };
         let payload = serde_json::to_vec(&request).map_err(nats)?;
         let subject = self.release_subject(&owner.node);
@@ -329,17 +332,16 @@ impl Sessions {
             }
             return Ok(true);
         }
-        let (from, revision, previous) = match self.is_live(&owner).await? {
-            true => match self.release(&owner, client_id).await? {
-                Outcome::Released { applied, revision: now, session } => {
-                    let previous =
-                        session.map(|session| Previous { node: owner.node.clone(), session });
-                    (applied, now.unwrap_or(revision), previous)
-                }
-                Outcome::Gone => (self.floor(&owner).await?, revision, None),
-                Outcome::Busy => return Ok(false),
-            },
-            false => (self.floor(&owner).await?, revision, None),
+        // Asked even when its heartbeat looks gone (a read may lag): a dead run has no
+        // responders, and a new run of the node answers that it is not the one.
+        let (from, revision, previous) = match self.release(&owner, client_id).await? {
+            Outcome::Released { applied, revision: now, session } => {
+                let previous =
+                    session.map(|session| Previous { node: owner.node.clone(), session });
+                (applied, now.unwrap_or(revision), previous)
+            }
+            Outcome::Gone => (self.floor(&owner).await?, revision, None),
+            Outcome::Busy => return Ok(false),
         };
         if !self.take(&key, &owner, revision, from).await? {
             return Ok(false);

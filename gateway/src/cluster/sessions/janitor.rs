@@ -1,4 +1,4 @@
-//! Adopting the sessions of dead nodes: each node, every few seconds, looks for owner entries
+//! Adopting the sessions of dead nodes: each node, every second, looks for owner entries
 //! naming a node run that is no longer alive and takes each over (a compare-and-set, so one
 //! node wins), loading it offline: its expiry timer and its will then run on the adopter.
 
@@ -50,7 +50,7 @@ fn note(
 }
 
 /// How often the janitor looks.
-const EVERY: Duration = Duration::from_secs(2);
+const EVERY: Duration = Duration::from_secs(1);
 
 impl Sessions {
     /// Adopts dead nodes' sessions until `stop`. The owners bucket is watched, so each look
