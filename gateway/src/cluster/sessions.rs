@@ -78,6 +78,10 @@ struct Release {
     client_id: String,
     /// The run of the owner the requester means; another run answers [`Released::NotMe`].
     incarnation: u64,
+    /// Only asks whether that run is alive: it answers [`Released::Busy`] and keeps the
+    /// session.
+    #[serde(default)]
+    probe: bool,
 }
 
 /// A release answer.
@@ -255,10 +259,22 @@ impl Sessions {
 
     /// Asks the owner to let go of the session.
     async fn release(&self, owner: &Owner, client_id: &str) -> Result<Outcome, SessionsError> {
+        self.ask(owner, client_id, false).await
+    }
+
+    /// Asks the owner to let go of the session, or with `probe` only whether it is alive
+    /// (`Busy` then means alive).
+    async fn ask(
+        &self,
+        owner: &Owner,
+        client_id: &str,
+        probe: bool,
+    ) -> Result<Outcome, SessionsError> {
         if owner.node.is_empty() {
             return Ok(Outcome::Gone);
         }
-        let request = Release { client_id: client_id.to_string(), incarnation: owner.incarnation };
+        let request =
+            Release { client_id: client_id.to_string(), incarnation: owner.incarnation, probe };
         let payload = serde_json::to_vec(&request).map_err(nats)?;
         let subject = self.release_subject(&owner.node);
         let asked = self.link.client.request(subject, payload.into());

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Owner, Sessions, SessionsError, nats, owner_client};
+use super::{Outcome, Owner, Sessions, SessionsError, nats, owner_client};
 use crate::cluster::store::key_name;
 
 /// How the keys of node runs' log-position markers start (`Sessions::marker_key`).
@@ -55,8 +55,8 @@ const EVERY: Duration = Duration::from_secs(1);
 impl Sessions {
     /// Adopts dead nodes' sessions until `stop`. The owners bucket is watched, so each look
     /// reads only the `nodes` bucket. An owner must look dead on two looks in a row (with the
-    /// same entry revision) before it is adopted, so that a node that has just started, and
-    /// not yet said it is alive, is not mistaken for a dead one.
+    /// same entry revision), and not answer a probe, before it is adopted: a read of the
+    /// `nodes` bucket may lag, and a live node must not lose its sessions to it.
     pub(super) async fn janitor(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let watch = stop.run_until_cancelled(self.link.owners.watch_with_history(">")).await;
@@ -171,6 +171,10 @@ impl Sessions {
         let _lock = self.lock(&client_id).await;
         let Some((owner, now)) = self.owner(key).await? else { return Ok(()) };
         if now != revision || self.is_me(&owner) || self.is_live(&owner).await? {
+            return Ok(());
+        }
+        // A run that answers is alive, whatever its heartbeat looked like.
+        if !matches!(self.ask(&owner, &client_id, true).await?, Outcome::Gone) {
             return Ok(());
         }
         let from = self.floor(&owner).await?;
