@@ -78,6 +78,10 @@ struct Release {
     client_id: String,
     /// The run of the owner the requester means; another run answers [`Released::NotMe`].
     incarnation: u64,
+    /// Only asks whether that run is alive: it answers [`Released::Busy`] and keeps the
+    /// session.
+    #[serde(default)]
+    probe: bool,
 }
 
 /// A release answer.
@@ -255,7 +259,22 @@ impl Sessions {
 
     /// Asks the owner to let go of the session.
     async fn release(&self, owner: &Owner, client_id: &str) -> Result<Outcome, SessionsError> {
-        let request = Release { client_id: client_id.to_string(), incarnation: owner.incarnation };
+        self.ask(owner, client_id, false).await
+    }
+
+    /// Asks the owner to let go of the session, or with `probe` only whether it is alive
+    /// (`Busy` then means alive).
+    async fn ask(
+        &self,
+        owner: &Owner,
+        client_id: &str,
+        probe: bool,
+    ) -> Result<Outcome, SessionsError> {
+        if owner.node.is_empty() {
+            return Ok(Outcome::Gone);
+        }
+        let request =
+            Release { client_id: client_id.to_string(), incarnation: owner.incarnation, probe };
         let payload = serde_json::to_vec(&request).map_err(nats)?;
         let subject = self.release_subject(&owner.node);
         let asked = self.link.client.request(subject, payload.into());
@@ -329,17 +348,16 @@ impl Sessions {
             }
             return Ok(true);
         }
-        let (from, revision, previous) = match self.is_live(&owner).await? {
-            true => match self.release(&owner, client_id).await? {
-                Outcome::Released { applied, revision: now, session } => {
-                    let previous =
-                        session.map(|session| Previous { node: owner.node.clone(), session });
-                    (applied, now.unwrap_or(revision), previous)
-                }
-                Outcome::Gone => (self.floor(&owner).await?, revision, None),
-                Outcome::Busy => return Ok(false),
-            },
-            false => (self.floor(&owner).await?, revision, None),
+        // Asked even when its heartbeat looks gone (a read may lag): a dead run has no
+        // responders, and a new run of the node answers that it is not the one.
+        let (from, revision, previous) = match self.release(&owner, client_id).await? {
+            Outcome::Released { applied, revision: now, session } => {
+                let previous =
+                    session.map(|session| Previous { node: owner.node.clone(), session });
+                (applied, now.unwrap_or(revision), previous)
+            }
+            Outcome::Gone => (self.floor(&owner).await?, revision, None),
+            Outcome::Busy => return Ok(false),
         };
         if !self.take(&key, &owner, revision, from).await? {
             return Ok(false);

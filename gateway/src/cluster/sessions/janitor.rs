@@ -1,4 +1,4 @@
-//! Adopting the sessions of dead nodes: each node, every few seconds, looks for owner entries
+//! Adopting the sessions of dead nodes: each node, every second, looks for owner entries
 //! naming a node run that is no longer alive and takes each over (a compare-and-set, so one
 //! node wins), loading it offline: its expiry timer and its will then run on the adopter.
 
@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Owner, Sessions, SessionsError, nats, owner_client};
+use super::{Outcome, Owner, Sessions, SessionsError, nats, owner_client};
 use crate::cluster::store::key_name;
 
 /// How the keys of node runs' log-position markers start (`Sessions::marker_key`).
@@ -25,14 +25,38 @@ fn marker_run(key: &str) -> Option<(String, u64)> {
     Some((node, incarnation))
 }
 
+/// Keeps the janitor's copy of the owners bucket equal to it.
+fn note(
+    owners: &mut HashMap<String, (Owner, u64)>,
+    markers: &mut HashSet<String>,
+    entry: async_nats::jetstream::kv::Entry,
+) {
+    let put = entry.operation == Operation::Put;
+    if entry.key.starts_with(MARKER) {
+        match put {
+            true => markers.insert(entry.key),
+            false => markers.remove(&entry.key),
+        };
+        return;
+    }
+    match serde_json::from_slice::<Owner>(&entry.value) {
+        Ok(owner) if put => {
+            owners.insert(entry.key, (owner, entry.revision));
+        }
+        _ => {
+            owners.remove(&entry.key);
+        }
+    }
+}
+
 /// How often the janitor looks.
-const EVERY: Duration = Duration::from_secs(2);
+const EVERY: Duration = Duration::from_secs(1);
 
 impl Sessions {
     /// Adopts dead nodes' sessions until `stop`. The owners bucket is watched, so each look
     /// reads only the `nodes` bucket. An owner must look dead on two looks in a row (with the
-    /// same entry revision) before it is adopted, so that a node that has just started, and
-    /// not yet said it is alive, is not mistaken for a dead one.
+    /// same entry revision), and not answer a probe, before it is adopted: a read of the
+    /// `nodes` bucket may lag, and a live node must not lose its sessions to it.
     pub(super) async fn janitor(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let watch = stop.run_until_cancelled(self.link.owners.watch_with_history(">")).await;
@@ -50,41 +74,31 @@ impl Sessions {
             let mut owners: HashMap<String, (Owner, u64)> = HashMap::new();
             let mut suspects: HashSet<(String, u64)> = HashSet::new();
             let mut markers: HashSet<String> = HashSet::new();
+            // Markers are deleted only once the map holds every owner entry.
+            let mut caught_up = false;
             let mut tick = tokio::time::interval(EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     next = watch.next() => match next {
-                        Some(Ok(entry)) if entry.key.starts_with(MARKER) => {
-                            match entry.operation {
-                                Operation::Put => markers.insert(entry.key),
-                                Operation::Delete | Operation::Purge => markers.remove(&entry.key),
-                            };
+                        Some(Ok(entry)) => {
+                            caught_up |= entry.seen_current;
+                            note(&mut owners, &mut markers, entry);
                         }
-                        Some(Ok(entry)) => match entry.operation {
-                            Operation::Put => match serde_json::from_slice::<Owner>(&entry.value) {
-                                Ok(owner) => {
-                                    owners.insert(entry.key, (owner, entry.revision));
-                                }
-                                Err(_) => {
-                                    owners.remove(&entry.key);
-                                }
-                            },
-                            Operation::Delete | Operation::Purge => {
-                                owners.remove(&entry.key);
-                            }
-                        },
                         Some(Err(error)) => {
                             warn!(%error, "The session owners watch failed; restarting it.");
                             break;
                         }
                         None => break,
                     },
-                    _ = tick.tick() => match self.look(&owners, &suspects, &markers).await {
-                        Ok(dead) => suspects = dead,
-                        Err(error) => debug!(%error, "The session janitor could not look."),
-                    },
+                    _ = tick.tick() => {
+                        let markers = caught_up.then_some(&markers);
+                        match self.look(&owners, &suspects, markers).await {
+                            Ok(dead) => suspects = dead,
+                            Err(error) => debug!(%error, "The session janitor could not look."),
+                        }
+                    }
                 }
             }
             if stop.run_until_cancelled(tokio::time::sleep(EVERY)).await.is_none() {
@@ -98,7 +112,7 @@ impl Sessions {
         self: &Arc<Self>,
         owners: &HashMap<String, (Owner, u64)>,
         suspects: &HashSet<(String, u64)>,
-        markers: &HashSet<String>,
+        markers: Option<&HashSet<String>>,
     ) -> Result<HashSet<(String, u64)>, SessionsError> {
         let live = self.live_nodes().await?;
         let mut dead = HashSet::new();
@@ -118,7 +132,7 @@ impl Sessions {
         // A dead run's marker serves only as a floor for the sessions still naming that run.
         let named: HashSet<(&str, u64)> =
             owners.values().map(|(owner, _)| (owner.node.as_str(), owner.incarnation)).collect();
-        for key in markers {
+        for key in markers.into_iter().flatten() {
             let Some((node, incarnation)) = marker_run(key) else { continue };
             let alive = live.get(&node) == Some(&incarnation);
             if !alive
@@ -157,6 +171,10 @@ impl Sessions {
         let _lock = self.lock(&client_id).await;
         let Some((owner, now)) = self.owner(key).await? else { return Ok(()) };
         if now != revision || self.is_me(&owner) || self.is_live(&owner).await? {
+            return Ok(());
+        }
+        // A run that answers is alive, whatever its heartbeat looked like.
+        if !matches!(self.ask(&owner, &client_id, true).await?, Outcome::Gone) {
             return Ok(());
         }
         let from = self.floor(&owner).await?;

@@ -54,6 +54,9 @@ impl Sessions {
         if request.incarnation != self.incarnation() {
             return Released::NotMe;
         }
+        if request.probe {
+            return Released::Busy;
+        }
         let client_id: Arc<str> = request.client_id.into();
         let _lock = self.lock(&client_id).await;
         let Ok(broker) = self.broker() else { return Released::Busy };
