@@ -35,6 +35,12 @@ pub const SHARE_KEY: &str = "Gm-Key";
 /// How long a failed task waits before it starts again.
 const RESTART: Duration = Duration::from_millis(500);
 
+/// How long the message reader waits for a message before it asks the stream whether it is
+/// behind. An ordered consumer lives on one NATS server: when that server goes away while this
+/// node stays connected to another, the client notices only after two missed idle heartbeats
+/// (30 s with async-nats' defaults), and meanwhile this node's subscribers get nothing.
+const BEHIND_CHECK: Duration = Duration::from_secs(2);
+
 fn from_self(headers: Option<&async_nats::HeaderMap>, node: &str) -> bool {
     headers.and_then(|h| h.get(ORIGIN)).is_some_and(|origin| origin.as_str() == node)
 }
@@ -55,6 +61,9 @@ pub async fn messages(
     gate: Arc<tokio::sync::Mutex<()>>,
     stop: CancellationToken,
 ) {
+    // The stream's last sequence a stalled reader was restarted for: once per new message at
+    // most, should the stream ever hold messages the reader's filter leaves out.
+    let mut restarted_for = 0;
     loop {
         let from = applied.load(Ordering::SeqCst);
         let deliver_policy = DeliverPolicy::ByStartSequence { start_sequence: from + 1 };
@@ -94,6 +103,18 @@ pub async fn messages(
                 () = changed => {
                     if link.is_connected() && lost {
                         debug!("NATS reconnected: reading the message stream again.");
+                        break;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep(BEHIND_CHECK) => {
+                    let last = match link.messages.get_info().await {
+                        Ok(info) => info.state.last_sequence,
+                        Err(_) => continue,
+                    };
+                    if last > applied.load(Ordering::SeqCst) && last != restarted_for {
+                        debug!(last, "The message stream is ahead of its reader; reading it again.");
+                        restarted_for = last;
                         break;
                     }
                     continue;

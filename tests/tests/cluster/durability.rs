@@ -4,8 +4,9 @@
 //! every subscriber and no MQTT client may be dropped; duplicates and the longest PUBACK stall
 //! are printed (`--nocapture`).
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -20,6 +21,10 @@ use crate::traffic::{
 const STREAM: &str = "GM_MSGS";
 /// Above this, a PUBACK stall is not an election any more (the budget is ~5 s).
 const STALL_LIMIT: Duration = Duration::from_secs(20);
+/// How long a subscriber that still lacks acknowledged messages waits, after the publishers
+/// are done, for anything more to arrive: a node whose stream reader was on a stopped server
+/// reads again within a few seconds.
+const CATCH_UP: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_messages_survive_killing_the_stream_leader_and_stopping_another_server()
@@ -30,6 +35,9 @@ async fn acknowledged_messages_survive_killing_the_stream_leader_and_stopping_an
     let options = SubscriptionOptions::with_qos(QoS::AtLeastOnce);
 
     let stop_subscribers = Arc::new(AtomicBool::new(false));
+    // Each publisher's acknowledged count, once the publishers are done: a subscriber that has
+    // them all stops then, one that lacks some waits up to `CATCH_UP` of silence.
+    let expected: Expected = Arc::new(Mutex::new(None));
     let mut subscribers = Vec::new();
     for node in [0, 2] {
         let client = subscriber(
@@ -43,9 +51,9 @@ async fn acknowledged_messages_survive_killing_the_stream_leader_and_stopping_an
             names[node],
             tokio::spawn(collect(
                 client,
-                |_: &[Delivery]| false,
+                has_all(expected.clone()),
                 stop_subscribers.clone(),
-                Duration::from_secs(3),
+                CATCH_UP,
                 Duration::from_secs(180),
             )),
         ));
@@ -98,10 +106,17 @@ async fn acknowledged_messages_survive_killing_the_stream_leader_and_stopping_an
     for (topic, task) in publishers {
         published.push((topic, task.await?));
     }
+    *expected.lock().expect("not poisoned") =
+        Some(published.iter().map(|(topic, sent)| (topic.clone(), sent.acked.len())).collect());
     stop_subscribers.store(true, Ordering::Relaxed);
+    let publishing_ended = Instant::now();
     let mut collected = Vec::new();
     for (name, task) in subscribers {
         collected.push((name, task.await?));
+        eprintln!(
+            "subscriber on node {name} done {:?} after the publishers",
+            publishing_ended.elapsed()
+        );
     }
 
     let mut longest = Duration::ZERO;
@@ -121,11 +136,17 @@ async fn acknowledged_messages_survive_killing_the_stream_leader_and_stopping_an
             failures.push(format!("subscriber on node {name} was disconnected: {ended}"));
         }
         for (topic, sent) in &published {
-            let result = audit(&sequence_of(&got.deliveries, topic), &sent.acked);
+            let arrived = sequence_of(&got.deliveries, topic);
+            let result = audit(&arrived, &sent.acked);
+            let seen: std::collections::HashSet<u64> = arrived.iter().copied().collect();
+            let first_missing = sent.acked.iter().find(|seq| !seen.contains(seq));
             eprintln!(
-                "subscriber on node {name}, {topic}: {} acknowledged messages missing, {} duplicates, \
-                 {} out of order",
-                result.missing, result.duplicates, result.reordered
+                "subscriber on node {name}, {topic}: {} acknowledged messages missing (the first: \
+                 {first_missing:?}; last arrival {:?}), {} duplicates, {} out of order",
+                result.missing,
+                arrived.last(),
+                result.duplicates,
+                result.reordered
             );
             if result.missing > 0 {
                 failures.push(format!(
@@ -149,6 +170,28 @@ async fn acknowledged_messages_survive_killing_the_stream_leader_and_stopping_an
     }
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
+}
+
+/// Per publisher topic, how many distinct messages were acknowledged.
+type Expected = Arc<Mutex<Option<Vec<(String, usize)>>>>;
+
+/// A subscriber's `done`: true once it holds every acknowledged message of every publisher,
+/// counted as they arrive (distinct sequence numbers per topic).
+fn has_all(expected: Expected) -> impl FnMut(&[Delivery]) -> bool + Send {
+    let mut seen: HashMap<String, HashSet<u64>> = HashMap::new();
+    let mut counted = 0;
+    move |deliveries: &[Delivery]| {
+        for delivery in &deliveries[counted..] {
+            if let Some(seq) = delivery.seq() {
+                seen.entry(delivery.topic.clone()).or_default().insert(seq);
+            }
+        }
+        counted = deliveries.len();
+        let expected = expected.lock().expect("not poisoned");
+        expected.as_ref().is_some_and(|expected| {
+            expected.iter().all(|(topic, n)| seen.get(topic).map_or(0, HashSet::len) >= *n)
+        })
+    }
 }
 
 /// The server leading the message stream, waited for up to `budget`.
