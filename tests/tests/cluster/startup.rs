@@ -36,3 +36,62 @@ fn more_replicas_than_nats_servers_is_refused_naming_replicas() {
     let stderr = Gridmq::try_with_listeners(&config).err().expect("the start is refused");
     assert!(stderr.contains("cluster.replicas"), "{stderr}");
 }
+
+/// A standalone JetStream server that wants a user and password, killed on drop.
+struct GuardedNats {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl GuardedNats {
+    fn start(user: &str, password: &str) -> GuardedNats {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(gateway_tests::cluster::nats_server_binary())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--user", user, "--pass"])
+            .arg(password)
+            .arg("-sd")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        GuardedNats { child, port, _dir: dir }
+    }
+}
+
+impl Drop for GuardedNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn guarded_config(port: u16, password: &str) -> String {
+    format!(
+        "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n\n\
+         [cluster]\nnats_urls = [\"nats://127.0.0.1:{port}\"]\nnode_id = \"a\"\nreplicas = 1\n\
+         connect_timeout_secs = 2\nuser = \"gridmq\"\npassword = \"{password}\"\n"
+    )
+}
+
+#[test]
+fn a_node_joins_with_the_configured_nats_credentials_and_is_refused_without_them() {
+    let nats = GuardedNats::start("gridmq", "s3cret");
+    // Right credentials: the node starts and serves MQTT.
+    let node = Gridmq::start_with_config(&guarded_config(nats.port, "s3cret"));
+    let addr = node.listener("mqtt");
+    assert!(std::net::TcpStream::connect(addr).is_ok(), "the node serves MQTT on {addr}");
+    drop(node);
+    // Wrong password: the bounded wait ends in an error naming the field and NATS's answer.
+    let stderr =
+        Gridmq::try_with_listeners(&guarded_config(nats.port, "wrong")).err().expect("refused");
+    assert!(stderr.contains("cluster.nats_urls"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("authoriz"), "{stderr}");
+}
