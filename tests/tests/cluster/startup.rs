@@ -46,8 +46,10 @@ struct GuardedNats {
 
 impl GuardedNats {
     fn start(user: &str, password: &str) -> GuardedNats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        drop(listener);
+        let dir = tempfile::tempdir().expect("a store directory");
         let child = std::process::Command::new(gateway_tests::cluster::nats_server_binary())
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--user", user, "--pass"])
             .arg(password)
