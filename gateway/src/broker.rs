@@ -57,7 +57,44 @@ pub struct Forwarded {
     /// The message comes back to this node through the cluster's ordered log, and is fanned
     /// out here only then: every subscriber, local or not, gets it by that one path.
     pub comes_back: bool,
+    /// The key every node picks the serving node of a shared subscription by
+    /// ([`ShareSelector`]), for a message fanned out here at once.
+    pub share_key: Option<u64>,
 }
+
+/// Decides, in a cluster, which node serves a shared subscription group for one message: every
+/// node fans out every message, and each must skip the groups another node serves for it, so
+/// that one member cluster-wide gets it (`crate::cluster::shared`).
+pub trait ShareSelector: Send + Sync + 'static {
+    /// Whether this node delivers the message with `key` to its members of `group` on `filter`.
+    fn serves(&self, group: &str, filter: &str, key: u64) -> bool;
+    /// Called after a shared subscription to `group` on `filter` was added or removed here.
+    fn changed(&self, group: &str, filter: &str);
+}
+
+/// Where a cluster keeps which node holds each session (`crate::cluster::sessions`). Every
+/// CONNECT claims its client id before it attaches, so a session lives on one node at a time
+/// and is carried over, with what it missed, from the node that had it.
+pub trait SessionDirectory: Send + Sync + 'static {
+    /// Makes this node the owner of `client_id`'s session, loading it here when another node
+    /// (or an earlier run of this one) had it. The guard is held until the session is
+    /// attached: another node's request for the session waits for it.
+    fn claim(
+        &self,
+        client_id: Arc<str>,
+        clean_start: bool,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ClaimGuard, ClaimRefused>> + Send>>;
+    /// The session of `client_id` ended here (expired, or its connection closed with expiry 0).
+    fn ended(&self, client_id: &Arc<str>);
+}
+
+/// Held while a claimed session is being attached.
+pub type ClaimGuard = Box<dyn Send + Sync>;
+
+/// Why a client id could not be claimed (the cluster is unreachable or the claim kept losing).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot claim the session: {0}")]
+pub struct ClaimRefused(pub String);
 
 /// The state every connection shares.
 pub struct Broker {
@@ -75,6 +112,11 @@ pub struct Broker {
     journal: Option<Arc<Journal>>,
     /// The cluster's forwarder, in cluster mode (set once, before clients are served).
     forwarder: std::sync::OnceLock<Arc<dyn Forwarder>>,
+    /// The cluster's shared-subscription selector, in cluster mode (set once, like the
+    /// forwarder).
+    share_selector: std::sync::OnceLock<Arc<dyn ShareSelector>>,
+    /// The cluster's session directory, in cluster mode (set once, before clients are served).
+    directory: std::sync::OnceLock<Arc<dyn SessionDirectory>>,
     /// Cancelled when the server shuts down (`begin_shutdown`); timers and accept loops watch
     /// it, connections are kicked.
     pub shutdown: CancellationToken,
@@ -141,6 +183,8 @@ impl Broker {
             next_seq: AtomicU64::new(1),
             journal,
             forwarder: std::sync::OnceLock::new(),
+            share_selector: std::sync::OnceLock::new(),
+            directory: std::sync::OnceLock::new(),
             shutdown: CancellationToken::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             tasks: TaskTracker::new(),
@@ -260,11 +304,175 @@ impl Broker {
         let _ = self.forwarder.set(forwarder);
     }
 
+    /// Installs the cluster's session directory; a second call is ignored.
+    pub fn set_directory(&self, directory: Arc<dyn SessionDirectory>) {
+        let _ = self.directory.set(directory);
+    }
+
+    /// The cluster's session directory, in cluster mode.
+    pub fn directory(&self) -> Option<&Arc<dyn SessionDirectory>> {
+        self.directory.get()
+    }
+
+    /// In cluster mode, stores a connected client's will at CONNECT, marked "connected" with
+    /// its delay: if this node dies, the node that adopts the session publishes it once, the
+    /// delay after adopting it (`recovery::CONNECTED_WILL`).
+    pub fn store_connect_will(
+        &self,
+        client_id: &Arc<str>,
+        will: &Arc<Message>,
+        delay_secs: u32,
+    ) -> Option<Ticket> {
+        self.directory.get()?;
+        let delay_ms = u64::from(delay_secs) * 1000;
+        let header =
+            crate::store::WillRecord { publish_at_ms: recovery::CONNECTED_WILL | delay_ms };
+        self.journal_append(|| {
+            let bytes: Arc<[u8]> =
+                crate::store::record::encode_with_message(&header, will.record()).into();
+            Op::PutWill(client_id.clone(), bytes)
+        })
+    }
+
+    /// In cluster mode, deletes the will stored at CONNECT once the connection ended without
+    /// scheduling it (a normal DISCONNECT, or a shutdown).
+    pub fn forget_connect_will(&self, client_id: &Arc<str>) {
+        if self.directory.get().is_some() {
+            self.journal_append(|| Op::DeleteWill(client_id.clone()));
+        }
+    }
+
+    /// Takes a session out of this broker because another node takes it over: out of the
+    /// registry and the subscription tree, its timers (expiry, will) disarmed, and nothing
+    /// journaled, so that its stored state stays whole for the node that loads it. The caller
+    /// has waited for its connection to let go.
+    pub fn evict(&self, session: &Arc<Session>) {
+        let filters: Vec<String> = {
+            let mut state = session.lock();
+            // A timer compares the generation it was started with: none of them fires now.
+            state.generation += 1;
+            state.stored = false;
+            state.will_pending = false;
+            state.subscriptions.keys().cloned().collect()
+        };
+        self.unlink(session, &filters);
+    }
+
+    /// Removes `session`'s subscriptions to `filters` from the tree and the session from the
+    /// registry.
+    fn unlink(&self, session: &Arc<Session>, filters: &[String]) {
+        {
+            let mut tree = self.subscriptions.write();
+            for filter in filters {
+                let (group, inner) = split(filter);
+                if let Some(subscribers) = tree.get_mut(inner) {
+                    subscribers.remove(group, session.id);
+                }
+                tree.remove_if(inner, FilterSubscribers::is_empty);
+            }
+        }
+        for filter in filters {
+            let (group, inner) = split(filter);
+            self.share_changed(group, inner);
+        }
+        let mut sessions = self.sessions.lock();
+        if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+            sessions.remove(&session.client_id);
+        }
+    }
+
+    /// Offers a message the session missed while it moved between nodes (replayed from the
+    /// cluster's log) to this one session, as `fan_out` would have: at the highest QoS its
+    /// matching subscriptions grant, with their identifiers, and not for a No Local one when
+    /// `message.publisher` is this session. Shared subscriptions are not replayed: their
+    /// messages went to the group's other members.
+    pub fn offer_replayed(
+        &self,
+        session: &Arc<Session>,
+        message: &Arc<Message>,
+    ) -> Option<Offered> {
+        let (qos, retain, ids) = {
+            let state = session.lock();
+            let mut found: Option<(QoS, bool, Vec<u32>)> = None;
+            for (filter, subscription) in &state.subscriptions {
+                if split(filter).0.is_some() || !topic::matches(filter, &message.topic) {
+                    continue;
+                }
+                let options = &subscription.options;
+                if options.no_local && message.publisher == session.id {
+                    continue;
+                }
+                let (qos, retain, ids) = found.get_or_insert((QoS::AtMostOnce, false, Vec::new()));
+                *qos = (*qos).max(options.qos.min(message.qos));
+                *retain |= options.retain_as_published && message.retain;
+                ids.extend(subscription.identifier);
+            }
+            found?
+        };
+        let delivery = Delivery {
+            message: message.clone(),
+            qos,
+            retain,
+            subscription_ids: ids.into_boxed_slice(),
+            shared: None,
+            seq: 0,
+            elidable: None,
+        };
+        Some(self.offer(session, delivery))
+    }
+
     fn forward(&self, message: &Arc<Message>) -> Forwarded {
         match self.forwarder.get() {
             Some(forwarder) => forwarder.forward(message),
-            None => Forwarded { ticket: None, comes_back: false },
+            None => Forwarded { ticket: None, comes_back: false, share_key: None },
         }
+    }
+
+    /// Installs the cluster's shared-subscription selector; a second call is ignored.
+    pub fn set_share_selector(&self, selector: Arc<dyn ShareSelector>) {
+        let _ = self.share_selector.set(selector);
+    }
+
+    /// Tells the selector that this node's members of `group` on `filter` changed.
+    fn share_changed(&self, group: Option<&str>, filter: &str) {
+        if let (Some(group), Some(selector)) = (group, self.share_selector.get()) {
+            selector.changed(group, filter);
+        }
+    }
+
+    /// Offers `message` to one member of this node's `group` on `filter`, as a fan-out would;
+    /// returns whether the group has a member here. For a message another node should have
+    /// delivered to the group and could not (`crate::cluster::shared`).
+    pub fn fan_out_shared(&self, message: &Arc<Message>, group: &str, filter: &str) -> bool {
+        let member = {
+            let tree = self.subscriptions.read();
+            let group =
+                tree.get(filter).and_then(|subs| subs.shared.iter().find(|g| g.name == group));
+            group
+                .and_then(|group| group.pick(None))
+                .map(|s| (s.session.clone(), s.options, s.identifier))
+        };
+        let Some((session, options, identifier)) = member else { return false };
+        let delivery = Delivery {
+            message: message.clone(),
+            qos: options.qos.min(message.qos),
+            retain: options.retain_as_published && message.retain,
+            subscription_ids: identifier.into_iter().collect(),
+            shared: Some(Arc::new(SharedKey {
+                group: group.to_string(),
+                filter: filter.to_string(),
+            })),
+            seq: 0,
+            elidable: None,
+        };
+        self.offer(&session, delivery);
+        true
+    }
+
+    /// Whether a session of this node is a member of `group` on `filter`.
+    pub fn has_shared_group(&self, group: &str, filter: &str) -> bool {
+        let tree = self.subscriptions.read();
+        tree.get(filter).is_some_and(|subs| subs.shared.iter().any(|g| g.name == group))
     }
 
     /// Publishes a message of this node's: forwarded to the other nodes in cluster mode, and
@@ -276,7 +484,7 @@ impl Broker {
         if forwarded.comes_back {
             return Fanout { matched: 1, ticket: forwarded.ticket, congested: Vec::new() };
         }
-        let mut fanout = self.fan_out(message);
+        let mut fanout = self.fan_out_with(message, forwarded.share_key);
         fanout.ticket = fanout.ticket.max(forwarded.ticket);
         fanout
     }
@@ -287,6 +495,17 @@ impl Broker {
     /// one, is durable once every stored delivery of the message is. Messages from other
     /// nodes come here directly; this node's go through [`Broker::publish`].
     pub fn fan_out(&self, message: &Arc<Message>) -> Fanout {
+        self.fan_out_with(message, None)
+    }
+
+    /// [`Broker::fan_out`] of a message every node of a cluster fans out, with the key they
+    /// all pick a shared subscription's serving node by ([`ShareSelector`]).
+    pub fn fan_out_keyed(&self, message: &Arc<Message>, key: u64) -> Fanout {
+        self.fan_out_with(message, Some(key))
+    }
+
+    fn fan_out_with(&self, message: &Arc<Message>, key: Option<u64>) -> Fanout {
+        let selector = key.and_then(|key| Some((self.share_selector.get()?, key)));
         let mut targets = Vec::new();
         let mut direct_filters = 0;
         let tree = self.subscriptions.read();
@@ -308,6 +527,11 @@ impl Broker {
                 });
             }
             for group in &subscribers.shared {
+                if let Some((selector, key)) = selector
+                    && !selector.serves(&group.name, filter, key)
+                {
+                    continue;
+                }
                 if let Some(s) = group.pick(None) {
                     targets.push(Target {
                         session: &s.session,
@@ -525,6 +749,7 @@ impl Broker {
         };
         let existed = self.subscriptions.write().entry(inner).insert(group, subscriber);
         session.lock().subscriptions.insert(filter.to_string(), subscription);
+        self.share_changed(group, inner);
         existed
     }
 
@@ -535,6 +760,8 @@ impl Broker {
         let mut tree = self.subscriptions.write();
         let removed = tree.get_mut(inner).is_some_and(|subs| subs.remove(group, session.id));
         tree.remove_if(inner, FilterSubscribers::is_empty);
+        drop(tree);
+        self.share_changed(group, inner);
         known || removed
     }
 
@@ -559,21 +786,9 @@ impl Broker {
             state.inbound_qos2.clear();
             (filters, shared)
         };
-        {
-            let mut tree = self.subscriptions.write();
-            for filter in &filters {
-                let (group, inner) = split(filter);
-                if let Some(subscribers) = tree.get_mut(inner) {
-                    subscribers.remove(group, session.id);
-                }
-                tree.remove_if(inner, FilterSubscribers::is_empty);
-            }
-        }
-        {
-            let mut sessions = self.sessions.lock();
-            if sessions.get(&session.client_id).is_some_and(|s| Arc::ptr_eq(s, session)) {
-                sessions.remove(&session.client_id);
-            }
+        self.unlink(session, &filters);
+        if let Some(directory) = self.directory.get() {
+            directory.ended(&session.client_id);
         }
         self.redistribute(shared, session);
     }
@@ -656,6 +871,8 @@ impl Broker {
     ) {
         if delay.is_zero() {
             self.publish_will(&will);
+            // The will a cluster stored at CONNECT is spent.
+            self.forget_connect_will(&session.client_id);
             return;
         }
         let stored = {

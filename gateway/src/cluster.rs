@@ -8,7 +8,11 @@
 //! - `store`: the journal's ops written to JetStream, so a PUBACK still means "stored".
 //! - `forward`: this node's publishes sent on (QoS 1/2 through the journal, QoS 0 on core NATS).
 //! - `inbound`: the other nodes' publishes fanned out here, and the retained index kept equal.
+//! - `resources`: namespace resources any node's management API changes, applied on every node.
+//! - `shared`: `$share` groups with members on several nodes, each message to one member.
 //! - `subject`: MQTT topics as NATS subjects, injective and safe for every legal topic.
+//! - `sessions`: which node holds each session; sessions moving between nodes, adopted when
+//!   their node dies.
 //!
 //! Fencing: a node cut off from NATS for `fence_after_ms` disconnects all its clients, so that
 //! no client is served by a node that can no longer store what it acknowledges, and another
@@ -19,6 +23,9 @@ pub mod config;
 pub mod forward;
 pub mod inbound;
 pub mod link;
+pub mod resources;
+pub mod sessions;
+pub mod shared;
 pub mod store;
 pub mod subject;
 
@@ -64,10 +71,19 @@ impl Cluster {
             replicas: config.replicas,
             problem: error.to_string(),
         })?;
+        let incarnation = random_u64();
+        // Alive before any client can claim a session here: another node's janitor must not
+        // take this run's first sessions for a dead node's.
+        let alive = link.nodes.put(store::name_key(&node), incarnation.to_string().into()).await;
+        alive.map_err(|error| LinkError::Create {
+            what: format!("bucket {}", link.names.nodes),
+            replicas: config.replicas,
+            problem: error.to_string(),
+        })?;
         Ok(Cluster {
             link,
             node,
-            incarnation: random_u64(),
+            incarnation,
             applied: Arc::new(AtomicU64::new(last)),
             gate: Arc::new(tokio::sync::Mutex::new(())),
             config: config.clone(),
@@ -81,10 +97,15 @@ impl Cluster {
         u32::try_from(max_payload.saturating_sub(RECORD_OVERHEAD)).unwrap_or(u32::MAX).max(64)
     }
 
-    /// The namespace resources the cluster holds, as (kind, name, JSON body).
-    pub async fn resources(&self) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+    /// The namespace resources the cluster holds, as (kind, name, JSON body), and the bucket's
+    /// revision they include at least: [`Cluster::replicate_resources`] watches from there.
+    pub async fn resources(&self) -> Result<(Vec<(String, String, Vec<u8>)>, u64), StoreError> {
         let backend =
             |e: &dyn std::fmt::Display| StoreError::Backend(format!("read resources: {e}"));
+        // Read before the keys: a change between the two is read and then applied again,
+        // which changes nothing, rather than missed.
+        let mut stream = self.link.resources.stream.clone();
+        let revision = stream.info().await.map_err(|e| backend(&e))?.state.last_sequence;
         let mut keys = self.link.resources.keys().await.map_err(|e| backend(&e))?;
         let mut found = Vec::new();
         while let Some(key) = futures_util::StreamExt::next(&mut keys).await {
@@ -96,7 +117,33 @@ impl Cluster {
             }
         }
         found.sort();
-        Ok(found)
+        Ok((found, revision))
+    }
+
+    /// Applies on this node every namespace change any node makes after `revision` (see
+    /// `resources.rs`), until the broker shuts down. A node without a namespace (its config
+    /// turns no access control on, and the cluster held no resources when it started) has
+    /// nothing to apply them to, which its log says.
+    pub fn replicate_resources(
+        &self,
+        broker: &Arc<Broker>,
+        namespace: Option<&Arc<crate::namespace::Namespace>>,
+        revision: u64,
+    ) {
+        let Some(namespace) = namespace else {
+            tracing::info!(
+                node = %self.node,
+                "No access control on this node: namespace resources other nodes create do not \
+                 apply here until it restarts with them (or with [management] or [auth])."
+            );
+            return;
+        };
+        broker.tasks.spawn(resources::replicate(
+            self.link.clone(),
+            namespace.clone(),
+            revision,
+            broker.shutdown.clone(),
+        ));
     }
 
     /// The journal over the cluster's store. The routing tables stay in the local data
@@ -126,6 +173,9 @@ impl Cluster {
         let Some(journal) = broker.journal().cloned() else { return };
         let (forwarder, qos0) = forward::ClusterForwarder::new(journal, &self.link.names.prefix);
         broker.set_forwarder(Arc::new(forwarder));
+        let directory = sessions::Sessions::new(self, broker);
+        broker.set_directory(Arc::new(sessions::Directory(directory.clone())));
+        directory.start(broker, broker.shutdown.clone());
         let stop = broker.shutdown.clone();
         let link = &self.link;
         let node = &self.node;
@@ -145,6 +195,16 @@ impl Cluster {
         ));
         broker.tasks.spawn(inbound::qos0(link.clone(), broker.clone(), node.clone(), stop.clone()));
         broker.tasks.spawn(inbound::retained(link.clone(), broker.clone(), stop.clone()));
+        let shares =
+            Arc::new(shared::Shares::new(node.clone(), self.applied.clone(), self.gate.clone()));
+        broker.set_share_selector(shares.clone());
+        broker.tasks.spawn(shared::announce(
+            shares.clone(),
+            link.clone(),
+            broker.clone(),
+            stop.clone(),
+        ));
+        broker.tasks.spawn(shared::watch(shares, link.clone(), stop.clone()));
         let entry = readiness.register(
             crate::readiness::Component::Cluster,
             format!("nats (node {node})"),

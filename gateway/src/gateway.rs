@@ -138,9 +138,12 @@ impl Gateway {
             }
             None => None,
         };
+        let mut resources_revision = 0;
         let (storage, mut snapshot) = match &cluster {
             Some(cluster) => {
-                let resources = cluster.resources().await.map_err(StartError::ClusterStore)?;
+                let (resources, revision) =
+                    cluster.resources().await.map_err(StartError::ClusterStore)?;
+                resources_revision = revision;
                 let mut storage =
                     cluster.storage(&config.store, resources).map_err(StartError::ClusterStore)?;
                 let snapshot = storage.take_snapshot();
@@ -201,6 +204,7 @@ impl Gateway {
         }
         if let Some(cluster) = &cluster {
             cluster.attach(&broker, &readiness);
+            cluster.replicate_resources(&broker, namespace.as_ref(), resources_revision);
         }
         // The router takes back its buffer before any client can publish, so new events are
         // numbered after the recovered ones.

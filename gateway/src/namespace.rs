@@ -136,6 +136,14 @@ pub enum ChangeError {
     Declared { kind: &'static str, name: String },
 }
 
+/// Where a change comes from: this node's management API, or another node's through the
+/// cluster (already stored there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Local,
+    Cluster,
+}
+
 /// What a successful change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Applied {
@@ -281,6 +289,18 @@ impl Namespace {
     /// Validates, persists and applies one change (see the module docs). Returns once the
     /// change is durable and live sessions have been re-checked.
     pub async fn apply(&self, change: Change) -> Result<Applied, ChangeError> {
+        self.apply_from(change, Origin::Local).await
+    }
+
+    /// Applies a change another node of the cluster made and stored (`crate::cluster`): as
+    /// [`Namespace::apply`] does, live sessions included, but without journaling it again and
+    /// without the client lifecycle event, which the node that made the change emitted. A change
+    /// that equals what this node already has (its own, coming back) does nothing.
+    pub async fn apply_replicated(&self, change: Change) -> Result<Applied, ChangeError> {
+        self.apply_from(change, Origin::Cluster).await
+    }
+
+    async fn apply_from(&self, change: Change, origin: Origin) -> Result<Applied, ChangeError> {
         let _serial = self.changes.lock().await;
         let (kind, name) = match &change {
             Change::Put { kind, name, .. } | Change::Delete { kind, name } => (*kind, name.clone()),
@@ -303,7 +323,12 @@ impl Namespace {
             // Deleting what is not there changes nothing.
             return Ok(Applied { existed });
         }
-        if let Some(broker) = self.broker() {
+        if origin == Origin::Cluster && kind.get(&proposal.current, &name) == body {
+            return Ok(Applied { existed });
+        }
+        if origin == Origin::Local
+            && let Some(broker) = self.broker()
+        {
             let kind_name: Arc<str> = kind.as_str().into();
             let resource: Arc<str> = name.as_str().into();
             let ticket = broker.journal_append(|| match &body {
@@ -321,6 +346,7 @@ impl Namespace {
         info!(kind = kind.as_str(), %name, deleted = body.is_none(), "Namespace resource changed.");
         self.enforce(&previous, &current);
         if kind == ResourceKind::Clients
+            && origin == Origin::Local
             && let Some(broker) = self.broker()
         {
             broker.hooks.emit(client_event(&name, body.as_ref(), before.as_ref(), existed));

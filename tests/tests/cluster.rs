@@ -10,6 +10,12 @@ mod fencing;
 mod harness;
 #[path = "cluster/pubsub.rs"]
 mod pubsub;
+#[path = "cluster/resources.rs"]
+mod resources;
+#[path = "cluster/sessions.rs"]
+mod sessions;
+#[path = "cluster/shared.rs"]
+mod shared;
 #[path = "cluster/startup.rs"]
 mod startup;
 #[path = "cluster/traffic.rs"]

@@ -17,6 +17,11 @@ use crate::mqtt::{Protocol, QoS, SubscriptionOptions};
 use crate::store::record::{self, EntryRecord, EntryStage, SessionRecord, WillRecord};
 use crate::store::{Op, Snapshot, StoreError};
 
+/// Set in a stored will's `publish_at_ms` while its client is still connected (cluster mode):
+/// the rest is the will's delay in milliseconds, counted from when the session is recovered
+/// (another node adopting it after its node died).
+pub const CONNECTED_WILL: u64 = 1 << 63;
+
 /// What recovery found, for the start-up log.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Recovered {
@@ -132,7 +137,10 @@ pub fn recover(broker: &Arc<Broker>, snapshot: Snapshot) -> Result<Recovered, St
     for (client_id, bytes) in snapshot.wills {
         let (will, message): (WillRecord, _) = persist::decode_with_message("wills", &bytes)?;
         let message = Arc::new(message);
-        let delay = Duration::from_millis(will.publish_at_ms.saturating_sub(now_ms));
+        let delay = match will.publish_at_ms & CONNECTED_WILL {
+            0 => Duration::from_millis(will.publish_at_ms.saturating_sub(now_ms)),
+            _ => Duration::from_millis(will.publish_at_ms & !CONNECTED_WILL),
+        };
         match sessions.get(&client_id) {
             // Scheduling stores the will again, so a second crash keeps it too.
             Some(session) if !delay.is_zero() => {

@@ -24,13 +24,15 @@ use crate::store::{Forwarded, Journal, Op};
 /// QoS 0 messages waiting for the NATS connection; past this they are dropped.
 pub const QOS0_QUEUE: usize = 8_192;
 
-/// A QoS 0 message on its way to core NATS: subject and store record.
-pub type Qos0 = (String, Bytes);
+/// A QoS 0 message on its way to core NATS: subject, shared-subscription key and store record.
+pub type Qos0 = (String, u64, Bytes);
 
 pub struct ClusterForwarder {
     journal: Arc<Journal>,
     prefix: String,
     next_id: AtomicU64,
+    /// The next QoS 0 message's key ([`crate::broker::ShareSelector`]).
+    next_key: AtomicU64,
     qos0: mpsc::Sender<Qos0>,
     /// QoS 0 messages dropped because the queue was full; topics too long for a subject.
     pub dropped_qos0: AtomicU64,
@@ -44,6 +46,7 @@ impl ClusterForwarder {
             journal,
             prefix: prefix.to_string(),
             next_id: AtomicU64::new(1),
+            next_key: AtomicU64::new(0),
             qos0: tx,
             dropped_qos0: AtomicU64::new(0),
             unforwardable: AtomicU64::new(0),
@@ -63,21 +66,24 @@ impl Forwarder for ClusterForwarder {
                 if self.unforwardable.fetch_add(1, Ordering::Relaxed) == 0 {
                     warn!(topic = %message.topic, %error, "Topic cannot be forwarded to the other nodes.");
                 }
-                return Outcome { ticket: None, comes_back: false };
+                return Outcome { ticket: None, comes_back: false, share_key: None };
             }
         };
         let body = Bytes::copy_from_slice(message.record());
         if message.qos == QoS::AtMostOnce {
-            if self.qos0.try_send((subject, body)).is_err() {
+            // QoS 0 messages have no stream sequence: this counter keys them for the choice of
+            // a shared subscription's serving node, here and on every node they reach.
+            let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+            if self.qos0.try_send((subject, key, body)).is_err() {
                 crate::telemetry::catalogue::CLUSTER_QOS0_DROPPED.increment(1);
                 self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
             }
-            return Outcome { ticket: None, comes_back: false };
+            return Outcome { ticket: None, comes_back: false, share_key: Some(key) };
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let publisher = message.publisher;
         let op = Op::Forward(Arc::new(Forwarded { subject, id, publisher, body }));
-        Outcome { ticket: Some(self.journal.append(op)), comes_back: true }
+        Outcome { ticket: Some(self.journal.append(op)), comes_back: true, share_key: None }
     }
 }
 
@@ -93,10 +99,11 @@ pub async fn send_qos0(
             _ = stop.cancelled() => return,
             next = queue.recv() => next,
         };
-        let Some((subject, body)) = next else { return };
+        let Some((subject, key, body)) = next else { return };
         // At most once: a publish the client cannot buffer is lost, like any QoS 0 message.
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(super::inbound::ORIGIN, &*node);
+        headers.insert(super::inbound::SHARE_KEY, key.to_string().as_str());
         if let Err(error) = client.publish_with_headers(subject, headers, body).await {
             tracing::debug!(%error, "QoS 0 message not forwarded.");
         }

@@ -28,6 +28,10 @@ pub const ORIGIN: &str = "Gm-Origin";
 /// The header carrying the publishing session's number on its origin node, for No Local.
 pub const PUBLISHER: &str = "Gm-Pub";
 
+/// The header carrying a QoS 0 message's key for shared subscriptions (QoS 1/2 messages are
+/// keyed by their stream sequence): see `shared.rs`.
+pub const SHARE_KEY: &str = "Gm-Key";
+
 /// How long a failed task waits before it starts again.
 const RESTART: Duration = Duration::from_millis(500);
 
@@ -136,7 +140,7 @@ pub async fn messages(
                     if from_self(message.headers.as_ref(), &node) {
                         decoded.publisher = publisher(message.headers.as_ref());
                     }
-                    broker.fan_out(&Arc::new(decoded)).congested
+                    broker.fan_out_keyed(&Arc::new(decoded), seq).congested
                 }
                 Err(error) => {
                     warn!(seq, %error, "Skipped an undecodable cluster message.");
@@ -205,7 +209,11 @@ pub async fn qos0(link: Arc<Link>, broker: Arc<Broker>, node: Arc<str>, stop: Ca
             }
             match persist::decode_message(&message.payload) {
                 Ok(decoded) => {
-                    broker.fan_out(&Arc::new(decoded));
+                    let key = message.headers.as_ref().and_then(|h| h.get(SHARE_KEY));
+                    match key.and_then(|key| key.as_str().parse().ok()) {
+                        Some(key) => broker.fan_out_keyed(&Arc::new(decoded), key),
+                        None => broker.fan_out(&Arc::new(decoded)),
+                    };
                 }
                 Err(error) => debug!(%error, "Skipped an undecodable QoS 0 cluster message."),
             }

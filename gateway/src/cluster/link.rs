@@ -36,6 +36,8 @@ pub struct Names {
     pub owners: String,
     pub resources: String,
     pub nodes: String,
+    /// Which nodes have members of which shared subscription (`shared.rs`).
+    pub shares: String,
 }
 
 impl Names {
@@ -49,6 +51,7 @@ impl Names {
             owners: format!("{prefix}_owners"),
             resources: format!("{prefix}_resources"),
             nodes: format!("{prefix}_nodes"),
+            shares: format!("{prefix}_shares"),
         }
     }
 
@@ -74,6 +77,7 @@ pub struct Link {
     pub owners: kv::Store,
     pub resources: kv::Store,
     pub nodes: kv::Store,
+    pub shares: kv::Store,
     /// Whether the client is connected right now (set by the client's events).
     connected: Arc<AtomicBool>,
     /// Woken on every change of `connected`.
@@ -145,6 +149,9 @@ impl Link {
             ensure_bucket(&js, bucket(&names.resources, 1, Duration::ZERO), deadline).await?;
         let nodes =
             ensure_bucket(&js, bucket(&names.nodes, 1, Duration::from_secs(5)), deadline).await?;
+        let shares =
+            ensure_bucket(&js, bucket(&names.shares, 1, super::shared::BUCKET_MAX_AGE), deadline)
+                .await?;
         info!(node, urls = %config.nats_urls.join(", "), replicas, "Joined the cluster.");
         Ok(Link {
             client,
@@ -156,6 +163,7 @@ impl Link {
             owners,
             resources,
             nodes,
+            shares,
             connected,
             changes,
         })

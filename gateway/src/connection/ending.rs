@@ -91,17 +91,18 @@ where
         self.core.broker.redistribute(shared, &self.core.session);
         self.core.broker.persist_session(&self.core.session, Some(now_ms()));
         let shutting_down = self.core.broker.shutdown.is_cancelled();
-        if let Some(will) = self.core.will.take()
-            && ending.publish_will
-            && !shutting_down
-        {
-            let delay = will.delay.min(expiry);
-            self.core.broker.schedule_will(
-                will.message,
-                self.core.session.clone(),
-                generation,
-                Duration::from_secs(u64::from(delay)),
-            );
+        if let Some(will) = self.core.will.take() {
+            if ending.publish_will && !shutting_down {
+                let delay = will.delay.min(expiry);
+                self.core.broker.schedule_will(
+                    will.message,
+                    self.core.session.clone(),
+                    generation,
+                    Duration::from_secs(u64::from(delay)),
+                );
+            } else {
+                self.core.broker.forget_connect_will(&self.core.session.client_id);
+            }
         }
         if expiry == 0 {
             self.core.broker.end_session(&self.core.session);

@@ -147,8 +147,33 @@ where
         connect.properties.receive_maximum.unwrap_or(u16::MAX).min(config.max_inflight),
     );
     let attachment = Attachment { kicked: None, window };
+    // In cluster mode the session is claimed first: taken from the node that has it, with
+    // what it missed, so the attach below finds it here.
+    let claim = match broker.directory() {
+        Some(directory) => match directory.claim(client_id.clone(), connect.clean_start).await {
+            Ok(claim) => Some(claim),
+            Err(error) => {
+                tracing::warn!(client_id = %client_id, %error, "Refused a CONNECT.");
+                crate::diagnostics::MqttConnectFailed {
+                    session_name: Some(&client_id),
+                    client_identity: Some(&identity.authentication_name),
+                    protocol: Some(protocol),
+                    websocket,
+                    peer: peer.addr,
+                    code: ReasonCode::ServerUnavailable,
+                    description: Some("the cluster could not hand this node the session"),
+                }
+                .emit();
+                let connack = refusal(protocol, ReasonCode::ServerUnavailable, None);
+                Box::pin(super::linger::close(&broker, stream, connack)).await;
+                return None;
+            }
+        },
+        None => None,
+    };
     let (session, session_present, guard) =
         Box::pin(attach(&broker, &client_id, connect.clean_start, protocol, attachment)).await?;
+    drop(claim);
     let cancelled_will = {
         let mut state = session.lock();
         state.expiry_interval = expiry;
@@ -203,6 +228,11 @@ where
         }),
         delay: will.properties.will_delay_interval.unwrap_or(0),
     });
+
+    if let Some(will) = &will {
+        let stored = broker.store_connect_will(&client_id, &will.message, will.delay.min(expiry));
+        broker.durable(stored).await;
+    }
 
     let max_packet_size = connect.properties.maximum_packet_size.unwrap_or(u32::MAX);
     let alias_maximum = connect.properties.topic_alias_maximum.unwrap_or(0);
