@@ -259,7 +259,8 @@ async fn fence(
                 );
                 metrics::counter!(crate::telemetry::catalogue::CLUSTER_FENCED).increment(1);
                 for session in sessions {
-                    session.kick(ReasonCode::ServerUnavailable);
+                    // 0x89 Server busy: 0x88 (Server unavailable) is a CONNACK code only.
+                    session.kick(ReasonCode::ServerBusy);
                 }
                 // Wait for the connection to come back before fencing again.
                 while !link.is_connected() {

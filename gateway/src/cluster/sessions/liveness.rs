@@ -48,7 +48,8 @@ impl Sessions {
         );
         for session in sessions {
             let _lock = self.lock(&session.client_id).await;
-            session.kick(ReasonCode::ServerUnavailable);
+            // 0x89 Server busy: 0x88 (Server unavailable) is a CONNACK code only.
+            session.kick(ReasonCode::ServerBusy);
             let detached =
                 tokio::time::timeout(DETACH_WAIT, session.attach.clone().lock_owned()).await;
             if detached.is_err() {
