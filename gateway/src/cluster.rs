@@ -65,20 +65,29 @@ impl Cluster {
     pub async fn join(config: &ClusterConfig) -> Result<Cluster, LinkError> {
         let node: Arc<str> = config.node().into();
         let link = Arc::new(Link::open(config, &node).await?);
-        let last = link.messages.clone().info().await.map(|info| info.state.last_sequence);
-        let last = last.map_err(|error| LinkError::Create {
+        // A stream or bucket another node has just created may not answer for a moment
+        // (its replicas are still forming their group): both reads are retried, bounded.
+        let deadline = tokio::time::Instant::now() + config.connect_timeout();
+        let last = retried(deadline, || async {
+            link.messages.clone().info().await.map(|info| info.state.last_sequence)
+        })
+        .await
+        .map_err(|problem| LinkError::Create {
             what: format!("stream {}", link.names.messages),
             replicas: config.replicas,
-            problem: error.to_string(),
+            problem,
         })?;
         let incarnation = random_u64();
         // Alive before any client can claim a session here: another node's janitor must not
         // take this run's first sessions for a dead node's.
-        let alive = link.nodes.put(store::name_key(&node), incarnation.to_string().into()).await;
-        alive.map_err(|error| LinkError::Create {
+        retried(deadline, || {
+            link.nodes.put(store::name_key(&node), incarnation.to_string().into())
+        })
+        .await
+        .map_err(|problem| LinkError::Create {
             what: format!("bucket {}", link.names.nodes),
             replicas: config.replicas,
-            problem: error.to_string(),
+            problem,
         })?;
         Ok(Cluster {
             link,
@@ -212,6 +221,25 @@ impl Cluster {
         );
         entry.ready();
         broker.tasks.spawn(fence(link.clone(), broker.clone(), self.config.fence_after(), entry));
+    }
+}
+
+/// Runs `attempt` until it succeeds or `deadline` passes, 200 ms apart; the last error's text.
+async fn retried<T, E, F, Fut>(deadline: tokio::time::Instant, mut attempt: F) -> Result<T, String>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tokio::time::Instant::now() >= deadline => return Err(error.to_string()),
+            Err(error) => {
+                tracing::debug!(%error, "Cluster start-up read failed; retrying.");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Link {
     pub shares: kv::Store,
     /// Whether the client is connected right now (set by the client's events).
     connected: Arc<AtomicBool>,
+    /// How long the connection has been down since start, and since when it is down now.
+    downtime: Arc<Downtime>,
     /// Woken on every change of `connected`.
     pub changes: Arc<tokio::sync::Notify>,
 }
@@ -89,10 +91,12 @@ impl Link {
     /// every stream and bucket.
     pub async fn open(config: &ClusterConfig, node: &str) -> Result<Link, LinkError> {
         let connected = Arc::new(AtomicBool::new(false));
+        let downtime = Arc::new(Downtime::default());
         let changes = Arc::new(tokio::sync::Notify::new());
         let deadline = tokio::time::Instant::now() + config.connect_timeout();
         let client = loop {
-            let options = options(config, node, connected.clone(), changes.clone()).await?;
+            let options =
+                options(config, node, connected.clone(), downtime.clone(), changes.clone()).await?;
             match options.connect(config.nats_urls.clone()).await {
                 Ok(client) => break client,
                 Err(error) => {
@@ -165,8 +169,14 @@ impl Link {
             nodes,
             shares,
             connected,
+            downtime,
             changes,
         })
+    }
+
+    /// How long the NATS connection has been down since start, the current outage included.
+    pub fn downtime(&self) -> Duration {
+        self.downtime.total()
     }
 
     /// Whether the NATS connection is up now.
@@ -175,10 +185,36 @@ impl Link {
     }
 }
 
+/// The time a connection spent down.
+#[derive(Default)]
+pub struct Downtime {
+    state: parking_lot::Mutex<(Duration, Option<std::time::Instant>)>,
+}
+
+impl Downtime {
+    fn down(&self) {
+        let mut state = self.state.lock();
+        state.1.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn up(&self) {
+        let mut state = self.state.lock();
+        if let Some(since) = state.1.take() {
+            state.0 += since.elapsed();
+        }
+    }
+
+    fn total(&self) -> Duration {
+        let state = self.state.lock();
+        state.0 + state.1.map_or(Duration::ZERO, |since| since.elapsed())
+    }
+}
+
 async fn options(
     config: &ClusterConfig,
     node: &str,
     connected: Arc<AtomicBool>,
+    downtime: Arc<Downtime>,
     changes: Arc<tokio::sync::Notify>,
 ) -> Result<async_nats::ConnectOptions, LinkError> {
     let mut options = async_nats::ConnectOptions::new()
@@ -188,17 +224,20 @@ async fn options(
         .max_reconnects(None)
         .event_callback(move |event| {
             let connected = connected.clone();
+            let downtime = downtime.clone();
             let changes = changes.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
                         info!("NATS connection up.");
                         connected.store(true, Ordering::SeqCst);
+                        downtime.up();
                         changes.notify_waiters();
                     }
                     async_nats::Event::Disconnected => {
                         warn!("NATS connection lost; reconnecting.");
                         connected.store(false, Ordering::SeqCst);
+                        downtime.down();
                         changes.notify_waiters();
                     }
                     other => tracing::debug!(event = %other, "NATS client event."),

@@ -11,16 +11,31 @@ use super::{DETACH_WAIT, HEARTBEAT, PRESUMED_DEAD, Sessions, SessionsError, nats
 use crate::cluster::store::name_key;
 use crate::mqtt::ReasonCode;
 
+/// How long the connection must have been down, since the last heartbeat stored, before this
+/// node believes other nodes may have taken it for dead.
+const CUT_OFF: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Sessions {
     /// Says this node is alive and stores its log position, each second until `stop`.
     pub(super) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
         let mut alive_at = tokio::time::Instant::now();
+        let mut downtime = self.link.downtime();
         loop {
-            if alive_at.elapsed() >= PRESUMED_DEAD && self.link.is_connected() {
+            // Other nodes adopt a node's sessions only once its heartbeat lapsed and it did not
+            // answer a probe, which takes its connection being down. A heartbeat that merely
+            // could not be stored (its bucket electing a leader, seconds after a NATS server
+            // died) while the connection was up, or down for a moment, answers probes, and
+            // starting over then would disconnect every client for nothing.
+            let cut_off = self.link.downtime().saturating_sub(downtime) >= CUT_OFF;
+            if alive_at.elapsed() >= PRESUMED_DEAD && cut_off && self.link.is_connected() {
                 self.start_over().await;
+                downtime = self.link.downtime();
             }
             match self.beat().await {
-                Ok(()) => alive_at = tokio::time::Instant::now(),
+                Ok(()) => {
+                    alive_at = tokio::time::Instant::now();
+                    downtime = self.link.downtime();
+                }
                 Err(error) => warn!(%error, "Cannot tell the cluster this node is alive."),
             }
             if stop.run_until_cancelled(tokio::time::sleep(HEARTBEAT)).await.is_none() {
