@@ -16,6 +16,10 @@ const TOKEN: &str = "e2e-admin-token-0123456789";
 /// What the issue allows between a change's 2xx on one node and its effect on another.
 const WITHIN: Duration = Duration::from_secs(1);
 
+/// After every NATS server restarted, a node's watch may sit on a consumer that is gone until
+/// it finds the bucket ahead of it (two idle checks a second apart): the bound is looser.
+const AFTER_ROLLING_RESTART: Duration = Duration::from_secs(5);
+
 fn config() -> String {
     format!(
         "[management]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n\n\
@@ -75,6 +79,7 @@ fn named(client_id: &str, username: &str) -> gateway::mqtt::Connect {
 async fn publish_until(
     client: &mut PacketClient,
     since: Instant,
+    within: Duration,
     wanted: impl Fn(ReasonCode) -> bool,
 ) -> Result<Duration> {
     let mut id = 0u16;
@@ -93,7 +98,7 @@ async fn publish_until(
             return Ok(since.elapsed());
         }
         ensure!(
-            since.elapsed() < WITHIN,
+            since.elapsed() < within,
             "still {reason:?} {:?} after the change",
             since.elapsed()
         );
@@ -109,15 +114,15 @@ async fn a_grant_and_its_removal_on_a_apply_on_c_within_a_second() -> Result<()>
     let (mut car, connack) = PacketClient::connect(c.addr, named("car", "car")).await?;
     ensure!(connack.code == ReasonCode::Success, "CONNACK {:?}", connack.code);
     let refused = |reason| reason == ReasonCode::NotAuthorized;
-    publish_until(&mut car, Instant::now(), refused).await?;
+    publish_until(&mut car, Instant::now(), WITHIN, refused).await?;
 
     a.grant_fleet().await;
     let allowed =
         |reason| matches!(reason, ReasonCode::Success | ReasonCode::NoMatchingSubscribers);
-    let granted = publish_until(&mut car, Instant::now(), allowed).await?;
+    let granted = publish_until(&mut car, Instant::now(), WITHIN, allowed).await?;
 
     a.delete("/permissionBindings/fleet-pub").await;
-    let revoked = publish_until(&mut car, Instant::now(), refused).await?;
+    let revoked = publish_until(&mut car, Instant::now(), WITHIN, refused).await?;
     eprintln!(
         "a change on node A took effect on node C after {granted:?} (grant), {revoked:?} (removal)"
     );
@@ -192,7 +197,7 @@ async fn changes_still_reach_c_after_every_nats_server_restarted() -> Result<()>
     ensure!(connack.code == ReasonCode::Success, "CONNACK {:?}", connack.code);
     let allowed =
         |reason| matches!(reason, ReasonCode::Success | ReasonCode::NoMatchingSubscribers);
-    let granted = publish_until(&mut car, since, allowed).await?;
+    let granted = publish_until(&mut car, since, AFTER_ROLLING_RESTART, allowed).await?;
     eprintln!("after a rolling restart of NATS, a grant on A took effect on C after {granted:?}");
     Ok(())
 }
