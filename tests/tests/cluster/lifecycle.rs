@@ -46,6 +46,34 @@ fn short_type(event: &Value) -> &str {
     event["type"].as_str().unwrap_or_default().trim_start_matches("Microsoft.EventGrid.MQTT")
 }
 
+/// (short type, sequence number) of each event, checked to be of `client` and each once, in
+/// sequence order.
+fn numbered(events: &[Value], client: &str) -> Vec<(String, u64)> {
+    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap_or_default()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), events.len(), "an event came twice: {events:#?}");
+    let mut seen: Vec<(String, u64)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["subject"], format!("clients/{client}/sessions/{client}"));
+            (short_type(e).to_string(), e["data"]["sequenceNumber"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    // Delivery order across nodes is not guaranteed; the sequence numbers order them.
+    seen.sort_by_key(|(ty, seq)| (*seq, ty != "ClientSessionConnected"));
+    seen
+}
+
+/// A Connected and a Disconnected numbered 1, then 2, … up to `connections`.
+fn pairs(connections: u64) -> Vec<(String, u64)> {
+    (1..=connections)
+        .flat_map(|seq| {
+            [("ClientSessionConnected".to_string(), seq), ("ClientSessionDisconnected".into(), seq)]
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_moving_from_a_to_c_is_numbered_on_and_reported_once() {
     let server = webhook::accepting().await;
@@ -56,29 +84,28 @@ async fn a_client_moving_from_a_to_c_is_numbered_on_and_reported_once() {
     v5::Client::connect(c, "rover").await.disconnect().await;
 
     let events = settled_events(&server, 4).await;
-    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap_or_default()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    assert_eq!(ids.len(), events.len(), "an event came twice: {events:#?}");
-    let mut seen: Vec<(String, u64)> = events
-        .iter()
-        .map(|e| {
-            assert_eq!(e["subject"], "clients/rover/sessions/rover");
-            (short_type(e).to_string(), e["data"]["sequenceNumber"].as_u64().unwrap_or(0))
-        })
-        .collect();
-    // Delivery order across nodes is not guaranteed; the sequence numbers order them.
-    seen.sort_by_key(|(ty, seq)| (*seq, ty != "ClientSessionConnected"));
-    let expected: Vec<(String, u64)> = [
-        ("ClientSessionConnected", 1),
-        ("ClientSessionDisconnected", 1),
-        ("ClientSessionConnected", 2),
-        ("ClientSessionDisconnected", 2),
-    ]
-    .iter()
-    .map(|(ty, seq)| (ty.to_string(), *seq))
-    .collect();
-    assert_eq!(seen, expected, "{events:#?}");
+    assert_eq!(numbered(&events, "rover"), pairs(2), "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_is_numbered_on_its_node_and_on_the_next() {
+    let server = webhook::accepting().await;
+    let cluster = GridmqCluster::start_with(3, &config(&server.uri()));
+    let (a, b) = (cluster.nodes[0].addr, cluster.nodes[1].addr);
+    let persistent = |addr| {
+        let mut options = v5::options(addr, "probe");
+        options.set_clean_start(false);
+        options.set_session_expiry_interval(Some(60));
+        options
+    };
+
+    // Twice on A, where the session stays between the two, then on B, which takes it over.
+    for addr in [a, a, b] {
+        v5::Client::connect_with(persistent(addr)).await.expect("connect").disconnect().await;
+    }
+
+    let events = settled_events(&server, 6).await;
+    assert_eq!(numbered(&events, "probe"), pairs(3), "{events:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
