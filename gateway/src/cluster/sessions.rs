@@ -4,6 +4,9 @@
 //! - Ownership: bucket `owners`, key `client_key(id)` → [`Owner`]. Every CONNECT claims its
 //!   client id first (`broker::SessionDirectory::claim`), under a per-client lock of this node,
 //!   so that another node's request for the same session waits for the claim and the attach.
+//!   Each claim also counts the connection in the entry (lifecycle events' sequence number);
+//!   when a session ends, its entry is vacated (it names no node) rather than deleted, so
+//!   that the count goes on.
 //! - Release (`release.rs`): a node asked for a session (`<p>.ctl.<node>.release`) kicks its
 //!   connection with 0x8E, waits until it let go, evicts it (its stored state stays whole),
 //!   flushes its journal so every delivery it queued is stored, and answers with the log
