@@ -89,7 +89,12 @@ pub trait SessionDirectory: Send + Sync + 'static {
 }
 
 /// Held while a claimed session is being attached.
-pub type ClaimGuard = Box<dyn Send + Sync>;
+pub struct ClaimGuard {
+    /// The connection's number among its client id's connections, cluster-wide: its
+    /// lifecycle events' sequence number.
+    pub connection: u64,
+    pub hold: Box<dyn Send + Sync>,
+}
 
 /// Why a client id could not be claimed (the cluster is unreachable or the claim kept losing).
 #[derive(Debug, thiserror::Error)]

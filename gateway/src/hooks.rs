@@ -160,8 +160,15 @@ pub enum DisconnectReason {
 pub enum LifecycleEvent {
     /// A client completed CONNECT/CONNACK. `connection` numbers this network connection,
     /// unique for the process, so that its `Disconnected` can be paired with it even when a
-    /// takeover's new `Connected` is observed first.
-    Connected { identity: ClientIdentity, connection: u64, session_present: bool },
+    /// takeover's new `Connected` is observed first. `sequence` is the connection's number
+    /// among its client id's connections when a cluster counts them (the router counts them
+    /// itself otherwise).
+    Connected {
+        identity: ClientIdentity,
+        connection: u64,
+        session_present: bool,
+        sequence: Option<u64>,
+    },
     /// A connected client's network connection ended.
     Disconnected { identity: ClientIdentity, connection: u64, reason: DisconnectReason },
     /// A session ended without a connection: its expiry passed, or it was discarded.

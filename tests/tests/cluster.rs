@@ -8,6 +8,8 @@ mod durability;
 mod fencing;
 #[path = "cluster/harness.rs"]
 mod harness;
+#[path = "cluster/lifecycle.rs"]
+mod lifecycle;
 #[path = "cluster/pubsub.rs"]
 mod pubsub;
 #[path = "cluster/resources.rs"]

@@ -4,6 +4,9 @@
 //! - Ownership: bucket `owners`, key `client_key(id)` → [`Owner`]. Every CONNECT claims its
 //!   client id first (`broker::SessionDirectory::claim`), under a per-client lock of this node,
 //!   so that another node's request for the same session waits for the claim and the attach.
+//!   Each claim also counts the connection in the entry (lifecycle events' sequence number);
+//!   when a session ends, its entry is vacated (it names no node) rather than deleted, so
+//!   that the count goes on.
 //! - Release (`release.rs`): a node asked for a session (`<p>.ctl.<node>.release`) kicks its
 //!   connection with 0x8E, waits until it let go, evicts it (its stored state stays whole),
 //!   flushes its journal so every delivery it queued is stored, and answers with the log
@@ -70,6 +73,24 @@ pub struct Owner {
     /// session: a floor for the next owner's replay if this one dies.
     #[serde(default)]
     pub from: u64,
+    /// How many connections the client id has had, cluster-wide: each CONNECT's claim counts
+    /// one, and the count is the connection's lifecycle sequence number (Event Grid numbers a
+    /// client's connections on whichever node they land). The entry stays, naming no node,
+    /// when the session ends, so that the count goes on.
+    #[serde(default)]
+    pub connections: u64,
+}
+
+impl Owner {
+    /// Whether the entry names no node: its session ended (or the entry was unreadable).
+    pub fn is_vacant(&self) -> bool {
+        self.node.is_empty()
+    }
+
+    /// The entry of a session that ended: no owner, the same connection count.
+    fn vacated(&self) -> Owner {
+        Owner { node: String::new(), incarnation: 0, ..self.clone() }
+    }
 }
 
 /// A release request.
@@ -190,8 +211,14 @@ impl Sessions {
         self.incarnation.load(Ordering::SeqCst)
     }
 
-    fn me(&self, epoch: u64, from: u64) -> Owner {
-        Owner { node: self.node.to_string(), incarnation: self.incarnation(), epoch, from }
+    fn me(&self, epoch: u64, from: u64, connections: u64) -> Owner {
+        Owner {
+            node: self.node.to_string(),
+            incarnation: self.incarnation(),
+            epoch,
+            from,
+            connections,
+        }
     }
 
     fn is_me(&self, owner: &Owner) -> bool {
@@ -229,7 +256,13 @@ impl Sessions {
             Err(error) => {
                 // Unreadable: taken over as if its owner were gone.
                 warn!(key, %error, "An unreadable session owner entry; taking it over.");
-                let gone = Owner { node: String::new(), incarnation: 0, epoch: 0, from: 0 };
+                let gone = Owner {
+                    node: String::new(),
+                    incarnation: 0,
+                    epoch: 0,
+                    from: 0,
+                    connections: 0,
+                };
                 Ok(Some((gone, entry.revision)))
             }
         }
@@ -307,37 +340,49 @@ impl Sessions {
         broker.durable(ticket).await;
     }
 
-    /// One try of a claim; `false` when it lost a race and should try again.
+    /// One try of a claim: the connection's number among the client id's connections, or
+    /// `None` when it lost a race and should try again.
     async fn try_claim(
         self: &Arc<Self>,
         client_id: &Arc<str>,
         clean_start: bool,
-    ) -> Result<bool, SessionsError> {
+    ) -> Result<Option<u64>, SessionsError> {
         let broker = self.broker()?;
         let key = client_key(client_id);
-        let Some((owner, revision)) = self.owner(&key).await? else {
-            let mine = serde_json::to_vec(&self.me(1, self.applied.load(Ordering::SeqCst)))
-                .map_err(nats)?;
+        let entry = self.owner(&key).await?;
+        // Every write below is a compare-and-set of the entry read here, so two claims never
+        // get the same number.
+        let connection = entry.as_ref().map_or(0, |(owner, _)| owner.connections) + 1;
+        let applied = self.applied.load(Ordering::SeqCst);
+        let Some((owner, revision)) = entry else {
+            let mine = serde_json::to_vec(&self.me(1, applied, connection)).map_err(nats)?;
             return match self.link.owners.create(&key, mine.into()).await {
-                Ok(_) => Ok(true),
+                Ok(_) => Ok(Some(connection)),
                 Err(error)
                     if error.kind()
                         == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
                 {
-                    Ok(false)
+                    Ok(None)
                 }
                 Err(error) => Err(nats(error)),
             };
         };
+        if owner.is_vacant() {
+            // The session ended: there is nothing to load, as when there is no entry.
+            let taken = self.take(&key, &owner, revision, applied, connection).await?;
+            return Ok(taken.then_some(connection));
+        }
         if self.is_me(&owner) {
             if broker.session(client_id).is_some() {
-                return Ok(true);
+                // Here already: the write only counts the connection.
+                let counted = Owner { connections: connection, ..owner };
+                return Ok(self.write(&key, &counted, revision).await?.then_some(connection));
             }
             // Ours, but not here: released to another node that has not written its claim
             // yet, or an earlier session that ended, or a load that failed. The entry is
             // written again, so that a claim racing this one from the other node fails.
-            if !self.take(&key, &owner, revision, owner.from).await? {
-                return Ok(false);
+            if !self.take(&key, &owner, revision, owner.from, connection).await? {
+                return Ok(None);
             }
             if clean_start {
                 broker.journal_append(|| Op::DeleteSession(client_id.clone()));
@@ -346,7 +391,7 @@ impl Sessions {
                 self.flush(&broker).await;
                 self.load(&broker, client_id, owner.from, None).await?;
             }
-            return Ok(true);
+            return Ok(Some(connection));
         }
         // Asked even when its heartbeat looks gone (a read may lag): a dead run has no
         // responders, and a new run of the node answers that it is not the one.
@@ -357,10 +402,10 @@ impl Sessions {
                 (applied, now.unwrap_or(revision), previous)
             }
             Outcome::Gone => (self.floor(&owner).await?, revision, None),
-            Outcome::Busy => return Ok(false),
+            Outcome::Busy => return Ok(None),
         };
-        if !self.take(&key, &owner, revision, from).await? {
-            return Ok(false);
+        if !self.take(&key, &owner, revision, from, connection).await? {
+            return Ok(None);
         }
         debug!(client_id = %client_id, from = %owner.node, "Took a session over from another node.");
         if let Some(stale) = broker.session(client_id) {
@@ -372,26 +417,33 @@ impl Sessions {
         } else {
             self.load(&broker, client_id, from, previous).await?;
         }
-        Ok(true)
+        Ok(Some(connection))
     }
 
-    /// Compare-and-set of the owner entry to this node; `false` when another write won.
+    /// Compare-and-set of the owner entry to this node, with `connections` counted; `false`
+    /// when another write won.
     async fn take(
         &self,
         key: &str,
         owner: &Owner,
         revision: u64,
         from: u64,
+        connections: u64,
     ) -> Result<bool, SessionsError> {
-        let mine = serde_json::to_vec(&self.me(owner.epoch + 1, from)).map_err(nats)?;
-        match self.link.owners.update(key, mine.into(), revision).await {
+        self.write(key, &self.me(owner.epoch + 1, from, connections), revision).await
+    }
+
+    /// Compare-and-set of the owner entry; `false` when another write won.
+    async fn write(&self, key: &str, owner: &Owner, revision: u64) -> Result<bool, SessionsError> {
+        let value = serde_json::to_vec(owner).map_err(nats)?;
+        match self.link.owners.update(key, value.into(), revision).await {
             Ok(_) => Ok(true),
             Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
             Err(error) => Err(nats(error)),
         }
     }
 
-    /// Deletes the owner entry of a session that ended here, if it still names this node.
+    /// Vacates the owner entry of a session that ended here, if it still names this node.
     async fn forget(self: Arc<Self>, client_id: Arc<str>) {
         let _lock = self.lock(&client_id).await;
         let Ok(broker) = self.broker() else { return };
@@ -401,10 +453,8 @@ impl Sessions {
         let key = client_key(&client_id);
         match self.owner(&key).await {
             Ok(Some((owner, revision))) if self.is_me(&owner) => {
-                if let Err(error) =
-                    self.link.owners.delete_expect_revision(&key, Some(revision)).await
-                {
-                    debug!(%error, client_id = %client_id, "Could not delete a session's owner entry.");
+                if let Err(error) = self.write(&key, &owner.vacated(), revision).await {
+                    debug!(%error, client_id = %client_id, "Could not vacate a session's owner entry.");
                 }
             }
             Ok(_) => {}
@@ -445,8 +495,10 @@ impl SessionDirectory for Directory {
                     tokio::time::sleep(CLAIM_PAUSE).await;
                 }
                 match this.try_claim(&client_id, clean_start).await {
-                    Ok(true) => return Ok(Box::new(lock) as ClaimGuard),
-                    Ok(false) => last = "lost every race for it".into(),
+                    Ok(Some(connection)) => {
+                        return Ok(ClaimGuard { connection, hold: Box::new(lock) });
+                    }
+                    Ok(None) => last = "lost every race for it".into(),
                     Err(error) => last = error.to_string(),
                 }
             }

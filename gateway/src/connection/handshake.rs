@@ -173,7 +173,7 @@ where
     };
     let (session, session_present, guard) =
         Box::pin(attach(&broker, &client_id, connect.clean_start, protocol, attachment)).await?;
-    drop(claim);
+    let sequence = claim.map(|claim| claim.connection);
     let cancelled_will = {
         let mut state = session.lock();
         state.expiry_interval = expiry;
@@ -280,7 +280,12 @@ where
         session_present,
     }
     .emit();
-    broker.hooks.emit(LifecycleEvent::Connected { identity, connection: number, session_present });
+    broker.hooks.emit(LifecycleEvent::Connected {
+        identity,
+        connection: number,
+        session_present,
+        sequence,
+    });
     Some(Box::new(connection))
 }
 

@@ -101,6 +101,7 @@ async fn another_authentication_name_cannot_take_a_known_client_id() {
         identity,
         connection: 1,
         session_present: false,
+        sequence: None,
     });
     assert!(matches!(gatekeeper.authenticate(request("ALICE")).await, AuthDecision::Allow { .. }));
     let AuthDecision::Deny { code, reason } = gatekeeper.authenticate(request("bob")).await else {

@@ -692,11 +692,11 @@ impl Router {
             let source = self.resource_id.as_str();
             let namespace = self.namespace.as_str();
             let cloud_event = match &event {
-                LifecycleEvent::Connected { identity, connection, .. } => {
+                LifecycleEvent::Connected { identity, connection, sequence, .. } => {
                     let seq = {
                         let mut sequences = self.sequences.lock();
                         let seq = sequences.entry(identity.client_id.clone()).or_insert(0);
-                        *seq += 1;
+                        *seq = sequence.unwrap_or(*seq + 1);
                         *seq
                     };
                     connections.insert(*connection, seq);

@@ -300,6 +300,7 @@ fn cache_is_per_identity_and_generation() {
         identity: car1.clone(),
         connection: 2,
         session_present: false,
+        sequence: None,
     });
     assert!(!Arc::ptr_eq(&before, &access.permissions(&car1)));
 }

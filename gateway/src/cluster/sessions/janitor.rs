@@ -40,7 +40,8 @@ fn note(
         return;
     }
     match serde_json::from_slice::<Owner>(&entry.value) {
-        Ok(owner) if put => {
+        // A vacant entry names no node to outlive.
+        Ok(owner) if put && !owner.is_vacant() => {
             owners.insert(entry.key, (owner, entry.revision));
         }
         _ => {
@@ -178,7 +179,7 @@ impl Sessions {
             return Ok(());
         }
         let from = self.floor(&owner).await?;
-        if !self.take(key, &owner, revision, from).await? {
+        if !self.take(key, &owner, revision, from, owner.connections).await? {
             return Ok(());
         }
         let dead: &Owner = &owner;
@@ -190,12 +191,11 @@ impl Sessions {
         self.load(&broker, &client_id, from, None).await?;
         if broker.session(&client_id).is_none() {
             // Nothing to keep (a session that ended with its connection; its will, if any,
-            // went out while loading): the entry goes.
+            // went out while loading): the entry is vacated, keeping its connection count.
             if let Some((owner, revision)) = self.owner(key).await?
                 && self.is_me(&owner)
             {
-                let deleted = self.link.owners.delete_expect_revision(key, Some(revision)).await;
-                deleted.map_err(nats)?;
+                self.write(key, &owner.vacated(), revision).await?;
             }
         }
         Ok(())
