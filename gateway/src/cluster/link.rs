@@ -90,6 +90,10 @@ impl Link {
     /// Connects, retrying every second until `connect_timeout_secs`, then opens (or creates)
     /// every stream and bucket.
     pub async fn open(config: &ClusterConfig, node: &str) -> Result<Link, LinkError> {
+        // The NATS client builds its TLS config from rustls' process-wide provider, and with
+        // both of rustls' providers in the dependency graph none is chosen by default: without
+        // this, TLS to NATS panicked. gridmq's own TLS uses ring; an earlier install wins.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let connected = Arc::new(AtomicBool::new(false));
         let downtime = Arc::new(Downtime::default());
         let changes = Arc::new(tokio::sync::Notify::new());

@@ -37,7 +37,7 @@ fn more_replicas_than_nats_servers_is_refused_naming_replicas() {
     assert!(stderr.contains("cluster.replicas"), "{stderr}");
 }
 
-/// A standalone JetStream server that wants a user and password, killed on drop.
+/// A standalone JetStream server with credentials or TLS, killed on drop.
 struct GuardedNats {
     child: std::process::Child,
     port: u16,
@@ -45,14 +45,21 @@ struct GuardedNats {
 }
 
 impl GuardedNats {
+    /// A server wanting `user` and `password`.
     fn start(user: &str, password: &str) -> GuardedNats {
+        let args = ["--user", user, "--pass", password].map(String::from);
+        GuardedNats::with_args(&args)
+    }
+
+    /// A server started with `args` besides its port and store.
+    fn with_args(args: &[String]) -> GuardedNats {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().expect("its address").port();
         drop(listener);
         let dir = tempfile::tempdir().expect("a store directory");
         let child = std::process::Command::new(gateway_tests::cluster::nats_server_binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "--user", user, "--pass"])
-            .arg(password)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
             .arg("-sd")
             .arg(dir.path())
             .stdout(std::process::Stdio::null())
@@ -96,4 +103,38 @@ fn a_node_joins_with_the_configured_nats_credentials_and_is_refused_without_them
         Gridmq::try_with_listeners(&guarded_config(nats.port, "wrong")).err().expect("refused");
     assert!(stderr.contains("cluster.nats_urls"), "{stderr}");
     assert!(stderr.to_lowercase().contains("authoriz"), "{stderr}");
+}
+
+#[test]
+fn a_node_joins_a_tls_nats_with_a_token_trusting_the_configured_ca() {
+    let pki = gateway_tests::certs::Pki::new("nats-ca");
+    let server = pki.server();
+    let args = [
+        "--auth".to_string(),
+        "tok3n".to_string(),
+        "--tls".to_string(),
+        "--tlscert".to_string(),
+        server.cert_path.display().to_string(),
+        "--tlskey".to_string(),
+        server.key_path.display().to_string(),
+    ];
+    let nats = GuardedNats::with_args(&args);
+    let config = |tls: &str| {
+        format!(
+            "[[server.listeners]]\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\n\n\
+             [cluster]\nnats_urls = [\"nats://127.0.0.1:{}\"]\nnode_id = \"a\"\nreplicas = 1\n\
+             connect_timeout_secs = 2\ntoken = \"tok3n\"\n{tls}",
+            nats.port
+        )
+    };
+    // Trusting the server's CA, with the token: the node starts and serves MQTT.
+    let trusted = format!("tls_ca_file = \"{}\"\n", pki.ca_path.display());
+    let node = Gridmq::start_with_config(&config(&trusted));
+    let addr = node.listener("mqtt");
+    assert!(std::net::TcpStream::connect(addr).is_ok(), "the node serves MQTT on {addr}");
+    drop(node);
+    // Without the CA the server's certificate is not trusted: the start fails, naming the
+    // field.
+    let stderr = Gridmq::try_with_listeners(&config("")).err().expect("refused");
+    assert!(stderr.contains("cluster.nats_urls"), "{stderr}");
 }
