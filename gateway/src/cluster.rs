@@ -11,6 +11,7 @@
 //! - `resources`: namespace resources any node's management API changes, applied on every node.
 //! - `shared`: `$share` groups with members on several nodes, each message to one member.
 //! - `subject`: MQTT topics as NATS subjects, injective and safe for every legal topic.
+//! - `watch`: one supervised bucket watch, restarted after errors and when found behind.
 //! - `sessions`: which node holds each session; sessions moving between nodes, adopted when
 //!   their node dies.
 //!
@@ -28,6 +29,7 @@ pub mod sessions;
 pub mod shared;
 pub mod store;
 pub mod subject;
+pub mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 
 use super::link::Link;
 use super::store::key_name;
+use super::watch::{self, Watched};
 use crate::broker::Broker;
 use crate::broker::persist;
 
@@ -227,38 +228,15 @@ pub async fn qos0(link: Arc<Link>, broker: Arc<Broker>, node: Arc<str>, stop: Ca
 /// Keeps this node's retained index equal to the cluster's bucket: the bucket's content at
 /// start, then every change, this node's own included (they are idempotent).
 pub async fn retained(link: Arc<Link>, broker: Arc<Broker>, stop: CancellationToken) {
-    loop {
-        let watch = stop.run_until_cancelled(link.retained.watch_with_history(">")).await;
-        let mut watch = match watch {
-            None => return,
-            Some(Ok(watch)) => watch,
-            Some(Err(error)) => {
-                warn!(%error, "Cannot watch the cluster's retained messages; retrying.");
-                tokio::time::sleep(RESTART).await;
-                continue;
-            }
-        };
-        while let Some(next) = stop.run_until_cancelled(watch.next()).await {
-            let entry = match next {
-                Some(Ok(entry)) => entry,
-                Some(Err(error)) => {
-                    warn!(%error, "The retained-message watch failed; restarting it.");
-                    break;
-                }
-                None => break,
-            };
-            let Some(topic) = key_name(&entry.key) else { continue };
-            match entry.operation {
-                Operation::Put => match persist::decode_message(&entry.value) {
-                    Ok(message) => broker.apply_retained(&topic, Some(Arc::new(message))),
-                    Err(error) => warn!(%topic, %error, "Skipped an undecodable retained message."),
-                },
-                Operation::Delete | Operation::Purge => broker.apply_retained(&topic, None),
-            }
+    let mut watched = Watched::new(link.retained.clone(), "retained", watch::Start::History);
+    while let Some(entry) = watched.next(&stop).await {
+        let Some(topic) = key_name(&entry.key) else { continue };
+        match entry.operation {
+            Operation::Put => match persist::decode_message(&entry.value) {
+                Ok(message) => broker.apply_retained(&topic, Some(Arc::new(message))),
+                Err(error) => warn!(%topic, %error, "Skipped an undecodable retained message."),
+            },
+            Operation::Delete | Operation::Purge => broker.apply_retained(&topic, None),
         }
-        if stop.is_cancelled() {
-            return;
-        }
-        tokio::time::sleep(RESTART).await;
     }
 }

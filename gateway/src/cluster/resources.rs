@@ -19,22 +19,15 @@
 //! - Namespace topics and event subscriptions (kinds the router owns) are not applied here.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::kv::{Entry, Operation};
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::link::Link;
 use super::store::key_name;
+use super::watch::{self, Watched};
 use crate::namespace::{Change, ChangeError, Namespace, ResourceKind};
-
-/// How long a failed watch waits before it starts again.
-const RESTART: Duration = Duration::from_millis(500);
-
-/// How long the watch waits for a change before it asks the bucket whether it is behind.
-const BEHIND_CHECK: Duration = Duration::from_secs(1);
 
 /// Applies every change to the `resources` bucket after revision `from` to `namespace`, until
 /// `stop`.
@@ -44,77 +37,13 @@ pub async fn replicate(
     from: u64,
     stop: CancellationToken,
 ) {
-    // The revision after the last entry handled: where a restarted watch begins.
-    let mut next = from + 1;
-    // The bucket's last revision that made an idle watch start again, so that one revision
-    // it will not deliver (a purge marker, say) restarts it only once.
-    let mut restarted_for = 0;
-    loop {
-        // Set when the watch was found behind; `next` when it was, at the last check.
-        let mut behind_since: Option<u64> = None;
-        let mut stalled = false;
-        let watch = stop.run_until_cancelled(link.resources.watch_all_from_revision(next)).await;
-        let mut watch = match watch {
-            None => return,
-            Some(Ok(watch)) => watch,
-            Some(Err(error)) => {
-                warn!(%error, "Cannot watch the cluster's namespace resources; retrying.");
-                if stop.run_until_cancelled(tokio::time::sleep(RESTART)).await.is_none() {
-                    return;
-                }
-                continue;
-            }
-        };
-        loop {
-            let entry = tokio::select! {
-                () = stop.cancelled() => return,
-                entry = watch.next() => entry,
-                // A watch is an ordered consumer in one NATS server's memory: when that server
-                // restarts while this node stays connected to another, the client notices only
-                // after missed heartbeats (many seconds). A bucket ahead of an idle watch
-                // restarts it from where it stopped, which skips nothing.
-                () = tokio::time::sleep(BEHIND_CHECK) => {
-                    let mut stream = link.resources.stream.clone();
-                    let last = match stream.info().await {
-                        Ok(info) => info.state.last_sequence,
-                        Err(_) => continue,
-                    };
-                    // Behind at two checks in a row, with nothing delivered in between: a
-                    // change written just before one check is usually on its way.
-                    if last >= next && behind_since == Some(next) && last != restarted_for {
-                        restarted_for = last;
-                        stalled = true;
-                        break;
-                    }
-                    behind_since = (last >= next).then_some(next);
-                    continue;
-                }
-            };
-            let entry = match entry {
-                Some(Ok(entry)) => entry,
-                Some(Err(error)) => {
-                    warn!(%error, "The namespace resources watch failed; restarting it.");
-                    break;
-                }
-                None => break,
-            };
-            if entry.revision < next {
-                continue;
-            }
-            next = entry.revision + 1;
-            let Some(change) = change(&entry) else { continue };
-            if superseded(&link, &entry).await {
-                continue;
-            }
-            apply(&namespace, change).await;
+    let mut watched = Watched::new(link.resources.clone(), "resources", watch::Start::After(from));
+    while let Some(entry) = watched.next(&stop).await {
+        let Some(change) = change(&entry) else { continue };
+        if superseded(&link, &entry).await {
+            continue;
         }
-        if stop.is_cancelled() {
-            return;
-        }
-        // A stalled watch starts again at once; one that failed waits a moment.
-        if !stalled && stop.run_until_cancelled(tokio::time::sleep(RESTART)).await.is_none() {
-            return;
-        }
+        apply(&namespace, change).await;
     }
 }
 

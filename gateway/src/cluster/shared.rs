@@ -45,6 +45,7 @@ use tracing::{debug, info, warn};
 use super::link::Link;
 use super::store::{key_name, name_key};
 use super::subject::{Space, filter_subjects};
+use super::watch::{self, Watched};
 use crate::broker::{Broker, ShareSelector, persist};
 
 /// How often a node puts its entries again.
@@ -55,9 +56,6 @@ pub const EXPIRY: Duration = Duration::from_secs(4);
 
 /// The bucket drops entries older than this, so a dead node's do not stay in it.
 pub const BUCKET_MAX_AGE: Duration = Duration::from_secs(10);
-
-/// How long a failed watch waits before it starts again.
-const RESTART: Duration = Duration::from_millis(500);
 
 /// How long a stopping node may take to withdraw its entries.
 const WITHDRAW: Duration = Duration::from_secs(1);
@@ -370,54 +368,26 @@ async fn put(link: &Link, key: String, value: Bytes) {
 
 /// Keeps the view equal to the bucket: every entry at start, then every change.
 pub async fn watch(shares: Arc<Shares>, link: Arc<Link>, stop: CancellationToken) {
-    loop {
-        let watch = stop.run_until_cancelled(link.shares.watch_with_history(">")).await;
-        let mut watch = match watch {
-            None => return,
-            Some(Ok(watch)) => watch,
-            Some(Err(error)) => {
-                warn!(%error, "Cannot watch the cluster's shared subscriptions; retrying.");
-                if stop.run_until_cancelled(tokio::time::sleep(RESTART)).await.is_none() {
-                    return;
-                }
-                continue;
-            }
+    let mut watched = Watched::new(link.shares.clone(), "shares", watch::Start::History);
+    while let Some(entry) = watched.next(&stop).await {
+        let mut parts = entry.key.split('.').map(key_name);
+        let (Some(Some(group)), Some(Some(filter)), Some(Some(node)), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
         };
-        while let Some(next) = stop.run_until_cancelled(watch.next()).await {
-            let entry = match next {
-                Some(Ok(entry)) => entry,
-                Some(Err(error)) => {
-                    warn!(%error, "The shared subscriptions watch failed; restarting it.");
-                    break;
-                }
-                None => break,
-            };
-            let mut parts = entry.key.split('.').map(key_name);
-            let (Some(Some(group)), Some(Some(filter)), Some(Some(node)), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            match entry.operation {
-                Operation::Put => {
-                    // An entry put a while ago (read at the start of the watch) counts from
-                    // when it was put.
-                    let age = time::OffsetDateTime::now_utc() - entry.created;
-                    let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
-                    let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                    // An unreadable position is as good as none: nothing to read again.
-                    let applied =
-                        std::str::from_utf8(&entry.value).ok().and_then(|v| v.parse().ok());
-                    shares.seen(group, filter, node, at, applied.unwrap_or(u64::MAX));
-                }
-                Operation::Delete | Operation::Purge => shares.forget(&group, &filter, &node),
+        match entry.operation {
+            Operation::Put => {
+                // An entry put a while ago (read at the start of the watch) counts from
+                // when it was put.
+                let age = time::OffsetDateTime::now_utc() - entry.created;
+                let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
+                let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                // An unreadable position is as good as none: nothing to read again.
+                let applied = std::str::from_utf8(&entry.value).ok().and_then(|v| v.parse().ok());
+                shares.seen(group, filter, node, at, applied.unwrap_or(u64::MAX));
             }
-        }
-        if stop.is_cancelled() {
-            return;
-        }
-        if stop.run_until_cancelled(tokio::time::sleep(RESTART)).await.is_none() {
-            return;
+            Operation::Delete | Operation::Purge => shares.forget(&group, &filter, &node),
         }
     }
 }
