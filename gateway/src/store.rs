@@ -197,7 +197,7 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// A store other than the configured redb one (the cluster's), with the journal over it.
+    /// `store` (redb, or the cluster's), read back, with the journal over it.
     pub fn over(store: Arc<dyn Store>, config: &StoreConfig) -> Result<Storage, StoreError> {
         let snapshot = store.load()?;
         let (journal, writer) = Journal::start(
@@ -213,14 +213,7 @@ impl Storage {
         if config.in_memory {
             return Ok(Storage { journal: None, writer: None, snapshot: None });
         }
-        let store = Arc::new(self::redb::RedbStore::open(&config.data_dir)?);
-        let snapshot = store.load()?;
-        let (journal, writer) = Journal::start(
-            store,
-            config.max_batch_ops,
-            std::time::Duration::from_millis(config.commit_linger_ms),
-        )?;
-        Ok(Storage { journal: Some(journal), writer: Some(writer), snapshot: Some(snapshot) })
+        Storage::over(Arc::new(self::redb::RedbStore::open(&config.data_dir)?), config)
     }
 
     /// The journal the broker appends to; `None` in in-memory mode.

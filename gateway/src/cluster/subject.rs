@@ -133,7 +133,7 @@ pub fn filter_subjects(
     filter: &str,
 ) -> Result<Vec<String>, SubjectError> {
     check_prefix(prefix)?;
-    if !valid_filter(filter) {
+    if !crate::mqtt::topic::valid_plain_filter(filter) {
         return Err(SubjectError::InvalidFilter(filter.to_owned()));
     }
     let (base, multi) = match filter.strip_suffix("#") {
@@ -201,26 +201,6 @@ fn check_prefix(prefix: &str) -> Result<(), SubjectError> {
     } else {
         Err(SubjectError::InvalidPrefix(prefix.to_owned()))
     }
-}
-
-/// The plain-filter rules of `mqtt::topic`, restated so this module depends on nothing: not
-/// empty, `#` only as the whole last level, `+` only as a whole level, no U+0000.
-fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() {
-        return false;
-    }
-    let mut levels = filter.split('/').peekable();
-    while let Some(level) = levels.next() {
-        let ok = match level {
-            "+" => true,
-            "#" => levels.peek().is_none(),
-            _ => !level.bytes().any(|b| matches!(b, b'+' | b'#' | b'\0')),
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
 }
 
 /// Whether `c` must be escaped in a token: NATS splits on `.`, reads `*` and `>` as wildcards,

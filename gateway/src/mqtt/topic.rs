@@ -82,7 +82,7 @@ pub fn matches(filter: &str, name: &str) -> bool {
 }
 
 /// A non-shared filter: every level is `+`, `#` (last only) or free of both, and no U+0000.
-fn valid_plain_filter(filter: &str) -> bool {
+pub fn valid_plain_filter(filter: &str) -> bool {
     if filter.is_empty() || filter.len() > MAX_TOPIC_LEN {
         return false;
     }
