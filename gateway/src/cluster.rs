@@ -8,6 +8,7 @@
 //! - `store`: the journal's ops written to JetStream, so a PUBACK still means "stored".
 //! - `forward`: this node's publishes sent on (QoS 1/2 through the journal, QoS 0 on core NATS).
 //! - `inbound`: the other nodes' publishes fanned out here, and the retained index kept equal.
+//! - `events`: the routing log: routed events per event subscription, leased by any node.
 //! - `resources`: namespace resources any node's management API changes, applied on every node.
 //! - `shared`: `$share` groups with members on several nodes, each message to one member.
 //! - `subject`: MQTT topics as NATS subjects, injective and safe for every legal topic.
@@ -21,6 +22,7 @@
 //! retried, so no QoS 1/2 publish is acknowledged.
 
 pub mod config;
+pub mod events;
 pub mod forward;
 pub mod inbound;
 pub mod link;
@@ -59,6 +61,8 @@ pub struct Cluster {
     /// see `applied` stand still (a session being loaded and replayed).
     pub gate: Arc<tokio::sync::Mutex<()>>,
     pub config: ClusterConfig,
+    /// The routing log (`events.rs`).
+    pub events: Arc<events::Events>,
 }
 
 impl Cluster {
@@ -92,6 +96,7 @@ impl Cluster {
             problem,
         })?;
         Ok(Cluster {
+            events: Arc::new(events::Events::new(link.clone(), node.clone())),
             link,
             node,
             incarnation,
@@ -99,6 +104,11 @@ impl Cluster {
             gate: Arc::new(tokio::sync::Mutex::new(())),
             config: config.clone(),
         })
+    }
+
+    /// The routing log the router keeps its events in.
+    pub fn routing_log(&self) -> Arc<dyn crate::routing::shared::SharedLog> {
+        self.events.clone()
     }
 
     /// The largest MQTT packet whose message fits in one NATS message: the server's
@@ -216,6 +226,7 @@ impl Cluster {
             stop.clone(),
         ));
         broker.tasks.spawn(shared::watch(shares, link.clone(), stop.clone()));
+        broker.tasks.spawn(self.events.clone().count(stop.clone()));
         let entry = readiness.register(
             crate::readiness::Component::Cluster,
             format!("nats (node {node})"),

@@ -164,6 +164,7 @@ impl Gateway {
             storage.journal(),
             stored,
             readiness.clone(),
+            cluster.as_ref().map(|cluster| cluster.routing_log()),
         )?;
         let mut hooks = hooks;
         if let Some(router) = &router {

@@ -16,6 +16,9 @@
 //!
 //! Lifecycle events ([`lifecycle`]) take the same path from step 3, on the system topic.
 //!
+//! In cluster mode, step 3 stores the event in the cluster's routing log instead ([`shared`]),
+//! and step 4 leases it from there, on whichever node serves the subscription.
+//!
 //! **Invariant**: nothing acknowledged to a publisher is lost: an event's rows are committed
 //! before the PUBACK, and deleted only after a 2xx from the destination or after the event is
 //! dead-lettered. After a crash, delivery is at least once.
@@ -32,5 +35,6 @@ pub mod lifecycle;
 pub mod offline;
 pub mod queue;
 pub mod router;
+pub mod shared;
 
 pub use router::{BuildError, Router};

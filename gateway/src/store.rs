@@ -66,6 +66,9 @@ pub enum Op {
     /// A message for the cluster's shared log. Only the cluster's store (`crate::cluster`) gets
     /// these; the single-node store ignores them.
     Forward(Arc<Forwarded>),
+    /// A routed event for one event subscription, for the cluster's routing stream. Only the
+    /// cluster's store gets these; the single-node store ignores them.
+    PublishEvent(Arc<SharedEvent>),
     /// Nothing: what a cancelled op becomes (see `Journal`, ack elision), so that journal
     /// positions and tickets stay as they were.
     Nop,
@@ -80,6 +83,18 @@ pub struct Forwarded {
     pub id: u64,
     /// The publishing session's number on this node, for No Local when it comes back.
     pub publisher: u64,
+    pub body: bytes::Bytes,
+}
+
+/// A routed event bound for the cluster's routing stream, once per event subscription that
+/// takes it: the subscription's topic and name, a number unique to this process that makes a
+/// retried commit's second copy a duplicate the stream drops, and the event's record
+/// (`routing::buffer::encode_event`).
+#[derive(Debug)]
+pub struct SharedEvent {
+    pub topic: Arc<str>,
+    pub subscription: Arc<str>,
+    pub id: u64,
     pub body: bytes::Bytes,
 }
 

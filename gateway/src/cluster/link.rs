@@ -38,6 +38,10 @@ pub struct Names {
     pub nodes: String,
     /// Which nodes have members of which shared subscription (`shared.rs`).
     pub shares: String,
+    /// Stream of routed events, one subject per event subscription (`events.rs`).
+    pub events: String,
+    /// Stream of dead-letter records, one subject per event subscription.
+    pub dead_letters: String,
 }
 
 impl Names {
@@ -52,7 +56,24 @@ impl Names {
             resources: format!("{prefix}_resources"),
             nodes: format!("{prefix}_nodes"),
             shares: format!("{prefix}_shares"),
+            events: format!("{upper}_EVENTS"),
+            dead_letters: format!("{upper}_DLQ"),
         }
+    }
+
+    /// The routed events of subscription `subscription` of namespace topic `topic`:
+    /// `<prefix>.ev.<base64url(topic)>.<base64url(subscription)>`.
+    pub fn event_subject(&self, topic: &str, subscription: &str) -> String {
+        let (topic, subscription) =
+            (super::store::name_key(topic), super::store::name_key(subscription));
+        format!("{}.ev.{topic}.{subscription}", self.prefix)
+    }
+
+    /// The dead letters of a subscription: `<prefix>.dlq.<base64url(topic)>.<base64url(subscription)>`.
+    pub fn dead_letter_subject(&self, topic: &str, subscription: &str) -> String {
+        let (topic, subscription) =
+            (super::store::name_key(topic), super::store::name_key(subscription));
+        format!("{}.dlq.{topic}.{subscription}", self.prefix)
     }
 
     /// The subject of the QoS 1/2 log's subjects, `<prefix>.m1.>`.
@@ -78,6 +99,11 @@ pub struct Link {
     pub resources: kv::Store,
     pub nodes: kv::Store,
     pub shares: kv::Store,
+    /// Routed events waiting for their subscriptions (work queue: an event leaves once its
+    /// subscription's consumer acknowledges or terminates it).
+    pub events: stream::Stream,
+    /// Dead-letter records.
+    pub dead_letters: stream::Stream,
     /// Whether the client is connected right now (set by the client's events).
     connected: Arc<AtomicBool>,
     /// How long the connection has been down since start, and since when it is down now.
@@ -140,6 +166,38 @@ impl Link {
             deadline,
         )
         .await?;
+        // Event Grid keeps a namespace topic's events 7 days at most; each topic's own
+        // retention and time to live are applied when an event is leased.
+        let week = Duration::from_secs(7 * 24 * 3600);
+        let events = ensure_stream(
+            &js,
+            stream::Config {
+                name: names.events.clone(),
+                subjects: vec![format!("{}.ev.>", names.prefix)],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                num_replicas: replicas,
+                max_age: week,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+            deadline,
+        )
+        .await?;
+        let dead_letters = ensure_stream(
+            &js,
+            stream::Config {
+                name: names.dead_letters.clone(),
+                subjects: vec![format!("{}.dlq.>", names.prefix)],
+                storage: StorageType::File,
+                num_replicas: replicas,
+                max_age: week,
+                allow_direct: true,
+                ..Default::default()
+            },
+            deadline,
+        )
+        .await?;
         let bucket = |name: &str, history: i64, max_age: Duration| kv::Config {
             bucket: name.to_string(),
             history,
@@ -172,6 +230,8 @@ impl Link {
             resources,
             nodes,
             shares,
+            events,
+            dead_letters,
             connected,
             downtime,
             changes,

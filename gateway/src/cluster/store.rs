@@ -16,7 +16,9 @@
 //! - bucket `retained`: base64url(topic) → the message record;
 //! - bucket `resources`: `<kind>.<base64url(name)>` → the resource's JSON;
 //! - stream `MSGS`: forwarded QoS 1/2 messages;
-//! - the routing tables stay in the local redb file until routing moves to the cluster.
+//! - stream `EVENTS`: routed events, one message per event subscription that takes one
+//!   (`events.rs`);
+//! - the other routing tables (dead letters, lifecycle counters) stay in the local redb file.
 
 use std::sync::Arc;
 
@@ -111,6 +113,12 @@ impl ClusterStore {
                         .headers(headers)
                         .message_id(id);
                     (forwarded.subject.clone(), message)
+                }
+                Op::PublishEvent(event) => {
+                    let id = format!("{}.{:x}.ev.{}", self.node, self.incarnation, event.id);
+                    let message =
+                        PublishMessage::build().payload(event.body.clone()).message_id(id);
+                    (names.event_subject(&event.topic, &event.subscription), message)
                 }
                 Op::PutSession(client, record) => {
                     put(self.kv(&names.sessions, &format!("s.{}", client_key(client))), record)

@@ -15,6 +15,12 @@
 //!
 //! **Bound**: at most `routing.max_buffered_events` events are buffered; `admit` refuses past it
 //! and the publisher is told (see `RoutingConfig::max_buffered_events`).
+//!
+//! **Shared** (cluster mode, [`super::shared`]): the event goes to the cluster's routing log as
+//! one `Op::PublishEvent` per subscription that takes it, in the same atomic group, and nothing
+//! is queued in this process: subscriptions lease their events from the log. The bound is
+//! checked against the log's last count of waiting events, so it may be passed by what is admitted
+//! between two counts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,7 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sinks::CloudEvent;
 
-use crate::store::{Journal, Op, RoutingTable, Ticket};
+use super::shared::SharedLog;
+use crate::store::{Journal, Op, RoutingTable, SharedEvent, Ticket};
 
 /// One event in the buffer, shared by the subscriptions that still owe it a delivery.
 #[derive(Debug)]
@@ -36,6 +43,19 @@ pub struct BufferedEvent {
     owed: AtomicUsize,
 }
 
+impl BufferedEvent {
+    /// An event leased from the cluster's shared log (`seq` is its place there): settled through
+    /// its lease, not through the buffer.
+    pub fn leased(
+        seq: u64,
+        topic: Arc<str>,
+        event: CloudEvent,
+        published: SystemTime,
+    ) -> BufferedEvent {
+        BufferedEvent { seq, topic, event, published, owed: AtomicUsize::new(1) }
+    }
+}
+
 /// The buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
@@ -46,16 +66,37 @@ pub struct Buffer {
     next_seq: AtomicU64,
     buffered: AtomicUsize,
     capacity: usize,
+    /// The cluster's routing log, in cluster mode.
+    shared: Option<Arc<dyn SharedLog>>,
 }
 
 impl Buffer {
     pub fn new(journal: Option<Arc<Journal>>, capacity: usize) -> Buffer {
-        Buffer { journal, next_seq: AtomicU64::new(1), buffered: AtomicUsize::new(0), capacity }
+        Buffer {
+            journal,
+            next_seq: AtomicU64::new(1),
+            buffered: AtomicUsize::new(0),
+            capacity,
+            shared: None,
+        }
     }
 
-    /// Events buffered now.
+    /// A buffer whose events go to the cluster's routing log `shared` through `journal`.
+    pub fn shared(journal: Arc<Journal>, capacity: usize, shared: Arc<dyn SharedLog>) -> Buffer {
+        Buffer { shared: Some(shared), ..Buffer::new(Some(journal), capacity) }
+    }
+
+    /// The cluster's routing log, in cluster mode.
+    pub fn shared_log(&self) -> Option<&Arc<dyn SharedLog>> {
+        self.shared.as_ref()
+    }
+
+    /// Events buffered now (in cluster mode: in the whole cluster, as last counted).
     pub fn len(&self) -> usize {
-        self.buffered.load(Ordering::Relaxed)
+        match &self.shared {
+            Some(shared) => shared.buffered(),
+            None => self.buffered.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether no event is buffered.
@@ -72,6 +113,9 @@ impl Buffer {
         published: SystemTime,
         owers: &[&Arc<str>],
     ) -> Result<(Arc<BufferedEvent>, Option<Ticket>), Full> {
+        if let (Some(shared), Some(journal)) = (&self.shared, &self.journal) {
+            return self.admit_shared(shared, journal, topic, event, published, owers);
+        }
         if self.buffered.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.buffered.fetch_sub(1, Ordering::AcqRel);
             return Err(Full);
@@ -105,6 +149,44 @@ impl Buffer {
         Ok((buffered, ticket))
     }
 
+    /// [`Buffer::admit`] into the cluster's routing log: one `PublishEvent` per subscription,
+    /// as one atomic group. The returned event is owed to nobody here.
+    fn admit_shared(
+        &self,
+        shared: &Arc<dyn SharedLog>,
+        journal: &Journal,
+        topic: &Arc<str>,
+        event: CloudEvent,
+        published: SystemTime,
+        owers: &[&Arc<str>],
+    ) -> Result<(Arc<BufferedEvent>, Option<Ticket>), Full> {
+        if shared.buffered() >= self.capacity {
+            return Err(Full);
+        }
+        let body = bytes::Bytes::from(encode_event(published, &event));
+        let group = journal.begin_group();
+        let mut ticket = None;
+        for key in owers {
+            let subscription = key.rsplit_once('/').map_or(&***key, |(_, name)| name);
+            let op = Op::PublishEvent(Arc::new(SharedEvent {
+                topic: topic.clone(),
+                subscription: subscription.into(),
+                id: self.next_seq.fetch_add(1, Ordering::Relaxed),
+                body: body.clone(),
+            }));
+            ticket = Some(journal.append(op));
+        }
+        journal.end_group(group);
+        let buffered = Arc::new(BufferedEvent {
+            seq: 0,
+            topic: topic.clone(),
+            event,
+            published,
+            owed: AtomicUsize::new(0),
+        });
+        Ok((buffered, ticket))
+    }
+
     /// An event recovered from the store, owed to `owed` subscriptions.
     pub fn restore(
         &self,
@@ -120,14 +202,22 @@ impl Buffer {
     }
 
     /// Records the next attempt of `event` for subscription `key`.
+    /// With a shared log this does nothing: a lease keeps its own retry time.
     pub fn reschedule(&self, key: &Arc<str>, event: &BufferedEvent, attempts: u32, at: SystemTime) {
+        if self.shared.is_some() {
+            return;
+        }
         let state = encode_delivery(attempts, at);
         self.append(Op::PutRouting(RoutingTable::Deliveries, key.clone(), event.seq, state.into()));
     }
 
     /// Subscription `key` is done with `event` (delivered or dead-lettered); the event leaves
     /// the buffer when no subscription owes it any more.
+    /// With a shared log this does nothing: a lease is settled through its [`super::shared::Settle`].
     pub fn settle(&self, key: &Arc<str>, event: &BufferedEvent) {
+        if self.shared.is_some() {
+            return;
+        }
         self.append(Op::DeleteRouting(RoutingTable::Deliveries, key.clone(), event.seq));
         if event.owed.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.append(Op::DeleteRouting(RoutingTable::Events, event.topic.clone(), event.seq));

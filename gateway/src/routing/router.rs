@@ -304,16 +304,25 @@ impl Router {
         journal: Option<Arc<Journal>>,
         stored: &[(String, String, Vec<u8>)],
     ) -> Result<Option<Arc<Router>>, BuildError> {
-        Router::build_with(namespace, plan, journal, stored, crate::readiness::Readiness::new())
+        Router::build_with(
+            namespace,
+            plan,
+            journal,
+            stored,
+            crate::readiness::Readiness::new(),
+            None,
+        )
     }
 
-    /// [`Router::build`], with its push dispatchers reporting to `readiness`.
+    /// [`Router::build`], with its push dispatchers reporting to `readiness`, and in cluster
+    /// mode its events in the cluster's routing log `shared` (which needs a journal).
     pub fn build_with(
         namespace: &NamespaceSettings,
         plan: RoutingPlan,
         journal: Option<Arc<Journal>>,
         stored: &[(String, String, Vec<u8>)],
         readiness: Arc<crate::readiness::Readiness>,
+        shared: Option<Arc<dyn super::shared::SharedLog>>,
     ) -> Result<Option<Arc<Router>>, BuildError> {
         let lifecycle_on = !plan.system.is_empty();
         let has_subscriptions = plan.topics.values().any(|t| !t.subscriptions.is_empty());
@@ -326,7 +335,12 @@ impl Router {
         {
             return Ok(None);
         }
-        let buffer = Arc::new(Buffer::new(journal.clone(), plan.max_buffered_events));
+        let buffer = Arc::new(match (&journal, shared) {
+            (Some(journal), Some(shared)) => {
+                Buffer::shared(journal.clone(), plan.max_buffered_events, shared)
+            }
+            _ => Buffer::new(journal.clone(), plan.max_buffered_events),
+        });
         let dead_letters = Arc::new(DeadLetters::new(journal.clone()));
         let client = sinks::http_client().map_err(BuildError::HttpClient)?;
         let parts =
@@ -669,6 +683,10 @@ impl Router {
         }
         let keys: Vec<&Arc<str>> = takers.iter().map(|d| d.key()).collect();
         let (buffered, ticket) = self.buffer.admit(topic, event, now, &keys)?;
+        if self.buffer.shared_log().is_some() {
+            // The cluster's log holds the deliveries; subscriptions lease them from there.
+            return Ok(ticket);
+        }
         for dispatcher in takers {
             dispatcher.enqueue(buffered.clone(), 0, now);
         }

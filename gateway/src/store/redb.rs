@@ -204,7 +204,7 @@ impl RedbStore {
                     Op::DeleteRouting(table, key, seq) => {
                         routing[*table as usize].remove((&**key, *seq)).map_err(backend)?;
                     }
-                    Op::Nop | Op::Forward(_) => {}
+                    Op::Nop | Op::Forward(_) | Op::PublishEvent(_) => {}
                 }
             }
             index.finish(batch, &mut run_tables)?;

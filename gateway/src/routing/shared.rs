@@ -1,0 +1,103 @@
+//! The routing log a cluster shares (`crate::cluster` implements it): where routed events
+//! wait, per event subscription, when several nodes route.
+//!
+//! In single-node mode the buffer keeps events in memory and their rows in the journal, and
+//! each subscription's dispatcher or queue holds its own deliveries. With a shared log, the
+//! buffer instead journals one [`crate::store::Op::PublishEvent`] per subscription that takes an
+//! event, which the cluster's store publishes to a replicated stream before the publisher's
+//! PUBACK; nothing is queued in this process. Dispatchers and queues then *lease* events from
+//! their subscription's [`Feed`], on whichever node serves them, and settle each lease: acknowledged
+//! (delivered, or dead-lettered after its record was stored), retried after a delay (the delay is
+//! kept by the log, so a long retry schedule survives the node), or kept alive longer.
+//!
+//! **Invariant:** an event leaves its subscription's feed only by [`Settle::ack`] or
+//! [`Settle::term`]; a lease that is neither settled nor renewed before its ack wait ends is
+//! delivered again, with `delivered` one higher.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use super::buffer::BufferedEvent;
+
+/// Why the shared log could not do something; what to retry is the caller's choice.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SharedError {
+    #[error("cluster routing log unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The routing log a cluster shares.
+pub trait SharedLog: Send + Sync + 'static {
+    /// Events stored and not yet settled, over the whole cluster, as last counted (the buffer's
+    /// bound, `routing.max_buffered_events`, is checked against it).
+    fn buffered(&self) -> usize;
+
+    /// The feed of event subscription `subscription` of namespace topic `topic`, created when
+    /// missing. A leased event stays leased for `ack_wait` unless renewed.
+    fn feed(
+        &self,
+        topic: &str,
+        subscription: &str,
+        ack_wait: Duration,
+    ) -> BoxFuture<'static, Result<Arc<dyn Feed>, SharedError>>;
+
+    /// A deleted subscription's feed and the events waiting in it are removed.
+    fn remove(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> BoxFuture<'static, Result<(), SharedError>>;
+
+    /// Stores a dead-letter record (Event Grid's JSON, `sinks::DeadLetterRecord::to_raw`) of
+    /// subscription `subscription` of `topic` in the cluster's dead-letter stream; it is durable
+    /// when this returns `Ok`, so the event may then be settled.
+    fn dead_letter(
+        &self,
+        topic: &str,
+        subscription: &str,
+        record: Bytes,
+    ) -> BoxFuture<'static, Result<(), SharedError>>;
+
+    /// This node's id.
+    fn node(&self) -> &str;
+}
+
+/// One subscription's waiting events.
+pub trait Feed: Send + Sync + 'static {
+    /// Leases up to `max` waiting events. Returns as soon as at least one is there, or with none
+    /// after `wait`.
+    fn fetch(&self, max: usize, wait: Duration) -> BoxFuture<'_, Result<Vec<Leased>, SharedError>>;
+}
+
+/// A leased event.
+pub struct Leased {
+    /// The event; its `seq` is its sequence number in the shared log.
+    pub event: Arc<BufferedEvent>,
+    /// How many times the log has handed this event out, this time included (1 the first time).
+    pub delivered: u32,
+    pub settle: Box<dyn Settle>,
+}
+
+impl std::fmt::Debug for Leased {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leased")
+            .field("seq", &self.event.seq)
+            .field("delivered", &self.delivered)
+            .finish()
+    }
+}
+
+/// How a lease ends or lives on. Each waits for the log to confirm it.
+pub trait Settle: Send + Sync + 'static {
+    /// Done with the event: delivered, or dead-lettered once its record is stored.
+    fn ack(&self) -> BoxFuture<'_, Result<(), SharedError>>;
+    /// Hand the event out again after `delay`, which the log keeps (it survives this node).
+    fn retry_after(&self, delay: Duration) -> BoxFuture<'_, Result<(), SharedError>>;
+    /// Keep the lease for another ack wait.
+    fn renew(&self) -> BoxFuture<'_, Result<(), SharedError>>;
+    /// Never hand the event out again (counts as settled).
+    fn term(&self) -> BoxFuture<'_, Result<(), SharedError>>;
+}
