@@ -22,15 +22,17 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::dispatch_lease::DispatchClaim;
 use super::link::Link;
 use crate::routing::buffer::{BufferedEvent, decode_event};
-use crate::routing::shared::{Feed, Leased, Settle, SharedError, SharedLog};
+use crate::routing::shared::{Backlog, Claim, Feed, Leased, Settle, SharedError, SharedLog};
 
 /// How often the stream's message count is read for the buffer's bound.
 const COUNT_EVERY: Duration = Duration::from_millis(500);
@@ -159,6 +161,40 @@ impl SharedLog for Events {
 
     fn node(&self) -> &str {
         &self.node
+    }
+
+    fn claim(&self, topic: &str, subscription: &str) -> Box<dyn Claim> {
+        Box::new(DispatchClaim::new(self.link.clone(), &self.node, topic, subscription))
+    }
+
+    fn backlog(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> BoxFuture<'static, Result<Backlog, SharedError>> {
+        let link = self.link.clone();
+        let name = Events::consumer_name(topic, subscription);
+        let subject = link.names.event_subject(topic, subscription);
+        Box::pin(async move {
+            let unavailable = |e: &dyn std::fmt::Display| SharedError::Unavailable(e.to_string());
+            // Waiting and leased: what the consumer has not seen, and what it handed out and
+            // was not settled yet. Before anyone opened the feed, nothing has been counted.
+            let waiting = match link.events.consumer_info(&name).await {
+                Ok(info) => usize::try_from(info.num_pending)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(info.num_ack_pending),
+                Err(error) => {
+                    debug!(consumer = %name, %error, "No consumer info for a backlog.");
+                    0
+                }
+            };
+            let oldest = match link.events.get_first_raw_message_by_subject(&subject, 1).await {
+                Ok(message) => decode_event(&message.payload).ok().map(|(published, _)| published),
+                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => None,
+                Err(error) => return Err(unavailable(&error)),
+            };
+            Ok(Backlog { waiting, oldest })
+        })
     }
 }
 

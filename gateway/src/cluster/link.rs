@@ -42,6 +42,8 @@ pub struct Names {
     pub events: String,
     /// Stream of dead-letter records, one subject per event subscription.
     pub dead_letters: String,
+    /// Bucket: which node pushes each push subscription (`dispatch_lease.rs`).
+    pub dispatch: String,
 }
 
 impl Names {
@@ -58,6 +60,7 @@ impl Names {
             shares: format!("{prefix}_shares"),
             events: format!("{upper}_EVENTS"),
             dead_letters: format!("{upper}_DLQ"),
+            dispatch: format!("{prefix}_dispatch"),
         }
     }
 
@@ -104,6 +107,8 @@ pub struct Link {
     pub events: stream::Stream,
     /// Dead-letter records.
     pub dead_letters: stream::Stream,
+    /// Claims on push subscriptions; an entry lapses unless its holder keeps it.
+    pub dispatch: kv::Store,
     /// Whether the client is connected right now (set by the client's events).
     connected: Arc<AtomicBool>,
     /// How long the connection has been down since start, and since when it is down now.
@@ -218,6 +223,12 @@ impl Link {
         let shares =
             ensure_bucket(&js, bucket(&names.shares, 1, super::shared::BUCKET_MAX_AGE), deadline)
                 .await?;
+        let dispatch = ensure_bucket(
+            &js,
+            bucket(&names.dispatch, 1, crate::routing::shared::CLAIM_TERM),
+            deadline,
+        )
+        .await?;
         info!(node, urls = %config.nats_urls.join(", "), replicas, "Joined the cluster.");
         Ok(Link {
             client,
@@ -232,6 +243,7 @@ impl Link {
             shares,
             events,
             dead_letters,
+            dispatch,
             connected,
             downtime,
             changes,

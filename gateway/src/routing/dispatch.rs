@@ -20,6 +20,11 @@
 //! its loop stops, and what it still holds (waiting deliveries, and requests in flight once
 //! they fail) goes to its successor, the dispatcher of the changed subscription under the same
 //! key, or is settled when the subscription is gone. Requests in flight are not cut short.
+//!
+//! # Cluster mode
+//! With the cluster's shared routing log, nothing is queued here: the loop in `leased.rs`
+//! leases events from the log while this node holds the subscription's claim, so that one node
+//! at a time sends. Retiring then stops the loop; a deleted subscription's events are removed.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +40,9 @@ use tokio_util::task::TaskTracker;
 use super::buffer::{Buffer, BufferedEvent, millis};
 use super::dead_letter::DeadLetters;
 use super::filter::Filter;
+use super::shared::Backlog;
+
+mod leased;
 
 /// Pauses between validation attempts of a refusing endpoint; the last one repeats.
 const VALIDATION_RETRY: [Duration; 4] = [
@@ -86,6 +94,8 @@ pub struct Dispatcher {
     /// This dispatcher in `/readyz`: ready while it runs with its endpoint validated.
     readiness: crate::readiness::Entry,
     counters: crate::telemetry::catalogue::SubscriptionCounters,
+    /// In cluster mode, the subscription's events in the shared log, as last counted.
+    backlog: Mutex<Backlog>,
 }
 
 /// Where a subscription's endpoint stands, as the API shows it.
@@ -159,6 +169,7 @@ impl Dispatcher {
             started: AtomicBool::new(false),
             stop: CancellationToken::new(),
             successor: OnceLock::new(),
+            backlog: Mutex::new(Backlog::default()),
         }
     }
 
@@ -219,13 +230,20 @@ impl Dispatcher {
         self.stop.run_until_cancelled(shutdown.run_until_cancelled(work)).await.flatten()
     }
 
-    /// Deliveries waiting (not in flight).
+    /// Deliveries waiting (not in flight). In cluster mode: the subscription's events in the
+    /// shared log, in flight included, counted once a second on every node.
     pub fn waiting(&self) -> usize {
+        if self.buffer.shared_log().is_some() {
+            return self.backlog.lock().waiting;
+        }
         self.due.lock().len()
     }
 
-    /// When the oldest waiting event entered the buffer.
+    /// When the oldest waiting event entered the buffer (in cluster mode, as last counted).
     pub fn oldest(&self) -> Option<SystemTime> {
+        if self.buffer.shared_log().is_some() {
+            return self.backlog.lock().oldest;
+        }
         self.due.lock().values().map(|p| p.event.published).min()
     }
 
@@ -250,6 +268,9 @@ impl Dispatcher {
     /// Delivers until `shutdown`. Requests run as tasks of `tasks`; one cut short by shutdown
     /// leaves its deliveries in the store, to be sent again after a restart.
     pub async fn run(self: Arc<Self>, tasks: TaskTracker, shutdown: CancellationToken) {
+        if let Some(shared) = self.buffer.shared_log().cloned() {
+            return self.run_leased(shared, tasks, shutdown).await;
+        }
         let requests = Arc::new(Semaphore::new(self.sink.max_concurrency().max(1)));
         loop {
             if !self.health.lock().validated {
@@ -448,21 +469,7 @@ impl Dispatcher {
         reason: sinks::DeadLetterReason,
         error: Option<&DeliveryError>,
     ) {
-        let now = SystemTime::now();
-        let record = sinks::DeadLetterRecord {
-            event: pending.event.event.clone(),
-            reason,
-            attempts: pending.attempts,
-            last_result: error.map_or("", |e| e.kind.outcome_name()).to_string(),
-            last_status: error.and_then(|e| e.status),
-            published: sinks::event::format_time(pending.event.published),
-            last_attempt: if error.is_some() {
-                sinks::event::format_time(now)
-            } else {
-                String::new()
-            },
-            custom_delivery_properties: BTreeMap::new(),
-        };
+        let record = self.record(&pending.event, pending.attempts, reason, error);
         tracing::warn!(
             subscription = %self.key,
             event_id = %pending.event.event.id,
@@ -475,6 +482,30 @@ impl Dispatcher {
             self.counters.dropped.increment(1);
         }
         self.buffer.settle(&self.key, &pending.event);
+    }
+
+    /// Event Grid's dead-letter record of `event` after `attempts` attempts.
+    fn record(
+        &self,
+        event: &BufferedEvent,
+        attempts: u32,
+        reason: sinks::DeadLetterReason,
+        error: Option<&DeliveryError>,
+    ) -> sinks::DeadLetterRecord {
+        sinks::DeadLetterRecord {
+            event: event.event.clone(),
+            reason,
+            attempts,
+            last_result: error.map_or("", |e| e.kind.outcome_name()).to_string(),
+            last_status: error.and_then(|e| e.status),
+            published: sinks::event::format_time(event.published),
+            last_attempt: if error.is_some() {
+                sinks::event::format_time(SystemTime::now())
+            } else {
+                String::new()
+            },
+            custom_delivery_properties: BTreeMap::new(),
+        }
     }
 }
 
