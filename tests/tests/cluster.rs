@@ -12,6 +12,8 @@ mod harness;
 mod lifecycle;
 #[path = "cluster/pubsub.rs"]
 mod pubsub;
+#[path = "cluster/push.rs"]
+mod push;
 #[path = "cluster/resources.rs"]
 mod resources;
 #[path = "cluster/sessions.rs"]
