@@ -231,7 +231,7 @@ impl Dispatcher {
     }
 
     /// Deliveries waiting (not in flight). In cluster mode: the subscription's events in the
-    /// shared log, in flight included, counted once a second on every node.
+    /// shared log, in flight included, as every node counts them every few seconds.
     pub fn waiting(&self) -> usize {
         if self.buffer.shared_log().is_some() {
             return self.backlog.lock().waiting;

@@ -341,3 +341,77 @@ async fn only_one_node_sends_at_a_time() {
     eprintln!("{} requests, closest {closest:?} apart", arrivals.len());
     assert!(closest >= delay * 9 / 10, "two requests in flight at once: {closest:?} apart");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_hands_its_subscription_on_at_once() {
+    let server = webhook::accepting().await;
+    let hook = Scripted::new(0, Duration::ZERO);
+    hook.mount(&server, "hook").await;
+    let mut cluster =
+        GridmqCluster::start_with(3, &config(&subscription(&server.uri(), "hook", "", "")));
+    let js = jetstream(&cluster).await;
+    let delivering = wait_holder(&js, "hook", None).await;
+
+    let stopped_at = Instant::now();
+    let exit = cluster.nodes[delivering].terminate(Duration::from_secs(10));
+    assert!(exit.is_some_and(|status| status.success()), "clean exit: {exit:?}");
+    // Released, not left to lapse (5 s after its last keeping).
+    let successor = wait_holder(&js, "hook", Some(delivering)).await;
+    let handover = stopped_at.elapsed();
+    eprintln!("node {delivering} stopped; node {successor} delivers after {handover:?}");
+    assert!(handover < Duration::from_secs(4), "took {handover:?}");
+
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != delivering).collect();
+    let mut expected = BTreeSet::new();
+    for i in survivors {
+        let topic = format!("vehicles/{}", node_id(i));
+        let client = connect(cluster.nodes[i].addr, &format!("pub-{i}"), Protocol::V5)
+            .await
+            .expect("connect");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = publish_windowed(client, &topic, QoS::AtLeastOnce, 4, 3, stop, WAIT).await;
+        expected.extend(sent.acked.iter().map(|seq| format!("{topic}#{seq}")));
+    }
+    assert_eq!(expected.len(), 6);
+    hook.wait_delivered(&expected).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_shows_the_subscriptions_backlog() {
+    const TOKEN: &str = "e2e-admin-token-0123456789";
+    let server = webhook::accepting().await;
+    let hook = Scripted::new(u32::MAX, Duration::ZERO);
+    hook.mount(&server, "hook").await;
+    let management = format!(
+        "[management]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n\n\
+         [auth]\nallow_anonymous = true\n\n\
+         [topicSpaces.vehicles]\ntopicTemplates = [\"vehicles/#\"]\n\n\
+         [permissionBindings.all-pub]\nclientGroupName = \"$all\"\n\
+         topicSpaceName = \"vehicles\"\npermission = \"Publisher\"\n"
+    );
+    let hook_config = subscription(&server.uri(), "hook", "retryDelaysSeconds = [60]", "");
+    let cluster = GridmqCluster::start_with(3, &format!("{}{management}", config(&hook_config)));
+    let js = jetstream(&cluster).await;
+    wait_holder(&js, "hook", None).await;
+
+    let expected = publish_on_every_node(&cluster, 2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in &cluster.nodes {
+        let api = node.http.expect("the management API is announced");
+        loop {
+            let (status, listing) =
+                gateway_tests::http::request(api, "GET", "/routing/subscriptions", TOKEN, None)
+                    .await
+                    .expect("GET");
+            assert_eq!(status, 200, "{listing}");
+            let found =
+                listing["value"].as_array().and_then(|v| v.iter().find(|s| s["name"] == "hook"));
+            let waiting = found.and_then(|s| s["waiting"].as_u64());
+            if waiting == Some(expected.len() as u64) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{api}: {listing}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}

@@ -34,8 +34,12 @@ use tracing::{debug, info, warn};
 use super::{Dispatcher, MAX_CANDIDATES};
 use crate::routing::shared::{CLAIM_TRUSTED, Claim, Feed, Leased, SharedLog};
 
-/// How often the claim is kept (or tried for), and the backlog counted for the API.
+/// How often the claim is kept (or tried for).
 const KEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the backlog is counted for the API, in claim keepings: each count is two
+/// requests to NATS, made by every node for every push subscription.
+const COUNT_EVERY: u32 = 3;
 
 /// How long a leased event stays with this node unless renewed. Requests in flight renew
 /// theirs every [`RENEW_EVERY`], so a slow endpoint is not the limit; a node that dies
@@ -214,6 +218,7 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) {
         let mut held = false;
+        let mut round: u32 = 0;
         loop {
             let began = Instant::now();
             match tokio::time::timeout(CLAIM_TRUSTED, claim.keep()).await {
@@ -241,10 +246,13 @@ impl Dispatcher {
                 warn!(subscription = %self.key, "The dispatch claim could not be kept; sending stops.");
                 held = false;
             }
-            let count = tokio::time::timeout(KEEP_EVERY, shared.backlog(&self.topic, &self.name));
-            if let Ok(Ok(backlog)) = count.await {
-                *self.backlog.lock() = backlog;
+            if round % COUNT_EVERY == 0 {
+                let count = shared.backlog(&self.topic, &self.name);
+                if let Ok(Ok(backlog)) = tokio::time::timeout(KEEP_EVERY, count).await {
+                    *self.backlog.lock() = backlog;
+                }
             }
+            round = round.wrapping_add(1);
             let pause = tokio::time::sleep(KEEP_EVERY.saturating_sub(began.elapsed()));
             if self.until_stopped(&shutdown, pause).await.is_none() {
                 break;
