@@ -11,8 +11,9 @@ use async_nats::jetstream;
 use base64::Engine;
 use gateway::mqtt::{Protocol, QoS};
 use gateway_tests::cluster::{GridmqCluster, node_id};
+use gateway_tests::http::request;
 use gateway_tests::webhook;
-use serde_json::Value;
+use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -44,6 +45,30 @@ fn subscription(url: &str, name: &str, settings: &str, destination: &str) -> Str
 endpointType = "WebHook"
 endpointUrl = "{url}/{name}"
 {destination}
+"#
+    )
+}
+
+const TOKEN: &str = "e2e-admin-token-0123456789";
+
+/// `config` with the management API, and anonymous clients allowed to publish to `vehicles/#`.
+fn managed(config: &str) -> String {
+    format!(
+        r#"{config}
+[management]
+listen = "127.0.0.1:0"
+admin_token = "{TOKEN}"
+
+[auth]
+allow_anonymous = true
+
+[topicSpaces.vehicles]
+topicTemplates = ["vehicles/#"]
+
+[permissionBindings.all-pub]
+clientGroupName = "$all"
+topicSpaceName = "vehicles"
+permission = "Publisher"
 "#
     )
 }
@@ -378,19 +403,11 @@ async fn a_node_shutting_down_hands_its_subscription_on_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_shows_the_subscriptions_backlog() {
-    const TOKEN: &str = "e2e-admin-token-0123456789";
     let server = webhook::accepting().await;
     let hook = Scripted::new(u32::MAX, Duration::ZERO);
     hook.mount(&server, "hook").await;
-    let management = format!(
-        "[management]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{TOKEN}\"\n\n\
-         [auth]\nallow_anonymous = true\n\n\
-         [topicSpaces.vehicles]\ntopicTemplates = [\"vehicles/#\"]\n\n\
-         [permissionBindings.all-pub]\nclientGroupName = \"$all\"\n\
-         topicSpaceName = \"vehicles\"\npermission = \"Publisher\"\n"
-    );
     let hook_config = subscription(&server.uri(), "hook", "retryDelaysSeconds = [60]", "");
-    let cluster = GridmqCluster::start_with(3, &format!("{}{management}", config(&hook_config)));
+    let cluster = GridmqCluster::start_with(3, &managed(&config(&hook_config)));
     let js = jetstream(&cluster).await;
     wait_holder(&js, "hook", None).await;
 
@@ -400,9 +417,7 @@ async fn every_node_shows_the_subscriptions_backlog() {
         let api = node.http.expect("the management API is announced");
         loop {
             let (status, listing) =
-                gateway_tests::http::request(api, "GET", "/routing/subscriptions", TOKEN, None)
-                    .await
-                    .expect("GET");
+                request(api, "GET", "/routing/subscriptions", TOKEN, None).await.expect("GET");
             assert_eq!(status, 200, "{listing}");
             let found =
                 listing["value"].as_array().and_then(|v| v.iter().find(|s| s["name"] == "hook"));
@@ -413,5 +428,78 @@ async fn every_node_shows_the_subscriptions_backlog() {
             assert!(Instant::now() < deadline, "{api}: {listing}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_subscription_goes_on_and_a_deleted_ones_events_are_removed() {
+    let server = webhook::accepting().await;
+    let failing = Scripted::new(u32::MAX, Duration::ZERO);
+    failing.mount(&server, "failing").await;
+    let gone = Scripted::new(u32::MAX, Duration::ZERO);
+    gone.mount(&server, "gone").await;
+    let changed = Scripted::new(0, Duration::ZERO);
+    changed.mount(&server, "changed").await;
+    let cluster = GridmqCluster::start_with(3, &managed(&config("[topics.telemetry]")));
+    let url = server.uri();
+    let body = |path: &str, delay: u32| {
+        json!({"properties": {"retryDelaysSeconds": [delay], "deliveryConfiguration": {
+            "deliveryMode": "Push", "push": {"destination": {"endpointType": "WebHook",
+                "properties": {"endpointUrl": format!("{url}/{path}")}}}}}})
+    };
+    // Run-time subscriptions are each node's own until they are replicated: set on every node.
+    let on_every_node = |method: &'static str, name: &'static str, body: Option<Value>| {
+        let apis: Vec<_> = cluster.nodes.iter().map(|n| n.http.expect("management API")).collect();
+        async move {
+            for api in apis {
+                let path = format!("/topics/telemetry/eventSubscriptions/{name}");
+                let (status, answer) =
+                    request(api, method, &path, TOKEN, body.as_ref()).await.expect("request");
+                assert!((200..300).contains(&status), "{method} {path} on {api}: {answer}");
+            }
+        }
+    };
+    on_every_node("PUT", "moved", Some(body("failing", 1))).await;
+    on_every_node("PUT", "gone", Some(body("gone", 60))).await;
+
+    let expected = publish_on_every_node(&cluster, 2).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        // Both are under way; their events wait in the log, tried or not (a subscription rests
+        // after each failure, and a webhook gives up after 10 attempts).
+        if !failing.seen().is_empty() && !gone.seen().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "first attempts: {:?} {:?}",
+            failing.seen(),
+            gone.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    on_every_node("PUT", "moved", Some(body("changed", 1))).await;
+    on_every_node("DELETE", "gone", None).await;
+    // The changed subscription's events go on to its new endpoint.
+    changed.wait_delivered(&expected).await;
+    // The deleted one's consumer and events are gone from the routing log.
+    let js = jetstream(&cluster).await;
+    let stream = js.get_stream("GM_EVENTS").await.expect("the events stream");
+    let b64 = |name: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name);
+    let consumer = format!("ev-{}", b64("telemetry/gone"));
+    let subject = format!("gm.ev.{}.{}", b64("telemetry"), b64("gone"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let consumer_left = stream.consumer_info(&consumer).await.is_ok();
+        let events_left = stream.get_first_raw_message_by_subject(&subject, 1).await.is_ok();
+        if !consumer_left && !events_left {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "consumer left: {consumer_left}, events left: {events_left}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
