@@ -20,7 +20,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 use crate::traffic::{Published, connect, publish_windowed};
 
 /// How long a test waits for deliveries: a request cut short by a kill comes back once its
-/// lease (30 s) ends.
+/// lease (15 s) ends.
 const WAIT: Duration = Duration::from_secs(75);
 
 /// Routes every MQTT publish to namespace topic `telemetry`, whose subscriptions are `extra`.

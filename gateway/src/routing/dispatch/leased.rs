@@ -44,10 +44,10 @@ const COUNT_EVERY: u32 = 3;
 /// How long a leased event stays with this node unless renewed. Requests in flight renew
 /// theirs every [`RENEW_EVERY`], so a slow endpoint is not the limit; a node that dies
 /// mid-request has its events handed out again after this.
-pub(super) const ACK_WAIT: Duration = Duration::from_secs(30);
+pub(super) const ACK_WAIT: Duration = Duration::from_secs(15);
 
 /// How often the leases of a request in flight, or of fetched events waiting, are renewed.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
+const RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// How long one fetch waits for an event before the loop looks at its claim again.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
@@ -140,14 +140,14 @@ impl Dispatcher {
             }
             let paused_until = *self.paused_until.lock();
             if paused_until > Instant::now() {
-                let pause = tokio::time::sleep_until(paused_until);
+                let pause = self.renewing(&mut spare, tokio::time::sleep_until(paused_until));
                 if self.until_stopped(&shutdown, pause).await.is_none() {
                     break;
                 }
                 continue;
             }
-            let permit = self.until_stopped(&shutdown, requests.clone().acquire_owned()).await;
-            let Some(Ok(permit)) = permit else { break };
+            let permit = self.renewing(&mut spare, requests.clone().acquire_owned());
+            let Some(Ok(permit)) = self.until_stopped(&shutdown, permit).await else { break };
             // The claim may have gone, or a failed request begun a probation, while waiting.
             if !holding.held() || *self.paused_until.lock() > Instant::now() {
                 continue;
@@ -305,6 +305,26 @@ impl Dispatcher {
             }
         }
         candidates.into_iter().map(|s| s.leased).collect()
+    }
+
+    /// Runs `work`, renewing the leases of `spare` meanwhile, so that none lapses while the
+    /// loop rests (a probation) or waits for a request slot.
+    async fn renewing<T>(&self, spare: &mut VecDeque<Spare>, work: impl Future<Output = T>) -> T {
+        let mut work = std::pin::pin!(work);
+        loop {
+            let Some(oldest) = spare.iter().map(|s| s.since).min() else { return work.await };
+            tokio::select! {
+                done = &mut work => return done,
+                () = tokio::time::sleep_until(oldest + RENEW_EVERY) => {
+                    let renewed = join_all(spare.iter().map(|s| s.leased.settle.renew())).await;
+                    for error in renewed.into_iter().filter_map(Result::err) {
+                        debug!(subscription = %self.key, %error, "Cannot renew a waiting lease.");
+                    }
+                    let now = Instant::now();
+                    spare.iter_mut().for_each(|s| s.since = now);
+                }
+            }
+        }
     }
 
     /// Sends one request, renewing its leases while it is in flight.
