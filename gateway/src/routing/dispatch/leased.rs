@@ -246,7 +246,7 @@ impl Dispatcher {
                 warn!(subscription = %self.key, "The dispatch claim could not be kept; sending stops.");
                 held = false;
             }
-            if round % COUNT_EVERY == 0 {
+            if round.is_multiple_of(COUNT_EVERY) {
                 let count = shared.backlog(&self.topic, &self.name);
                 if let Ok(Ok(backlog)) = tokio::time::timeout(KEEP_EVERY, count).await {
                     *self.backlog.lock() = backlog;
