@@ -77,35 +77,6 @@ pub trait SharedLog: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Backlog, SharedError>>;
 }
 
-/// A subscription's events in the shared log, for the API.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Backlog {
-    pub waiting: usize,
-    pub oldest: Option<std::time::SystemTime>,
-}
-
-/// One node's claim on a push subscription: whoever holds it is the only node that leases and
-/// sends that subscription's events, so its concurrency limit, probation and handshake mean
-/// what they mean on one node.
-///
-/// **Invariant:** a claim lapses on its own [`CLAIM_TERM`] after it was last kept, so a dead
-/// holder's claim goes to another node; a holder stops sending once [`CLAIM_TRUSTED`] has passed
-/// since its last confirmed `keep` began, before anyone else can take it.
-pub trait Claim: Send + 'static {
-    /// Takes the claim when nobody holds it, or keeps it for another term when this holds it:
-    /// true while this holds it, false when another node does.
-    fn keep(&mut self) -> BoxFuture<'_, Result<bool, SharedError>>;
-    /// Gives the claim up at once, when held, so another node need not wait for it to lapse.
-    fn release(&mut self) -> BoxFuture<'_, ()>;
-}
-
-/// How long an unkept claim lasts.
-pub const CLAIM_TERM: Duration = Duration::from_secs(5);
-
-/// How long a holder trusts its claim after a `keep` it began was confirmed: well inside
-/// [`CLAIM_TERM`], so that it stops sending before another node may start.
-pub const CLAIM_TRUSTED: Duration = Duration::from_secs(3);
-
 /// One subscription's waiting events.
 pub trait Feed: Send + Sync + 'static {
     /// Leases up to `max` waiting events. Returns as soon as at least one is there, or with none
@@ -142,3 +113,32 @@ pub trait Settle: Send + Sync + 'static {
     /// Never hand the event out again (counts as settled).
     fn term(&self) -> BoxFuture<'_, Result<(), SharedError>>;
 }
+
+/// A subscription's events in the shared log, for the API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub waiting: usize,
+    pub oldest: Option<std::time::SystemTime>,
+}
+
+/// One node's claim on a push subscription: whoever holds it is the only node that leases and
+/// sends that subscription's events, so its concurrency limit, probation and handshake mean
+/// what they mean on one node.
+///
+/// **Invariant:** a claim lapses on its own [`CLAIM_TERM`] after it was last kept, so a dead
+/// holder's claim goes to another node; a holder stops sending once [`CLAIM_TRUSTED`] has passed
+/// since its last confirmed `keep` began, before anyone else can take it.
+pub trait Claim: Send + 'static {
+    /// Takes the claim when nobody holds it, or keeps it for another term when this holds it:
+    /// true while this holds it, false when another node does.
+    fn keep(&mut self) -> BoxFuture<'_, Result<bool, SharedError>>;
+    /// Gives the claim up at once, when held, so another node need not wait for it to lapse.
+    fn release(&mut self) -> BoxFuture<'_, ()>;
+}
+
+/// How long an unkept claim lasts.
+pub const CLAIM_TERM: Duration = Duration::from_secs(5);
+
+/// How long a holder trusts its claim after a `keep` it began was confirmed: well inside
+/// [`CLAIM_TERM`], so that it stops sending before another node may start.
+pub const CLAIM_TRUSTED: Duration = Duration::from_secs(3);
