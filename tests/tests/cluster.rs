@@ -6,6 +6,8 @@
 mod durability;
 #[path = "cluster/fencing.rs"]
 mod fencing;
+#[path = "cluster/handover.rs"]
+mod handover;
 #[path = "cluster/harness.rs"]
 mod harness;
 #[path = "cluster/lifecycle.rs"]
