@@ -45,20 +45,22 @@ pub async fn replicate(
 ) {
     let mut watched = Watched::new(link.resources.clone(), "resources", watch::Start::After(from));
     while let Some(entry) = watched.next(&stop).await {
-        let Some(change) = change(&entry) else { continue };
-        let owner_here = match &change {
-            Replicated::Namespace(_) => namespace.is_some(),
-            Replicated::Router { .. } => router.is_some(),
-        };
-        if !owner_here || superseded(&link, &entry).await {
-            continue;
-        }
-        match (change, &namespace, &router) {
-            (Replicated::Namespace(change), Some(namespace), _) => apply(namespace, change).await,
-            (Replicated::Router { kind, name, properties }, _, Some(router)) => {
-                apply_to_router(router, kind, &name, properties).await
+        match change(&entry) {
+            Some(Replicated::Namespace(change)) => {
+                if let Some(namespace) = &namespace
+                    && !superseded(&link, &entry).await
+                {
+                    apply(namespace, change).await;
+                }
             }
-            _ => {}
+            Some(Replicated::Router { kind, name, properties }) => {
+                if let Some(router) = &router
+                    && !superseded(&link, &entry).await
+                {
+                    apply_to_router(router, kind, &name, properties).await;
+                }
+            }
+            None => {}
         }
     }
 }
