@@ -22,5 +22,7 @@ mod sessions;
 mod shared;
 #[path = "cluster/startup.rs"]
 mod startup;
+#[path = "cluster/topics.rs"]
+mod topics;
 #[path = "cluster/traffic.rs"]
 mod traffic;

@@ -48,7 +48,7 @@ mod topics;
 pub use self::preview::Preview;
 
 pub use reload::RouterReload;
-pub use topics::{TopicsError, is_topic_kind};
+pub use topics::{TopicsError, is_topic_kind, topic_kind};
 
 /// Why the router could not be built; each names the field or stored resource.
 #[derive(Debug, thiserror::Error)]
