@@ -10,7 +10,8 @@
 //! - `inbound`: the other nodes' publishes fanned out here, and the retained index kept equal.
 //! - `events`: the routing log: routed events per event subscription, leased by any node.
 //! - `dispatch_lease`: which node pushes each push subscription, one at a time.
-//! - `resources`: namespace resources any node's management API changes, applied on every node.
+//! - `resources`: namespace resources any node's management API changes (access control,
+//!   namespace topics and event subscriptions), applied on every node.
 //! - `shared`: `$share` groups with members on several nodes, each message to one member.
 //! - `subject`: MQTT topics as NATS subjects, injective and safe for every legal topic.
 //! - `watch`: one supervised bucket watch, restarted after errors and when found behind.
@@ -144,26 +145,39 @@ impl Cluster {
     }
 
     /// Applies on this node every namespace change any node makes after `revision` (see
-    /// `resources.rs`), until the broker shuts down. A node without a namespace (its config
-    /// turns no access control on, and the cluster held no resources when it started) has
-    /// nothing to apply them to, which its log says.
+    /// `resources.rs`): access control to `namespace`, namespace topics and event subscriptions
+    /// to `router`, until the broker shuts down. A node without one of them (its config turns
+    /// no access control on, or has no routing and no management API, and the cluster held
+    /// none of those resources when it started) has nothing to apply those changes to, which
+    /// its log says.
     pub fn replicate_resources(
         &self,
         broker: &Arc<Broker>,
         namespace: Option<&Arc<crate::namespace::Namespace>>,
+        router: Option<&Arc<crate::routing::Router>>,
         revision: u64,
     ) {
-        let Some(namespace) = namespace else {
+        if namespace.is_none() {
             tracing::info!(
                 node = %self.node,
                 "No access control on this node: namespace resources other nodes create do not \
                  apply here until it restarts with them (or with [management] or [auth])."
             );
+        }
+        if router.is_none() {
+            tracing::info!(
+                node = %self.node,
+                "No routing on this node: namespace topics other nodes create do not apply here \
+                 until it restarts with them (or with [management])."
+            );
+        }
+        if namespace.is_none() && router.is_none() {
             return;
-        };
+        }
         broker.tasks.spawn(resources::replicate(
             self.link.clone(),
-            namespace.clone(),
+            namespace.cloned(),
+            router.cloned(),
             revision,
             broker.shutdown.clone(),
         ));

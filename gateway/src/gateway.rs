@@ -205,13 +205,18 @@ impl Gateway {
         }
         if let Some(cluster) = &cluster {
             cluster.attach(&broker, &readiness);
-            cluster.replicate_resources(&broker, namespace.as_ref(), resources_revision);
         }
         // The router takes back its buffer before any client can publish, so new events are
         // numbered after the recovered ones.
         if let Some(router) = &router {
             router.recover(routing_rows);
             router.start(&broker.tasks, &broker.shutdown);
+        }
+        // After the router has recovered its buffer: a topic another node changes must not
+        // retire subscriptions whose deliveries are not recovered yet.
+        if let Some(cluster) = &cluster {
+            let (namespace, router) = (namespace.as_ref(), router.as_ref());
+            cluster.replicate_resources(&broker, namespace, router, resources_revision);
         }
         let scrape = recorder.map(|handle| {
             broker.tasks.spawn(crate::telemetry::upkeep(handle.clone(), broker.shutdown.clone()));

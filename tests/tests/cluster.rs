@@ -6,6 +6,8 @@
 mod durability;
 #[path = "cluster/fencing.rs"]
 mod fencing;
+#[path = "cluster/handover.rs"]
+mod handover;
 #[path = "cluster/harness.rs"]
 mod harness;
 #[path = "cluster/lifecycle.rs"]
@@ -22,5 +24,7 @@ mod sessions;
 mod shared;
 #[path = "cluster/startup.rs"]
 mod startup;
+#[path = "cluster/topics.rs"]
+mod topics;
 #[path = "cluster/traffic.rs"]
 mod traffic;

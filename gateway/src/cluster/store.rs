@@ -215,6 +215,17 @@ async fn wait_all(pending: &mut Vec<PublishAckFuture>) -> Result<(), StoreError>
 
 impl Store for ClusterStore {
     fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        // The cluster's part first: a batch that also deletes local routing rows (events handed
+        // over to the cluster's routing log) must not lose them if this process dies between
+        // the two. A retried batch publishes again, which the ids and keys make harmless.
+        let shared: Vec<&Op> = ops
+            .iter()
+            .filter(|op| !matches!(op, Op::PutRouting(..) | Op::DeleteRouting(..) | Op::Nop))
+            .collect();
+        if !shared.is_empty() {
+            // The journal's writer is a plain thread, so it may block on the runtime.
+            self.runtime.block_on(self.commit_shared(&shared))?;
+        }
         if let Some(local) = &self.local {
             let routing: Vec<Op> = ops
                 .iter()
@@ -225,15 +236,7 @@ impl Store for ClusterStore {
                 local.commit(&routing)?;
             }
         }
-        let shared: Vec<&Op> = ops
-            .iter()
-            .filter(|op| !matches!(op, Op::PutRouting(..) | Op::DeleteRouting(..) | Op::Nop))
-            .collect();
-        if shared.is_empty() {
-            return Ok(());
-        }
-        // The journal's writer is a plain thread, so it may block on the runtime.
-        self.runtime.block_on(self.commit_shared(&shared))
+        Ok(())
     }
 
     fn load(&self) -> Result<Snapshot, StoreError> {

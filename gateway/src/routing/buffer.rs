@@ -163,6 +163,31 @@ impl Buffer {
         if shared.buffered() >= self.capacity {
             return Err(Full);
         }
+        Ok(self.publish_shared(journal, topic, event, published, owers))
+    }
+
+    /// Hands an event this node's own store held (from before it joined a cluster) to the
+    /// cluster's routing log, past the bound: it was admitted once already. `None` without a
+    /// shared log.
+    pub fn hand_over(
+        &self,
+        topic: &Arc<str>,
+        event: CloudEvent,
+        published: SystemTime,
+        owers: &[&Arc<str>],
+    ) -> Option<Ticket> {
+        let (Some(_), Some(journal)) = (&self.shared, &self.journal) else { return None };
+        self.publish_shared(journal, topic, event, published, owers).1
+    }
+
+    fn publish_shared(
+        &self,
+        journal: &Journal,
+        topic: &Arc<str>,
+        event: CloudEvent,
+        published: SystemTime,
+        owers: &[&Arc<str>],
+    ) -> (Arc<BufferedEvent>, Option<Ticket>) {
         let body = bytes::Bytes::from(encode_event(published, &event));
         let group = journal.begin_group();
         let mut ticket = None;
@@ -184,7 +209,7 @@ impl Buffer {
             published,
             owed: AtomicUsize::new(0),
         });
-        Ok((buffered, ticket))
+        (buffered, ticket)
     }
 
     /// An event recovered from the store, owed to `owed` subscriptions.

@@ -48,7 +48,7 @@ mod topics;
 pub use self::preview::Preview;
 
 pub use reload::RouterReload;
-pub use topics::{TopicsError, is_topic_kind};
+pub use topics::{TopicsError, is_topic_kind, topic_kind};
 
 /// Why the router could not be built; each names the field or stored resource.
 #[derive(Debug, thiserror::Error)]
@@ -456,6 +456,25 @@ impl Router {
                 self.buffer.append(Op::DeleteRouting(RoutingTable::Events, topic.into(), seq));
                 continue;
             };
+            if self.buffer.shared_log().is_some() {
+                // Kept here from before this node joined a cluster: the cluster's log takes
+                // them over (their attempts start again), and the local rows go. The cluster's
+                // store commits the log's part first, so a crash between the two repeats the
+                // hand-over rather than losing the events.
+                let topic: Arc<str> = topic.into();
+                let keys: Vec<&Arc<str>> = deliveries.iter().map(|(d, ..)| d.key()).collect();
+                self.buffer.hand_over(&topic, event, published, &keys);
+                for key in keys {
+                    self.buffer.append(Op::DeleteRouting(
+                        RoutingTable::Deliveries,
+                        key.clone(),
+                        seq,
+                    ));
+                }
+                self.buffer.append(Op::DeleteRouting(RoutingTable::Events, topic, seq));
+                restored += 1;
+                continue;
+            }
             let buffered =
                 self.buffer.restore(topic.into(), seq, event, published, deliveries.len());
             for (dispatcher, attempts, next) in deliveries {

@@ -3,6 +3,7 @@
 //! retry schedule, the delivery counts and the dead letters go on from the log.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -447,20 +448,45 @@ async fn a_changed_subscription_goes_on_and_a_deleted_ones_events_are_removed() 
             "deliveryMode": "Push", "push": {"destination": {"endpointType": "WebHook",
                 "properties": {"endpointUrl": format!("{url}/{path}")}}}}}})
     };
-    // Run-time subscriptions are each node's own until they are replicated: set on every node.
-    let on_every_node = |method: &'static str, name: &'static str, body: Option<Value>| {
-        let apis: Vec<_> = cluster.nodes.iter().map(|n| n.http.expect("management API")).collect();
+    let apis: Vec<SocketAddr> =
+        cluster.nodes.iter().map(|n| n.http.expect("the management API is announced")).collect();
+    let path = |name: &str| format!("/topics/telemetry/eventSubscriptions/{name}");
+    // A change made on one node, then seen on every node: `to` is the endpoint it names now,
+    // none once it is deleted.
+    let change = |on: usize, method: &'static str, name: &'static str, to: Option<&'static str>| {
+        let (apis, path, url) = (apis.clone(), path(name), url.clone());
+        let body =
+            (method == "PUT").then(|| to.map(|to| body(to, if to == "gone" { 60 } else { 1 })));
         async move {
+            let (status, answer) = request(apis[on], method, &path, TOKEN, body.flatten().as_ref())
+                .await
+                .expect("request");
+            assert!((200..300).contains(&status), "{method} {path}: {answer}");
+            let deadline = Instant::now() + Duration::from_secs(20);
             for api in apis {
-                let path = format!("/topics/telemetry/eventSubscriptions/{name}");
-                let (status, answer) =
-                    request(api, method, &path, TOKEN, body.as_ref()).await.expect("request");
-                assert!((200..300).contains(&status), "{method} {path} on {api}: {answer}");
+                loop {
+                    let (status, answer) =
+                        request(api, "GET", &path, TOKEN, None).await.expect("GET");
+                    let applied = match to {
+                        Some(to) => {
+                            status == 200 && answer.to_string().contains(&format!("{url}/{to}\""))
+                        }
+                        None => status == 404,
+                    };
+                    if applied {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{method} {path} not applied on {api}: {answer}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
     };
-    on_every_node("PUT", "moved", Some(body("failing", 1))).await;
-    on_every_node("PUT", "gone", Some(body("gone", 60))).await;
+    change(0, "PUT", "moved", Some("failing")).await;
+    change(1, "PUT", "gone", Some("gone")).await;
 
     let expected = publish_on_every_node(&cluster, 2).await;
     let deadline = Instant::now() + WAIT;
@@ -479,8 +505,8 @@ async fn a_changed_subscription_goes_on_and_a_deleted_ones_events_are_removed() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    on_every_node("PUT", "moved", Some(body("changed", 1))).await;
-    on_every_node("DELETE", "gone", None).await;
+    change(1, "PUT", "moved", Some("changed")).await;
+    change(2, "DELETE", "gone", None).await;
     // The changed subscription's events go on to its new endpoint.
     changed.wait_delivered(&expected).await;
     // The deleted one's consumer and events are gone from the routing log.

@@ -16,6 +16,14 @@
 //! events and dead letters are dropped; a deleted topic's subscriptions with it. A topic whose
 //! retention changes re-plans its subscriptions. A subscription's delivery mode cannot change
 //! (as in Event Grid): delete it and create it again.
+//!
+//! # Changes from other nodes
+//! In cluster mode the journal's resources are the cluster's `resources` bucket, which every
+//! node watches (`cluster/resources.rs`). A change another node made comes here through
+//! [`Router::apply_replicated`]: the same checks and the same swap and retire as a change
+//! through this node's management API, but not stored again (it is stored already). A change
+//! equal to what this node has (its own change coming back) changes nothing, and the names this
+//! node's config declares stay the config's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,7 +41,12 @@ pub const SUBSCRIPTIONS: &str = "eventSubscriptions";
 
 /// Whether a stored resource kind belongs to the router.
 pub fn is_topic_kind(kind: &str) -> bool {
-    kind == TOPICS || kind == SUBSCRIPTIONS
+    topic_kind(kind).is_some()
+}
+
+/// The router's kind spelled `kind` ([`TOPICS`] or [`SUBSCRIPTIONS`]), if it is one.
+pub fn topic_kind(kind: &str) -> Option<&'static str> {
+    [TOPICS, SUBSCRIPTIONS].into_iter().find(|known| *known == kind)
 }
 
 /// Why a change was refused.
@@ -52,6 +65,14 @@ impl From<crate::routing::config::RoutingConfigError> for TopicsError {
     fn from(error: crate::routing::config::RoutingConfigError) -> TopicsError {
         TopicsError::Invalid { field: error.field, problem: error.problem }
     }
+}
+
+/// Where a change comes from: this node's management API, stored before it is answered, or
+/// another node's, read from the cluster's store, where it already is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Local,
+    Cluster,
 }
 
 fn invalid(field: &str, problem: impl Into<String>) -> TopicsError {
@@ -162,7 +183,7 @@ impl Router {
     /// Creates or changes a namespace topic; returns whether it existed.
     pub async fn put_topic(&self, name: &str, properties: Value) -> Result<bool, TopicsError> {
         let _serial = self.changes.lock().await;
-        self.put_topic_serialized(name, properties).await
+        self.put_topic_serialized(name, properties, Origin::Local).await
     }
 
     /// Changes a namespace topic by a JSON merge patch (RFC 7386) of the properties it was
@@ -174,13 +195,14 @@ impl Router {
             return Err(TopicsError::NotFound(format!("topics/{name}")));
         };
         merge_patch(&mut properties, patch);
-        self.put_topic_serialized(name, properties).await.map(|_| ())
+        self.put_topic_serialized(name, properties, Origin::Local).await.map(|_| ())
     }
 
     async fn put_topic_serialized(
         &self,
         name: &str,
         properties: Value,
+        origin: Origin,
     ) -> Result<bool, TopicsError> {
         check_name(name)?;
         self.check_not_declared(name)?;
@@ -213,7 +235,9 @@ impl Router {
         next.definitions.insert(name.to_string(), topic);
         let body = json_bytes(&properties);
         next.raw.insert(name.to_string(), properties);
-        self.store(Op::PutResource(TOPICS.into(), name.into(), body)).await;
+        if origin == Origin::Local {
+            self.store(Op::PutResource(TOPICS.into(), name.into(), body)).await;
+        }
         self.swap(next, replaced);
         tracing::info!(topic = %name, "Namespace topic changed.");
         Ok(existing.is_some())
@@ -222,6 +246,14 @@ impl Router {
     /// Deletes a namespace topic and its subscriptions; returns whether it existed.
     pub async fn delete_topic(&self, name: &str) -> Result<bool, TopicsError> {
         let _serial = self.changes.lock().await;
+        self.delete_topic_serialized(name, Origin::Local).await
+    }
+
+    async fn delete_topic_serialized(
+        &self,
+        name: &str,
+        origin: Origin,
+    ) -> Result<bool, TopicsError> {
         check_name(name)?;
         self.check_not_declared(name)?;
         let current = self.topology();
@@ -237,9 +269,13 @@ impl Router {
                 removed.push(old);
             }
             next.raw.remove(&key);
-            self.store(Op::DeleteResource(SUBSCRIPTIONS.into(), key.into())).await;
+            if origin == Origin::Local {
+                self.store(Op::DeleteResource(SUBSCRIPTIONS.into(), key.into())).await;
+            }
         }
-        self.store(Op::DeleteResource(TOPICS.into(), name.into())).await;
+        if origin == Origin::Local {
+            self.store(Op::DeleteResource(TOPICS.into(), name.into())).await;
+        }
         *self.topology.write() = Arc::new(next);
         for old in removed {
             self.dead_letters.take(old.key(), None);
@@ -257,7 +293,7 @@ impl Router {
         properties: Value,
     ) -> Result<bool, TopicsError> {
         let _serial = self.changes.lock().await;
-        self.put_subscription_serialized(topic, name, properties).await
+        self.put_subscription_serialized(topic, name, properties, Origin::Local).await
     }
 
     /// Changes an event subscription by a JSON merge patch (RFC 7386) of the properties it was
@@ -275,7 +311,7 @@ impl Router {
             return Err(TopicsError::NotFound(format!("topics/{topic}/eventSubscriptions/{name}")));
         };
         merge_patch(&mut properties, patch);
-        self.put_subscription_serialized(topic, name, properties).await.map(|_| ())
+        self.put_subscription_serialized(topic, name, properties, Origin::Local).await.map(|_| ())
     }
 
     async fn put_subscription_serialized(
@@ -283,6 +319,7 @@ impl Router {
         topic: &str,
         name: &str,
         properties: Value,
+        origin: Origin,
     ) -> Result<bool, TopicsError> {
         check_name(name)?;
         let key = format!("{topic}/{name}");
@@ -315,7 +352,9 @@ impl Router {
         next.dispatchers.insert(subscriber.key().clone(), subscriber);
         let body = json_bytes(&properties);
         next.raw.insert(key.clone(), properties);
-        self.store(Op::PutResource(SUBSCRIPTIONS.into(), key.as_str().into(), body)).await;
+        if origin == Origin::Local {
+            self.store(Op::PutResource(SUBSCRIPTIONS.into(), key.as_str().into(), body)).await;
+        }
         let existed = old.is_some();
         self.swap(next, old.into_iter().collect());
         tracing::info!(subscription = %key, "Event subscription changed.");
@@ -325,6 +364,15 @@ impl Router {
     /// Deletes an event subscription; returns whether it existed.
     pub async fn delete_subscription(&self, topic: &str, name: &str) -> Result<bool, TopicsError> {
         let _serial = self.changes.lock().await;
+        self.delete_subscription_serialized(topic, name, Origin::Local).await
+    }
+
+    async fn delete_subscription_serialized(
+        &self,
+        topic: &str,
+        name: &str,
+        origin: Origin,
+    ) -> Result<bool, TopicsError> {
         let key = format!("{topic}/{name}");
         self.check_not_declared(&key)?;
         let current = self.topology();
@@ -342,12 +390,58 @@ impl Router {
         }
         next.dispatchers.remove(key.as_str());
         next.raw.remove(&key);
-        self.store(Op::DeleteResource(SUBSCRIPTIONS.into(), key.as_str().into())).await;
+        if origin == Origin::Local {
+            self.store(Op::DeleteResource(SUBSCRIPTIONS.into(), key.as_str().into())).await;
+        }
         *self.topology.write() = Arc::new(next);
         self.dead_letters.take(old.key(), None);
         old.retire(None);
         tracing::info!(subscription = %key, "Event subscription deleted.");
         Ok(true)
+    }
+
+    /// Applies a change another node made to topic or subscription `name` (kind [`TOPICS`] or
+    /// [`SUBSCRIPTIONS`], the latter named `topic/subscription`): a put of `properties` as that
+    /// node's management API was given them, or a delete (`None`). Returns whether anything
+    /// changed: a change equal to what this node has (its own, coming back) changes nothing.
+    /// Refused as the same change through this node's API would be, and with
+    /// [`TopicsError::Declared`] for a name this node's config declares.
+    pub async fn apply_replicated(
+        &self,
+        kind: &str,
+        name: &str,
+        properties: Option<Value>,
+    ) -> Result<bool, TopicsError> {
+        let _serial = self.changes.lock().await;
+        self.check_not_declared(name)?;
+        // `raw` holds every topic and subscription the API made, as it was given, and only
+        // those: a put equal to it, or a delete of what it does not hold, is already applied.
+        if self.topology().raw.get(name) == properties.as_ref() {
+            return Ok(false);
+        }
+        match kind {
+            TOPICS => match properties {
+                Some(properties) => {
+                    self.put_topic_serialized(name, properties, Origin::Cluster).await?;
+                    Ok(true)
+                }
+                None => self.delete_topic_serialized(name, Origin::Cluster).await,
+            },
+            SUBSCRIPTIONS => {
+                let Some((topic, sub)) = name.split_once('/') else {
+                    return Err(invalid("name", "is not `topic/subscription`"));
+                };
+                match properties {
+                    Some(properties) => {
+                        self.put_subscription_serialized(topic, sub, properties, Origin::Cluster)
+                            .await?;
+                        Ok(true)
+                    }
+                    None => self.delete_subscription_serialized(topic, sub, Origin::Cluster).await,
+                }
+            }
+            other => Err(invalid("kind", format!("{other} is not a kind the router owns"))),
+        }
     }
 
     fn check_not_declared(&self, name: &str) -> Result<(), TopicsError> {
@@ -416,3 +510,6 @@ fn merge_patch(target: &mut Value, patch: Value) {
 fn json_bytes(value: &Value) -> Arc<[u8]> {
     value.to_string().into_bytes().into()
 }
+
+#[cfg(test)]
+mod tests;
