@@ -529,3 +529,56 @@ async fn a_changed_subscription_goes_on_and_a_deleted_ones_events_are_removed() 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_sends_nothing_once_another_took_over() {
+    let server = webhook::accepting().await;
+    let delay = Duration::from_millis(300);
+    let hook = Scripted::new(0, delay);
+    hook.mount(&server, "hook").await;
+    let destination = "maxConcurrency = 1";
+    let cluster = GridmqCluster::start_with(
+        3,
+        &config(&subscription(&server.uri(), "hook", "", destination)),
+    );
+    let js = jetstream(&cluster).await;
+    let paused = wait_holder(&js, "hook", None).await;
+    let signal = |name: &str| {
+        let pid = cluster.nodes[paused].pid().to_string();
+        let status = std::process::Command::new("kill").args([name, &pid]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill {name} {pid}");
+    };
+
+    // Frozen, as a stalled node is: it cannot keep its claim, and another node takes it. Once
+    // it runs again it finds the claim taken and does not send alongside the new holder.
+    signal("-STOP");
+    let successor = wait_holder(&js, "hook", Some(paused)).await;
+    let others: Vec<usize> = (0..3).filter(|&i| i != paused).collect();
+    let mut expected = BTreeSet::new();
+    for round in 0..2 {
+        for &i in &others {
+            let topic = format!("vehicles/{}/{round}", node_id(i));
+            let client = connect(cluster.nodes[i].addr, &format!("pub-{i}-{round}"), Protocol::V5)
+                .await
+                .expect("connect");
+            let stop = Arc::new(AtomicBool::new(false));
+            let sent = publish_windowed(client, &topic, QoS::AtLeastOnce, 4, 3, stop, WAIT).await;
+            assert_eq!(sent.acked.len(), 3, "{sent:?}");
+            expected.extend(sent.acked.iter().map(|seq| format!("{topic}#{seq}")));
+        }
+        if round == 0 {
+            signal("-CONT");
+        }
+    }
+    hook.wait_delivered(&expected).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut arrivals: Vec<Instant> = hook.seen().iter().map(|s| s.at).collect();
+    arrivals.sort();
+    let closest = arrivals.windows(2).map(|w| w[1] - w[0]).min().expect("requests");
+    eprintln!(
+        "node {paused} paused, node {successor} took over; {} requests, closest {closest:?} apart",
+        arrivals.len()
+    );
+    assert!(closest >= delay * 9 / 10, "two requests in flight at once: {closest:?} apart");
+    assert_eq!(holder(&js, "hook").await, Some(successor), "the paused node did not take it back");
+}

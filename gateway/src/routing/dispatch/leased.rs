@@ -170,6 +170,11 @@ impl Dispatcher {
                     }
                 }
             }
+            // A fetch that waited may answer after the claim went (this node paused, or cut off):
+            // what it leased goes back rather than out.
+            if !holding.held() {
+                continue;
+            }
             let batch = self.take_spare(&mut spare, &shared).await;
             if batch.is_empty() {
                 continue;
