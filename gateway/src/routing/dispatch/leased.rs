@@ -153,7 +153,12 @@ impl Dispatcher {
                 continue;
             }
             if spare.is_empty() {
-                let max = self.sink.max_batch_events().clamp(1, MAX_CANDIDATES);
+                // As much as the free request slots can send now (this one included), so that
+                // a backlog costs one round trip to the log per slotful, not per request; no
+                // more, so that little is leased and unsent when this node dies.
+                let slots = requests.available_permits() + 1;
+                let max =
+                    self.sink.max_batch_events().saturating_mul(slots).clamp(1, MAX_CANDIDATES);
                 match self.until_stopped(&shutdown, current.fetch(max, FETCH_WAIT)).await {
                     None => break,
                     Some(Ok(leased)) => spare.extend(
