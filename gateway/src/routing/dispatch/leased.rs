@@ -11,7 +11,12 @@
 //! `retry_after`, so the log keeps the delay and a long schedule survives any node;
 //! dead-letter → the record goes to the dead-letter stream, then `term` (or, when the record
 //! could not be stored, `retry_after`: the event comes back). The attempts made are the log's
-//! delivery count less this one, so `aeg-delivery-count` is the log's delivery count.
+//! delivery count less this one, and a request's delivery count is the log's (a webhook's
+//! `aeg-delivery-count`, the attempts before, one less). An event leased by a node that died
+//! before sending it is counted once more than it was attempted.
+//!
+//! What the holder alone knows starts afresh on the next one: the probation (the retry delays
+//! themselves are in the log) and the handshake, which the new holder makes again.
 //!
 //! **Invariant:** every leased event is settled, renewed while its request is in flight, or
 //! given back (`retry_after` zero) when this node stops serving the subscription; one whose
