@@ -32,6 +32,8 @@ use super::link::Link;
 use crate::routing::buffer::{BufferedEvent, decode_event};
 use crate::routing::shared::{Feed, Leased, Settle, SharedError, SharedLog};
 
+mod dead_letters;
+
 /// How often the stream's message count is read for the buffer's bound.
 const COUNT_EVERY: Duration = Duration::from_millis(500);
 
@@ -159,6 +161,27 @@ impl SharedLog for Events {
 
     fn node(&self) -> &str {
         &self.node
+    }
+
+    fn dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> BoxFuture<'static, Result<Vec<(u64, Bytes)>, SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.dead_letter_subject(topic, subscription);
+        Box::pin(dead_letters::list(link, subject))
+    }
+
+    fn delete_dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+        ids: Option<Vec<u64>>,
+    ) -> BoxFuture<'static, Result<usize, SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.dead_letter_subject(topic, subscription);
+        Box::pin(dead_letters::delete(link, subject, ids))
     }
 }
 

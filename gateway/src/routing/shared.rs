@@ -63,6 +63,23 @@ pub trait SharedLog: Send + Sync + 'static {
 
     /// This node's id.
     fn node(&self) -> &str;
+
+    /// The dead-letter records of subscription `subscription` of `topic`, oldest first, each
+    /// with its id: its place in the cluster's dead-letter stream, the same on every node.
+    fn dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> BoxFuture<'static, Result<Vec<(u64, Bytes)>, SharedError>>;
+
+    /// Deletes the dead-letter records `ids` of a subscription (all of them when `None`) and
+    /// says how many were deleted; ids that are unknown, or another subscription's, are skipped.
+    fn delete_dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+        ids: Option<Vec<u64>>,
+    ) -> BoxFuture<'static, Result<usize, SharedError>>;
 }
 
 /// One subscription's waiting events.

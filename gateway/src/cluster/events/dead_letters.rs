@@ -1,0 +1,127 @@
+//! Reading and deleting a subscription's records in the cluster's `DLQ` stream, from any node.
+//!
+//! A record's id is its sequence in the stream: the same on every node, and never reused, so
+//! an id listed on one node names the same record when another node deletes or re-drives it.
+//! Every id is checked against the subscription's subject before it is deleted, so an id of
+//! another subscription's record is skipped, as an unknown id is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::stream::{DeleteMessageErrorKind, LastRawMessageErrorKind};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tracing::debug;
+
+use crate::cluster::link::Link;
+use crate::routing::shared::SharedError;
+
+/// Records read per pull while listing.
+const PAGE: usize = 256;
+
+/// How long one pull of a listing waits for records the stream said it holds; a pull that
+/// comes back short means records were deleted meanwhile, and the listing ends there.
+const PULL_WAIT: Duration = Duration::from_secs(2);
+
+fn unavailable(error: &dyn std::fmt::Display) -> SharedError {
+    SharedError::Unavailable(error.to_string())
+}
+
+/// The records on `subject`, oldest first, with their ids.
+pub(super) async fn list(link: Arc<Link>, subject: String) -> Result<Vec<(u64, Bytes)>, SharedError> {
+    // An ephemeral consumer without acknowledgements reads the records and changes nothing;
+    // the server removes it soon after if deleting it below fails.
+    let config = consumer::pull::Config {
+        filter_subject: subject,
+        ack_policy: AckPolicy::None,
+        deliver_policy: DeliverPolicy::All,
+        inactive_threshold: Duration::from_secs(30),
+        memory_storage: true,
+        ..Default::default()
+    };
+    let consumer: PullConsumer =
+        link.dead_letters.create_consumer(config).await.map_err(|e| unavailable(&e))?;
+    let name = consumer.cached_info().name.clone();
+    let mut remaining = consumer.cached_info().num_pending;
+    let mut records = Vec::new();
+    let listed = async {
+        while remaining > 0 {
+            let asked = usize::try_from(remaining).unwrap_or(PAGE).min(PAGE);
+            let mut batch = consumer
+                .batch()
+                .max_messages(asked)
+                .expires(PULL_WAIT)
+                .messages()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let mut got = 0;
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|e| unavailable(&e))?;
+                let info = message.info().map_err(|e| unavailable(&e))?;
+                records.push((info.stream_sequence, message.payload.clone()));
+                remaining = info.pending;
+                got += 1;
+            }
+            if got < asked {
+                break;
+            }
+        }
+        Ok::<_, SharedError>(())
+    }
+    .await;
+    if let Err(error) = link.dead_letters.delete_consumer(&name).await {
+        debug!(consumer = %name, %error, "Deleting a dead-letter listing's consumer.");
+    }
+    listed.map(|()| records)
+}
+
+/// Deletes the records `ids` on `subject` (all of them when `None`); how many were deleted.
+pub(super) async fn delete(
+    link: Arc<Link>,
+    subject: String,
+    ids: Option<Vec<u64>>,
+) -> Result<usize, SharedError> {
+    let Some(ids) = ids else {
+        let purged = link
+            .dead_letters
+            .purge()
+            .filter(subject)
+            .await
+            .map_err(|e| unavailable(&e))?
+            .purged;
+        return Ok(usize::try_from(purged).unwrap_or(usize::MAX));
+    };
+    let mut deleted = 0;
+    for id in ids {
+        // Read from the stream's leader, not a replica, so a record just stored is found.
+        match link.dead_letters.get_raw_message(id).await {
+            Ok(message) if message.subject.as_str() == subject => {}
+            Ok(_) => continue,
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+            Err(error) => return Err(unavailable(&error)),
+        }
+        match link.dead_letters.delete_message(id).await {
+            Ok(true) => deleted += 1,
+            Ok(false) => {}
+            // Another node deleted it between the read and now.
+            Err(error) if gone(error.kind()) => {}
+            Err(error) => return Err(unavailable(&error)),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Whether a delete failed only because the record was not there any more.
+fn gone(kind: DeleteMessageErrorKind) -> bool {
+    match kind {
+        DeleteMessageErrorKind::JetStream(error) => matches!(
+            error.error_code(),
+            ErrorCode::NO_MESSAGE_FOUND
+                | ErrorCode::SEQUENCE_NOT_FOUND
+                | ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+        ),
+        _ => false,
+    }
+}
