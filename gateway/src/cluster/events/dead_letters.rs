@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::{DeleteMessageErrorKind, LastRawMessageErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -30,7 +30,10 @@ fn unavailable(error: &dyn std::fmt::Display) -> SharedError {
 }
 
 /// The records on `subject`, oldest first, with their ids.
-pub(super) async fn list(link: Arc<Link>, subject: String) -> Result<Vec<(u64, Bytes)>, SharedError> {
+pub(super) async fn list(
+    link: Arc<Link>,
+    subject: String,
+) -> Result<Vec<(u64, Bytes)>, SharedError> {
     // An ephemeral consumer without acknowledgements reads the records and changes nothing;
     // the server removes it soon after if deleting it below fails.
     let config = consumer::pull::Config {
@@ -84,13 +87,8 @@ pub(super) async fn delete(
     ids: Option<Vec<u64>>,
 ) -> Result<usize, SharedError> {
     let Some(ids) = ids else {
-        let purged = link
-            .dead_letters
-            .purge()
-            .filter(subject)
-            .await
-            .map_err(|e| unavailable(&e))?
-            .purged;
+        let purged =
+            link.dead_letters.purge().filter(subject).await.map_err(|e| unavailable(&e))?.purged;
         return Ok(usize::try_from(purged).unwrap_or(usize::MAX));
     };
     let mut deleted = 0;

@@ -77,7 +77,11 @@ impl Router {
         }
     }
 
-    fn subscriber_of(&self, topic: &str, subscription: &str) -> Result<Subscriber, DeadLetterError> {
+    fn subscriber_of(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> Result<Subscriber, DeadLetterError> {
         self.dispatcher(topic, subscription).ok_or_else(|| DeadLetterError::NoSuchSubscription {
             topic: topic.to_string(),
             subscription: subscription.to_string(),
