@@ -118,3 +118,6 @@ impl DeadLetters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -127,3 +127,6 @@ fn open(dir: &Path) -> Result<RedbStore, OfflineError> {
     }
     RedbStore::open(dir).map_err(OfflineError::Busy)
 }
+
+#[cfg(test)]
+mod tests;
