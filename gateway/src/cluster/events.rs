@@ -183,6 +183,24 @@ impl SharedLog for Events {
         let subject = link.names.dead_letter_subject(topic, subscription);
         Box::pin(dead_letters::delete(link, subject, ids))
     }
+
+    fn requeue(
+        &self,
+        topic: &str,
+        subscription: &str,
+        record: u64,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<(), SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.event_subject(topic, subscription);
+        Box::pin(dead_letters::requeue(link, subject, record, body))
+    }
+
+    fn dead_letter_counts(
+        &self,
+    ) -> BoxFuture<'static, Result<Vec<(String, String, usize)>, SharedError>> {
+        Box::pin(dead_letters::counts(self.link.clone()))
+    }
 }
 
 /// One subscription's consumer.

@@ -24,11 +24,15 @@ pub(super) fn routes() -> Router<Arc<Api>> {
 }
 
 async fn subscriptions(State(api): State<Arc<Api>>) -> Response {
-    let value = api.router.as_ref().map(|r| r.subscriptions()).unwrap_or_default();
-    axum::Json(
-        json!({ "value": value, "buffered": api.router.as_ref().map_or(0, |r| r.buffered()) }),
-    )
-    .into_response()
+    let Some(router) = api.router.as_ref() else {
+        return axum::Json(json!({ "value": [], "buffered": 0 })).into_response();
+    };
+    match router.subscriptions_counted().await {
+        Ok(value) => {
+            axum::Json(json!({ "value": value, "buffered": router.buffered() })).into_response()
+        }
+        Err(error) => failed(error),
+    }
 }
 
 async fn list(State(api): State<Arc<Api>>, Path((topic, sub)): Path<(String, String)>) -> Response {
@@ -113,9 +117,7 @@ fn unknown(topic: &str, sub: &str) -> Response {
 fn failed(error: DeadLetterError) -> Response {
     let (status, code) = match error {
         DeadLetterError::NoSuchSubscription { .. } => (StatusCode::NOT_FOUND, "NotFound"),
-        DeadLetterError::Unavailable(_) | DeadLetterError::NotConfirmed(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
-        }
+        DeadLetterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
     };
     ApiError { status, code, message: error.to_string() }.into_response()
 }

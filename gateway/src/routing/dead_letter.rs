@@ -31,13 +31,6 @@ pub enum DeadLetterError {
     /// Cluster mode: the cluster's dead-letter stream did not answer.
     #[error(transparent)]
     Unavailable(#[from] super::shared::SharedError),
-    /// Cluster mode: re-driven events were not confirmed stored in time; their records are
-    /// kept, so the same events may be re-driven, and delivered, twice.
-    #[error(
-        "re-driven events not confirmed stored within {} s; their dead-letter records are kept",
-        .0.as_secs()
-    )]
-    NotConfirmed(std::time::Duration),
 }
 
 /// Most dead-letter records kept.

@@ -80,6 +80,25 @@ pub trait SharedLog: Send + Sync + 'static {
         subscription: &str,
         ids: Option<Vec<u64>>,
     ) -> BoxFuture<'static, Result<usize, SharedError>>;
+
+    /// Puts an event (the buffer's record, `buffer::encode_event`) back in a subscription's
+    /// feed as a new delivery, for dead-letter record `record`; durable when this returns `Ok`.
+    /// Another call for the same record within the log's duplicate window (two minutes) stores
+    /// nothing more, so a re-drive retried after a failure, or run on two nodes at once, does
+    /// not deliver the event twice.
+    fn requeue(
+        &self,
+        topic: &str,
+        subscription: &str,
+        record: u64,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<(), SharedError>>;
+
+    /// How many dead-letter records each subscription has: (topic, subscription, count) for
+    /// those with any.
+    fn dead_letter_counts(
+        &self,
+    ) -> BoxFuture<'static, Result<Vec<(String, String, usize)>, SharedError>>;
 }
 
 /// One subscription's waiting events.

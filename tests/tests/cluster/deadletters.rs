@@ -111,6 +111,25 @@ async fn listed(api: SocketAddr, subscription: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// (subscription, dead-letter count) of the subscriptions with any, as a node reports them.
+async fn dead_letter_counts(api: SocketAddr) -> Vec<(String, u64)> {
+    let answer = call(api, "GET", "/routing/subscriptions", None).await;
+    let mut counts: Vec<(String, u64)> = answer["value"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["deadLetters"].as_u64().expect("a count"),
+            )
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    counts.sort();
+    counts
+}
+
 async fn call(api: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Value {
     let (status, answer) = request(api, method, path, TOKEN, body.as_ref()).await.expect("call");
     assert_eq!(status, 200, "{method} {path}: {answer}");
@@ -158,7 +177,9 @@ async fn dead_letters_are_listed_deleted_and_redriven_from_any_node() {
     let expected: Vec<(u64, String)> =
         ids.iter().zip(["ev-1", "ev-2", "ev-3"]).map(|(id, ev)| (*id, ev.to_string())).collect();
 
-    // The same records under the same ids on A and on C, and only this subscription's.
+    // The same records under the same ids on A and on C, and only this subscription's; every
+    // node counts them.
+    assert_eq!(dead_letter_counts(b).await, [("audit".to_string(), 3), ("other".to_string(), 1)]);
     assert_eq!(listed(a, "audit").await, expected);
     assert_eq!(listed(c, "audit").await, expected);
     assert_eq!(listed(a, "other").await, [(others, "ev-other".to_string())]);
@@ -194,6 +215,19 @@ async fn dead_letters_are_listed_deleted_and_redriven_from_any_node() {
     // Deleting all of a subscription's records on B.
     assert_eq!(call(b, "DELETE", &dead_letters_path("other"), None).await, json!({"deleted": 1}));
     assert!(listed(a, "other").await.is_empty());
+
+    // The same record re-driven on two nodes at once is put back once.
+    let id = dead_letter(&js, "other", "ev-twice").await;
+    let body = Some(json!({"ids": [id]}));
+    let other = format!("{}/redrive", dead_letters_path("other"));
+    let (on_a, on_b) =
+        tokio::join!(call(a, "POST", &other, body.clone()), call(b, "POST", &other, body));
+    let redriven = [&on_a, &on_b].map(|answer| answer["redriven"].as_u64().expect("a count"));
+    assert!(redriven.contains(&1), "{on_a} {on_b}");
+    let back: Vec<Value> = waiting(&js, "other").await.iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(back, [json!("ev-twice")]);
+    assert!(listed(c, "other").await.is_empty());
+    assert_eq!(dead_letter_counts(c).await, []);
 
     // An unknown subscription is 404, as in single-node mode.
     let (status, _) =

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DeleteMessageErrorKind, LastRawMessageErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tracing::debug;
 
 use crate::cluster::link::Link;
+use crate::cluster::store::key_name;
 use crate::routing::shared::SharedError;
 
 /// Records read per pull while listing.
@@ -109,6 +111,43 @@ pub(super) async fn delete(
         }
     }
     Ok(deleted)
+}
+
+/// Publishes a re-driven event to its subscription's `subject` of the routing log, with a
+/// message id made of the dead-letter record's id: the stream drops a second copy that comes
+/// within its duplicate window.
+pub(super) async fn requeue(
+    link: Arc<Link>,
+    subject: String,
+    record: u64,
+    body: Bytes,
+) -> Result<(), SharedError> {
+    let message = PublishMessage::build().payload(body).message_id(format!("dlq.{record}"));
+    let ack = link.js.send_publish(subject, message).await.map_err(|e| unavailable(&e))?;
+    ack.await.map(|_| ()).map_err(|e| unavailable(&e))
+}
+
+/// The number of records on each subscription's subject, by (topic, subscription).
+pub(super) async fn counts(link: Arc<Link>) -> Result<Vec<(String, String, usize)>, SharedError> {
+    let prefix = format!("{}.dlq.", link.names.prefix);
+    let mut subjects = link
+        .dead_letters
+        .info_with_subjects(format!("{prefix}>"))
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut counts = Vec::new();
+    while let Some(entry) = subjects.next().await {
+        let (subject, count) = entry.map_err(|e| unavailable(&e))?;
+        let names = subject.strip_prefix(&prefix).and_then(|rest| rest.split_once('.'));
+        let Some((topic, subscription)) = names
+            .and_then(|(topic, subscription)| Some((key_name(topic)?, key_name(subscription)?)))
+        else {
+            // Not a subject gridmq writes; no subscription has it.
+            continue;
+        };
+        counts.push((topic, subscription, count));
+    }
+    Ok(counts)
 }
 
 /// Whether a delete failed only because the record was not there any more.

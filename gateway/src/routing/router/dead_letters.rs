@@ -3,22 +3,21 @@
 //! In single-node mode they are the local [`super::DeadLetters`]. In cluster mode they are the
 //! records in the cluster's dead-letter stream, so any node lists the same records under the
 //! same ids, and a record deleted or re-driven on one node is gone on all of them. Re-driving
-//! there admits the event again for that one subscription through the journal (one
-//! `Op::PublishEvent`, bounded like a publish), waits until the cluster has stored it, and only
-//! then deletes the record: a failure in between leaves the record, never loses the event.
+//! there puts the event back in that one subscription's feed (bounded like a publish, by the
+//! log's last count), waits until the cluster has stored it, and only then deletes the record:
+//! a failure in between leaves the record, never loses the event, and the event's copy is
+//! identified by the record's id, so re-driving the record again does not store it twice.
 
-use std::time::{Duration, SystemTime};
+use std::collections::HashMap;
+use std::time::SystemTime;
 
 use serde_json::value::RawValue;
 use sinks::DeadLetterRecord;
 
-use super::{Router, Subscriber};
+use super::{Router, SYSTEM_TOPIC, Subscriber, SubscriptionInfo};
+use crate::routing::buffer::encode_event;
 use crate::routing::dead_letter::DeadLetterError;
 use crate::routing::shared::SharedLog;
-
-/// How long a cluster re-drive waits for its events to be stored before it answers that they
-/// were not confirmed (the journal keeps retrying them).
-const CONFIRM_WITHIN: Duration = Duration::from_secs(30);
 
 impl Router {
     /// The dead letters of a subscription (`topic` is `systemTopic` for the system topic),
@@ -77,6 +76,28 @@ impl Router {
         }
     }
 
+    /// [`Router::subscriptions`], with, in cluster mode, each subscription's dead letters
+    /// counted in the cluster's dead-letter stream.
+    pub async fn subscriptions_counted(&self) -> Result<Vec<SubscriptionInfo>, DeadLetterError> {
+        let mut subscriptions = self.subscriptions();
+        let Some(shared) = self.buffer.shared_log() else { return Ok(subscriptions) };
+        let counts: HashMap<(String, String), usize> = shared
+            .dead_letter_counts()
+            .await?
+            .into_iter()
+            .map(|(topic, subscription, count)| ((topic, subscription), count))
+            .collect();
+        for subscription in &mut subscriptions {
+            let topic = match subscription.topic.as_str() {
+                "systemTopic" => SYSTEM_TOPIC,
+                topic => topic,
+            };
+            let key = (topic.to_string(), subscription.name.clone());
+            subscription.dead_letters = counts.get(&key).copied().unwrap_or(0);
+        }
+        Ok(subscriptions)
+    }
+
     fn subscriber_of(
         &self,
         topic: &str,
@@ -123,10 +144,9 @@ impl Router {
         subscriber: &Subscriber,
         ids: Option<&[u64]>,
     ) -> Result<usize, DeadLetterError> {
-        let key = subscriber.key();
-        let records = shared.dead_letters(subscriber.topic(), subscriber.name()).await?;
-        let mut admitted = Vec::new();
-        let mut ticket = None;
+        let (topic, name, key) = (subscriber.topic(), subscriber.name(), subscriber.key());
+        let records = shared.dead_letters(topic, name).await?;
+        let mut redriven = 0;
         for (id, record) in records {
             if ids.is_some_and(|ids| !ids.contains(&id)) {
                 continue;
@@ -135,23 +155,17 @@ impl Router {
                 tracing::error!(subscription = %key, id, "Dead-letter record without a readable event kept.");
                 continue;
             };
-            match self.buffer.admit(subscriber.topic(), event, SystemTime::now(), &[key]) {
-                Ok((_, admitted_ticket)) => {
-                    ticket = ticket.max(admitted_ticket);
-                    admitted.push(id);
-                }
-                // The rest stay dead-lettered, as in single-node mode.
-                Err(_) => break,
+            // The rest stay dead-lettered, as in single-node mode.
+            if shared.buffered() >= self.buffer.capacity() {
+                break;
             }
+            let body = encode_event(SystemTime::now(), &event);
+            // Stored first, then the record deleted: a failure in between keeps the record,
+            // and re-driving it again soon stores no second copy (see `SharedLog::requeue`).
+            shared.requeue(topic, name, id, body.into()).await?;
+            shared.delete_dead_letters(topic, name, Some(vec![id])).await?;
+            redriven += 1;
         }
-        if let (Some(ticket), Some(journal)) = (ticket, &self.journal)
-            && tokio::time::timeout(CONFIRM_WITHIN, journal.durable(ticket)).await.is_err()
-        {
-            return Err(DeadLetterError::NotConfirmed(CONFIRM_WITHIN));
-        }
-        let redriven = admitted.len();
-        // Stored again: a record another node deleted meanwhile was re-driven all the same.
-        shared.delete_dead_letters(subscriber.topic(), subscriber.name(), Some(admitted)).await?;
         Ok(redriven)
     }
 }
