@@ -30,7 +30,7 @@ use tracing::{debug, warn};
 
 use super::link::Link;
 use crate::routing::buffer::{BufferedEvent, decode_event};
-use crate::routing::shared::{Feed, Leased, Settle, SharedError, SharedLog};
+use crate::routing::shared::{DeadLetterCount, Feed, Leased, Settle, SharedError, SharedLog};
 
 mod dead_letters;
 
@@ -196,9 +196,7 @@ impl SharedLog for Events {
         Box::pin(dead_letters::requeue(link, subject, record, body))
     }
 
-    fn dead_letter_counts(
-        &self,
-    ) -> BoxFuture<'static, Result<Vec<(String, String, usize)>, SharedError>> {
+    fn dead_letter_counts(&self) -> BoxFuture<'static, Result<Vec<DeadLetterCount>, SharedError>> {
         Box::pin(dead_letters::counts(self.link.clone()))
     }
 }

@@ -94,11 +94,16 @@ pub trait SharedLog: Send + Sync + 'static {
         body: Bytes,
     ) -> BoxFuture<'static, Result<(), SharedError>>;
 
-    /// How many dead-letter records each subscription has: (topic, subscription, count) for
-    /// those with any.
-    fn dead_letter_counts(
-        &self,
-    ) -> BoxFuture<'static, Result<Vec<(String, String, usize)>, SharedError>>;
+    /// How many dead-letter records each subscription has, for those with any.
+    fn dead_letter_counts(&self) -> BoxFuture<'static, Result<Vec<DeadLetterCount>, SharedError>>;
+}
+
+/// A subscription's number of dead-letter records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCount {
+    pub topic: String,
+    pub subscription: String,
+    pub count: usize,
 }
 
 /// One subscription's waiting events.

@@ -18,7 +18,7 @@ use tracing::debug;
 
 use crate::cluster::link::Link;
 use crate::cluster::store::key_name;
-use crate::routing::shared::SharedError;
+use crate::routing::shared::{DeadLetterCount, SharedError};
 
 /// Records read per pull while listing.
 const PAGE: usize = 256;
@@ -127,8 +127,8 @@ pub(super) async fn requeue(
     ack.await.map(|_| ()).map_err(|e| unavailable(&e))
 }
 
-/// The number of records on each subscription's subject, by (topic, subscription).
-pub(super) async fn counts(link: Arc<Link>) -> Result<Vec<(String, String, usize)>, SharedError> {
+/// The number of records on each subscription's subject.
+pub(super) async fn counts(link: Arc<Link>) -> Result<Vec<DeadLetterCount>, SharedError> {
     let prefix = format!("{}.dlq.", link.names.prefix);
     let mut subjects = link
         .dead_letters
@@ -145,7 +145,7 @@ pub(super) async fn counts(link: Arc<Link>) -> Result<Vec<(String, String, usize
             // Not a subject gridmq writes; no subscription has it.
             continue;
         };
-        counts.push((topic, subscription, count));
+        counts.push(DeadLetterCount { topic, subscription, count });
     }
     Ok(counts)
 }

@@ -85,7 +85,7 @@ impl Router {
             .dead_letter_counts()
             .await?
             .into_iter()
-            .map(|(topic, subscription, count)| ((topic, subscription), count))
+            .map(|c| ((c.topic, c.subscription), c.count))
             .collect();
         for subscription in &mut subscriptions {
             let topic = match subscription.topic.as_str() {
