@@ -155,8 +155,9 @@ impl Router {
                 tracing::error!(subscription = %key, id, "Dead-letter record without a readable event kept.");
                 continue;
             };
-            // The rest stay dead-lettered, as in single-node mode.
-            if shared.buffered() >= self.buffer.capacity() {
+            // The rest stay dead-lettered, as in single-node mode. The log's count is read
+            // only twice a second, so what this re-drive put back is added to it.
+            if shared.buffered() + redriven >= self.buffer.capacity() {
                 break;
             }
             let body = encode_event(SystemTime::now(), &event);
