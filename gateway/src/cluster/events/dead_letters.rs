@@ -6,80 +6,44 @@
 //! another subscription's record is skipped, as an unknown id is.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DeleteMessageErrorKind, LastRawMessageErrorKind};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tracing::debug;
 
 use crate::cluster::link::Link;
 use crate::cluster::store::key_name;
 use crate::routing::shared::{DeadLetterCount, SharedError};
-
-/// Records read per pull while listing.
-const PAGE: usize = 256;
-
-/// How long one pull of a listing waits for records the stream said it holds; a pull that
-/// comes back short means records were deleted meanwhile, and the listing ends there.
-const PULL_WAIT: Duration = Duration::from_secs(2);
 
 fn unavailable(error: &dyn std::fmt::Display) -> SharedError {
     SharedError::Unavailable(error.to_string())
 }
 
 /// The records on `subject`, oldest first, with their ids.
+///
+/// Read one by one from the stream's leader (each read asks for the first record on the
+/// subject from a sequence on), not through a consumer: a consumer made for one listing may
+/// not answer its first pull yet, and a leader's read sees every record already stored.
 pub(super) async fn list(
     link: Arc<Link>,
     subject: String,
 ) -> Result<Vec<(u64, Bytes)>, SharedError> {
-    // An ephemeral consumer without acknowledgements reads the records and changes nothing;
-    // the server removes it soon after if deleting it below fails.
-    let config = consumer::pull::Config {
-        filter_subject: subject,
-        ack_policy: AckPolicy::None,
-        deliver_policy: DeliverPolicy::All,
-        inactive_threshold: Duration::from_secs(30),
-        memory_storage: true,
-        ..Default::default()
-    };
-    let consumer: PullConsumer =
-        link.dead_letters.create_consumer(config).await.map_err(|e| unavailable(&e))?;
-    let name = consumer.cached_info().name.clone();
-    let mut remaining = consumer.cached_info().num_pending;
     let mut records = Vec::new();
-    let listed = async {
-        while remaining > 0 {
-            let asked = usize::try_from(remaining).unwrap_or(PAGE).min(PAGE);
-            let mut batch = consumer
-                .batch()
-                .max_messages(asked)
-                .expires(PULL_WAIT)
-                .messages()
-                .await
-                .map_err(|e| unavailable(&e))?;
-            let mut got = 0;
-            while let Some(message) = batch.next().await {
-                let message = message.map_err(|e| unavailable(&e))?;
-                let info = message.info().map_err(|e| unavailable(&e))?;
-                records.push((info.stream_sequence, message.payload.clone()));
-                remaining = info.pending;
-                got += 1;
+    let mut from = 1;
+    loop {
+        match link.dead_letters.get_first_raw_message_by_subject(&subject, from).await {
+            Ok(message) => {
+                from = message.sequence + 1;
+                records.push((message.sequence, message.payload));
             }
-            if got < asked {
-                break;
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(records);
             }
+            Err(error) => return Err(unavailable(&error)),
         }
-        Ok::<_, SharedError>(())
     }
-    .await;
-    if let Err(error) = link.dead_letters.delete_consumer(&name).await {
-        debug!(consumer = %name, %error, "Deleting a dead-letter listing's consumer.");
-    }
-    listed.map(|()| records)
 }
 
 /// Deletes the records `ids` on `subject` (all of them when `None`); how many were deleted.
