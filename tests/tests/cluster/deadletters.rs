@@ -45,6 +45,9 @@ topic = "orders"
 /// Queue subscriptions: nothing leases their events until a receiver asks, so what a re-drive
 /// puts back stays in the routing log to be seen.
 const QUEUES: &str = r#"
+[routing]
+max_buffered_events = 4
+
 [topics.orders.eventSubscriptions.audit]
 deliveryMode = "Queue"
 
@@ -228,6 +231,17 @@ async fn dead_letters_are_listed_deleted_and_redriven_from_any_node() {
     assert_eq!(back, [json!("ev-twice")]);
     assert!(listed(c, "other").await.is_empty());
     assert_eq!(dead_letter_counts(c).await, []);
+
+    // The routing log now holds 3 events and takes 4: a re-drive puts back what fits and
+    // leaves the rest dead-lettered. The log's count is read every 500 ms.
+    let fits = dead_letter(&js, "audit", "ev-fits").await;
+    let stays = dead_letter(&js, "audit", "ev-stays").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(call(b, "POST", &redrive, None).await, json!({"redriven": 1}));
+    assert_eq!(listed(a, "audit").await, [(stays, "ev-stays".to_string())]);
+    let ids_back: Vec<Value> =
+        waiting(&js, "audit").await.iter().map(|e| e["id"].clone()).collect();
+    assert_eq!(ids_back, [json!("ev-2"), json!("ev-3"), json!("ev-fits")], "record {fits}");
 
     // An unknown subscription is 404, as in single-node mode.
     let (status, _) =
