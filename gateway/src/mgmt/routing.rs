@@ -62,11 +62,11 @@ async fn redrive(
     Path((topic, sub)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let Some(router) = api.router.as_ref() else { return unknown(&topic, &sub) };
     let ids = match ids_of(&body) {
         Ok(ids) => ids,
         Err(error) => return error.into_response(),
     };
+    let Some(router) = api.router.as_ref() else { return unknown(&topic, &sub) };
     answer("redriven", router.redrive(&topic, &sub, ids.as_deref()).await)
 }
 
@@ -75,11 +75,11 @@ async fn delete(
     Path((topic, sub)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let Some(router) = api.router.as_ref() else { return unknown(&topic, &sub) };
     let ids = match ids_of(&body) {
         Ok(ids) => ids,
         Err(error) => return error.into_response(),
     };
+    let Some(router) = api.router.as_ref() else { return unknown(&topic, &sub) };
     answer("deleted", router.delete_dead_letters(&topic, &sub, ids.as_deref()).await)
 }
 
