@@ -6,8 +6,10 @@
 //! another subscription's record is skipped, as an unknown id is.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::PublishError;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{DeleteMessageErrorKind, LastRawMessageErrorKind};
 use bytes::Bytes;
@@ -16,6 +18,11 @@ use futures_util::StreamExt;
 use crate::cluster::link::Link;
 use crate::cluster::store::key_name;
 use crate::routing::shared::{DeadLetterCount, SharedError};
+
+/// How often, and after what pause, a re-drive's publish is repeated while the same record's
+/// copy from another node is being stored.
+const IN_PROCESS_RETRIES: u32 = 20;
+const IN_PROCESS_PAUSE: Duration = Duration::from_millis(50);
 
 fn unavailable(error: &dyn std::fmt::Display) -> SharedError {
     SharedError::Unavailable(error.to_string())
@@ -86,9 +93,30 @@ pub(super) async fn requeue(
     record: u64,
     body: Bytes,
 ) -> Result<(), SharedError> {
-    let message = PublishMessage::build().payload(body).message_id(format!("dlq.{record}"));
-    let ack = link.js.send_publish(subject, message).await.map_err(|e| unavailable(&e))?;
-    ack.await.map(|_| ()).map_err(|e| unavailable(&e))
+    let id = format!("dlq.{record}");
+    let mut attempt = 0;
+    loop {
+        let message = PublishMessage::build().payload(body.clone()).message_id(id.clone());
+        let ack =
+            link.js.send_publish(subject.clone(), message).await.map_err(|e| unavailable(&e))?;
+        match ack.await {
+            Ok(_) => return Ok(()),
+            // The same record is being re-driven on another node right now: once its copy is
+            // stored, this one is a duplicate and answered as stored.
+            Err(error) if in_process(&error) && attempt < IN_PROCESS_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(IN_PROCESS_PAUSE).await;
+            }
+            Err(error) => return Err(unavailable(&error)),
+        }
+    }
+}
+
+/// Whether a publish was refused because a copy with the same message id is being stored.
+fn in_process(error: &PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|error| error.error_code() == ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
 }
 
 /// The number of records on each subscription's subject.
