@@ -243,6 +243,20 @@ async fn dead_letters_are_listed_deleted_and_redriven_from_any_node() {
         waiting(&js, "audit").await.iter().map(|e| e["id"].clone()).collect();
     assert_eq!(ids_back, [json!("ev-2"), json!("ev-3"), json!("ev-fits")], "record {fits}");
 
+    // A record without a readable event stays dead-lettered; one that is not JSON (no
+    // gridmq node writes one) is not listed.
+    let subject = Names::new(PREFIX).dead_letter_subject("orders", "other");
+    let odd = js.publish(subject.clone(), r#"{"event": 5}"#.into()).await.expect("publish");
+    let odd = odd.await.expect("stored").sequence;
+    js.publish(subject, "not JSON".into()).await.expect("publish").await.expect("stored");
+    let other_path = dead_letters_path("other");
+    assert_eq!(
+        call(c, "POST", &format!("{other_path}/redrive"), None).await,
+        json!({"redriven": 0})
+    );
+    let listing = call(a, "GET", &other_path, None).await;
+    assert_eq!(listing, json!({"value": [{"id": odd, "record": {"event": 5}}]}));
+
     // An unknown subscription is 404, as in single-node mode.
     let (status, _) =
         request(a, "GET", &dead_letters_path("nope"), TOKEN, None).await.expect("GET");
