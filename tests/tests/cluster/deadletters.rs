@@ -281,6 +281,26 @@ async fn the_offline_command_says_a_cluster_nodes_dead_letters_are_in_the_cluste
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nats_the_dead_letter_routes_answer_503() {
+    let mut cluster = GridmqCluster::start_with(3, &config(QUEUES));
+    let api = cluster.nodes[0].http.expect("the management API is announced");
+    assert!(listed(api, "audit").await.is_empty());
+    for i in 0..3 {
+        cluster.nats.kill(i);
+    }
+    let path = dead_letters_path("audit");
+    for (method, path) in
+        [("GET", path.clone()), ("DELETE", path.clone()), ("POST", format!("{path}/redrive"))]
+    {
+        let started = std::time::Instant::now();
+        let (status, body) = request(api, method, &path, TOKEN, None).await.expect("an answer");
+        assert_eq!(status, 503, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "ServiceUnavailable", "{body}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    }
+}
+
 /// Publishes QoS 1 messages to `orders/<n>` on `addr`, one at a time, until one is refused or
 /// `most` were acknowledged; the payloads acknowledged and the refusal's reason code.
 async fn publish_until_refused(
