@@ -190,7 +190,11 @@ impl Cluster {
     ) -> Result<Storage, StoreError> {
         let local = match config.in_memory {
             true => None,
-            false => Some(crate::store::redb::RedbStore::open(&config.data_dir)?),
+            false => {
+                let local = crate::store::redb::RedbStore::open(&config.data_dir)?;
+                crate::routing::offline::mark_cluster(&config.data_dir, &self.link.names.prefix)?;
+                Some(local)
+            }
         };
         let store = store::ClusterStore::new(
             self.link.clone(),

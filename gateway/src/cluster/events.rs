@@ -30,7 +30,9 @@ use tracing::{debug, warn};
 
 use super::link::Link;
 use crate::routing::buffer::{BufferedEvent, decode_event};
-use crate::routing::shared::{Feed, Leased, Settle, SharedError, SharedLog};
+use crate::routing::shared::{DeadLetterCount, Feed, Leased, Settle, SharedError, SharedLog};
+
+mod dead_letters;
 
 /// How often the stream's message count is read for the buffer's bound.
 const COUNT_EVERY: Duration = Duration::from_millis(500);
@@ -159,6 +161,43 @@ impl SharedLog for Events {
 
     fn node(&self) -> &str {
         &self.node
+    }
+
+    fn dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> BoxFuture<'static, Result<Vec<(u64, Bytes)>, SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.dead_letter_subject(topic, subscription);
+        Box::pin(dead_letters::list(link, subject))
+    }
+
+    fn delete_dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+        ids: Option<Vec<u64>>,
+    ) -> BoxFuture<'static, Result<usize, SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.dead_letter_subject(topic, subscription);
+        Box::pin(dead_letters::delete(link, subject, ids))
+    }
+
+    fn requeue(
+        &self,
+        topic: &str,
+        subscription: &str,
+        record: u64,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<(), SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.event_subject(topic, subscription);
+        Box::pin(dead_letters::requeue(link, subject, record, body))
+    }
+
+    fn dead_letter_counts(&self) -> BoxFuture<'static, Result<Vec<DeadLetterCount>, SharedError>> {
+        Box::pin(dead_letters::counts(self.link.clone()))
     }
 }
 

@@ -63,6 +63,47 @@ pub trait SharedLog: Send + Sync + 'static {
 
     /// This node's id.
     fn node(&self) -> &str;
+
+    /// The dead-letter records of subscription `subscription` of `topic`, oldest first, each
+    /// with its id: its place in the cluster's dead-letter stream, the same on every node.
+    fn dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> BoxFuture<'static, Result<Vec<(u64, Bytes)>, SharedError>>;
+
+    /// Deletes the dead-letter records `ids` of a subscription (all of them when `None`) and
+    /// says how many were deleted; ids that are unknown, or another subscription's, are skipped.
+    fn delete_dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+        ids: Option<Vec<u64>>,
+    ) -> BoxFuture<'static, Result<usize, SharedError>>;
+
+    /// Puts an event (the buffer's record, `buffer::encode_event`) back in a subscription's
+    /// feed as a new delivery, for dead-letter record `record`; durable when this returns `Ok`.
+    /// Another call for the same record within the log's duplicate window (two minutes) stores
+    /// nothing more, so a re-drive retried after a failure, or run on two nodes at once, does
+    /// not deliver the event twice.
+    fn requeue(
+        &self,
+        topic: &str,
+        subscription: &str,
+        record: u64,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<(), SharedError>>;
+
+    /// How many dead-letter records each subscription has, for those with any.
+    fn dead_letter_counts(&self) -> BoxFuture<'static, Result<Vec<DeadLetterCount>, SharedError>>;
+}
+
+/// A subscription's number of dead-letter records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCount {
+    pub topic: String,
+    pub subscription: String,
+    pub count: usize,
 }
 
 /// One subscription's waiting events.
