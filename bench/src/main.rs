@@ -208,7 +208,6 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
                 .with_context(|| format!("{} has no address", args.host))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let addr = addrs[0];
     let protocol = match args.mqtt {
         3 => Protocol::V311,
         5 => Protocol::V5,
@@ -257,7 +256,6 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     Ok(Settings {
         scenario: args.scenario,
         label: args.label.clone(),
-        addr,
         addrs,
         protocol,
         qos: QoS::from_u8(args.qos).context("--qos must be 0, 1 or 2")?,
