@@ -332,7 +332,7 @@ for scenario_qos in $SCENARIOS; do
             log "a process of $setup died during $scenario qos $qos"
         fi
         # What the nodes log while they shut down is not part of the run.
-        warnings=$(new_warnings "$run")
+        new_warnings "$run" >"$WORK/warnings"
         stop_setup
         [[ -n $line ]] || line="{\"scenario\":\"$scenario\",\"label\":\"$setup\",\"qos\":$qos,\"errors\":1,\"first_error\":\"no report\"}"
         python3 -c '
@@ -340,10 +340,14 @@ import json, sys
 row = json.loads(sys.argv[1])
 row["gridmq_cpu_s"] = json.loads(sys.argv[2])
 row["nats_cpu_s"] = json.loads(sys.argv[3])
-warnings = [w for w in sys.argv[4].splitlines() if w.strip()]
-row["gridmq_warnings"] = len(warnings)
-row["gridmq_first_warning"] = warnings[0] if warnings else None
-print(json.dumps(row))' "$line" "$gridmq_cpu" "$nats_cpu" "$warnings" | tee -a "$RESULTS" >&2
+count, first = 0, None
+for warning in open(sys.argv[4], errors="replace"):
+    if warning.strip():
+        count += 1
+        first = first or warning.strip()
+row["gridmq_warnings"] = count
+row["gridmq_first_warning"] = first
+print(json.dumps(row))' "$line" "$gridmq_cpu" "$nats_cpu" "$WORK/warnings" | tee -a "$RESULTS" >&2
     done
 done
 done
