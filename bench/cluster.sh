@@ -421,7 +421,12 @@ metrics = [("msgs/s", lambda r: r.get("msgs_per_sec"), 0),
            ("CPU µs/msg", cpu_per_msg, 1)]
 # Routed: the rate published, the rate the webhook saw while publishing and up to its last
 # event, and the at-least-once check (acknowledged, not refused, against distinct received).
+def accepted_per_sec(r):
+    window = r.get("duration")
+    return None if not window or r.get("expected") is None else r["expected"] / window
+
 routed_metrics = [("published msgs/s", lambda r: r.get("published_per_sec"), 0),
+                  ("accepted msgs/s", accepted_per_sec, 0),
                   ("webhook events/s in window", lambda r: r.get("window_events_per_sec"), 0),
                   ("webhook events/s to last", lambda r: r.get("msgs_per_sec"), 0),
                   ("p99 µs publish->webhook", lambda r: r.get("p99_us"), 0),
