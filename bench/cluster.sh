@@ -21,9 +21,10 @@
 # its stamp). The tool starts first, since a node validates its endpoint when it starts. QoS 1
 # publishers, windowed (`--inflight`), spread over the nodes. Reported: published msgs/s,
 # events/s at the webhook within the publishing window and up to the last event (after a drain
-# wait), p99 publish-to-webhook latency, and loss: events acknowledged (PUBACK) against distinct
-# events the webhook received after the drain (at least once: received >= acknowledged), with
-# duplicates counted. CPU covers the run from the nodes' listening to the end of the drain.
+# wait), p99 latency publish-to-webhook and publish-to-PUBACK, and loss: events acknowledged
+# (PUBACK) against distinct events the webhook received after the drain (at least once:
+# received >= acknowledged), with duplicates counted. CPU covers the run from the nodes'
+# listening to the end of the drain.
 #
 # Every setup is started afresh (empty data directories and JetStream store) for every
 # scenario, so one scenario's stream does not weigh on the next. gridmq's logs are kept under
@@ -417,6 +418,7 @@ cpu_metrics = [("CPU s gridmq", lambda r: r.get("gridmq_cpu_s"), 2),
                ("CPU s nats", lambda r: r.get("nats_cpu_s"), 2)]
 metrics = [("msgs/s", lambda r: r.get("msgs_per_sec"), 0),
            ("p99 µs", lambda r: r.get("p99_us"), 0),
+           ("p99 µs PUBACK", lambda r: r.get("puback_p99_us"), 0),
            ("loss", lambda r: r.get("loss"), 0)] + cpu_metrics + [
            ("CPU µs/msg", cpu_per_msg, 1)]
 # Routed: the rate published, the rate the webhook saw while publishing and up to its last
@@ -430,6 +432,7 @@ routed_metrics = [("published msgs/s", lambda r: r.get("published_per_sec"), 0),
                   ("webhook events/s in window", lambda r: r.get("window_events_per_sec"), 0),
                   ("webhook events/s to last", lambda r: r.get("msgs_per_sec"), 0),
                   ("p99 µs publish->webhook", lambda r: r.get("p99_us"), 0),
+                  ("p99 µs PUBACK", lambda r: r.get("puback_p99_us"), 0),
                   ("acked (PUBACK)", lambda r: r.get("expected"), 0),
                   ("refused", lambda r: r.get("refused"), 0),
                   ("received (distinct)", lambda r: r.get("received"), 0),

@@ -67,6 +67,10 @@ pub struct Report {
     /// non-empty receives').
     pub ack_p50_us: Option<f64>,
     pub ack_p99_us: Option<f64>,
+    /// Message and routed scenarios at QoS 1/2: the publishers' acknowledgement round trips
+    /// (PUBLISH to PUBACK, or to PUBCOMP at QoS 2), microseconds.
+    pub puback_p50_us: Option<f64>,
+    pub puback_p99_us: Option<f64>,
     /// Pull: events received with `deliveryCount` above 1 (a lock that expired or was lost).
     pub redelivered: Option<u64>,
     /// Pull: lock tokens the broker listed in `failedLockTokens` of an acknowledge.
