@@ -53,7 +53,8 @@ struct Args {
     #[arg(long, default_value_t = 1883)]
     port: u16,
     /// Several MQTT ports of `--host` (comma separated, e.g. `1883,1884,1885`: the nodes of a
-    /// cluster) to spread the message scenarios' and idle/storm connections over, round-robin:
+    /// cluster) to spread the message, routed and idle/storm scenarios' connections over
+    /// (routed waits for every port before publishing), round-robin:
     /// subscriber or connection `i` goes to port `i mod n`, publisher `i` to port `(i + 1) mod n`,
     /// so each pair of the pairs scenario crosses nodes. Replaces `--port`.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
