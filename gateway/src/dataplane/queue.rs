@@ -21,7 +21,7 @@ use axum::routing::post;
 use serde_json::json;
 
 use super::{ApiError, DataPlane};
-use crate::routing::queue::{QueueSubscription, TokenOutcome};
+use crate::routing::queue::{LockOp, QueueSubscription, TokenOutcome};
 
 /// Most events one receive returns.
 const MAX_EVENTS: usize = 100;
@@ -52,13 +52,12 @@ async fn operation(
         .into_response();
     };
     let query = query.unwrap_or_default();
-    let result = match op {
+    let op = match op {
         "receive" => return receive(&queue, &query, &state.broker.shutdown).await,
-        "acknowledge" => tokens(&body).map(|t| queue.acknowledge(&t)),
-        "reject" => tokens(&body).map(|t| queue.reject(&t)),
-        "renewLock" => tokens(&body).map(|t| queue.renew(&t)),
-        "release" => release_delay(&query)
-            .and_then(|delay| tokens(&body).map(|t| queue.release(&t, Duration::from_secs(delay)))),
+        "acknowledge" => Ok(LockOp::Acknowledge),
+        "reject" => Ok(LockOp::Reject),
+        "renewLock" => Ok(LockOp::Renew),
+        "release" => release_delay(&query).map(|delay_secs| LockOp::Release { delay_secs }),
         other => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -67,8 +66,9 @@ async fn operation(
             ),
         )),
     };
-    match result {
-        Ok(outcome) => outcome_response(outcome),
+    // In cluster mode a token may be another node's, so settling can wait on that node.
+    match op.and_then(|op| tokens(&body).map(|t| (op, t))) {
+        Ok((op, tokens)) => outcome_response(queue.settle(op, &tokens).await),
         Err(error) => error.into_response(),
     }
 }

@@ -63,6 +63,19 @@ pub trait SharedLog: Send + Sync + 'static {
 
     /// This node's id.
     fn node(&self) -> &str;
+
+    /// The key pull delivery signs and checks its lock tokens with (HMAC-SHA256): the same on
+    /// every node, so any node can tell a token it may forward from a forged or mangled one.
+    fn lock_key(&self) -> &ring::hmac::Key;
+
+    /// Sends a lock operation (`routing::queue::LockRequest`, JSON) to node `node`, which
+    /// holds the locks, and returns its answer; `Ok(None)` when no node answers in time (it is
+    /// gone), `Err` when this node cannot reach the cluster.
+    fn lock_request(
+        &self,
+        node: &str,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, SharedError>>;
 }
 
 /// One subscription's waiting events.
