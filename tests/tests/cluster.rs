@@ -10,6 +10,8 @@ mod fencing;
 mod harness;
 #[path = "cluster/lifecycle.rs"]
 mod lifecycle;
+#[path = "cluster/pull.rs"]
+mod pull;
 #[path = "cluster/pubsub.rs"]
 mod pubsub;
 #[path = "cluster/resources.rs"]
