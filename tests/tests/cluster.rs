@@ -10,10 +10,10 @@ mod fencing;
 mod harness;
 #[path = "cluster/lifecycle.rs"]
 mod lifecycle;
-#[path = "cluster/pull.rs"]
-mod pull;
 #[path = "cluster/pubsub.rs"]
 mod pubsub;
+#[path = "cluster/pull.rs"]
+mod pull;
 #[path = "cluster/resources.rs"]
 mod resources;
 #[path = "cluster/sessions.rs"]

@@ -371,7 +371,9 @@ async fn lock_key(
                     // Whichever node created it first, the next read finds it.
                     Ok(()) => match locks.create(KEY, secret.to_vec().into()).await {
                         Ok(_) => continue,
-                        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+                        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                            continue;
+                        }
                         Err(error) => error.to_string(),
                     },
                 }

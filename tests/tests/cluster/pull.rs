@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use gateway_tests::azure_sdk::{self, Target};
 use gateway_tests::clients::v5;
 use gateway_tests::cluster::GridmqCluster;
 use gateway_tests::http_raw;
@@ -31,6 +32,10 @@ topic = "orders"
 [topics.orders.eventSubscriptions.pull]
 deliveryMode = "Queue"
 receiveLockDurationInSeconds = {LOCK_SECS}
+
+[topics.orders.eventSubscriptions.sdk]
+deliveryMode = "Queue"
+receiveLockDurationInSeconds = 60
 "#
     )
 }
@@ -51,7 +56,11 @@ async fn call(api: SocketAddr, path: &str, body: Option<Value>) -> (u16, Value) 
 }
 
 fn op(operation: &str) -> String {
-    format!("/topics/orders/eventsubscriptions/pull:{operation}")
+    op_on("pull", operation)
+}
+
+fn op_on(subscription: &str, operation: &str) -> String {
+    format!("/topics/orders/eventsubscriptions/{subscription}:{operation}")
 }
 
 /// One received event: its lock token, delivery count and data.
@@ -63,7 +72,11 @@ struct Got {
 }
 
 async fn receive(api: SocketAddr, max: usize, wait: u64) -> Vec<Got> {
-    let path = format!("{}?maxEvents={max}&maxWaitTime={wait}", op("receive"));
+    receive_on(api, "pull", max, wait).await
+}
+
+async fn receive_on(api: SocketAddr, subscription: &str, max: usize, wait: u64) -> Vec<Got> {
+    let path = format!("{}?maxEvents={max}&maxWaitTime={wait}", op_on(subscription, "receive"));
     let (status, body) = call(api, &path, None).await;
     assert_eq!(status, 200, "{body}");
     body["value"]
@@ -80,10 +93,19 @@ async fn receive(api: SocketAddr, max: usize, wait: u64) -> Vec<Got> {
 
 /// Receives until `count` events came or `within` passed.
 async fn receive_all(api: SocketAddr, count: usize, within: Duration) -> Vec<Got> {
+    receive_all_on(api, "pull", count, within).await
+}
+
+async fn receive_all_on(
+    api: SocketAddr,
+    subscription: &str,
+    count: usize,
+    within: Duration,
+) -> Vec<Got> {
     let deadline = Instant::now() + within;
     let mut got = Vec::new();
     while got.len() < count && Instant::now() < deadline {
-        got.extend(receive(api, count - got.len(), 5).await);
+        got.extend(receive_on(api, subscription, count - got.len(), 5).await);
     }
     got.sort_by(|a, b| a.data.cmp(&b.data));
     got
@@ -186,6 +208,20 @@ async fn tokens_of_one_node_settle_on_any_other() {
     assert!(waited >= Duration::from_secs(9), "back after {waited:?}, released for 10 s");
     assert_eq!(settle(a, "acknowledge", &[&again[0].token]).await, ok(&again[0].token));
     assert!(receive(c, 10, 2).await.is_empty(), "every event was settled");
+
+    // The Azure SDK acknowledges on C what A received from the other subscription; an unknown
+    // token fails with the code the SDK reads.
+    let sdk = receive_all_on(a, "sdk", 4, Duration::from_secs(20)).await;
+    assert_eq!(sdk.len(), 4, "{sdk:#?}");
+    let tokens: Vec<&str> = sdk.iter().map(|g| g.token.as_str()).collect();
+    let scenario = format!("acknowledge:{},not-a-token", tokens.join(","));
+    let endpoint = format!("http://{c}");
+    let target =
+        Target { endpoint: &endpoint, key: KEY, topic: "orders", subscription: "sdk", ca: None };
+    let report = azure_sdk::run(&scenario, &target).await;
+    assert_eq!(report["acknowledge"]["succeeded"], json!(tokens), "{report:#}");
+    assert_eq!(report["acknowledge"]["failed"][0]["code"], "BadToken", "{report:#}");
+    assert!(receive_on(b, "sdk", 10, 1).await.is_empty(), "the SDK settled them all");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

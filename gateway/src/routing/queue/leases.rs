@@ -48,6 +48,9 @@ pub(super) struct Leases {
     log: Arc<dyn SharedLog>,
     feed: tokio::sync::OnceCell<Arc<dyn Feed>>,
     table: Mutex<Table>,
+    /// When this lock table began: a genuine token issued before it held a lock that a restart
+    /// of this node, or a change of the subscription, lost.
+    created_ms: u64,
 }
 
 #[derive(Default)]
@@ -66,7 +69,12 @@ struct Held {
 
 impl Leases {
     pub(super) fn new(log: Arc<dyn SharedLog>) -> Leases {
-        Leases { log, feed: tokio::sync::OnceCell::new(), table: Mutex::new(Table::default()) }
+        Leases {
+            log,
+            feed: tokio::sync::OnceCell::new(),
+            table: Mutex::new(Table::default()),
+            created_ms: millis(SystemTime::now()),
+        }
     }
 
     pub(super) fn locked(&self) -> usize {
@@ -101,14 +109,18 @@ impl Leases {
         out
     }
 
-}
-
-impl Table {
-    fn failed(&self, token: &str) -> FailedToken {
-        if self.lost.iter().any(|t| t == token) {
-            FailedToken::new(token, "TokenLost", "Token has expired.")
-        } else {
-            bad_token(token)
+    /// Why `token`, not in the table, fails: `TokenLost` when its lock expired or went with an
+    /// earlier table, `BadToken` when it was settled (or never issued here).
+    fn failed(&self, table: &Table, token: &str) -> FailedToken {
+        if table.lost.iter().any(|t| t == token) {
+            return lost(token, "Token has expired.");
+        }
+        match token::check(self.log.lock_key(), token) {
+            Some(lock) if lock.issued_ms < self.created_ms => lost(
+                token,
+                "The lock was lost when its node restarted or the subscription changed.",
+            ),
+            _ => bad_token(token),
         }
     }
 }
@@ -358,7 +370,7 @@ impl QueueSubscription {
                 };
                 match held {
                     Some(leased) => taken.push((token.clone(), leased)),
-                    None => outcome.failed_lock_tokens.push(table.failed(token)),
+                    None => outcome.failed_lock_tokens.push(leases.failed(&table, token)),
                 }
             }
         }
