@@ -33,6 +33,11 @@ topic = "orders"
 deliveryMode = "Queue"
 receiveLockDurationInSeconds = {LOCK_SECS}
 
+[topics.orders.eventSubscriptions.short]
+deliveryMode = "Queue"
+receiveLockDurationInSeconds = 1
+maxDeliveryCount = 2
+
 [topics.orders.eventSubscriptions.sdk]
 deliveryMode = "Queue"
 receiveLockDurationInSeconds = 60
@@ -188,7 +193,7 @@ async fn tokens_of_one_node_settle_on_any_other() {
 
     // Rejected on C: dead-lettered with Event Grid's record, in the cluster's dead-letter stream.
     assert_eq!(settle(c, "reject", &[&e4.token]).await, ok(&e4.token));
-    let record = dead_letter(&cluster).await;
+    let record = dead_letter(&cluster, "pull").await;
     assert_eq!(record["event"]["data"], "e4", "{record}");
     assert_eq!(record["deadletterProperties"]["deadletterreason"], "Rejected", "{record}");
     assert_eq!(record["deadletterProperties"]["deliveryattempts"], 1, "{record}");
@@ -270,8 +275,55 @@ async fn an_expired_lock_comes_back_at_once_and_a_dead_owner_s_after_the_ack_wai
     assert_eq!(settle(a, "acknowledge", &[&back[0].token]).await, ok(&back[0].token));
 }
 
-/// The last record of the subscription's dead-letter subject, read from JetStream.
-async fn dead_letter(cluster: &GridmqCluster) -> Value {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_past_the_count_are_dead_lettered_and_a_stopping_node_hands_its_locks_back() {
+    let mut cluster = GridmqCluster::start_with(3, &config());
+    let (a, b, c) = (api(&cluster, 0), api(&cluster, 1), api(&cluster, 2));
+    let client = v5::Client::connect(cluster.nodes[0].addr, "shop").await;
+
+    // maxDeliveryCount 2: received on A, then on B once A's lock expired; the third delivery
+    // is a dead letter, whichever node would have made it.
+    publish(&client, "capped").await;
+    let mut counts = Vec::new();
+    for node in [a, b] {
+        let got = receive_all_on(node, "short", 1, Duration::from_secs(20)).await;
+        assert_eq!(got.len(), 1, "{got:#?}");
+        counts.push((got[0].data.clone(), got[0].count));
+    }
+    assert_eq!(counts, [("capped".to_string(), 1), ("capped".to_string(), 2)]);
+    assert!(receive_on(c, "short", 1, 5).await.is_empty(), "no third delivery");
+    let record = dead_letter(&cluster, "short").await;
+    assert_eq!(record["event"]["data"], "capped", "{record}");
+    let properties = &record["deadletterProperties"];
+    assert_eq!(properties["deadletterreason"], "MaxDeliveryAttemptsExceeded", "{record}");
+    assert_eq!(properties["deliveryattempts"], 2, "{record}");
+
+    // C stops cleanly while it holds a lock: the event is back at once, not after the log's
+    // ack wait (lock duration + 5 s), and C's token is lost.
+    // ("capped" went to this subscription too.)
+    publish(&client, "held").await;
+    let pulled = receive_all(c, 2, Duration::from_secs(20)).await;
+    let data: Vec<(&str, u64)> = pulled.iter().map(|g| (g.data.as_str(), g.count)).collect();
+    assert_eq!(data, [("capped", 1), ("held", 1)], "{pulled:#?}");
+    assert_eq!(settle(c, "acknowledge", &[&pulled[0].token]).await, ok(&pulled[0].token));
+    let held = &pulled[1..];
+    let stopped_at = Instant::now();
+    let status =
+        tokio::task::block_in_place(|| cluster.nodes[2].terminate(Duration::from_secs(15)));
+    assert!(status.is_some(), "node C stops within 15 s");
+    let back = receive_all(a, 1, Duration::from_secs(20)).await;
+    let waited = stopped_at.elapsed();
+    assert_eq!((back[0].data.as_str(), back[0].count), ("held", 2), "{back:#?}");
+    assert!(waited < Duration::from_secs(LOCK_SECS + 2), "back after {waited:?}");
+    assert_eq!(
+        settle(b, "acknowledge", &[&held[0].token]).await,
+        failed(&held[0].token, "TokenLost")
+    );
+    assert_eq!(settle(b, "acknowledge", &[&back[0].token]).await, ok(&back[0].token));
+}
+
+/// The last record of a subscription's dead-letter subject, read from JetStream.
+async fn dead_letter(cluster: &GridmqCluster, subscription: &str) -> Value {
     let client = async_nats::connect(cluster.nats.url(0)).await.expect("connect to NATS");
     let js = async_nats::jetstream::new(client);
     let stream = js.get_stream("GM_DLQ").await.expect("the dead-letter stream");
@@ -279,7 +331,7 @@ async fn dead_letter(cluster: &GridmqCluster) -> Value {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
     };
-    let subject = format!("gm.dlq.{}.{}", b64("orders"), b64("pull"));
+    let subject = format!("gm.dlq.{}.{}", b64("orders"), b64(subscription));
     let message = stream.get_last_raw_message_by_subject(&subject).await.expect("a dead letter");
     serde_json::from_slice(&message.payload).expect("a JSON record")
 }
