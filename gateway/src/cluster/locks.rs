@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use super::link::Link;
 use crate::routing::Router;
-use crate::routing::queue::{LockRequest, QueueSubscription, TokenOutcome};
+use crate::routing::queue::{LockRequest, TokenOutcome};
 
 /// How often expired locks are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -46,7 +46,7 @@ pub async fn serve(link: Arc<Link>, node: Arc<str>, router: Arc<Router>, stop: C
         tokio::select! {
             () = stop.cancelled() => break,
             _ = sweep.tick() => {
-                for queue in queues(&router) {
+                for queue in router.queues() {
                     queue.expire_leases().await;
                 }
             }
@@ -65,23 +65,13 @@ pub async fn serve(link: Arc<Link>, node: Arc<str>, router: Arc<Router>, stop: C
     if let Err(error) = requests.unsubscribe().await {
         debug!(%error, "Unsubscribing from lock operations.");
     }
-    for queue in queues(&router) {
+    for queue in router.queues() {
         queue.release_leases().await;
     }
     // The hand-backs are published; make sure they leave before the connection closes.
     if let Err(error) = link.client.flush().await {
         debug!(%error, "Flushing the hand-back of held locks.");
     }
-}
-
-/// Every queue subscription of the router.
-fn queues(router: &Router) -> Vec<Arc<QueueSubscription>> {
-    router
-        .subscriptions()
-        .into_iter()
-        .filter(|s| s.delivery_mode == "Queue")
-        .filter_map(|s| router.queue(&s.topic, &s.name))
-        .collect()
 }
 
 /// The outcome of one request. A subscription this node does not have (deleted, or not yet

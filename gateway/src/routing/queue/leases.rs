@@ -308,8 +308,13 @@ impl QueueSubscription {
         op: LockOp,
         tokens: Vec<String>,
     ) -> TokenOutcome {
+        // The name the data plane knows the topic by, which the owner looks it up with.
+        let topic = match &*self.topic {
+            crate::routing::router::SYSTEM_TOPIC => "systemTopic",
+            topic => topic,
+        };
         let request = LockRequest {
-            topic: self.topic.to_string(),
+            topic: topic.to_string(),
             subscription: self.name.to_string(),
             op,
             tokens,
