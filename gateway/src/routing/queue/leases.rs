@@ -60,6 +60,16 @@ struct Table {
     lost: VecDeque<String>,
 }
 
+impl Table {
+    /// Remembers `token` as lost, forgetting the oldest past [`LOST_TOKENS`].
+    fn remember_lost(&mut self, token: String) {
+        self.lost.push_back(token);
+        if self.lost.len() > LOST_TOKENS {
+            self.lost.pop_front();
+        }
+    }
+}
+
 struct Held {
     leased: Arc<Leased>,
     expires: SystemTime,
@@ -100,13 +110,18 @@ impl Leases {
         for token in expired {
             if let Some(held) = table.locked.remove(&token) {
                 out.push(held.leased);
-                table.lost.push_back(token);
-                if table.lost.len() > LOST_TOKENS {
-                    table.lost.pop_front();
-                }
+                table.remember_lost(token);
             }
         }
         out
+    }
+
+    /// Gives up the lock of `token`, remembering the token as lost.
+    fn forget(&self, token: &str) {
+        let mut table = self.table.lock();
+        if table.locked.remove(token).is_some() {
+            table.remember_lost(token.to_string());
+        }
     }
 
     /// Why `token`, not in the table, fails: `TokenLost` when its lock expired or went with an
@@ -186,6 +201,12 @@ impl QueueSubscription {
                     continue;
                 }
             };
+            // A subscription changed or deleted meanwhile: what it leased goes back to the log
+            // for its successor, and the consumer finds that one on its next request.
+            if self.state.lock().retired {
+                hand_back(leased.into_iter().map(Arc::new).collect()).await;
+                return Vec::new();
+            }
             let (received, dead) = self.lock_leased(leases, leased);
             for (leased, reason) in dead {
                 let attempts = leased.delivered.saturating_sub(1);
@@ -414,6 +435,11 @@ impl QueueSubscription {
                     .push(lost(token, "The event could not be dead-lettered; it was released.")),
                 Err(error) => {
                     warn!(subscription = %self.key, %error, "A lock operation failed in the routing log.");
+                    if op == LockOp::Renew {
+                        // The log did not extend its lease, so it may hand the event out again
+                        // before the lock this table extended would end: the lock is given up.
+                        leases.forget(token);
+                    }
                     outcome
                         .failed_lock_tokens
                         .push(lost(token, "The routing log could not be reached."));
