@@ -38,6 +38,9 @@ deliveryMode = "Queue"
 receiveLockDurationInSeconds = 1
 maxDeliveryCount = 2
 
+[topics.orders.eventSubscriptions.short.filters]
+subjectBeginsWith = "orders/capped"
+
 [topics.orders.eventSubscriptions.sdk]
 deliveryMode = "Queue"
 receiveLockDurationInSeconds = 60
@@ -122,7 +125,17 @@ async fn settle(
     operation: &str,
     tokens: &[&str],
 ) -> (Vec<String>, Vec<(String, String)>) {
-    let (status, body) = call(api, &op(operation), Some(json!({ "lockTokens": tokens }))).await;
+    settle_on(api, "pull", operation, tokens).await
+}
+
+async fn settle_on(
+    api: SocketAddr,
+    subscription: &str,
+    operation: &str,
+    tokens: &[&str],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let path = op_on(subscription, operation);
+    let (status, body) = call(api, &path, Some(json!({ "lockTokens": tokens }))).await;
     assert_eq!(status, 200, "{operation}: {body}");
     let succeeded = body["succeededLockTokens"]
         .as_array()
@@ -143,11 +156,13 @@ async fn settle(
 }
 
 async fn publish(client: &v5::Client, payload: &str) {
+    publish_to(client, "orders/1", payload).await;
+}
+
+async fn publish_to(client: &v5::Client, topic: &str, payload: &str) {
     let mut properties = v5::no_properties();
     properties.payload_format_indicator = Some(1);
-    client
-        .publish_with("orders/1", v5::QoS::AtLeastOnce, false, payload.as_bytes(), properties)
-        .await;
+    client.publish_with(topic, v5::QoS::AtLeastOnce, false, payload.as_bytes(), properties).await;
 }
 
 fn ok(token: &str) -> (Vec<String>, Vec<(String, String)>) {
@@ -284,9 +299,42 @@ async fn deliveries_past_the_count_are_dead_lettered_and_a_stopping_node_hands_i
     let (a, b, c) = (api(&cluster, 0), api(&cluster, 1), api(&cluster, 2));
     let client = v5::Client::connect(cluster.nodes[0].addr, "shop").await;
 
-    // maxDeliveryCount 2: received on A, then on B once A's lock expired; the third delivery
+    // Three nodes receiving at once never hold the same event; one request on A settles the
+    // locks of all three.
+    let events: Vec<String> = (0..60).map(|i| format!("many-{i:02}")).collect();
+    for event in &events {
+        publish(&client, event).await;
+    }
+    let receivers = [a, b, c].map(|node| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let received = receive(node, 7, 2).await
+                && !received.is_empty()
+            {
+                got.extend(received);
+            }
+            got
+        })
+    });
+    let mut got = Vec::new();
+    let mut per_node = Vec::new();
+    for receiver in receivers {
+        let from_node = receiver.await.expect("receiver");
+        per_node.push(from_node.len());
+        got.extend(from_node);
+    }
+    let mut data: Vec<&str> = got.iter().map(|g| g.data.as_str()).collect();
+    data.sort_unstable();
+    assert_eq!(data, events, "each event once, per node {per_node:?}");
+    assert!(got.iter().all(|g| g.count == 1));
+    let tokens: Vec<&str> = got.iter().map(|g| g.token.as_str()).collect();
+    let (succeeded, failures) = settle(a, "acknowledge", &tokens).await;
+    assert_eq!((succeeded.len(), failures), (60, Vec::new()), "per node {per_node:?}");
+    drain(&cluster, "sdk", 60).await;
+
+    // maxDeliveryCount 2 (a subscription that takes only this event): received on A, then on B once A's lock expired; the third delivery
     // is a dead letter, whichever node would have made it.
-    publish(&client, "capped").await;
+    publish_to(&client, "orders/capped", "capped").await;
     let mut counts = Vec::new();
     for node in [a, b] {
         let got = receive_all_on(node, "short", 1, Duration::from_secs(20)).await;
@@ -323,6 +371,18 @@ async fn deliveries_past_the_count_are_dead_lettered_and_a_stopping_node_hands_i
         failed(&held[0].token, "TokenLost")
     );
     assert_eq!(settle(b, "acknowledge", &[&back[0].token]).await, ok(&back[0].token));
+}
+
+/// Receives and acknowledges `count` events of `subscription` on node A.
+async fn drain(cluster: &GridmqCluster, subscription: &str, count: usize) {
+    let got = receive_all_on(api(cluster, 0), subscription, count, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), count, "{subscription}");
+    let tokens: Vec<&str> = got.iter().map(|g| g.token.as_str()).collect();
+    for chunk in tokens.chunks(100) {
+        let (succeeded, failures) =
+            settle_on(api(cluster, 0), subscription, "acknowledge", chunk).await;
+        assert_eq!((succeeded.len(), failures), (chunk.len(), Vec::new()), "{subscription}");
+    }
 }
 
 /// The last record of a subscription's dead-letter subject, read from JetStream.
