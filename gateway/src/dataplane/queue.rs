@@ -5,7 +5,10 @@
 //! body `{"lockTokens": [...]}` and always the answer 200 `{"succeededLockTokens": [...],
 //! "failedLockTokens": [{"lockToken": "...", "error": {"code", "message"}}]}`, even when no
 //! token succeeded, as Event Grid and its SDKs do; the codes are `BadToken` (never issued by
-//! this subscription) and `TokenLost` (expired, or past the hour a lock can be renewed for).
+//! this subscription, or already settled) and `TokenLost` (expired, past the hour a lock can be
+//! renewed for, or, in cluster mode, held by a node that is gone).
+//!
+//! In cluster mode any node serves all five operations for any token (`routing::queue`).
 //!
 //! `maxWaitTime` is 10–120 s in Event Grid; gridmq takes 1–120 s (default 60).
 
