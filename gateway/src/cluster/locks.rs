@@ -22,6 +22,9 @@ use super::link::Link;
 use crate::routing::Router;
 use crate::routing::queue::{LockRequest, TokenOutcome};
 
+/// How long a stopping node spends handing its held locks back.
+const HAND_BACK_WITHIN: Duration = Duration::from_secs(2);
+
 /// How often expired locks are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -62,15 +65,24 @@ pub async fn serve(link: Arc<Link>, node: Arc<str>, router: Arc<Router>, stop: C
             }
         }
     }
-    if let Err(error) = requests.unsubscribe().await {
-        debug!(%error, "Unsubscribing from lock operations.");
-    }
-    for queue in router.queues() {
-        queue.release_leases().await;
-    }
-    // The hand-backs are published; make sure they leave before the connection closes.
-    if let Err(error) = link.client.flush().await {
-        debug!(%error, "Flushing the hand-back of held locks.");
+    // Bounded: with NATS unreachable, every hand-back would wait out its request timeout and
+    // hold up the shutdown; the log's ack wait brings those events back anyway.
+    let hand_back = async {
+        if let Err(error) = requests.unsubscribe().await {
+            debug!(%error, "Unsubscribing from lock operations.");
+        }
+        for queue in router.queues() {
+            queue.release_leases().await;
+        }
+        // The hand-backs are confirmed; the flush sends whatever else is pending.
+        if let Err(error) = link.client.flush().await {
+            debug!(%error, "Flushing the hand-back of held locks.");
+        }
+    };
+    if tokio::time::timeout(HAND_BACK_WITHIN, hand_back).await.is_err() {
+        warn!(
+            "Not every held lock was handed back at shutdown; the routing log redelivers the rest after its ack wait."
+        );
     }
 }
 
