@@ -9,6 +9,7 @@
 //! - `forward`: this node's publishes sent on (QoS 1/2 through the journal, QoS 0 on core NATS).
 //! - `inbound`: the other nodes' publishes fanned out here, and the retained index kept equal.
 //! - `events`: the routing log: routed events per event subscription, leased by any node.
+//! - `locks`: pull delivery's lock operations other nodes send to the node holding the locks.
 //! - `resources`: namespace resources any node's management API changes (access control,
 //!   namespace topics and event subscriptions), applied on every node.
 //! - `shared`: `$share` groups with members on several nodes, each message to one member.
@@ -27,6 +28,7 @@ pub mod events;
 pub mod forward;
 pub mod inbound;
 pub mod link;
+pub mod locks;
 pub mod resources;
 pub mod sessions;
 pub mod shared;

@@ -16,6 +16,8 @@ mod harness;
 mod lifecycle;
 #[path = "cluster/pubsub.rs"]
 mod pubsub;
+#[path = "cluster/pull.rs"]
+mod pull;
 #[path = "cluster/resources.rs"]
 mod resources;
 #[path = "cluster/sessions.rs"]

@@ -37,6 +37,10 @@ mod dead_letters;
 /// How often the stream's message count is read for the buffer's bound.
 const COUNT_EVERY: Duration = Duration::from_millis(500);
 
+/// How long a node waits for another to answer a lock operation before it takes that node for
+/// gone.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Most events leased and not yet settled per subscription; the consumer hands out no more.
 const MAX_ACK_PENDING: i64 = 10_000;
 
@@ -198,6 +202,35 @@ impl SharedLog for Events {
 
     fn dead_letter_counts(&self) -> BoxFuture<'static, Result<Vec<DeadLetterCount>, SharedError>> {
         Box::pin(dead_letters::counts(self.link.clone()))
+    }
+
+    fn lock_key(&self) -> &ring::hmac::Key {
+        &self.link.lock_key
+    }
+
+    fn lock_request(
+        &self,
+        node: &str,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, SharedError>> {
+        let client = self.link.client.clone();
+        let subject = self.link.names.lock_subject(node);
+        Box::pin(async move {
+            use async_nats::RequestErrorKind;
+            let request = async_nats::Request::new().payload(request).timeout(Some(LOCK_TIMEOUT));
+            match client.send_request(subject, request).await {
+                Ok(answer) => Ok(Some(answer.payload)),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        RequestErrorKind::NoResponders | RequestErrorKind::TimedOut
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(error) => Err(SharedError::Unavailable(error.to_string())),
+            }
+        })
     }
 }
 

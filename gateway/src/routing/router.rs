@@ -616,6 +616,16 @@ impl Router {
         }
     }
 
+    /// Every queue subscription, the system topic's included.
+    pub fn queues(&self) -> Vec<Arc<QueueSubscription>> {
+        let topology = self.topology();
+        let queues = topology.dispatchers.values().filter_map(|subscriber| match subscriber {
+            Subscriber::Queue(queue) => Some(queue.clone()),
+            Subscriber::Push(_) => None,
+        });
+        queues.collect()
+    }
+
     fn dispatcher(&self, topic: &str, subscription: &str) -> Option<Subscriber> {
         let topic = if topic == "systemTopic" { SYSTEM_TOPIC } else { topic };
         self.topology().dispatchers.get(format!("{topic}/{subscription}").as_str()).cloned()

@@ -96,6 +96,19 @@ pub trait SharedLog: Send + Sync + 'static {
 
     /// How many dead-letter records each subscription has, for those with any.
     fn dead_letter_counts(&self) -> BoxFuture<'static, Result<Vec<DeadLetterCount>, SharedError>>;
+
+    /// The key pull delivery signs and checks its lock tokens with (HMAC-SHA256): the same on
+    /// every node, so any node can tell a token it may forward from a forged or mangled one.
+    fn lock_key(&self) -> &ring::hmac::Key;
+
+    /// Sends a lock operation (`routing::queue::LockRequest`, JSON) to node `node`, which
+    /// holds the locks, and returns its answer; `Ok(None)` when no node answers in time (it is
+    /// gone), `Err` when this node cannot reach the cluster.
+    fn lock_request(
+        &self,
+        node: &str,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, SharedError>>;
 }
 
 /// A subscription's number of dead-letter records.
