@@ -33,7 +33,6 @@ MQTT_PORT=${BENCH_PORT:-22883}
 API_PORT=${BENCH_API_PORT:-28180}
 BUILD=${BENCH_BUILD:-workspace}
 ACCESS_KEY="cHVsbC1iZW5jaC1rZXk="
-CLK_TCK=$(getconf CLK_TCK)
 
 RESULTS_DIR=$ROOT/bench/results
 mkdir -p "$RESULTS_DIR"
@@ -48,20 +47,8 @@ BENCH_PID=""
 
 log() { echo "pull: $*" >&2; }
 
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "process $pid ignored SIGTERM for 10 s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 cleanup() {
     stop_pid "$BENCH_PID"
@@ -127,18 +114,6 @@ cp "$WORK/pull.toml" "$LOGS/"
 
 # --- one run -----------------------------------------------------------------------------------
 
-wait_port() {
-    local port=$1 pid=$2
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
 start_broker() {
     local store=$1 name=$2 storage
     if [[ $store == memory ]]; then
@@ -155,11 +130,6 @@ start_broker() {
         tail -20 "$LOGS/gridmq-$name.log" >&2
         return 1
     fi
-}
-
-cpu_seconds() {
-    # utime and stime are fields 14 and 15, counted from the command name's closing parenthesis.
-    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$CLK_TCK" '{ printf "%.2f\n", ($12 + $13) / hz }'
 }
 
 peak_rss_kb() {

@@ -46,7 +46,6 @@ EXTRA_ARGS=${BENCH_ARGS:-}
 MQTT_PORT=${BENCH_PORT:-21883}
 WEBHOOK_PORT=${BENCH_WEBHOOK_PORT:-28080}
 BUILD=${BENCH_BUILD:-workspace}
-CLK_TCK=$(getconf CLK_TCK)
 
 RESULTS_DIR=$ROOT/bench/results
 mkdir -p "$RESULTS_DIR"
@@ -61,20 +60,8 @@ BENCH_PID=""
 
 log() { echo "routed: $*" >&2; }
 
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "process $pid ignored SIGTERM for 10 s; killing it"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 cleanup() {
     stop_pid "$BENCH_PID"
@@ -144,18 +131,6 @@ cp "$WORK"/*.toml "$LOGS/"
 
 # --- one run -----------------------------------------------------------------------------------
 
-wait_port() {
-    local port=$1 pid=$2
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$pid" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
-
 start_broker() {
     local store=$1 mode=$2 storage
     if [[ $store == memory ]]; then
@@ -172,11 +147,6 @@ start_broker() {
         tail -20 "$LOGS/gridmq-$store-$mode.log" >&2
         return 1
     fi
-}
-
-cpu_seconds() {
-    # utime and stime are fields 14 and 15, counted from the command name's closing parenthesis.
-    sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$CLK_TCK" '{ printf "%.2f\n", ($12 + $13) / hz }'
 }
 
 run_one() {

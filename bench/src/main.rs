@@ -53,7 +53,8 @@ struct Args {
     #[arg(long, default_value_t = 1883)]
     port: u16,
     /// Several MQTT ports of `--host` (comma separated, e.g. `1883,1884,1885`: the nodes of a
-    /// cluster) to spread the message scenarios' and idle/storm connections over, round-robin:
+    /// cluster) to spread the message, routed and idle/storm scenarios' connections over
+    /// (routed waits for every port before publishing), round-robin:
     /// subscriber or connection `i` goes to port `i mod n`, publisher `i` to port `(i + 1) mod n`,
     /// so each pair of the pairs scenario crosses nodes. Replaces `--port`.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
@@ -208,7 +209,6 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
                 .with_context(|| format!("{} has no address", args.host))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let addr = addrs[0];
     let protocol = match args.mqtt {
         3 => Protocol::V311,
         5 => Protocol::V5,
@@ -257,7 +257,6 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
     Ok(Settings {
         scenario: args.scenario,
         label: args.label.clone(),
-        addr,
         addrs,
         protocol,
         qos: QoS::from_u8(args.qos).context("--qos must be 0, 1 or 2")?,

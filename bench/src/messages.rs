@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::histogram::Histogram;
-use crate::report::Report;
+use crate::report::{Report, micros};
 use crate::settings::{Scenario, Settings};
 use crate::{connect, publisher, subscriber};
 
@@ -154,13 +154,14 @@ impl Publishing {
 
     /// Waits for every publisher (duration, then acknowledgements) and adds what they did to
     /// `report`: each message a publisher got through counts `audience(i)` times in
-    /// `expected`.
+    /// `expected`; at QoS 1/2 the acknowledgements' round trips are the `puback_*` fields.
     pub async fn finish(
         self,
         settings: &Settings,
         report: &mut Report,
         audience: impl Fn(usize) -> u64,
     ) -> anyhow::Result<()> {
+        let mut ack_latency = Histogram::default();
         for (i, task) in self.tasks.into_iter().enumerate() {
             let outcome = task.await.context("publisher task")?;
             report.published += outcome.published;
@@ -171,9 +172,14 @@ impl Publishing {
                 _ => outcome.acked - outcome.refused,
             };
             report.expected += counted * audience(i);
+            ack_latency.merge(&outcome.ack_latency);
             if let Some(error) = outcome.error {
                 report.add_error(error);
             }
+        }
+        if settings.qos != gateway::mqtt::QoS::AtMostOnce {
+            report.puback_p50_us = Some(micros(ack_latency.quantile(0.50)));
+            report.puback_p99_us = Some(micros(ack_latency.quantile(0.99)));
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! The connection is split in two tasks. The writer encodes as many publishes as the window,
 //! the rate and the batch size allow into one buffer and writes it with one syscall. The reader
 //! counts PUBACK/PUBCOMP, hands PUBREC ids to the writer (which answers PUBREL), and wakes the
-//! writer when the window opens.
+//! writer when the window opens. At QoS 1/2 the writer notes each packet id's send time and
+//! the reader measures the acknowledgement's round trip (PUBLISH to PUBACK, or to PUBCOMP):
+//! what a publisher waits for, which in cluster mode includes JetStream's acknowledgement.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -17,7 +19,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, mpsc};
 
+use parking_lot::Mutex;
+
 use crate::client::{Client, PacketReader};
+use crate::histogram::Histogram;
 use crate::settings::Settings;
 use crate::stamp::{STAMP_LEN, Stamp, now_ns};
 
@@ -34,15 +39,22 @@ pub struct Outcome {
     /// Of those, acknowledgements with an error reason code (MQTT 5: 0x80 and up, e.g. 0x97
     /// Quota exceeded): the broker refused the message, so nobody should receive it.
     pub refused: u64,
+    /// Acknowledgement round trips, nanoseconds (empty at QoS 0).
+    pub ack_latency: Histogram,
     pub error: Option<String>,
 }
 
 /// Acknowledgements counted by the reader task, read by the writer.
-#[derive(Default)]
 struct Acks {
     done: AtomicU64,
     /// Of `done`, those with an error reason code.
     refused: AtomicU64,
+    /// When each packet id (the index) was last sent (`now_ns` scale; 0: never). Empty at
+    /// QoS 0. Ids come round again only long after their acknowledgement (see `encode`), so
+    /// one slot per id is enough.
+    sent_ns: Vec<AtomicU64>,
+    /// Acknowledgement round trips; only the reader records, so the lock is never contended.
+    latency: Mutex<Histogram>,
     /// Why the reader stopped: the connection is gone.
     ended: OnceLock<String>,
     /// Signalled on every acknowledgement and when the reader stops. `Notify` keeps a permit
@@ -52,6 +64,33 @@ struct Acks {
 }
 
 impl Acks {
+    fn new(qos: QoS) -> Acks {
+        let ids = if qos == QoS::AtMostOnce { 0 } else { usize::from(u16::MAX) + 1 };
+        Acks {
+            done: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            sent_ns: (0..ids).map(|_| AtomicU64::new(0)).collect(),
+            latency: Mutex::new(Histogram::default()),
+            ended: OnceLock::new(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Counts one acknowledgement of `packet_id` and records its round trip.
+    fn acknowledged(&self, packet_id: u16, refused: bool) {
+        if let Some(sent) = self.sent_ns.get(usize::from(packet_id)) {
+            let sent = sent.load(Ordering::Acquire);
+            if sent != 0 {
+                self.latency.lock().record(now_ns().saturating_sub(sent));
+            }
+        }
+        if refused {
+            self.refused.fetch_add(1, Ordering::Release);
+        }
+        self.done.fetch_add(1, Ordering::Release);
+        self.wake.notify_one();
+    }
+
     fn check(&self) -> anyhow::Result<()> {
         match self.ended.get() {
             Some(why) => anyhow::bail!("{why}"),
@@ -69,7 +108,7 @@ pub async fn run(
     start: Instant,
 ) -> Outcome {
     let Client { reader, writer, protocol, receive_maximum } = client;
-    let acks = Arc::new(Acks::default());
+    let acks = Arc::new(Acks::new(settings.qos));
     let (pubrec_tx, pubrec_rx) = mpsc::unbounded_channel();
     let reader_task = tokio::spawn(read_acks(reader, acks.clone(), pubrec_tx));
     let window = match settings.qos {
@@ -95,9 +134,11 @@ pub async fn run(
         published: sender.sequence,
         acked: acks.done.load(Ordering::Acquire),
         refused: acks.refused.load(Ordering::Acquire),
+        ack_latency: Histogram::default(),
         error: None,
     };
     reader_task.abort();
+    outcome.ack_latency = std::mem::take(&mut *acks.latency.lock());
     if let Err(error) = result {
         outcome.error = Some(format!("publisher {id}: {error:#}"));
     }
@@ -255,6 +296,9 @@ impl Sender {
                 subscription_identifiers: &[],
                 message_expiry_interval: None,
             };
+            if let Some(slot) = packet_id.and_then(|id| self.acks.sent_ns.get(usize::from(id))) {
+                slot.store(sent_ns, Ordering::Release);
+            }
             Codec::encode_publish(&publish, self.protocol, &mut self.buf);
             // The payload is the packet's tail: stamp it in place rather than build a payload
             // per message.
@@ -291,17 +335,11 @@ async fn read_acks(
     let why = loop {
         match reader.next().await {
             Ok(Packet::PubAck(ack) | Packet::PubComp(ack)) => {
-                if ack.reason.is_error() {
-                    acks.refused.fetch_add(1, Ordering::Release);
-                }
-                acks.done.fetch_add(1, Ordering::Release);
-                acks.wake.notify_one();
+                acks.acknowledged(ack.packet_id, ack.reason.is_error());
             }
             Ok(Packet::PubRec(ack)) if ack.reason.is_error() => {
                 // Refused at PUBREC: the flow ends here, no PUBREL follows (MQTT 5, 4.3.3).
-                acks.refused.fetch_add(1, Ordering::Release);
-                acks.done.fetch_add(1, Ordering::Release);
-                acks.wake.notify_one();
+                acks.acknowledged(ack.packet_id, true);
             }
             Ok(Packet::PubRec(ack)) => {
                 // The writer is gone only when the run is over.

@@ -50,6 +50,13 @@ pub struct Report {
     pub events_per_request: Option<f64>,
     /// Routed: validation handshakes (OPTIONS) the webhook answered.
     pub handshakes: Option<u64>,
+    /// Routed: `published` per second of the configured duration (the publishing window).
+    pub published_per_sec: Option<f64>,
+    /// Routed: distinct events the webhook had received when the publishing window closed,
+    /// before any drain: what routing kept up with while the publishers ran.
+    pub window_received: Option<u64>,
+    /// Routed: `window_received` per second of the configured duration.
+    pub window_events_per_sec: Option<f64>,
     /// Pull: seconds the preload took (all events published and answered 200).
     pub preload_s: Option<f64>,
     /// Pull: preloaded events per second.
@@ -60,6 +67,10 @@ pub struct Report {
     /// non-empty receives').
     pub ack_p50_us: Option<f64>,
     pub ack_p99_us: Option<f64>,
+    /// Message and routed scenarios at QoS 1/2: the publishers' acknowledgement round trips
+    /// (PUBLISH to PUBACK, or to PUBCOMP at QoS 2), microseconds.
+    pub puback_p50_us: Option<f64>,
+    pub puback_p99_us: Option<f64>,
     /// Pull: events received with `deliveryCount` above 1 (a lock that expired or was lost).
     pub redelivered: Option<u64>,
     /// Pull: lock tokens the broker listed in `failedLockTokens` of an acknowledge.

@@ -7,11 +7,13 @@
 //! `http://WEBHOOK-LISTEN/...`. The tool does not configure the broker.
 //!
 //! Order of a run: the receiver listens; the tool waits (up to `--handshake-timeout`) for the
-//! broker to accept TCP connections and for its validation handshake (OPTIONS), which a broker
-//! sends when it starts and after a refused attempt, so the broker may be started before or
-//! after the tool. Then the publishers connect and publish for the duration, wait for their
-//! acknowledgements, and the receiver drains until every expected event arrived or
-//! `--drain` passed.
+//! broker to accept TCP connections (on every port of `--ports`: the nodes of a cluster) and
+//! for its validation handshake (OPTIONS), which a broker sends when it starts and after a
+//! refused attempt, so the broker may be started before or after the tool. Then the
+//! publishers connect (spread over the ports) and publish for the duration, wait for their
+//! acknowledgements, and the receiver drains until every expected event arrived or `--drain`
+//! passed. The receiver's count is also read when the publishing window closes, so the report
+//! has both what routing kept up with while publishing and what arrived in the end.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,7 +41,9 @@ pub async fn run(settings: Arc<Settings>) -> anyhow::Result<Report> {
 
 async fn drive(settings: &Arc<Settings>, receiver: &Receiver) -> anyhow::Result<Report> {
     let ready_by = Instant::now() + settings.handshake_timeout;
-    wait_for_broker(settings.addr, ready_by).await?;
+    for &addr in &settings.addrs {
+        wait_for_broker(addr, ready_by).await?;
+    }
     if receiver.handshakes() == 0 {
         eprintln!(
             "gridmq-bench: waiting for the broker's webhook handshake on {}",
@@ -66,8 +70,32 @@ async fn drive(settings: &Arc<Settings>, receiver: &Receiver) -> anyhow::Result<
     let publishers = messages::connect_publishers(settings, &run_id, settings.clients).await?;
     let publishing = Publishing::start(publishers, &topics, settings);
     let start_ns = publishing.start_ns;
+    let window_end = Instant::now() + settings.duration;
     let mut report = Report::new(settings);
-    publishing.finish(settings, &mut report, |_| 1).await?;
+    // The publishers finish after the window (their acknowledgements come later), so the
+    // window's count is taken on the way; with a message bound they may finish first.
+    let at_window_end = {
+        let finish = publishing.finish(settings, &mut report, |_| 1);
+        tokio::pin!(finish);
+        tokio::select! {
+            result = &mut finish => {
+                result?;
+                None
+            }
+            () = tokio::time::sleep_until(window_end) => {
+                let count = receiver.received();
+                finish.await?;
+                Some(count)
+            }
+        }
+    };
+    let window_received = at_window_end.unwrap_or_else(|| receiver.received());
+    let window = settings.duration.as_secs_f64();
+    if window > 0.0 {
+        report.published_per_sec = Some((report.published as f64 / window).round());
+        report.window_events_per_sec = Some((window_received as f64 / window).round());
+    }
+    report.window_received = Some(window_received);
 
     // Every event the broker accepted is owed to the webhook; wait for them, within the drain.
     let drain_end = Instant::now() + settings.drain;

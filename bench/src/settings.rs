@@ -58,10 +58,8 @@ impl Scenario {
 pub struct Settings {
     pub scenario: Scenario,
     pub label: String,
-    /// The broker's MQTT address: the first of `addrs`, for scenarios that use one.
-    pub addr: SocketAddr,
-    /// Every MQTT address the message and idle scenarios spread their connections over
-    /// (`--ports`; just `addr` without it).
+    /// Every MQTT address the message, idle and routed scenarios spread their connections
+    /// over (`--ports`; just `--port` without it).
     pub addrs: Vec<SocketAddr>,
     pub protocol: Protocol,
     pub qos: QoS,

@@ -10,6 +10,7 @@
 //! - `inbound`: the other nodes' publishes fanned out here, and the retained index kept equal.
 //! - `events`: the routing log: routed events per event subscription, leased by any node.
 //! - `dispatch_lease`: which node pushes each push subscription, one at a time.
+//! - `locks`: pull delivery's lock operations other nodes send to the node holding the locks.
 //! - `resources`: namespace resources any node's management API changes (access control,
 //!   namespace topics and event subscriptions), applied on every node.
 //! - `shared`: `$share` groups with members on several nodes, each message to one member.
@@ -29,6 +30,7 @@ pub mod events;
 pub mod forward;
 pub mod inbound;
 pub mod link;
+pub mod locks;
 pub mod resources;
 pub mod sessions;
 pub mod shared;
@@ -192,7 +194,11 @@ impl Cluster {
     ) -> Result<Storage, StoreError> {
         let local = match config.in_memory {
             true => None,
-            false => Some(crate::store::redb::RedbStore::open(&config.data_dir)?),
+            false => {
+                let local = crate::store::redb::RedbStore::open(&config.data_dir)?;
+                crate::routing::offline::mark_cluster(&config.data_dir, &self.link.names.prefix)?;
+                Some(local)
+            }
         };
         let store = store::ClusterStore::new(
             self.link.clone(),

@@ -218,6 +218,15 @@ impl Gateway {
             let (namespace, router) = (namespace.as_ref(), router.as_ref());
             cluster.replicate_resources(&broker, namespace, router, resources_revision);
         }
+        // Pull delivery's locks live on the node that received them; the others reach them here.
+        if let (Some(cluster), Some(router)) = (&cluster, &router) {
+            broker.tasks.spawn(crate::cluster::locks::serve(
+                cluster.link.clone(),
+                cluster.node.clone(),
+                router.clone(),
+                broker.shutdown.clone(),
+            ));
+        }
         let scrape = recorder.map(|handle| {
             broker.tasks.spawn(crate::telemetry::upkeep(handle.clone(), broker.shutdown.clone()));
             let read = gauges::reader(broker.clone(), router.clone());

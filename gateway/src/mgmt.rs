@@ -24,7 +24,9 @@
 //! `GET /routing/topics/{topic}/eventSubscriptions/{sub}/deadLetters` (`{"value": [{"id",
 //! "record"}]}`), `POST .../deadLetters/redrive` and `DELETE .../deadLetters`, both with an
 //! optional body `{"ids": [..]}` (all records without it), answering `{"redriven": n}` or
-//! `{"deleted": n}`. See `mgmt/routing.rs`.
+//! `{"deleted": n}`. In cluster mode these are the cluster's dead letters, the same on every
+//! node, and 503 `ServiceUnavailable` answers when its stream cannot be reached. See
+//! `mgmt/routing.rs`.
 //!
 //! # Access explainer
 //! `POST /access:check` with `{"client", "action": "publish" | "subscribe", "topic"}` answers

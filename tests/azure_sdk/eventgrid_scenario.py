@@ -105,6 +105,11 @@ def drain(publisher, consumer, expected):
     return {"received": received_facts(got), "acknowledge": result}
 
 
+def acknowledge(consumer, tokens):
+    """Acknowledges lock tokens received elsewhere (on another node of a cluster)."""
+    return {"acknowledge": outcome(consumer.acknowledge(lock_tokens=tokens))}
+
+
 def main():
     scenario, endpoint, key, topic, subscription = sys.argv[1:6]
     extra = {"connection_verify": sys.argv[6]} if len(sys.argv) > 6 else {}
@@ -118,6 +123,8 @@ def main():
             report = lifecycle(publisher, consumer)
         elif scenario.startswith("drain:"):
             report = drain(publisher, consumer, int(scenario.split(":", 1)[1]))
+        elif scenario.startswith("acknowledge:"):
+            report = acknowledge(consumer, scenario.split(":", 1)[1].split(","))
         else:
             raise SystemExit(f"unknown scenario {scenario}")
     print(json.dumps(report))

@@ -2,6 +2,8 @@
 //! (tests/src/cluster.rs starts the servers and the nodes).
 
 // A crate root looks for its modules beside itself, not in cluster/: each names its file.
+#[path = "cluster/deadletters.rs"]
+mod deadletters;
 #[path = "cluster/durability.rs"]
 mod durability;
 #[path = "cluster/fencing.rs"]
@@ -14,6 +16,8 @@ mod harness;
 mod lifecycle;
 #[path = "cluster/pubsub.rs"]
 mod pubsub;
+#[path = "cluster/pull.rs"]
+mod pull;
 #[path = "cluster/push.rs"]
 mod push;
 #[path = "cluster/resources.rs"]

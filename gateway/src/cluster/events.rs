@@ -32,10 +32,18 @@ use tracing::{debug, warn};
 use super::dispatch_lease::DispatchClaim;
 use super::link::Link;
 use crate::routing::buffer::{BufferedEvent, decode_event};
-use crate::routing::shared::{Backlog, Claim, Feed, Leased, Settle, SharedError, SharedLog};
+use crate::routing::shared::{
+    Backlog, Claim, DeadLetterCount, Feed, Leased, Settle, SharedError, SharedLog,
+};
+
+mod dead_letters;
 
 /// How often the stream's message count is read for the buffer's bound.
 const COUNT_EVERY: Duration = Duration::from_millis(500);
+
+/// How long a node waits for another to answer a lock operation before it takes that node for
+/// gone.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Most events leased and not yet settled per subscription; the consumer hands out no more.
 const MAX_ACK_PENDING: i64 = 10_000;
@@ -161,6 +169,72 @@ impl SharedLog for Events {
 
     fn node(&self) -> &str {
         &self.node
+    }
+
+    fn dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> BoxFuture<'static, Result<Vec<(u64, Bytes)>, SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.dead_letter_subject(topic, subscription);
+        Box::pin(dead_letters::list(link, subject))
+    }
+
+    fn delete_dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+        ids: Option<Vec<u64>>,
+    ) -> BoxFuture<'static, Result<usize, SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.dead_letter_subject(topic, subscription);
+        Box::pin(dead_letters::delete(link, subject, ids))
+    }
+
+    fn requeue(
+        &self,
+        topic: &str,
+        subscription: &str,
+        record: u64,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<(), SharedError>> {
+        let link = self.link.clone();
+        let subject = link.names.event_subject(topic, subscription);
+        Box::pin(dead_letters::requeue(link, subject, record, body))
+    }
+
+    fn dead_letter_counts(&self) -> BoxFuture<'static, Result<Vec<DeadLetterCount>, SharedError>> {
+        Box::pin(dead_letters::counts(self.link.clone()))
+    }
+
+    fn lock_key(&self) -> &ring::hmac::Key {
+        &self.link.lock_key
+    }
+
+    fn lock_request(
+        &self,
+        node: &str,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, SharedError>> {
+        let client = self.link.client.clone();
+        let subject = self.link.names.lock_subject(node);
+        Box::pin(async move {
+            use async_nats::RequestErrorKind;
+            let request = async_nats::Request::new().payload(request).timeout(Some(LOCK_TIMEOUT));
+            match client.send_request(subject, request).await {
+                Ok(answer) => Ok(Some(answer.payload)),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        RequestErrorKind::NoResponders | RequestErrorKind::TimedOut
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(error) => Err(SharedError::Unavailable(error.to_string())),
+            }
+        })
     }
 
     fn claim(&self, topic: &str, subscription: &str) -> Box<dyn Claim> {

@@ -42,6 +42,8 @@ pub struct Names {
     pub events: String,
     /// Stream of dead-letter records, one subject per event subscription.
     pub dead_letters: String,
+    /// Bucket of the secret pull delivery's lock tokens are signed with (`routing::queue`).
+    pub locks: String,
     /// Bucket: which node pushes each push subscription (`dispatch_lease.rs`).
     pub dispatch: String,
 }
@@ -60,6 +62,7 @@ impl Names {
             shares: format!("{prefix}_shares"),
             events: format!("{upper}_EVENTS"),
             dead_letters: format!("{upper}_DLQ"),
+            locks: format!("{prefix}_locks"),
             dispatch: format!("{prefix}_dispatch"),
         }
     }
@@ -77,6 +80,12 @@ impl Names {
         let (topic, subscription) =
             (super::store::name_key(topic), super::store::name_key(subscription));
         format!("{}.dlq.{topic}.{subscription}", self.prefix)
+    }
+
+    /// The subject node `node` serves pull delivery's lock operations on (`locks.rs`):
+    /// `<prefix>.lock.<base64url(node)>`.
+    pub fn lock_subject(&self, node: &str) -> String {
+        format!("{}.lock.{}", self.prefix, super::store::name_key(node))
     }
 
     /// The subject of the QoS 1/2 log's subjects, `<prefix>.m1.>`.
@@ -107,6 +116,8 @@ pub struct Link {
     pub events: stream::Stream,
     /// Dead-letter records.
     pub dead_letters: stream::Stream,
+    /// The key every node signs and checks pull delivery's lock tokens with.
+    pub lock_key: ring::hmac::Key,
     /// Claims on push subscriptions; an entry lapses unless its holder keeps it.
     pub dispatch: kv::Store,
     /// Whether the client is connected right now (set by the client's events).
@@ -223,6 +234,12 @@ impl Link {
         let shares =
             ensure_bucket(&js, bucket(&names.shares, 1, super::shared::BUCKET_MAX_AGE), deadline)
                 .await?;
+        let locks = ensure_bucket(&js, bucket(&names.locks, 1, Duration::ZERO), deadline).await?;
+        let lock_key = lock_key(&locks, deadline).await.map_err(|problem| LinkError::Create {
+            what: format!("the lock-token secret in bucket {}", names.locks),
+            replicas,
+            problem,
+        })?;
         let dispatch = ensure_bucket(
             &js,
             bucket(&names.dispatch, 1, crate::routing::shared::CLAIM_TERM),
@@ -243,6 +260,7 @@ impl Link {
             shares,
             events,
             dead_letters,
+            lock_key,
             dispatch,
             connected,
             downtime,
@@ -343,6 +361,43 @@ async fn options(
         options = options.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
     }
     Ok(options)
+}
+
+/// The cluster's lock-token key: the secret in `locks`, created by the first node that finds
+/// none (create-if-absent, so nodes starting together agree on one).
+async fn lock_key(
+    locks: &kv::Store,
+    deadline: tokio::time::Instant,
+) -> Result<ring::hmac::Key, String> {
+    use ring::rand::SecureRandom;
+    const KEY: &str = "hmac-sha256";
+    loop {
+        let error = match locks.get(KEY).await {
+            Ok(Some(secret)) if secret.len() >= 32 => {
+                return Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret));
+            }
+            Ok(_) => {
+                let mut secret = [0u8; 32];
+                match ring::rand::SystemRandom::new().fill(&mut secret) {
+                    Err(_) => "the system's random generator failed".to_string(),
+                    // Whichever node created it first, the next read finds it.
+                    Ok(()) => match locks.create(KEY, secret.to_vec().into()).await {
+                        Ok(_) => continue,
+                        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
+                            continue;
+                        }
+                        Err(error) => error.to_string(),
+                    },
+                }
+            }
+            Err(error) => error.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        warn!(%error, "Cannot read the lock-token secret yet; retrying.");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn ensure_stream(

@@ -5,7 +5,10 @@
 //! body `{"lockTokens": [...]}` and always the answer 200 `{"succeededLockTokens": [...],
 //! "failedLockTokens": [{"lockToken": "...", "error": {"code", "message"}}]}`, even when no
 //! token succeeded, as Event Grid and its SDKs do; the codes are `BadToken` (never issued by
-//! this subscription) and `TokenLost` (expired, or past the hour a lock can be renewed for).
+//! this subscription, or already settled) and `TokenLost` (expired, past the hour a lock can be
+//! renewed for, or, in cluster mode, held by a node that is gone).
+//!
+//! In cluster mode any node serves all five operations for any token (`routing::queue`).
 //!
 //! `maxWaitTime` is 10–120 s in Event Grid; gridmq takes 1–120 s (default 60).
 
@@ -21,7 +24,7 @@ use axum::routing::post;
 use serde_json::json;
 
 use super::{ApiError, DataPlane};
-use crate::routing::queue::{QueueSubscription, TokenOutcome};
+use crate::routing::queue::{LockOp, QueueSubscription, TokenOutcome};
 
 /// Most events one receive returns.
 const MAX_EVENTS: usize = 100;
@@ -52,13 +55,12 @@ async fn operation(
         .into_response();
     };
     let query = query.unwrap_or_default();
-    let result = match op {
+    let op = match op {
         "receive" => return receive(&queue, &query, &state.broker.shutdown).await,
-        "acknowledge" => tokens(&body).map(|t| queue.acknowledge(&t)),
-        "reject" => tokens(&body).map(|t| queue.reject(&t)),
-        "renewLock" => tokens(&body).map(|t| queue.renew(&t)),
-        "release" => release_delay(&query)
-            .and_then(|delay| tokens(&body).map(|t| queue.release(&t, Duration::from_secs(delay)))),
+        "acknowledge" => Ok(LockOp::Acknowledge),
+        "reject" => Ok(LockOp::Reject),
+        "renewLock" => Ok(LockOp::Renew),
+        "release" => release_delay(&query).map(|delay_secs| LockOp::Release { delay_secs }),
         other => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -67,8 +69,9 @@ async fn operation(
             ),
         )),
     };
-    match result {
-        Ok(outcome) => outcome_response(outcome),
+    // In cluster mode a token may be another node's, so settling can wait on that node.
+    match op.and_then(|op| tokens(&body).map(|t| (op, t))) {
+        Ok((op, tokens)) => outcome_response(queue.settle(op, &tokens).await),
         Err(error) => error.into_response(),
     }
 }

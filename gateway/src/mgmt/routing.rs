@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use super::{Api, ApiError};
+use crate::routing::dead_letter::DeadLetterError;
 
 const DEAD_LETTERS: &str = "/routing/topics/{topic}/eventSubscriptions/{subscription}/deadLetters";
 
@@ -23,17 +24,21 @@ pub(super) fn routes() -> Router<Arc<Api>> {
 }
 
 async fn subscriptions(State(api): State<Arc<Api>>) -> Response {
-    let value = api.router.as_ref().map(|r| r.subscriptions()).unwrap_or_default();
-    axum::Json(
-        json!({ "value": value, "buffered": api.router.as_ref().map_or(0, |r| r.buffered()) }),
-    )
-    .into_response()
+    let Some(router) = api.router.as_ref() else {
+        return axum::Json(json!({ "value": [], "buffered": 0 })).into_response();
+    };
+    match router.subscriptions_counted().await {
+        Ok(value) => {
+            axum::Json(json!({ "value": value, "buffered": router.buffered() })).into_response()
+        }
+        Err(error) => failed(error),
+    }
 }
 
 async fn list(State(api): State<Arc<Api>>, Path((topic, sub)): Path<(String, String)>) -> Response {
-    let found = api.router.as_ref().and_then(|r| r.dead_letters(&topic, &sub));
-    match found {
-        Some(records) => {
+    let Some(router) = api.router.as_ref() else { return unknown(&topic, &sub) };
+    match router.dead_letters(&topic, &sub).await {
+        Ok(records) => {
             // Serialized through structs, not `json!`: the records are JSON text and must not
             // be parsed into `Value`s, which would rewrite the events' data.
             #[derive(serde::Serialize)]
@@ -48,7 +53,7 @@ async fn list(State(api): State<Arc<Api>>, Path((topic, sub)): Path<(String, Str
             let value = records.into_iter().map(|(id, record)| Listed { id, record }).collect();
             axum::Json(Listing { value }).into_response()
         }
-        None => unknown(&topic, &sub),
+        Err(error) => failed(error),
     }
 }
 
@@ -57,7 +62,12 @@ async fn redrive(
     Path((topic, sub)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    with_ids(&api, &topic, &sub, &body, "redriven", |router, ids| router.redrive(&topic, &sub, ids))
+    let ids = match ids_of(&body) {
+        Ok(ids) => ids,
+        Err(error) => return error.into_response(),
+    };
+    let Some(router) = api.router.as_ref() else { return unknown(&topic, &sub) };
+    answer("redriven", router.redrive(&topic, &sub, ids.as_deref()).await)
 }
 
 async fn delete(
@@ -65,27 +75,19 @@ async fn delete(
     Path((topic, sub)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    with_ids(&api, &topic, &sub, &body, "deleted", |router, ids| {
-        router.delete_dead_letters(&topic, &sub, ids)
-    })
-}
-
-/// Runs a dead-letter operation over the body's ids and answers `{"<answer>": count}`.
-fn with_ids(
-    api: &Api,
-    topic: &str,
-    sub: &str,
-    body: &[u8],
-    answer: &str,
-    operation: impl FnOnce(&crate::routing::Router, Option<&[u64]>) -> Option<usize>,
-) -> Response {
-    let ids = match ids_of(body) {
+    let ids = match ids_of(&body) {
         Ok(ids) => ids,
         Err(error) => return error.into_response(),
     };
-    match api.router.as_deref().and_then(|router| operation(router, ids.as_deref())) {
-        Some(count) => axum::Json(json!({ answer: count })).into_response(),
-        None => unknown(topic, sub),
+    let Some(router) = api.router.as_ref() else { return unknown(&topic, &sub) };
+    answer("deleted", router.delete_dead_letters(&topic, &sub, ids.as_deref()).await)
+}
+
+/// `{"<answer>": count}`, or the error.
+fn answer(answer: &str, outcome: Result<usize, DeadLetterError>) -> Response {
+    match outcome {
+        Ok(count) => axum::Json(json!({ answer: count })).into_response(),
+        Err(error) => failed(error),
     }
 }
 
@@ -104,10 +106,18 @@ fn ids_of(body: &[u8]) -> Result<Option<Vec<u64>>, ApiError> {
 }
 
 fn unknown(topic: &str, sub: &str) -> Response {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        code: "NotFound",
-        message: format!("no event subscription {sub:?} on topic {topic:?}"),
-    }
-    .into_response()
+    failed(DeadLetterError::NoSuchSubscription {
+        topic: topic.to_string(),
+        subscription: sub.to_string(),
+    })
+}
+
+/// 404 for an unknown subscription; 503 when the cluster's dead-letter stream cannot be used
+/// now (the request may be repeated).
+fn failed(error: DeadLetterError) -> Response {
+    let (status, code) = match error {
+        DeadLetterError::NoSuchSubscription { .. } => (StatusCode::NOT_FOUND, "NotFound"),
+        DeadLetterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
+    };
+    ApiError { status, code, message: error.to_string() }.into_response()
 }

@@ -99,6 +99,11 @@ impl Buffer {
         }
     }
 
+    /// The bound, `routing.max_buffered_events`.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether no event is buffered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -9,6 +9,10 @@
 //! **Bound**: at most `MAX_DEAD_LETTERS` records in all; past it the oldest record of the same
 //! subscription is dropped, logged at error level and counted in
 //! `gridmq_subscription_dropped_events_total`.
+//!
+//! In cluster mode the records are in the cluster's dead-letter stream instead (see
+//! [`super::shared::SharedLog::dead_letters`]), so that every node lists, deletes and re-drives
+//! the same records; this store is then empty.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +22,16 @@ use parking_lot::Mutex;
 use serde_json::value::RawValue;
 
 use crate::store::{Journal, Op, RoutingTable};
+
+/// Why dead letters could not be listed, deleted or re-driven.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("no event subscription {subscription:?} on topic {topic:?}")]
+    NoSuchSubscription { topic: String, subscription: String },
+    /// Cluster mode: the cluster's dead-letter stream did not answer.
+    #[error(transparent)]
+    Unavailable(#[from] super::shared::SharedError),
+}
 
 /// Most dead-letter records kept.
 pub const MAX_DEAD_LETTERS: usize = 100_000;
@@ -97,3 +111,6 @@ impl DeadLetters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,11 @@
 //! Dead letters of a stopped gateway, read and re-driven straight from its data directory
 //! (`gridmq deadletters list|redrive --data-dir DIR`). The store allows one process at a time,
 //! so this fails with a clear error while the gateway runs; use the management API then.
+//!
+//! A cluster node's dead letters are not in its data directory but in the cluster's dead-letter
+//! stream. The node leaves a marker file, [`CLUSTER_MARKER`], naming its cluster's subject
+//! prefix, and both commands refuse such a directory, saying where the dead letters are,
+//! rather than list none or re-drive into a file the cluster does not deliver from.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -12,6 +17,10 @@ use super::buffer::{encode_delivery, encode_event};
 use crate::store::redb::RedbStore;
 use crate::store::{Op, RoutingTable, Store, StoreError};
 
+/// The file in a cluster node's data directory that says so; it holds the cluster's subject
+/// prefix.
+pub const CLUSTER_MARKER: &str = "cluster-node";
+
 /// Why dead letters could not be listed or re-driven offline.
 #[derive(Debug, thiserror::Error)]
 pub enum OfflineError {
@@ -21,6 +30,14 @@ pub enum OfflineError {
     Busy(StoreError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "{}: the data directory of a cluster node (subject prefix {prefix:?}): its dead letters \
+         are in the cluster's stream {stream}, not here; list, delete and re-drive them with any \
+         node's management API (GET, DELETE /routing/topics/TOPIC/eventSubscriptions/SUB/\
+         deadLetters, POST .../deadLetters/redrive)",
+        .dir.display()
+    )]
+    ClusterNode { dir: PathBuf, prefix: String, stream: String },
     #[error("{0:?} is not a subscription key TOPIC/SUBSCRIPTION")]
     NotAKey(String),
     #[error("dead letter {key} #{seq}: unreadable: {source}")]
@@ -92,9 +109,24 @@ pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, Offl
     Ok(count)
 }
 
+/// Marks `dir` as the data directory of a node of the cluster with subject prefix `prefix`.
+pub fn mark_cluster(dir: &Path, prefix: &str) -> Result<(), StoreError> {
+    let path = dir.join(CLUSTER_MARKER);
+    std::fs::write(&path, prefix)
+        .map_err(|error| StoreError::Backend(format!("{}: {error}", path.display())))
+}
+
 fn open(dir: &Path) -> Result<RedbStore, OfflineError> {
+    if let Ok(prefix) = std::fs::read_to_string(dir.join(CLUSTER_MARKER)) {
+        let prefix = prefix.trim().to_string();
+        let stream = crate::cluster::link::Names::new(&prefix).dead_letters;
+        return Err(OfflineError::ClusterNode { dir: dir.to_path_buf(), prefix, stream });
+    }
     if !dir.join("gridmq.redb").exists() {
         return Err(OfflineError::NoStore(dir.to_path_buf()));
     }
     RedbStore::open(dir).map_err(OfflineError::Busy)
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,13 @@
 //! A queue subscription changed at run time hands its events (locked ones too, whose tokens
 //! then fail as `BadToken`) to its successor, the changed subscription under the same key;
 //! a deleted one settles them ([`QueueSubscription::retire`]).
+//!
+//! In cluster mode (the buffer has a shared log) events wait in the cluster's routing log
+//! instead, any node receives them and the receiving node holds their locks: see `leases.rs`,
+//! and `token.rs` for the lock tokens, which then route an operation to the lock's node.
+
+mod leases;
+mod token;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -44,7 +51,7 @@ pub struct Received {
 
 /// A lock token an operation could not apply to, as Event Grid answers it:
 /// `{"lockToken": "...", "error": {"code": "...", "message": "..."}}`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FailedToken {
     pub lock_token: String,
@@ -52,24 +59,54 @@ pub struct FailedToken {
 }
 
 /// Why a lock token failed: Event Grid's code (`BadToken`, `TokenLost`) and a message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenError {
-    pub code: &'static str,
-    pub message: &'static str,
+    pub code: String,
+    pub message: String,
 }
 
 impl FailedToken {
-    fn new(token: &str, code: &'static str, message: &'static str) -> FailedToken {
-        FailedToken { lock_token: token.to_string(), error: TokenError { code, message } }
+    fn new(token: &str, code: &str, message: &str) -> FailedToken {
+        FailedToken {
+            lock_token: token.to_string(),
+            error: TokenError { code: code.to_string(), message: message.to_string() },
+        }
     }
 }
 
 /// The answer to acknowledge, release, reject and renew.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenOutcome {
     pub succeeded_lock_tokens: Vec<String>,
     pub failed_lock_tokens: Vec<FailedToken>,
+}
+
+impl TokenOutcome {
+    fn merge(&mut self, other: TokenOutcome) {
+        self.succeeded_lock_tokens.extend(other.succeeded_lock_tokens);
+        self.failed_lock_tokens.extend(other.failed_lock_tokens);
+    }
+}
+
+/// An operation on lock tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LockOp {
+    Acknowledge,
+    Release { delay_secs: u64 },
+    Reject,
+    Renew,
+}
+
+/// A lock operation one node sends to the node that holds the locks (cluster mode), as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LockRequest {
+    pub topic: String,
+    pub subscription: String,
+    pub op: LockOp,
+    pub tokens: Vec<String>,
 }
 
 struct Pending {
@@ -111,6 +148,8 @@ pub struct QueueSubscription {
     /// Where events go once retired, when the subscription lives on.
     successor: std::sync::OnceLock<super::router::Subscriber>,
     counters: crate::telemetry::catalogue::SubscriptionCounters,
+    /// Cluster mode: the locks this node holds on events of the cluster's routing log.
+    leases: Option<leases::Leases>,
 }
 
 impl QueueSubscription {
@@ -126,6 +165,7 @@ impl QueueSubscription {
     ) -> QueueSubscription {
         let (topic, name): (Arc<str>, Arc<str>) = (topic.into(), name.into());
         QueueSubscription {
+            leases: buffer.shared_log().cloned().map(leases::Leases::new),
             key: format!("{topic}/{name}").into(),
             counters: crate::telemetry::catalogue::SubscriptionCounters::new(&topic, &name),
             topic,
@@ -161,6 +201,10 @@ impl QueueSubscription {
         if let Some(successor) = successor {
             let _ = self.successor.set(successor);
         }
+        if let Some(leases) = &self.leases {
+            self.state.lock().retired = true;
+            self.retire_leases(leases);
+        }
         let now = SystemTime::now();
         let held: Vec<(SystemTime, Pending)> = {
             let mut state = self.state.lock();
@@ -193,13 +237,20 @@ impl QueueSubscription {
         self.state.lock().available.len()
     }
 
-    /// Events under a lock.
+    /// Events under a lock (in cluster mode: locks this node holds).
     pub fn locked(&self) -> usize {
+        if let Some(leases) = &self.leases {
+            return leases.locked();
+        }
         self.state.lock().locked.len()
     }
 
-    /// When the oldest available or locked event entered the buffer.
+    /// When the oldest available or locked event entered the buffer (in cluster mode: the
+    /// oldest this node holds a lock on).
     pub fn oldest(&self) -> Option<SystemTime> {
+        if let Some(leases) = &self.leases {
+            return leases.oldest();
+        }
         let state = self.state.lock();
         let available = state.available.values().map(|p| p.event.published);
         available.chain(state.locked.values().map(|l| l.pending.event.published)).min()
@@ -207,6 +258,12 @@ impl QueueSubscription {
 
     /// Receives up to `max_events`, waiting up to `max_wait` for the first one (long poll).
     pub async fn receive(&self, max_events: usize, max_wait: Duration) -> Vec<Received> {
+        if let Some(leases) = &self.leases {
+            if self.state.lock().retired {
+                return Vec::new();
+            }
+            return self.receive_shared(leases, max_events, max_wait).await;
+        }
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
             let notified = self.arrived.notified();
@@ -226,6 +283,20 @@ impl QueueSubscription {
                 () = notified => {}
                 () = tokio::time::sleep_until(wake) => {}
             }
+        }
+    }
+
+    /// Applies `op` to `tokens`: on this node's lock table, or in cluster mode wherever each
+    /// token's lock is.
+    pub async fn settle(&self, op: LockOp, tokens: &[String]) -> TokenOutcome {
+        if let Some(leases) = &self.leases {
+            return self.settle_shared(leases, op, tokens).await;
+        }
+        match op {
+            LockOp::Acknowledge => self.acknowledge(tokens),
+            LockOp::Release { delay_secs } => self.release(tokens, Duration::from_secs(delay_secs)),
+            LockOp::Reject => self.reject(tokens),
+            LockOp::Renew => self.renew(tokens),
         }
     }
 
@@ -376,22 +447,31 @@ impl QueueSubscription {
         }
     }
 
-    fn dead_letter(&self, pending: Pending, reason: DeadLetterReason) {
-        let now = SystemTime::now();
-        let record = sinks::DeadLetterRecord {
-            event: pending.event.event.clone(),
+    /// Event Grid's dead-letter record of `event` after `attempts` deliveries.
+    fn record(
+        &self,
+        event: &BufferedEvent,
+        reason: DeadLetterReason,
+        attempts: u32,
+    ) -> sinks::DeadLetterRecord {
+        sinks::DeadLetterRecord {
+            event: event.event.clone(),
             reason,
-            attempts: pending.attempts,
+            attempts,
             last_result: match reason {
                 DeadLetterReason::Rejected => "Rejected",
                 _ => "",
             }
             .to_string(),
             last_status: None,
-            published: sinks::event::format_time(pending.event.published),
-            last_attempt: sinks::event::format_time(now),
+            published: sinks::event::format_time(event.published),
+            last_attempt: sinks::event::format_time(SystemTime::now()),
             custom_delivery_properties: BTreeMap::new(),
-        };
+        }
+    }
+
+    fn dead_letter(&self, pending: Pending, reason: DeadLetterReason) {
+        let record = self.record(&pending.event, reason, pending.attempts);
         tracing::info!(subscription = %self.key, event_id = %pending.event.event.id, reason = reason.as_str(), "Event dead-lettered.");
         self.counters.dead_lettered.increment(1);
         if self.dead_letters.add(&self.key, record.to_raw()) {

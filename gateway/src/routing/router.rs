@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use serde_json::value::RawValue;
-use sinks::{CloudEvent, DeadLetterRecord};
+use sinks::CloudEvent;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,6 +41,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// never wait for lifecycle events.
 const LIFECYCLE_QUEUE: usize = 10_000;
 
+mod dead_letters;
 mod preview;
 mod reload;
 mod topics;
@@ -578,61 +579,6 @@ impl Router {
         self.buffer.len()
     }
 
-    /// The dead letters of a subscription (`topic` is `systemTopic` for the system topic);
-    /// `None` when there is no such subscription.
-    pub fn dead_letters(
-        &self,
-        topic: &str,
-        subscription: &str,
-    ) -> Option<Vec<(u64, Box<RawValue>)>> {
-        let subscriber = self.dispatcher(topic, subscription)?;
-        Some(self.dead_letters.list(subscriber.key()))
-    }
-
-    /// Deletes dead letters (`ids`, or all); how many were deleted.
-    pub fn delete_dead_letters(
-        &self,
-        topic: &str,
-        subscription: &str,
-        ids: Option<&[u64]>,
-    ) -> Option<usize> {
-        let subscriber = self.dispatcher(topic, subscription)?;
-        Some(self.dead_letters.take(subscriber.key(), ids).len())
-    }
-
-    /// Sends dead letters (`ids`, or all) to their subscription again, as new deliveries with
-    /// a fresh attempt count and time to live; how many were re-driven. Stops early when the
-    /// buffer is full, leaving the rest dead-lettered.
-    pub fn redrive(&self, topic: &str, subscription: &str, ids: Option<&[u64]>) -> Option<usize> {
-        let dispatcher = self.dispatcher(topic, subscription)?;
-        let key = dispatcher.key().clone();
-        let mut redriven = 0;
-        let records = self.dead_letters.take(&key, ids);
-        let mut records = records.into_iter();
-        for (seq, record) in records.by_ref() {
-            let Ok(event) = DeadLetterRecord::event_of(record.get().as_bytes()) else {
-                tracing::error!(subscription = %key, seq, "Dead-letter record without a readable event kept.");
-                self.dead_letters.add(&key, record);
-                continue;
-            };
-            let now = SystemTime::now();
-            match self.buffer.admit(dispatcher.topic(), event, now, &[&key]) {
-                Ok((buffered, _)) => {
-                    dispatcher.enqueue(buffered, 0, now);
-                    redriven += 1;
-                }
-                Err(_) => {
-                    self.dead_letters.add(&key, record);
-                    break;
-                }
-            }
-        }
-        for (_, record) in records {
-            self.dead_letters.add(&key, record);
-        }
-        Some(redriven)
-    }
-
     /// Whether namespace topic `topic` exists.
     pub fn has_topic(&self, topic: &str) -> bool {
         topic != SYSTEM_TOPIC && self.topology().topics.contains_key(topic)
@@ -668,6 +614,16 @@ impl Router {
             Subscriber::Queue(queue) if topic != SYSTEM_TOPIC => Some(queue),
             _ => None,
         }
+    }
+
+    /// Every queue subscription, the system topic's included.
+    pub fn queues(&self) -> Vec<Arc<QueueSubscription>> {
+        let topology = self.topology();
+        let queues = topology.dispatchers.values().filter_map(|subscriber| match subscriber {
+            Subscriber::Queue(queue) => Some(queue.clone()),
+            Subscriber::Push(_) => None,
+        });
+        queues.collect()
     }
 
     fn dispatcher(&self, topic: &str, subscription: &str) -> Option<Subscriber> {

@@ -64,6 +64,52 @@ pub trait SharedLog: Send + Sync + 'static {
     /// This node's id.
     fn node(&self) -> &str;
 
+    /// The dead-letter records of subscription `subscription` of `topic`, oldest first, each
+    /// with its id: its place in the cluster's dead-letter stream, the same on every node.
+    fn dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+    ) -> BoxFuture<'static, Result<Vec<(u64, Bytes)>, SharedError>>;
+
+    /// Deletes the dead-letter records `ids` of a subscription (all of them when `None`) and
+    /// says how many were deleted; ids that are unknown, or another subscription's, are skipped.
+    fn delete_dead_letters(
+        &self,
+        topic: &str,
+        subscription: &str,
+        ids: Option<Vec<u64>>,
+    ) -> BoxFuture<'static, Result<usize, SharedError>>;
+
+    /// Puts an event (the buffer's record, `buffer::encode_event`) back in a subscription's
+    /// feed as a new delivery, for dead-letter record `record`; durable when this returns `Ok`.
+    /// Another call for the same record within the log's duplicate window (two minutes) stores
+    /// nothing more, so a re-drive retried after a failure, or run on two nodes at once, does
+    /// not deliver the event twice.
+    fn requeue(
+        &self,
+        topic: &str,
+        subscription: &str,
+        record: u64,
+        body: Bytes,
+    ) -> BoxFuture<'static, Result<(), SharedError>>;
+
+    /// How many dead-letter records each subscription has, for those with any.
+    fn dead_letter_counts(&self) -> BoxFuture<'static, Result<Vec<DeadLetterCount>, SharedError>>;
+
+    /// The key pull delivery signs and checks its lock tokens with (HMAC-SHA256): the same on
+    /// every node, so any node can tell a token it may forward from a forged or mangled one.
+    fn lock_key(&self) -> &ring::hmac::Key;
+
+    /// Sends a lock operation (`routing::queue::LockRequest`, JSON) to node `node`, which
+    /// holds the locks, and returns its answer; `Ok(None)` when no node answers in time (it is
+    /// gone), `Err` when this node cannot reach the cluster.
+    fn lock_request(
+        &self,
+        node: &str,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Option<Bytes>, SharedError>>;
+
     /// The right to push subscription `subscription` of `topic` to its destination, which one
     /// node at a time holds (see [`Claim`]). Nothing is claimed before [`Claim::keep`].
     fn claim(&self, topic: &str, subscription: &str) -> Box<dyn Claim>;
@@ -75,6 +121,14 @@ pub trait SharedLog: Send + Sync + 'static {
         topic: &str,
         subscription: &str,
     ) -> BoxFuture<'static, Result<Backlog, SharedError>>;
+}
+
+/// A subscription's number of dead-letter records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCount {
+    pub topic: String,
+    pub subscription: String,
+    pub count: usize,
 }
 
 /// One subscription's waiting events.
