@@ -338,10 +338,15 @@ async fn routed_events_acknowledged_while_a_node_is_killed_all_reach_the_webhook
         *copies.entry(&s.event).or_default() += 1;
     }
     let duplicates: usize = copies.values().map(|n| n - 1).sum();
+    let first = seen.iter().map(|s| s.at).min().expect("requests");
+    let last = seen.iter().map(|s| s.at).max().expect("requests");
     eprintln!(
-        "{} acknowledged events, {} requests, {duplicates} duplicates, 0 missing",
+        "{} acknowledged events, {} requests ({:.0}/s at the webhook over {:?}), {duplicates} \
+         duplicates, 0 missing",
         expected.len(),
-        seen.len()
+        seen.len(),
+        seen.len() as f64 / (last - first).as_secs_f64().max(0.001),
+        last - first
     );
 }
 
