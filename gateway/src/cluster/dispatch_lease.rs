@@ -5,7 +5,9 @@
 //! lease: the holder rewrites it every second with a compare-and-set on its last revision, and
 //! when the holder dies (or is cut off from NATS) the entry lapses and another node's create
 //! succeeds. A claim's value is the node and a random number of this claim, so that a holder
-//! whose write was stored but not confirmed still recognizes its own entry.
+//! whose write was stored but not confirmed still recognizes its own entry. A node without the
+//! claim reads the entry first and creates it only when it is gone: one request a second per
+//! standby node and subscription.
 
 use std::sync::Arc;
 
@@ -54,24 +56,31 @@ impl DispatchClaim {
                 Err(error) => return Err(unavailable(&error)),
             }
         }
+        // Read first: most tries are a standby's finding the claim held, one request.
+        match bucket.entry(&self.key).await.map_err(|e| unavailable(&e))? {
+            // Ours, when an earlier write was stored and its confirmation lost. A read may come
+            // from a replica behind the leader, so it is ours only once a write on that
+            // revision succeeds.
+            Some(entry) if entry.operation == Operation::Put && entry.value == self.value => {
+                return match bucket.update(&self.key, self.value.clone(), entry.revision).await {
+                    Ok(revision) => {
+                        self.revision = Some(revision);
+                        Ok(true)
+                    }
+                    Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => Ok(false),
+                    Err(error) => Err(unavailable(&error)),
+                };
+            }
+            Some(entry) if entry.operation == Operation::Put => return Ok(false),
+            _ => {}
+        }
         match bucket.create(&self.key, self.value.clone()).await {
             Ok(revision) => {
                 self.revision = Some(revision);
                 Ok(true)
             }
-            Err(error) if error.kind() == CreateErrorKind::AlreadyExists => {
-                // Ours, when an earlier write was stored and its confirmation lost.
-                let entry = bucket.entry(&self.key).await.map_err(|e| unavailable(&e))?;
-                match entry {
-                    Some(entry)
-                        if entry.operation == Operation::Put && entry.value == self.value =>
-                    {
-                        self.revision = Some(entry.revision);
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                }
-            }
+            // Another node was quicker.
+            Err(error) if error.kind() == CreateErrorKind::AlreadyExists => Ok(false),
             Err(error) => Err(unavailable(&error)),
         }
     }
