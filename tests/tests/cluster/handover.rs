@@ -34,7 +34,7 @@ async fn events_buffered_before_joining_a_cluster_are_delivered_from_it() {
     let closed_url = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let mut alone = Gridmq::start_with_config(&routing(&closed_url));
-    let client = v5::Client::connect(alone.addr, "handover").await;
+    let mut client = v5::Client::connect(alone.addr, "handover").await;
     let mut expected = BTreeSet::new();
     for n in 0..EVENTS {
         let payload = format!("before-{n}");
@@ -43,6 +43,8 @@ async fn events_buffered_before_joining_a_cluster_are_delivered_from_it() {
         client
             .publish_with("dev/handover", v5::QoS::AtLeastOnce, false, payload.as_bytes(), text)
             .await;
+        // Acknowledged means stored: only then may the node stop.
+        client.puback().await;
         expected.insert(payload);
     }
     drop(client);
