@@ -24,7 +24,8 @@
 //! # Cluster mode
 //! With the cluster's shared routing log, nothing is queued here: the loop in `leased.rs`
 //! leases events from the log while this node holds the subscription's claim, so that one node
-//! at a time sends. Retiring then stops the loop; a deleted subscription's events are removed.
+//! at a time sends. Retiring then stops the loop; the management API removes a deleted
+//! subscription's events from the log (`router/topics.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

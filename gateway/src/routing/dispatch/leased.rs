@@ -212,15 +212,6 @@ impl Dispatcher {
             });
         }
         give_back(spare.into_iter().map(|s| s.leased).collect()).await;
-        // Retired without a successor: the subscription is gone, and its events with it.
-        if self.stop.is_cancelled() && self.successor.get().is_none() && !shutdown.is_cancelled() {
-            match shared.remove(&self.topic, &self.name).await {
-                Ok(()) => info!(subscription = %self.key, "Deleted subscription's events removed."),
-                Err(error) => {
-                    warn!(subscription = %self.key, %error, "Cannot remove a deleted subscription's events.")
-                }
-            }
-        }
     }
 
     /// Keeps (or tries for) the claim every second and counts the backlog, until the

@@ -280,6 +280,9 @@ impl Router {
         for old in removed {
             self.dead_letters.take(old.key(), None);
             old.retire(None);
+            if origin == Origin::Local {
+                self.forget_shared(name, old.name()).await;
+            }
         }
         tracing::info!(topic = %name, "Namespace topic deleted.");
         Ok(true)
@@ -396,8 +399,25 @@ impl Router {
         *self.topology.write() = Arc::new(next);
         self.dead_letters.take(old.key(), None);
         old.retire(None);
+        if origin == Origin::Local {
+            self.forget_shared(topic, name).await;
+        }
         tracing::info!(subscription = %key, "Event subscription deleted.");
         Ok(true)
+    }
+
+    /// In cluster mode, a subscription deleted through this node leaves the cluster's routing
+    /// log with its waiting events and its dead letters. Only the node that made the change does
+    /// this: another node applying it late must not purge a subscription created again since
+    /// under the same name.
+    async fn forget_shared(&self, topic: &str, name: &str) {
+        let Some(shared) = self.buffer.shared_log() else { return };
+        if let Err(error) = shared.remove(topic, name).await {
+            tracing::warn!(topic, subscription = name, %error, "Cannot remove a deleted subscription's events from the cluster.");
+        }
+        if let Err(error) = shared.delete_dead_letters(topic, name, None).await {
+            tracing::warn!(topic, subscription = name, %error, "Cannot remove a deleted subscription's dead letters from the cluster.");
+        }
     }
 
     /// Applies a change another node made to topic or subscription `name` (kind [`TOPICS`] or
