@@ -196,7 +196,11 @@ impl Cluster {
             true => None,
             false => {
                 let local = crate::store::redb::RedbStore::open(&config.data_dir)?;
-                crate::routing::offline::mark_cluster(&config.data_dir, &self.link.names.prefix)?;
+                crate::routing::offline::mark_cluster(
+                    &config.data_dir,
+                    &self.link.names.prefix,
+                    &self.link.names.dead_letters,
+                )?;
                 Some(local)
             }
         };

@@ -109,17 +109,20 @@ pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, Offl
     Ok(count)
 }
 
-/// Marks `dir` as the data directory of a node of the cluster with subject prefix `prefix`.
-pub fn mark_cluster(dir: &Path, prefix: &str) -> Result<(), StoreError> {
+/// Marks `dir` as the data directory of a node of the cluster with subject prefix `prefix`,
+/// whose dead letters are in stream `stream`.
+pub fn mark_cluster(dir: &Path, prefix: &str, stream: &str) -> Result<(), StoreError> {
     let path = dir.join(CLUSTER_MARKER);
-    std::fs::write(&path, prefix)
+    std::fs::write(&path, format!("{prefix}\n{stream}\n"))
         .map_err(|error| StoreError::Backend(format!("{}: {error}", path.display())))
 }
 
 fn open(dir: &Path) -> Result<RedbStore, OfflineError> {
-    if let Ok(prefix) = std::fs::read_to_string(dir.join(CLUSTER_MARKER)) {
-        let prefix = prefix.trim().to_string();
-        let stream = crate::cluster::link::Names::new(&prefix).dead_letters;
+    if let Ok(marker) = std::fs::read_to_string(dir.join(CLUSTER_MARKER)) {
+        // The cluster names its own streams; this module only repeats what it wrote.
+        let mut lines = marker.lines().map(str::trim);
+        let prefix = lines.next().unwrap_or_default().to_string();
+        let stream = lines.next().unwrap_or_default().to_string();
         return Err(OfflineError::ClusterNode { dir: dir.to_path_buf(), prefix, stream });
     }
     if !dir.join("gridmq.redb").exists() {

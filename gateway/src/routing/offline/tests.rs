@@ -3,7 +3,7 @@ use super::{OfflineError, list, mark_cluster, redrive};
 #[test]
 fn a_cluster_nodes_directory_is_refused_naming_where_its_dead_letters_are() {
     let dir = tempfile::tempdir().expect("a directory");
-    mark_cluster(dir.path(), "gm").expect("mark");
+    mark_cluster(dir.path(), "gm", "GM_DLQ").expect("mark");
     let listed = list(dir.path(), None).expect_err("refused");
     assert!(matches!(&listed, OfflineError::ClusterNode { stream, .. } if stream == "GM_DLQ"));
     let message = listed.to_string();
