@@ -2,6 +2,8 @@
 //! (tests/src/cluster.rs starts the servers and the nodes).
 
 // A crate root looks for its modules beside itself, not in cluster/: each names its file.
+#[path = "cluster/dataplane.rs"]
+mod dataplane;
 #[path = "cluster/deadletters.rs"]
 mod deadletters;
 #[path = "cluster/durability.rs"]
