@@ -156,9 +156,19 @@ async fn a_subscriber_of_a_killed_node_gets_every_acknowledged_message_on_anothe
                 let mut i = 0;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 2000 {
                     let payload = format!("{name}-{i}");
-                    client
-                        .publish("crash/t", v5::QoS::AtLeastOnce, false, payload.as_bytes())
+                    // A client whose node is gone may find its connection closed already.
+                    let queued = client
+                        .client
+                        .publish(
+                            "crash/t",
+                            v5::QoS::AtLeastOnce,
+                            false,
+                            payload.as_bytes().to_vec(),
+                        )
                         .await;
+                    if queued.is_err() {
+                        break;
+                    }
                     let puback = client
                         .inbox
                         .try_next(Duration::from_secs(3), |p| match p {
