@@ -253,13 +253,16 @@ impl SharedLog for Events {
             let unavailable = |e: &dyn std::fmt::Display| SharedError::Unavailable(e.to_string());
             // Waiting and leased: what the consumer has not seen, and what it handed out and
             // was not settled yet. Before anyone opened the feed, nothing has been counted.
-            let waiting = match link.events.consumer_info(&name).await {
-                Ok(info) => usize::try_from(info.num_pending)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(info.num_ack_pending),
+            let (waiting, leased) = match link.events.consumer_info(&name).await {
+                Ok(info) => (
+                    usize::try_from(info.num_pending)
+                        .unwrap_or(usize::MAX)
+                        .saturating_add(info.num_ack_pending),
+                    info.num_ack_pending,
+                ),
                 Err(error) => {
                     debug!(consumer = %name, %error, "No consumer info for a backlog.");
-                    0
+                    (0, 0)
                 }
             };
             let oldest = match link.events.get_first_raw_message_by_subject(&subject, 1).await {
@@ -267,7 +270,7 @@ impl SharedLog for Events {
                 Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => None,
                 Err(error) => return Err(unavailable(&error)),
             };
-            Ok(Backlog { waiting, oldest })
+            Ok(Backlog { waiting, leased, oldest })
         })
     }
 }

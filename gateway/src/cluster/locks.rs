@@ -6,7 +6,8 @@
 //! It also sweeps the lock table of every queue subscription, so that an expired lock's event
 //! goes back to the routing log at once, even when nobody calls this node; and at shutdown it
 //! hands back every event it still holds, so other nodes can receive them without waiting out
-//! the log's ack wait.
+//! the log's ack wait. Every 3 s it counts each queue's events in the log, for the API and the
+//! gauges.
 //!
 //! Requests are served one at a time, each settling its tokens concurrently: a node holds few
 //! requests in flight, and the requesting node gives up after its timeout.
@@ -28,6 +29,10 @@ const HAND_BACK_WITHIN: Duration = Duration::from_secs(2);
 /// How often expired locks are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
+/// Every how many sweeps each queue's backlog is counted for the API and the gauges (3 s): two
+/// requests to the log per queue subscription, as push subscriptions' claim loops make.
+const COUNT_EVERY: u32 = 12;
+
 /// Serves lock operations for node `node` and sweeps its locks until `stop`.
 pub async fn serve(link: Arc<Link>, node: Arc<str>, router: Arc<Router>, stop: CancellationToken) {
     let subject = link.names.lock_subject(&node);
@@ -44,13 +49,19 @@ pub async fn serve(link: Arc<Link>, node: Arc<str>, router: Arc<Router>, stop: C
         }
     };
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut sweeps: u32 = 0;
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
             _ = sweep.tick() => {
+                sweeps += 1;
+                let count = sweeps % COUNT_EVERY == 0;
                 for queue in router.queues() {
                     queue.expire_leases().await;
+                    if count {
+                        queue.count_backlog(SWEEP_EVERY).await;
+                    }
                 }
             }
             request = requests.next() => {

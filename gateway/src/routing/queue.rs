@@ -232,12 +232,17 @@ impl QueueSubscription {
         }
     }
 
-    /// Events waiting to be received (not locked).
+    /// Events waiting to be received (not locked); in cluster mode, on every node, as last
+    /// counted (every 3 s).
     pub fn waiting(&self) -> usize {
+        if let Some(leases) = &self.leases {
+            return leases.waiting();
+        }
         self.state.lock().available.len()
     }
 
-    /// Events under a lock (in cluster mode: locks this node holds).
+    /// Events under a lock (in cluster mode: on every node, as last counted, or the locks this
+    /// node holds when they are more).
     pub fn locked(&self) -> usize {
         if let Some(leases) = &self.leases {
             return leases.locked();
@@ -245,8 +250,8 @@ impl QueueSubscription {
         self.state.lock().locked.len()
     }
 
-    /// When the oldest available or locked event entered the buffer (in cluster mode: the
-    /// oldest this node holds a lock on).
+    /// When the oldest available or locked event entered the buffer (in cluster mode: the oldest
+    /// in the log as last counted, or locked here).
     pub fn oldest(&self) -> Option<SystemTime> {
         if let Some(leases) = &self.leases {
             return leases.oldest();

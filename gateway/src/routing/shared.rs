@@ -171,7 +171,10 @@ pub trait Settle: Send + Sync + 'static {
 /// A subscription's events in the shared log, for the API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Backlog {
+    /// Events not yet settled: waiting, and leased (handed out, not yet settled).
     pub waiting: usize,
+    /// Of those, the leased ones, on every node.
+    pub leased: usize,
     pub oldest: Option<std::time::SystemTime>,
 }
 

@@ -19,6 +19,9 @@ const KEY: &str = "Y2x1c3Rlci1wdWxsLWRlbGl2ZXJ5LWtleQ==";
 /// 5 s) fit in a test.
 const LOCK_SECS: u64 = 6;
 
+/// The management API's admin token, where a test turns it on.
+const ADMIN: &str = "cluster-pull-admin";
+
 fn config() -> String {
     format!(
         r#"
@@ -397,4 +400,66 @@ async fn dead_letter(cluster: &GridmqCluster, subscription: &str) -> Value {
     let subject = format!("gm.dlq.{}.{}", b64("orders"), b64(subscription));
     let message = stream.get_last_raw_message_by_subject(&subject).await.expect("a dead letter");
     serde_json::from_slice(&message.payload).expect("a JSON record")
+}
+
+/// The management API's view of subscription `name` of `orders` on `node`: (waiting, locked).
+async fn counted(cluster: &GridmqCluster, node: usize, name: &str) -> (u64, u64) {
+    let http = cluster.nodes[node].http.expect("the management API is announced");
+    let (status, listing) =
+        gateway_tests::http::request(http, "GET", "/routing/subscriptions", ADMIN, None)
+            .await
+            .expect("GET /routing/subscriptions");
+    assert_eq!(status, 200, "{listing}");
+    let found = listing["value"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["topic"] == "orders" && s["name"] == name))
+        .cloned()
+        .unwrap_or(Value::Null);
+    (found["waiting"].as_u64().unwrap_or(u64::MAX), found["locked"].as_u64().unwrap_or(u64::MAX))
+}
+
+/// Waits until node `node` shows `expected` (waiting, locked) for subscription `pull`.
+async fn wait_counted(cluster: &GridmqCluster, node: usize, expected: (u64, u64)) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = counted(cluster, node, "pull").await;
+        if seen == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "node {node}: {seen:?}, expected {expected:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+// A queue's events are in the cluster's log, so every node counts them: what waits, and what
+// another node received and holds locked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_counts_a_queues_waiting_and_locked_events() {
+    let managed = format!(
+        "{}\n[management]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN}\"\n",
+        config()
+    );
+    let cluster = GridmqCluster::start_with(3, &managed);
+    // Through A's data plane: [management] turns access control on, so MQTT would need grants.
+    let headers = [("aeg-sas-key", KEY), ("content-type", "application/cloudevents+json")];
+    for id in ["c1", "c2", "c3"] {
+        let event = json!({"specversion": "1.0", "id": id, "source": "test", "type": "t",
+            "subject": "orders/1", "data": id});
+        let body = event.to_string();
+        let answer = http_raw::request(
+            api(&cluster, 0),
+            "POST",
+            "/topics/orders:publish",
+            &headers,
+            body.as_bytes(),
+        )
+        .await
+        .expect("publish");
+        assert_eq!(answer.status, 200, "{}", answer.error_message());
+    }
+    wait_counted(&cluster, 2, (3, 0)).await;
+    let got = receive_all(api(&cluster, 1), 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    wait_counted(&cluster, 2, (2, 1)).await;
+    wait_counted(&cluster, 0, (2, 1)).await;
 }

@@ -33,7 +33,7 @@ use super::{
     TokenOutcome,
 };
 use crate::routing::buffer::millis;
-use crate::routing::shared::{Feed, Leased, SharedLog};
+use crate::routing::shared::{Backlog, Feed, Leased, SharedLog};
 
 /// What the log's ack wait adds to the lock duration: the owner expires a lock itself, and the
 /// log's own redelivery is only for an owner that died.
@@ -51,6 +51,8 @@ pub(super) struct Leases {
     /// When this lock table began: a genuine token issued before it held a lock that a restart
     /// of this node, or a change of the subscription, lost.
     created_ms: u64,
+    /// The subscription's events in the log on every node, as last counted (`count_backlog`).
+    backlog: Mutex<Backlog>,
 }
 
 #[derive(Default)]
@@ -84,15 +86,27 @@ impl Leases {
             feed: tokio::sync::OnceCell::new(),
             table: Mutex::new(Table::default()),
             created_ms: millis(SystemTime::now()),
+            backlog: Mutex::new(Backlog::default()),
         }
     }
 
-    pub(super) fn locked(&self) -> usize {
-        self.table.lock().locked.len()
+    /// Events waiting to be received on any node, as last counted.
+    pub(super) fn waiting(&self) -> usize {
+        let backlog = *self.backlog.lock();
+        backlog.waiting.saturating_sub(backlog.leased)
     }
 
+    /// Events under a lock on any node: as last counted, or this node's own when it holds more
+    /// than that count (it is fresher).
+    pub(super) fn locked(&self) -> usize {
+        self.table.lock().locked.len().max(self.backlog.lock().leased)
+    }
+
+    /// When the oldest event not yet settled entered the log, as last counted or locked here.
     pub(super) fn oldest(&self) -> Option<SystemTime> {
-        self.table.lock().locked.values().map(|h| h.leased.event.published).min()
+        let held = self.table.lock().locked.values().map(|h| h.leased.event.published).min();
+        let counted = self.backlog.lock().oldest;
+        held.into_iter().chain(counted).min()
     }
 
     /// Takes every lock out of the table (a retired subscription, or shutdown).
@@ -458,6 +472,24 @@ impl QueueSubscription {
         }
         self.counters.lock_lost.increment(expired.len() as u64);
         hand_back(expired).await;
+    }
+
+    /// Counts the subscription's events in the log, for the API and the gauges; a count that
+    /// cannot be had within `within` keeps the last one.
+    pub async fn count_backlog(&self, within: Duration) {
+        let Some(leases) = self.leases() else { return };
+        let ack_wait = self.lock_duration + ACK_SLACK;
+        let count = async {
+            // The log counts for a consumer only once it exists: opening the feed creates it.
+            leases
+                .feed
+                .get_or_try_init(|| leases.log.feed(&self.topic, &self.name, ack_wait))
+                .await?;
+            leases.log.backlog(&self.topic, &self.name).await
+        };
+        if let Ok(Ok(backlog)) = tokio::time::timeout(within, count).await {
+            *leases.backlog.lock() = backlog;
+        }
     }
 
     /// Hands every locked event back to the log (shutdown): other nodes receive them at once.
