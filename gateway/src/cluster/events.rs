@@ -9,6 +9,11 @@
 //!   JetStream acknowledgement: `+ACK`, `-NAK` with a delay (kept in the consumer's replicated
 //!   state, so a retry schedule survives any node), `+WPI`, `+TERM`. The stream is a work queue,
 //!   so an acknowledged or terminated event is removed.
+//! - **Attempts**: the consumer counts leases, not delivery attempts, and a lease can end with
+//!   nothing sent (its node died, or handed it back). Push delivery records the attempts made
+//!   in the `attempts` bucket when it schedules a retry, reads them when the event comes back,
+//!   and the record goes when the event is settled. Events delivered the first time cost no
+//!   request to the bucket.
 //! - **Bound**: the stream's message count is read twice a second; the buffer refuses
 //!   admissions while it is at `routing.max_buffered_events`.
 //!
@@ -16,7 +21,7 @@
 //! undelivered and not dead-lettered. Dead-lettering is a publish to `DLQ`, then `+TERM`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -112,7 +117,10 @@ impl Events {
             link.events.update_consumer(config).await.map_err(|e| unavailable(&e))?;
             consumer = link.events.get_consumer(&name).await.map_err(|e| unavailable(&e))?;
         }
-        Ok(Arc::new(EventFeed { consumer, topic }))
+        // A stream created again numbers its events from 1 again: its creation time keeps
+        // their attempt records apart from those of the stream before.
+        let epoch = link.events.cached_info().created.unix_timestamp_nanos();
+        Ok(Arc::new(EventFeed { consumer, topic, link, epoch }))
     }
 }
 
@@ -279,6 +287,9 @@ impl SharedLog for Events {
 struct EventFeed {
     consumer: PullConsumer,
     topic: Arc<str>,
+    link: Arc<Link>,
+    /// When the `EVENTS` stream was created (ns since the Unix epoch), for attempt records.
+    epoch: i128,
 }
 
 impl EventFeed {
@@ -318,7 +329,12 @@ impl EventFeed {
                         published,
                     )),
                     delivered,
-                    settle: Box::new(Lease { acker }),
+                    settle: Box::new(Lease {
+                        acker,
+                        link: self.link.clone(),
+                        key: format!("{}.{seq}", self.epoch),
+                        recorded: AtomicBool::new(false),
+                    }),
                 }),
                 Err(problem) => {
                     // Nothing can ever read it; handing it out again would only repeat this.
@@ -354,17 +370,34 @@ impl Feed for EventFeed {
 /// A leased event's acknowledgement handle.
 struct Lease {
     acker: Acker,
+    link: Arc<Link>,
+    /// The event's key in the attempts bucket: `<stream epoch>.<stream sequence>`.
+    key: String,
+    /// Whether the attempts bucket holds a record of the event, which settling it removes.
+    recorded: AtomicBool,
 }
 
 impl Lease {
     async fn confirmed(&self, kind: AckKind) -> Result<(), SharedError> {
         self.acker.double_ack_with(kind).await.map_err(|e| SharedError::Unavailable(e.to_string()))
     }
+
+    /// Settles for good, then removes the event's attempt record; a record left behind (the
+    /// removal failed) names a sequence the stream never hands out again, and lapses.
+    async fn settled(&self, kind: AckKind) -> Result<(), SharedError> {
+        self.confirmed(kind).await?;
+        if self.recorded.load(Ordering::Relaxed)
+            && let Err(error) = self.link.attempts.purge(&self.key).await
+        {
+            debug!(key = %self.key, %error, "Cannot remove a settled event's attempt record.");
+        }
+        Ok(())
+    }
 }
 
 impl Settle for Lease {
     fn ack(&self) -> BoxFuture<'_, Result<(), SharedError>> {
-        Box::pin(self.confirmed(AckKind::Ack))
+        Box::pin(self.settled(AckKind::Ack))
     }
 
     fn retry_after(&self, delay: Duration) -> BoxFuture<'_, Result<(), SharedError>> {
@@ -376,6 +409,34 @@ impl Settle for Lease {
     }
 
     fn term(&self) -> BoxFuture<'_, Result<(), SharedError>> {
-        Box::pin(self.confirmed(AckKind::Term))
+        Box::pin(self.settled(AckKind::Term))
+    }
+
+    fn attempts(&self) -> BoxFuture<'_, Result<Option<u32>, SharedError>> {
+        Box::pin(async move {
+            let entry = self
+                .link
+                .attempts
+                .get(self.key.as_str())
+                .await
+                .map_err(|e| SharedError::Unavailable(e.to_string()))?;
+            let attempts = entry.and_then(|value| std::str::from_utf8(&value).ok()?.parse().ok());
+            self.recorded.store(attempts.is_some(), Ordering::Relaxed);
+            Ok(attempts)
+        })
+    }
+
+    fn retry_attempted(
+        &self,
+        attempts: u32,
+        delay: Duration,
+    ) -> BoxFuture<'_, Result<(), SharedError>> {
+        Box::pin(async move {
+            let record = Bytes::from(attempts.to_string());
+            if let Err(error) = self.link.attempts.put(&self.key, record).await {
+                warn!(key = %self.key, attempts, %error, "Cannot record a routed event's delivery attempts; its next delivery count may be low.");
+            }
+            self.confirmed(AckKind::Nak(Some(delay))).await
+        })
     }
 }

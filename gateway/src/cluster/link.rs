@@ -46,6 +46,9 @@ pub struct Names {
     pub locks: String,
     /// Bucket: which node pushes each push subscription (`dispatch_lease.rs`).
     pub dispatch: String,
+    /// Bucket: the delivery attempts made on each routed event that push delivery retries
+    /// (`events.rs`).
+    pub attempts: String,
 }
 
 impl Names {
@@ -64,6 +67,7 @@ impl Names {
             dead_letters: format!("{upper}_DLQ"),
             locks: format!("{prefix}_locks"),
             dispatch: format!("{prefix}_dispatch"),
+            attempts: format!("{prefix}_attempts"),
         }
     }
 
@@ -120,6 +124,9 @@ pub struct Link {
     pub lock_key: ring::hmac::Key,
     /// Claims on push subscriptions; an entry lapses unless its holder keeps it.
     pub dispatch: kv::Store,
+    /// Delivery attempts of retried routed events, by stream sequence; an entry goes when its
+    /// event is settled, or after a week (the routing log's own limit).
+    pub attempts: kv::Store,
     /// Whether the client is connected right now (set by the client's events).
     connected: Arc<AtomicBool>,
     /// How long the connection has been down since start, and since when it is down now.
@@ -246,6 +253,7 @@ impl Link {
             deadline,
         )
         .await?;
+        let attempts = ensure_bucket(&js, bucket(&names.attempts, 1, week), deadline).await?;
         info!(node, urls = %config.nats_urls.join(", "), replicas, "Joined the cluster.");
         Ok(Link {
             client,
@@ -262,6 +270,7 @@ impl Link {
             dead_letters,
             lock_key,
             dispatch,
+            attempts,
             connected,
             downtime,
             changes,

@@ -55,8 +55,8 @@ pub async fn serve(link: Arc<Link>, node: Arc<str>, router: Arc<Router>, stop: C
         tokio::select! {
             () = stop.cancelled() => break,
             _ = sweep.tick() => {
-                sweeps += 1;
-                let count = sweeps % COUNT_EVERY == 0;
+                sweeps = sweeps.wrapping_add(1);
+                let count = sweeps.is_multiple_of(COUNT_EVERY);
                 for queue in router.queues() {
                     queue.expire_leases().await;
                     if count {

@@ -143,6 +143,7 @@ pub struct Leased {
     /// The event; its `seq` is its sequence number in the shared log.
     pub event: Arc<BufferedEvent>,
     /// How many times the log has handed this event out, this time included (1 the first time).
+    /// Push delivery replaces it with the attempts recorded ([`Settle::attempts`]) plus one.
     pub delivered: u32,
     pub settle: Box<dyn Settle>,
 }
@@ -166,6 +167,18 @@ pub trait Settle: Send + Sync + 'static {
     fn renew(&self) -> BoxFuture<'_, Result<(), SharedError>>;
     /// Never hand the event out again (counts as settled).
     fn term(&self) -> BoxFuture<'_, Result<(), SharedError>>;
+    /// Push delivery: the delivery attempts `retry_attempted` recorded for the event, if any.
+    /// The log's own count counts leases, and a lease can end with nothing sent: its node died
+    /// or gave the event back.
+    fn attempts(&self) -> BoxFuture<'_, Result<Option<u32>, SharedError>>;
+    /// Push delivery: records that `attempts` delivery attempts were made, then hands the event
+    /// out again after `delay`. An event whose record could not be stored is handed back all
+    /// the same: a retry with a count too low beats one that waits out its lease.
+    fn retry_attempted(
+        &self,
+        attempts: u32,
+        delay: Duration,
+    ) -> BoxFuture<'_, Result<(), SharedError>>;
 }
 
 /// A subscription's events in the shared log, for the API.

@@ -211,6 +211,30 @@ async fn wait_holder(js: &jetstream::Context, name: &str, not: Option<usize>) ->
     }
 }
 
+/// How many events of subscription `name` of `telemetry` have their delivery attempts recorded
+/// in the `attempts` bucket (keys `<stream epoch>.<sequence in EVENTS>`).
+async fn recorded_attempts(js: &jetstream::Context, name: &str) -> usize {
+    let (Ok(bucket), Ok(stream)) =
+        (js.get_key_value("gm_attempts").await, js.get_stream("GM_EVENTS").await)
+    else {
+        return 0;
+    };
+    let Ok(keys) = bucket.keys().await else { return 0 };
+    let keys: Vec<String> = keys.filter_map(|key| async move { key.ok() }).collect().await;
+    let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let subject = format!("gm.ev.{}.{}", b64("telemetry"), b64(name));
+    let mut recorded = 0;
+    for key in keys {
+        let Some(seq) = key.rsplit('.').next().and_then(|seq| seq.parse::<u64>().ok()) else {
+            continue;
+        };
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            recorded += usize::from(message.subject.as_str() == subject);
+        }
+    }
+    recorded
+}
+
 /// The dead-letter records in the `DLQ` stream.
 async fn dead_letters(js: &jetstream::Context) -> Vec<Value> {
     let Ok(mut stream) = js.get_stream("GM_DLQ").await else { return Vec::new() };
@@ -242,10 +266,14 @@ async fn a_retry_schedule_goes_on_after_the_delivering_node_is_killed() {
     let delivering = wait_holder(&js, "hook", None).await;
 
     let expected = publish_on_every_node(&cluster, 4).await;
-    // A few attempts failed and none succeeded yet: the schedule is under way. Then its node
-    // dies.
+    // A few attempts failed, the cluster recorded each, and none succeeded yet: the schedule is
+    // under way, between two attempts. Then its node dies.
     let deadline = Instant::now() + WAIT;
-    while hook.seen().len() < 3 {
+    loop {
+        let failed: BTreeSet<String> = hook.seen().into_iter().map(|s| s.event).collect();
+        if failed.len() >= 3 && recorded_attempts(&js, "hook").await >= failed.len() {
+            break;
+        }
         assert!(Instant::now() < deadline, "first attempts missing: {:?}", hook.seen());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -258,22 +286,16 @@ async fn a_retry_schedule_goes_on_after_the_delivering_node_is_killed() {
     assert!(takeover < Duration::from_secs(15), "took {takeover:?} to take over");
 
     let seen = hook.wait_delivered(&expected).await;
-    // Each event's 200 came after two 503s, and each request counted the attempts before it;
-    // only an event leased and not yet sent when its node died is counted once more.
-    let mut exact = 0;
+    // Each event's 200 came after two 503s, and every request counted the attempts before it,
+    // also for events the killed node had leased and not sent yet.
     for event in &expected {
         let requests: Vec<&Seen> = seen.iter().filter(|s| &s.event == event).collect();
         let ok = requests.iter().position(|s| s.status == 200).expect("delivered");
         assert!(ok >= 2, "{event}: a 200 after fewer than two 503s: {requests:?}");
-        let count = requests[ok].count;
-        assert!(
-            count >= 2 && count as usize >= ok,
-            "{event}: delivery count {count}: {requests:?}"
-        );
-        exact += usize::from(count as usize == ok);
+        let counts: Vec<u32> = requests[..=ok].iter().map(|s| s.count).collect();
+        let attempts: Vec<u32> = (0..=ok as u32).collect();
+        assert_eq!(counts, attempts, "{event}: delivery counts: {requests:?}");
     }
-    eprintln!("{exact} of {} events' delivery counts equal the requests seen", expected.len());
-    assert!(exact + 1 >= expected.len(), "delivery counts: {seen:?}");
 
     // The subscription that always fails: each event dead-lettered with Event Grid's record.
     let deadline = Instant::now() + WAIT;

@@ -10,10 +10,12 @@
 //! Each outcome settles the leases of its request: delivered → `ack`; retry at a time →
 //! `retry_after`, so the log keeps the delay and a long schedule survives any node;
 //! dead-letter → the record goes to the dead-letter stream, then `term` (or, when the record
-//! could not be stored, `retry_after`: the event comes back). The attempts made are the log's
-//! delivery count less this one, and a request's delivery count is the log's (a webhook's
-//! `aeg-delivery-count`, the attempts before, one less). An event leased by a node that died
-//! before sending it is counted once more than it was attempted.
+//! could not be stored, a retry: the event comes back). A retry records the attempts made with
+//! the log (`Settle::retry_attempted`), and an event handed out again reads them back
+//! (`Settle::attempts`): the log's own count counts leases, and an event leased by a node
+//! that died, or gave it back, before sending it was not attempted. A request's delivery count
+//! is the attempts before it plus one (a webhook's `aeg-delivery-count`, one less). An attempt
+//! in flight when its node died is not counted.
 //!
 //! What the holder alone knows starts afresh on the next one: the probation (the retry delays
 //! themselves are in the log) and the handshake, which the new holder makes again.
@@ -30,7 +32,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use parking_lot::Mutex;
 use sinks::{Delivery, DeliveryError, Verdict};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -158,17 +160,20 @@ impl Dispatcher {
                 continue;
             }
             if spare.is_empty() {
-                // As much as the free request slots can send now (this one included), so that
-                // a backlog costs one round trip to the log per slotful, not per request; no
+                // As much as every request slot can send, so that a backlog costs one round
+                // trip to the log per `max_concurrency` requests, not one per request (a slot
+                // freed while the rest are busy would otherwise fetch for itself alone); no
                 // more, so that little is leased and unsent when this node dies.
-                let slots = requests.available_permits() + 1;
+                let slots = self.sink.max_concurrency().max(1);
                 let max =
                     self.sink.max_batch_events().saturating_mul(slots).clamp(1, MAX_CANDIDATES);
                 match self.until_stopped(&shutdown, current.fetch(max, FETCH_WAIT)).await {
                     None => break,
-                    Some(Ok(leased)) => spare.extend(
-                        leased.into_iter().map(|leased| Spare { leased, since: Instant::now() }),
-                    ),
+                    Some(Ok(mut leased)) => {
+                        self.count_attempts(&mut leased).await;
+                        let since = Instant::now();
+                        spare.extend(leased.into_iter().map(|leased| Spare { leased, since }));
+                    }
                     Some(Err(error)) => {
                         debug!(subscription = %self.key, %error, "Cannot fetch; reopening the feed.");
                         feed = None;
@@ -207,11 +212,29 @@ impl Dispatcher {
                 };
                 this.counters.destination.record(started.elapsed().as_secs_f64());
                 drop(deliveries);
-                this.complete_leased(&shared, batch, result).await;
-                drop(permit);
+                this.complete_leased(&shared, batch, result, permit).await;
             });
         }
         give_back(spare.into_iter().map(|s| s.leased).collect()).await;
+    }
+
+    /// Sets the delivery count of each event handed out before from the attempts recorded for
+    /// it (none recorded: none made). An event that cannot be looked up keeps the log's count,
+    /// which may be high.
+    async fn count_attempts(&self, leased: &mut [Leased]) {
+        let lookups = leased.iter().map(|l| async move {
+            if l.delivered > 1 { Some(l.settle.attempts().await) } else { None }
+        });
+        let found = join_all(lookups).await;
+        for (leased, found) in leased.iter_mut().zip(found) {
+            match found {
+                None => {}
+                Some(Ok(recorded)) => leased.delivered = recorded.unwrap_or(0).saturating_add(1),
+                Some(Err(error)) => {
+                    debug!(subscription = %self.key, seq = leased.event.seq, %error, "Cannot read an event's attempts; the log's count stands.");
+                }
+            }
+        }
     }
 
     /// Keeps (or tries for) the claim every second and counts the backlog, until the
@@ -357,17 +380,26 @@ impl Dispatcher {
 
     /// Settles a request's leases by its outcome; a failure pauses the subscription
     /// (probation). An error settling is logged: the event comes back (at least once).
+    ///
+    /// The request's slot (`permit`) is freed as soon as no other request may start in its
+    /// place too early: `maxConcurrency` bounds requests to the endpoint, not the log's
+    /// confirmations, so a delivered batch frees it before its acknowledgements, which the log
+    /// confirms concurrently. The events waiting for them stay bounded by the consumer's
+    /// most leased events (`MAX_ACK_PENDING` in `cluster/events.rs`).
     async fn complete_leased(
         &self,
         shared: &Arc<dyn SharedLog>,
         batch: Vec<Leased>,
         result: Result<(), DeliveryError>,
+        permit: OwnedSemaphorePermit,
     ) {
         let error = match result {
             Ok(()) => {
+                drop(permit);
                 self.counters.delivered.increment(batch.len() as u64);
-                for leased in batch {
-                    if let Err(error) = leased.settle.ack().await {
+                let acked = join_all(batch.iter().map(|leased| leased.settle.ack())).await;
+                for (leased, result) in batch.iter().zip(acked) {
+                    if let Err(error) = result {
                         warn!(subscription = %self.key, seq = leased.event.seq, %error, "A delivered event's acknowledgement was lost; it will be delivered again.");
                     }
                 }
@@ -384,14 +416,16 @@ impl Dispatcher {
             health.probation_until = (!rest.is_zero()).then(|| now + rest);
             health.last_error = Some((error.to_string(), now));
         }
-        // Before the leases are settled, so that no other request starts in between.
+        // Before the leases are settled and the slot freed, so that no other request starts
+        // in between.
         *self.paused_until.lock() = Instant::now() + rest;
+        drop(permit);
         for leased in batch {
             let attempts = leased.delivered.max(1);
             match self.policy.after_failure(attempts, leased.event.published, now, &error) {
                 Verdict::RetryAt(at) => {
                     let delay = at.duration_since(SystemTime::now()).unwrap_or_default();
-                    if let Err(error) = leased.settle.retry_after(delay).await {
+                    if let Err(error) = leased.settle.retry_attempted(attempts, delay).await {
                         warn!(subscription = %self.key, seq = leased.event.seq, %error, "Cannot schedule a retry; the event comes back when its lease ends.");
                     }
                 }
@@ -417,7 +451,7 @@ impl Dispatcher {
             shared.dead_letter(&self.topic, &self.name, Bytes::from(record.to_json_bytes())).await;
         if let Err(error) = stored {
             warn!(subscription = %self.key, event_id = %leased.event.event.id, %error, "Cannot store a dead letter; the event comes back.");
-            if let Err(error) = leased.settle.retry_after(DEAD_LETTER_RETRY).await {
+            if let Err(error) = leased.settle.retry_attempted(attempts, DEAD_LETTER_RETRY).await {
                 debug!(subscription = %self.key, %error, "Cannot hand back an event to dead-letter.");
             }
             return;
