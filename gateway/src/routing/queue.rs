@@ -87,6 +87,24 @@ impl TokenOutcome {
         self.succeeded_lock_tokens.extend(other.succeeded_lock_tokens);
         self.failed_lock_tokens.extend(other.failed_lock_tokens);
     }
+
+    /// How many tokens failed with each code; a code this version does not know (from another
+    /// node) is `other`, so that a metric label never takes an unbounded value.
+    fn failed_by_code(&self) -> Vec<(&'static str, u64)> {
+        let mut counts: Vec<(&'static str, u64)> = Vec::new();
+        for failed in &self.failed_lock_tokens {
+            let code = match failed.error.code.as_str() {
+                "BadToken" => "BadToken",
+                "TokenLost" => "TokenLost",
+                _ => "other",
+            };
+            match counts.iter_mut().find(|(seen, _)| *seen == code) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((code, 1)),
+            }
+        }
+        counts
+    }
 }
 
 /// An operation on lock tokens.
@@ -97,6 +115,18 @@ pub enum LockOp {
     Release { delay_secs: u64 },
     Reject,
     Renew,
+}
+
+impl LockOp {
+    /// The operation's name in the data plane's path (and the metrics' `operation` label).
+    pub fn name(self) -> &'static str {
+        match self {
+            LockOp::Acknowledge => "acknowledge",
+            LockOp::Release { .. } => "release",
+            LockOp::Reject => "reject",
+            LockOp::Renew => "renewLock",
+        }
+    }
 }
 
 /// A lock operation one node sends to the node that holds the locks (cluster mode), as JSON.
@@ -292,17 +322,22 @@ impl QueueSubscription {
     }
 
     /// Applies `op` to `tokens`: on this node's lock table, or in cluster mode wherever each
-    /// token's lock is.
+    /// token's lock is. The tokens refused are counted here, on the node the client called, so
+    /// that a forwarded settle counts once.
     pub async fn settle(&self, op: LockOp, tokens: &[String]) -> TokenOutcome {
-        if let Some(leases) = &self.leases {
-            return self.settle_shared(leases, op, tokens).await;
+        let outcome = match (&self.leases, op) {
+            (Some(leases), op) => self.settle_shared(leases, op, tokens).await,
+            (None, LockOp::Acknowledge) => self.acknowledge(tokens),
+            (None, LockOp::Release { delay_secs }) => {
+                self.release(tokens, Duration::from_secs(delay_secs))
+            }
+            (None, LockOp::Reject) => self.reject(tokens),
+            (None, LockOp::Renew) => self.renew(tokens),
+        };
+        for (code, tokens) in outcome.failed_by_code() {
+            self.counters.failed_settles(op.name(), code, tokens);
         }
-        match op {
-            LockOp::Acknowledge => self.acknowledge(tokens),
-            LockOp::Release { delay_secs } => self.release(tokens, Duration::from_secs(delay_secs)),
-            LockOp::Reject => self.reject(tokens),
-            LockOp::Renew => self.renew(tokens),
-        }
+        outcome
     }
 
     /// Settles events for good.

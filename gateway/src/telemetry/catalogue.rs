@@ -49,6 +49,7 @@ pub const PULL_ACKNOWLEDGED: &str = "gridmq_pull_acknowledged_events_total";
 pub const PULL_RELEASED: &str = "gridmq_pull_released_events_total";
 pub const PULL_REJECTED: &str = "gridmq_pull_rejected_events_total";
 pub const PULL_LOCK_LOST: &str = "gridmq_pull_lock_lost_events_total";
+pub const PULL_FAILED_SETTLES: &str = "gridmq_pull_failed_settles_total";
 pub const TOPIC_BACKLOG: &str = "gridmq_topic_backlog_events";
 pub const TOPIC_OLDEST_AGE: &str = "gridmq_topic_oldest_event_age_seconds";
 
@@ -120,6 +121,7 @@ pub fn describe() {
     describe_counter!(PULL_RELEASED, "Events released.");
     describe_counter!(PULL_REJECTED, "Events rejected.");
     describe_counter!(PULL_LOCK_LOST, "Settles refused because the lock had lapsed.");
+    describe_counter!(PULL_FAILED_SETTLES, "Lock tokens a settle refused, by operation and code.");
     describe_gauge!(TOPIC_BACKLOG, "Events of a namespace topic not yet settled.");
     describe_gauge!(TOPIC_OLDEST_AGE, Unit::Seconds, "Age of a topic's oldest pending event.");
     describe_histogram!(SESSION_QUEUE_DEPTH, "Sessions' queued messages, sampled per scrape.");
@@ -291,6 +293,19 @@ impl SubscriptionCounters {
             rejected: counter!(PULL_REJECTED, labels.iter()),
             lock_lost: counter!(PULL_LOCK_LOST, labels.iter()),
         }
+    }
+
+    /// `tokens` lock tokens that settle `operation` (`acknowledge`, `release`, `reject`,
+    /// `renewLock`) refused with Event Grid's `code` (`BadToken`, `TokenLost`, or `other`).
+    pub fn failed_settles(&self, operation: &'static str, code: &'static str, tokens: u64) {
+        counter!(
+            PULL_FAILED_SETTLES,
+            "topic" => self.topic.to_string(),
+            "subscription" => self.name.to_string(),
+            "operation" => operation,
+            "code" => code
+        )
+        .increment(tokens);
     }
 
     /// `events` events whose delivery attempt failed with `error` (Event Grid's outcome name:

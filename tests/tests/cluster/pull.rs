@@ -462,4 +462,34 @@ async fn every_node_counts_a_queues_waiting_and_locked_events() {
     assert_eq!(got.len(), 1, "{got:?}");
     wait_counted(&cluster, 2, (2, 1)).await;
     wait_counted(&cluster, 0, (2, 1)).await;
+
+    // B's token acknowledged twice on C: the second is refused, and counted once, by C.
+    assert_eq!(settle(api(&cluster, 2), "acknowledge", &[&got[0].token]).await, ok(&got[0].token));
+    let again = settle(api(&cluster, 2), "acknowledge", &[&got[0].token]).await;
+    assert_eq!(again, failed(&got[0].token, "BadToken"));
+    assert_eq!(failed_settles(&cluster, 2).await, 1.0);
+    assert_eq!(failed_settles(&cluster, 1).await, 0.0);
+}
+
+/// Node `node`'s `gridmq_pull_failed_settles_total` for acknowledges of `orders/pull` refused
+/// with `BadToken`, from its management API's `/metrics` (0 when absent).
+async fn failed_settles(cluster: &GridmqCluster, node: usize) -> f64 {
+    let http = cluster.nodes[node].http.expect("the management API is announced");
+    let bearer = format!("Bearer {ADMIN}");
+    let answer = http_raw::request(http, "GET", "/metrics", &[("authorization", &bearer)], b"")
+        .await
+        .expect("GET /metrics");
+    assert_eq!(answer.status, 200);
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    let labels = [
+        "topic=\"orders\"",
+        "subscription=\"pull\"",
+        "operation=\"acknowledge\"",
+        "code=\"BadToken\"",
+    ];
+    text.lines()
+        .filter(|line| line.starts_with("gridmq_pull_failed_settles_total{"))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }

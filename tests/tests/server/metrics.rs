@@ -224,6 +224,8 @@ async fn a_scripted_workload_is_counted_exactly() {
     pull(api, "acknowledge", json!({"lockTokens": [token(0)]})).await;
     pull(api, "release", json!({"lockTokens": [token(1)]})).await;
     pull(api, "reject", json!({"lockTokens": [token(2)]})).await;
+    // A second acknowledge of the same token, and a token that was never issued.
+    pull(api, "acknowledge", json!({"lockTokens": [token(0), "not-a-token"]})).await;
 
     // Deliveries and retries happen in the background: wait for the last of them.
     let hook = [("topic", "alerts"), ("subscription", "hook")];
@@ -280,6 +282,13 @@ async fn a_scripted_workload_is_counted_exactly() {
     assert_eq!(value(&samples, "gridmq_pull_acknowledged_events_total", &work), 1.0);
     assert_eq!(value(&samples, "gridmq_pull_released_events_total", &work), 1.0);
     assert_eq!(value(&samples, "gridmq_pull_rejected_events_total", &work), 1.0);
+    let refused = [
+        ("topic", "orders"),
+        ("subscription", "work"),
+        ("operation", "acknowledge"),
+        ("code", "BadToken"),
+    ];
+    assert_eq!(value(&samples, "gridmq_pull_failed_settles_total", &refused), 2.0);
     assert_eq!(value(&samples, "gridmq_subscription_dead_lettered_events_total", &work), 1.0);
     // The released order is still owed.
     assert_eq!(value(&samples, "gridmq_topic_backlog_events", &[("topic", "orders")]), 1.0);
