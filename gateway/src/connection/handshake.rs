@@ -44,7 +44,12 @@ where
     let reading = tokio::time::timeout(timeout, read_connect(&mut stream, &mut read_buf, &codec));
     let connect = match Box::pin(reading).await {
         Ok(Ok(connect)) => connect,
-        Ok(Err(Refusal { protocol, code })) => {
+        Ok(Err(None)) => {
+            debug!(peer = %peer.addr, "Closed before a whole CONNECT.");
+            crate::telemetry::catalogue::connection_unanswered("closed");
+            return None;
+        }
+        Ok(Err(Some(Refusal { protocol, code }))) => {
             crate::diagnostics::MqttConnectFailed {
                 session_name: None,
                 client_identity: None,
@@ -55,14 +60,18 @@ where
                 description: Some("malformed CONNECT"),
             }
             .emit();
-            if let Some(protocol) = protocol {
-                Box::pin(super::linger::close(&broker, stream, refusal(protocol, code, None)))
-                    .await;
+            match protocol {
+                Some(protocol) => {
+                    let connack = refusal(protocol, code, None);
+                    Box::pin(super::linger::close(&broker, stream, connack)).await;
+                }
+                None => crate::telemetry::catalogue::connection_unanswered("malformed"),
             }
             return None;
         }
         Err(_) => {
             debug!(peer = %peer.addr, "No CONNECT within the connect timeout.");
+            crate::telemetry::catalogue::connection_unanswered("timeout");
             return None;
         }
     };
@@ -125,6 +134,8 @@ where
                 .emit();
                 let connack = refusal(protocol, code, reason);
                 Box::pin(super::linger::close(&broker, stream, connack)).await;
+            } else {
+                crate::telemetry::catalogue::connection_unanswered("closed");
             }
             return None;
         }
@@ -299,11 +310,13 @@ struct Refusal {
     code: ReasonCode,
 }
 
+/// Reads the CONNECT: `Err(None)` when the client closed (or the read failed) before a whole
+/// one arrived, `Err(Some(..))` when what arrived is not a valid CONNECT.
 async fn read_connect<S>(
     stream: &mut S,
     buf: &mut BytesMut,
     codec: &Codec,
-) -> Result<Box<Connect>, Refusal>
+) -> Result<Box<Connect>, Option<Refusal>>
 where
     S: AsyncRead + Unpin,
 {
@@ -312,18 +325,18 @@ where
         let level = Codec::connect_level(buf);
         match codec.decode(buf, None) {
             Ok(Some(Packet::Connect(connect))) => return Ok(connect),
-            Ok(Some(_)) => return Err(Refusal { protocol: None, code: ReasonCode::ProtocolError }),
+            Ok(Some(_)) => {
+                return Err(Some(Refusal { protocol: None, code: ReasonCode::ProtocolError }));
+            }
             Ok(None) => {}
             Err(error) => {
                 debug!(%error, "Bad CONNECT.");
-                return Err(refusal_for(&error, level));
+                return Err(Some(refusal_for(&error, level)));
             }
         }
         match stream.read_buf(buf).await {
-            Ok(0) | Err(_) => {
-                return Err(Refusal { protocol: None, code: ReasonCode::ProtocolError });
-            }
-            Ok(_) => {}
+            Ok(0) | Err(_) => return Err(None),
+            Ok(read) => crate::telemetry::catalogue::RECEIVED_BYTES.increment(read as u64),
         }
     }
 }
@@ -406,12 +419,15 @@ where
                 };
                 Codec::encode(&Packet::Auth(auth), protocol, &mut out);
                 stream.write_all(&out).await.map_err(|_| None)?;
+                crate::telemetry::catalogue::SENT_BYTES.increment(out.len() as u64);
                 let reply = loop {
                     match codec.decode(buf, Some(protocol)) {
                         Ok(Some(packet)) => break packet,
                         Ok(None) => match stream.read_buf(buf).await {
                             Ok(0) | Err(_) => return Err(None),
-                            Ok(_) => {}
+                            Ok(read) => {
+                                crate::telemetry::catalogue::RECEIVED_BYTES.increment(read as u64);
+                            }
                         },
                         Err(error) => {
                             return Err(Some((error.reason_code(), None)));

@@ -77,6 +77,7 @@ where
     if !last.is_empty() {
         let written = tokio::time::timeout(WRITE_WAIT, async {
             stream.write_all(&last).await?;
+            crate::telemetry::catalogue::SENT_BYTES.increment(last.len() as u64);
             stream.flush().await
         })
         .await;
@@ -96,6 +97,7 @@ where
     let deadline = Instant::now() + time;
     let said = tokio::time::timeout_at(deadline, async {
         stream.write_all(&last).await?;
+        crate::telemetry::catalogue::SENT_BYTES.increment(last.len() as u64);
         stream.flush().await?;
         stream.shutdown().await
     })

@@ -25,6 +25,7 @@ use crate::mqtt::{QoS, ReasonCode};
 
 pub const CONNECTIONS: &str = "gridmq_mqtt_connections";
 pub const CONNECTION_ATTEMPTS: &str = "gridmq_mqtt_connection_attempts_total";
+pub const CONNECTIONS_UNANSWERED: &str = "gridmq_mqtt_unanswered_connections_total";
 pub const PUBLISHED: &str = "gridmq_mqtt_published_messages_total";
 pub const DELIVERED: &str = "gridmq_mqtt_delivered_messages_total";
 pub const BYTES_RECEIVED: &str = "gridmq_mqtt_received_bytes_total";
@@ -99,6 +100,10 @@ pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(CONNECTIONS, "MQTT connections open now (parked ones included).");
     describe_counter!(CONNECTION_ATTEMPTS, "CONNECTs answered, by result and CONNACK reason.");
+    describe_counter!(
+        CONNECTIONS_UNANSWERED,
+        "Connections closed before any CONNACK, by reason: timeout, malformed, closed."
+    );
     describe_counter!(PUBLISHED, "PUBLISH packets received, by QoS, result and reason.");
     describe_counter!(DELIVERED, "PUBLISH packets sent to subscribers, by QoS.");
     describe_counter!(BYTES_RECEIVED, Unit::Bytes, "Bytes read from MQTT clients.");
@@ -215,6 +220,13 @@ pub fn connection_attempt(code: ReasonCode) {
     let result = if code.is_error() { "failure" } else { "success" };
     let reason = format!("{code:?}");
     counter!(CONNECTION_ATTEMPTS, "result" => result, "reason" => reason).increment(1);
+}
+
+/// A connection that ended before any CONNACK: `timeout` (no CONNECT within
+/// `mqtt.connect_timeout_secs`), `malformed` (a CONNECT the protocol gives no answer to), or
+/// `closed` (the client closed first, or its read failed).
+pub fn connection_unanswered(reason: &'static str) {
+    counter!(CONNECTIONS_UNANSWERED, "reason" => reason).increment(1);
 }
 
 /// `count` SUBSCRIBE or UNSUBSCRIBE filters with one result.

@@ -155,6 +155,56 @@ async fn refused_connect(addr: SocketAddr) {
     assert_eq!(connack, [0x20, 2, 0, 2]);
 }
 
+/// The counters the handshake moves: unanswered connections by reason, and bytes.
+fn handshake_counters(samples: &Samples) -> [f64; 5] {
+    let unanswered = "gridmq_mqtt_unanswered_connections_total";
+    [
+        value(samples, unanswered, &[("reason", "closed")]),
+        value(samples, unanswered, &[("reason", "malformed")]),
+        value(samples, unanswered, &[("reason", "timeout")]),
+        value(samples, "gridmq_mqtt_received_bytes_total", &[]),
+        value(samples, "gridmq_mqtt_sent_bytes_total", &[]),
+    ]
+}
+
+#[tokio::test]
+async fn connections_that_end_before_a_connack_and_handshake_bytes_are_counted() {
+    let config = "[mqtt]\nconnect_timeout_secs = 1\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let gridmq = Gridmq::start_with_config(config);
+    let metrics = gridmq.metrics.expect("metrics listener");
+    let before = handshake_counters(&scrape(metrics).await);
+
+    // Refused: the 14-byte CONNECT in, the 4-byte CONNACK out.
+    refused_connect(gridmq.addr).await;
+    // Closed after 7 bytes, half a CONNECT.
+    let mut half = tokio::net::TcpStream::connect(gridmq.addr).await.expect("connect");
+    half.write_all(&[0x10, 12, 0, 4, b'M', b'Q', b'T']).await.expect("write");
+    drop(half);
+    // A 3.1.1 CONNECT with the reserved flag set: malformed, answered by a close alone.
+    let mut malformed = tokio::net::TcpStream::connect(gridmq.addr).await.expect("connect");
+    let connect = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x01, 0, 60, 0, 0];
+    malformed.write_all(&connect).await.expect("write CONNECT");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, malformed.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed without an answer: {read:?} {rest:?}");
+    // Silent: closed after the connect timeout.
+    let mut silent = tokio::net::TcpStream::connect(gridmq.addr).await.expect("connect");
+    let read = tokio::time::timeout(WAIT, silent.read_to_end(&mut rest)).await;
+    assert!(matches!(read, Ok(Ok(0))), "closed after the timeout: {read:?}");
+
+    let expected = [1.0, 1.0, 1.0, 14.0 + 7.0 + 14.0, 4.0];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = handshake_counters(&scrape(metrics).await);
+        let moved: Vec<f64> = now.iter().zip(before).map(|(now, before)| now - before).collect();
+        if moved == expected {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "moved {moved:?}, expected {expected:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_scripted_workload_is_counted_exactly() {
     // /hook fails twice and then takes the event (the webhook's default), /bad never does.
