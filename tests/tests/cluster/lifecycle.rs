@@ -109,7 +109,7 @@ async fn a_persistent_session_is_numbered_on_its_node_and_on_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_created_on_a_is_reported_once_by_the_cluster() {
+async fn a_client_created_on_a_and_deleted_on_c_is_reported_once_each_by_the_cluster() {
     let server = webhook::accepting().await;
     let cluster = GridmqCluster::start_with(3, &config(&server.uri()));
     let api = cluster.nodes[0].http.expect("the management API is announced");
@@ -123,4 +123,14 @@ async fn a_client_created_on_a_is_reported_once_by_the_cluster() {
     let types: Vec<&str> = events.iter().map(short_type).collect();
     assert_eq!(types, ["ClientCreatedOrUpdated"], "{events:#?}");
     assert_eq!(events[0]["subject"], "clients/dev1");
+
+    // Deleted through C: one more event, not one per node.
+    let api = cluster.nodes[2].http.expect("the management API is announced");
+    let (status, answer) =
+        request(api, "DELETE", "/clients/dev1", TOKEN, None).await.expect("DELETE");
+    assert!(matches!(status, 200 | 204), "{status} {answer}");
+    let events = settled_events(&server, 2).await;
+    let types: Vec<&str> = events.iter().map(short_type).collect();
+    assert_eq!(types, ["ClientCreatedOrUpdated", "ClientDeleted"], "{events:#?}");
+    assert_eq!(events[1]["subject"], "clients/dev1");
 }
