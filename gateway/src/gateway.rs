@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use self::error::StartError;
 use crate::broker::Broker;
@@ -149,7 +149,13 @@ impl Gateway {
                 let snapshot = storage.take_snapshot();
                 (storage, snapshot)
             }
-            None => crate::startup::open_store(&config.store)?,
+            None => {
+                let opened = crate::startup::open_store(&config.store)?;
+                if !config.store.in_memory {
+                    unmark_cluster(&config.store.data_dir);
+                }
+                opened
+            }
         };
         let routing_rows =
             snapshot.as_mut().map(|s| std::mem::take(&mut s.routing)).unwrap_or_default();
@@ -427,6 +433,21 @@ impl Gateway {
         // Connections and timers are done appending; the journal commits the rest and stops.
         self.storage.close().await;
         drained
+    }
+}
+
+/// A data directory a cluster node used and a single node now runs on: the marker that made
+/// `gridmq deadletters` refuse it goes, since this node's dead letters are in its own store.
+/// Failing to remove it only leaves that command refusing, so it is a warning.
+fn unmark_cluster(dir: &std::path::Path) {
+    match crate::routing::offline::unmark_cluster(dir) {
+        Ok(None) => {}
+        Ok(Some(stream)) => info!(
+            data_dir = %dir.display(),
+            stream,
+            "This directory served a cluster node before; that node's dead letters stay in the cluster's stream."
+        ),
+        Err(error) => warn!(%error, "Cannot remove the cluster marker file."),
     }
 }
 

@@ -117,6 +117,21 @@ pub fn mark_cluster(dir: &Path, prefix: &str, stream: &str) -> Result<(), StoreE
         .map_err(|error| StoreError::Backend(format!("{}: {error}", path.display())))
 }
 
+/// Takes the cluster marker out of `dir`, which now serves a single node: the dead letters it
+/// has from now on are in its own store again. Returns the stream the marker named, if there
+/// was one.
+pub fn unmark_cluster(dir: &Path) -> Result<Option<String>, StoreError> {
+    let path = dir.join(CLUSTER_MARKER);
+    let marker = match std::fs::read_to_string(&path) {
+        Ok(marker) => marker,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(StoreError::Backend(format!("{}: {error}", path.display()))),
+    };
+    std::fs::remove_file(&path)
+        .map_err(|error| StoreError::Backend(format!("{}: {error}", path.display())))?;
+    Ok(Some(marker.lines().nth(1).unwrap_or_default().trim().to_string()))
+}
+
 fn open(dir: &Path) -> Result<RedbStore, OfflineError> {
     if let Ok(marker) = std::fs::read_to_string(dir.join(CLUSTER_MARKER)) {
         // The cluster names its own streams; this module only repeats what it wrote.

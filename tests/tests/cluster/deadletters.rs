@@ -264,7 +264,8 @@ async fn dead_letters_are_listed_deleted_and_redriven_from_any_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_offline_command_says_a_cluster_nodes_dead_letters_are_in_the_cluster() {
+async fn the_offline_command_says_a_cluster_nodes_dead_letters_are_in_the_cluster_until_a_single_node_runs_there()
+ {
     let cluster = GridmqCluster::start_with(3, &config(QUEUES));
     for command in [&["list"][..], &["redrive", "--subscription", "orders/audit"][..]] {
         let output = std::process::Command::new(gateway_tests::binary())
@@ -279,6 +280,19 @@ async fn the_offline_command_says_a_cluster_nodes_dead_letters_are_in_the_cluste
         assert!(stderr.contains("cluster node") && stderr.contains("GM_DLQ"), "{stderr}");
         assert!(output.stdout.is_empty(), "{}", String::from_utf8_lossy(&output.stdout));
     }
+
+    // The same directory run by a single node afterwards: its own store holds its dead letters
+    // again, and the command reads them.
+    let data = cluster.nodes[1].data_dir();
+    drop(cluster);
+    drop(gateway_tests::Gridmq::start_in(data.clone(), ""));
+    let output = std::process::Command::new(gateway_tests::binary())
+        .args(["deadletters", "list", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("run gridmq deadletters");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
