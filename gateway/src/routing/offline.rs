@@ -113,8 +113,7 @@ pub fn redrive(dir: &Path, key: &str, ids: Option<&[u64]>) -> Result<usize, Offl
 /// whose dead letters are in stream `stream`.
 pub fn mark_cluster(dir: &Path, prefix: &str, stream: &str) -> Result<(), StoreError> {
     let path = dir.join(CLUSTER_MARKER);
-    std::fs::write(&path, format!("{prefix}\n{stream}\n"))
-        .map_err(|error| StoreError::Backend(format!("{}: {error}", path.display())))
+    std::fs::write(&path, format!("{prefix}\n{stream}\n")).map_err(|error| file_error(&path, error))
 }
 
 /// Takes the cluster marker out of `dir`, which now serves a single node: the dead letters it
@@ -122,22 +121,33 @@ pub fn mark_cluster(dir: &Path, prefix: &str, stream: &str) -> Result<(), StoreE
 /// was one.
 pub fn unmark_cluster(dir: &Path) -> Result<Option<String>, StoreError> {
     let path = dir.join(CLUSTER_MARKER);
-    let marker = match std::fs::read_to_string(&path) {
+    let Some((_, stream)) = read_marker(&path).map_err(|error| file_error(&path, error))? else {
+        return Ok(None);
+    };
+    std::fs::remove_file(&path).map_err(|error| file_error(&path, error))?;
+    Ok(Some(stream))
+}
+
+/// The (subject prefix, dead-letter stream) a cluster marker names, if there is one. The
+/// cluster names its own streams; this module only repeats what it wrote.
+fn read_marker(path: &Path) -> std::io::Result<Option<(String, String)>> {
+    let marker = match std::fs::read_to_string(path) {
         Ok(marker) => marker,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(StoreError::Backend(format!("{}: {error}", path.display()))),
+        Err(error) => return Err(error),
     };
-    std::fs::remove_file(&path)
-        .map_err(|error| StoreError::Backend(format!("{}: {error}", path.display())))?;
-    Ok(Some(marker.lines().nth(1).unwrap_or_default().trim().to_string()))
+    let mut lines = marker.lines().map(str::trim);
+    let prefix = lines.next().unwrap_or_default().to_string();
+    let stream = lines.next().unwrap_or_default().to_string();
+    Ok(Some((prefix, stream)))
+}
+
+fn file_error(path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::Backend(format!("{}: {error}", path.display()))
 }
 
 fn open(dir: &Path) -> Result<RedbStore, OfflineError> {
-    if let Ok(marker) = std::fs::read_to_string(dir.join(CLUSTER_MARKER)) {
-        // The cluster names its own streams; this module only repeats what it wrote.
-        let mut lines = marker.lines().map(str::trim);
-        let prefix = lines.next().unwrap_or_default().to_string();
-        let stream = lines.next().unwrap_or_default().to_string();
+    if let Ok(Some((prefix, stream))) = read_marker(&dir.join(CLUSTER_MARKER)) {
         return Err(OfflineError::ClusterNode { dir: dir.to_path_buf(), prefix, stream });
     }
     if !dir.join("gridmq.redb").exists() {

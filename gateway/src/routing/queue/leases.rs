@@ -33,7 +33,7 @@ use super::{
     TokenOutcome,
 };
 use crate::routing::buffer::millis;
-use crate::routing::shared::{Backlog, Feed, Leased, SharedLog};
+use crate::routing::shared::{Backlog, Feed, Leased, SharedError, SharedLog};
 
 /// What the log's ack wait adds to the lock duration: the owner expires a lock itself, and the
 /// log's own redelivery is only for an owner that died.
@@ -178,6 +178,16 @@ impl QueueSubscription {
         self.leases.as_ref()
     }
 
+    /// The subscription's feed from the log, opened (and its consumer created) on first use.
+    async fn open_feed(&self, leases: &Leases) -> Result<Arc<dyn Feed>, SharedError> {
+        let ack_wait = self.lock_duration + ACK_SLACK;
+        leases
+            .feed
+            .get_or_try_init(|| leases.log.feed(&self.topic, &self.name, ack_wait))
+            .await
+            .cloned()
+    }
+
     /// Receives from the cluster's routing log (see the module doc).
     pub(super) async fn receive_shared(
         &self,
@@ -186,13 +196,7 @@ impl QueueSubscription {
         max_wait: Duration,
     ) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + max_wait;
-        let ack_wait = self.lock_duration + ACK_SLACK;
-        let feed = leases
-            .feed
-            .get_or_try_init(|| leases.log.feed(&self.topic, &self.name, ack_wait))
-            .await
-            .cloned();
-        let feed = match feed {
+        let feed = match self.open_feed(leases).await {
             Ok(feed) => feed,
             Err(error) => {
                 warn!(subscription = %self.key, %error, "Cannot open the subscription's feed.");
@@ -478,13 +482,9 @@ impl QueueSubscription {
     /// cannot be had within `within` keeps the last one.
     pub async fn count_backlog(&self, within: Duration) {
         let Some(leases) = self.leases() else { return };
-        let ack_wait = self.lock_duration + ACK_SLACK;
         let count = async {
             // The log counts for a consumer only once it exists: opening the feed creates it.
-            leases
-                .feed
-                .get_or_try_init(|| leases.log.feed(&self.topic, &self.name, ack_wait))
-                .await?;
+            self.open_feed(leases).await?;
             leases.log.backlog(&self.topic, &self.name).await
         };
         if let Ok(Ok(backlog)) = tokio::time::timeout(within, count).await {
